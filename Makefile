@@ -1,0 +1,41 @@
+# Horizon — split-horizon EDS for multi-cluster meshes.
+
+GO        ?= go
+TESTBIN   := $(shell bash hack/testbin.sh --dir)
+export HORIZON_TESTBIN := $(TESTBIN)
+GOTESTFLAGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build the horizon binary into bin/.
+	$(GO) build -o bin/ ./cmd/...
+
+.PHONY: testbin
+testbin: ## Build etcd and kube-apiserver for tests into the cache (once per machine; ~8 min the first time).
+	@bash hack/testbin.sh >/dev/null
+
+.PHONY: test
+test: testbin ## Run every test with the race detector, real API servers included.
+	$(GO) test -race -count=1 -timeout 20m $(GOTESTFLAGS) ./...
+
+.PHONY: e2e
+e2e: testbin ## Run only the end-to-end tests (real API servers).
+	$(GO) test -race -count=1 -timeout 20m -v $(GOTESTFLAGS) ./e2e/...
+
+.PHONY: bench
+bench: testbin ## Run the benchmarks (registry sync of 10,000 pods, …).
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+
+.PHONY: lint
+lint: ## Vet the code and check formatting.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed (make fmt)"; exit 1; }
+	$(GO) vet ./...
+
+.PHONY: fmt
+fmt: ## Format the code.
+	gofmt -w $$(git ls-files '*.go')

@@ -1,0 +1,348 @@
+package clusterregistry
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+
+	"github.com/horizon-mesh/horizon/network"
+)
+
+// Options configures a Registry.
+type Options struct {
+	// DomainSuffix completes service hosts: <name>.<namespace>.svc.<DomainSuffix>.
+	DomainSuffix string
+	// Namespace is the system namespace; its topology.istio.io/network label in each
+	// cluster names the network of that cluster's endpoints.
+	Namespace string
+	// SyncTimeout is how long a cluster may take to sync before readiness stops
+	// waiting for it. Zero means wait forever.
+	SyncTimeout time.Duration
+	// Logger receives the registry's log lines; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// AddFlags binds the options that come from the command line. Namespace is shared with
+// the remote-secret controller and bound there.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "DNS domain suffix of service hosts")
+	fs.DurationVar(&o.SyncTimeout, "remote-cluster-timeout", 30*time.Second, "how long a cluster may take to sync before Horizon is ready without it")
+}
+
+// Validate checks the options once, before New.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.DomainSuffix == "" {
+		errs = append(errs, errors.New("--domain-suffix: must not be empty"))
+	}
+	if o.Namespace == "" {
+		errs = append(errs, errors.New("--namespace: must not be empty"))
+	}
+	if o.SyncTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--remote-cluster-timeout: must not be negative, got %s", o.SyncTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// entry is one cluster ID: the cluster that serves, and a replacement syncing to take
+// its place after a credential change.
+type entry struct {
+	active  *Cluster
+	pending *Cluster
+}
+
+// Registry holds every cluster and the aggregated endpoint index.
+type Registry struct {
+	opts Options
+	log  *slog.Logger
+
+	mu       sync.RWMutex
+	clusters map[network.ClusterID]*entry // guarded by mu
+	subs     []func(Change)               // guarded by mu
+	watchers []func()                     // guarded by mu; told of status changes
+	closed   bool                         // guarded by mu
+	wg       sync.WaitGroup               // swap goroutines
+}
+
+// New returns an empty Registry.
+func New(opts Options) (*Registry, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Registry{
+		opts:     opts,
+		log:      opts.Logger.With("component", "clusterregistry"),
+		clusters: map[network.ClusterID]*entry{},
+	}, nil
+}
+
+// Subscribe registers fn to learn of every (host, cluster) whose shard changed. fn runs
+// on a cluster's worker goroutine and must not block.
+func (r *Registry) Subscribe(fn func(Change)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.subs = append(r.subs, fn)
+}
+
+// OnStatusChange registers fn to learn that some cluster's state changed (synced,
+// timed out, failed); it reads Clusters or HasSynced for the details. fn must not block.
+func (r *Registry) OnStatusChange(fn func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.watchers = append(r.watchers, fn)
+}
+
+// SetCluster adds cluster id, or gives it a new client config. A new config is
+// connected and synced beside the old one, which keeps serving; once the new one has
+// synced it is swapped in and the old one stopped, so endpoints never disappear during
+// a credential rotation. If the old one never synced, the new one replaces it at once.
+func (r *Registry) SetCluster(id network.ClusterID, source string, cfg *rest.Config) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	c, err := newCluster(r, id, source, cfg)
+	if err != nil {
+		// Only a malformed rest.Config gets here; the loader has already checked it.
+		r.log.Error("cluster not added", "cluster", id, "source", source, "error", err)
+		return
+	}
+	e := r.clusters[id]
+	if e == nil {
+		r.clusters[id] = &entry{active: c}
+		c.start()
+		r.log.Info("cluster added", "cluster", id, "source", source, "server", c.server)
+		return
+	}
+	if e.pending != nil {
+		pending := e.pending
+		r.wg.Add(1)
+		go func() { defer r.wg.Done(); pending.stop() }()
+	}
+	if !e.active.hasSynced() {
+		old := e.active
+		e.active, e.pending = c, nil
+		c.start()
+		r.log.Info("cluster replaced before it synced", "cluster", id, "source", source, "server", c.server)
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			old.stop()
+			r.notifyAll(old, c)
+		}()
+		return
+	}
+	e.pending = c
+	c.start()
+	r.log.Info("cluster credentials changed; syncing the new client before swapping", "cluster", id, "source", source, "server", c.server)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		select {
+		case <-c.synced:
+		case <-c.stopped():
+			return
+		}
+		r.mu.Lock()
+		cur := r.clusters[id]
+		if cur == nil || cur.pending != c {
+			r.mu.Unlock()
+			return
+		}
+		old := cur.active
+		cur.active, cur.pending = c, nil
+		r.mu.Unlock()
+		r.log.Info("cluster swapped to new credentials", "cluster", id)
+		r.notifyAll(old, c)
+		old.stop()
+	}()
+}
+
+// RemoveCluster stops cluster id and drops everything learned from it.
+func (r *Registry) RemoveCluster(id network.ClusterID) {
+	r.mu.Lock()
+	e := r.clusters[id]
+	delete(r.clusters, id)
+	r.mu.Unlock()
+	if e == nil {
+		return
+	}
+	if e.pending != nil {
+		e.pending.stop()
+	}
+	e.active.stop()
+	r.log.Info("cluster removed", "cluster", id)
+	r.notifyAll(e.active, nil)
+	r.changed()
+}
+
+// Close stops every cluster.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	r.closed = true
+	ids := make([]network.ClusterID, 0, len(r.clusters))
+	for id := range r.clusters {
+		ids = append(ids, id)
+	}
+	r.mu.Unlock()
+	for _, id := range ids {
+		r.RemoveCluster(id)
+	}
+	r.wg.Wait()
+}
+
+// HasSynced reports whether every known cluster has synced or timed out.
+func (r *Registry) HasSynced() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, e := range r.clusters {
+		if !e.active.hasSynced() {
+			if st := e.active.status(); st.State != StateTimedOut {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Clusters describes every cluster, sorted by ID.
+func (r *Registry) Clusters() []ClusterStatus {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]ClusterStatus, 0, len(r.clusters))
+	for _, e := range r.clusters {
+		st := e.active.status()
+		if e.pending != nil {
+			p := e.pending.status()
+			st.Rotation = &p
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Services returns what each cluster knows of host.
+func (r *Registry) Services(host string) map[network.ClusterID]*Shard {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := map[network.ClusterID]*Shard{}
+	for id, e := range r.clusters {
+		if s := e.active.shard(host); s != nil {
+			out[id] = s
+		}
+	}
+	return out
+}
+
+// Endpoints returns the ready endpoints of host's service port in each cluster that
+// has any.
+func (r *Registry) Endpoints(host string, port int32) map[network.ClusterID][]Endpoint {
+	out := map[network.ClusterID][]Endpoint{}
+	for id, s := range r.Services(host) {
+		var ready []Endpoint
+		for _, ep := range s.Endpoints[port] {
+			if ep.Ready {
+				ready = append(ready, ep)
+			}
+		}
+		if len(ready) > 0 {
+			out[id] = ready
+		}
+	}
+	return out
+}
+
+// Hosts returns every service host known in any cluster, sorted.
+func (r *Registry) Hosts() []string {
+	r.mu.RLock()
+	seen := map[string]bool{}
+	for _, e := range r.clusters {
+		for _, h := range e.active.hosts() {
+			seen[h] = true
+		}
+	}
+	r.mu.RUnlock()
+	out := make([]string, 0, len(seen))
+	for h := range seen {
+		out = append(out, h)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (r *Registry) host(key types.NamespacedName) string {
+	return key.Name + "." + key.Namespace + ".svc." + r.opts.DomainSuffix
+}
+
+// notify tells subscribers that c's shards of hosts changed, if c is the cluster that
+// serves its ID (a pending replacement stays silent until it is swapped in).
+func (r *Registry) notify(c *Cluster, hosts []string) {
+	r.mu.RLock()
+	e := r.clusters[c.id]
+	active := e != nil && e.active == c
+	subs := r.subs
+	r.mu.RUnlock()
+	if !active {
+		return
+	}
+	for _, h := range hosts {
+		for _, fn := range subs {
+			fn(Change{Host: h, Cluster: c.id})
+		}
+	}
+}
+
+// notifyAll tells subscribers of every host whose shard differs between old and cur
+// (either may be nil), after cur replaced old.
+func (r *Registry) notifyAll(old, cur *Cluster) {
+	id := old.id
+	hosts := map[string]bool{}
+	for _, h := range old.hosts() {
+		hosts[h] = true
+	}
+	if cur != nil {
+		for _, h := range cur.hosts() {
+			hosts[h] = true
+		}
+	}
+	r.mu.RLock()
+	subs := r.subs
+	r.mu.RUnlock()
+	for h := range hosts {
+		var a, b *Shard
+		a = old.shard(h)
+		if cur != nil {
+			b = cur.shard(h)
+		}
+		if reflect.DeepEqual(a, b) {
+			continue
+		}
+		for _, fn := range subs {
+			fn(Change{Host: h, Cluster: id})
+		}
+	}
+	r.changed()
+}
+
+// changed tells status watchers that some cluster's state changed.
+func (r *Registry) changed() {
+	r.mu.RLock()
+	ws := r.watchers
+	r.mu.RUnlock()
+	for _, fn := range ws {
+		fn()
+	}
+}

@@ -1,0 +1,110 @@
+package clusterregistry
+
+import (
+	"time"
+
+	"github.com/horizon-mesh/horizon/network"
+)
+
+// Locality is where an endpoint runs.
+type Locality struct {
+	Region  string `json:"region,omitempty"`
+	Zone    string `json:"zone,omitempty"`
+	Subzone string `json:"subzone,omitempty"`
+}
+
+// Endpoint is one address behind one service port in one cluster.
+type Endpoint struct {
+	Address string `json:"address"`
+	// Port is the target port the endpoint listens on.
+	Port  uint32 `json:"port"`
+	Ready bool   `json:"ready"`
+	// Locality comes from the node's labels, with the EndpointSlice zone hint as
+	// fallback for the zone.
+	Locality Locality `json:"locality"`
+	// Labels are the pod's labels (nil for an endpoint without a pod). Shared: do not
+	// modify.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Network is the pod's topology.istio.io/network label, or else that label on the
+	// cluster's system namespace; empty when neither is set.
+	Network network.NetworkID `json:"network,omitempty"`
+	// TLSMode is the pod's security.istio.io/tlsMode label.
+	TLSMode        string            `json:"tlsMode,omitempty"`
+	ServiceAccount string            `json:"serviceAccount,omitempty"`
+	Cluster        network.ClusterID `json:"cluster"`
+	// Pod is namespace/name of the backing pod, if any.
+	Pod string `json:"pod,omitempty"`
+}
+
+// ServicePort is one port of a Service.
+type ServicePort struct {
+	Name     string `json:"name,omitempty"`
+	Port     int32  `json:"port"`
+	Protocol string `json:"protocol"`
+}
+
+// Service is one Kubernetes Service in one cluster.
+type Service struct {
+	Host      string            `json:"host"`
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	Cluster   network.ClusterID `json:"cluster"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	// Annotations are kept for the few Istio annotations Horizon reads.
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Ports       []ServicePort     `json:"ports"`
+	// ExternalIPs and LoadBalancer (ingress IPs or hostnames) are where a gateway
+	// Service is reachable from outside its cluster.
+	ExternalIPs  []string `json:"externalIPs,omitempty"`
+	LoadBalancer []string `json:"loadBalancer,omitempty"`
+}
+
+// Shard is what one cluster knows of one service.
+type Shard struct {
+	Service Service `json:"service"`
+	// Endpoints by service port number, sorted by address then port.
+	Endpoints map[int32][]Endpoint `json:"endpoints"`
+}
+
+// Change says that what a cluster knows of a service host changed.
+type Change struct {
+	Host    string
+	Cluster network.ClusterID
+}
+
+// SyncState is where a cluster is in its initial sync.
+type SyncState string
+
+const (
+	// StatePending: informers started, not yet synced, no error seen.
+	StatePending SyncState = "pending"
+	// StateSynced: informers synced and the initial backlog processed.
+	StateSynced SyncState = "synced"
+	// StateError: not synced, and the last list or watch failed (LastError says why).
+	StateError SyncState = "error"
+	// StateTimedOut: not synced within the remote cluster timeout. Horizon serves the
+	// other clusters and keeps trying this one.
+	StateTimedOut SyncState = "timed-out"
+)
+
+// ClusterStatus describes one cluster for status and debug output. It never holds
+// credentials.
+type ClusterStatus struct {
+	ID       network.ClusterID `json:"id"`
+	Source   string            `json:"source"`
+	Server   string            `json:"server"`
+	State    SyncState         `json:"state"`
+	Services int               `json:"services"`
+	// Endpoints counts ready endpoints over all services and ports.
+	Endpoints int       `json:"endpoints"`
+	Started   time.Time `json:"started"`
+	// SyncedAt is when the initial sync finished; zero before.
+	SyncedAt     time.Time     `json:"syncedAt,omitempty"`
+	SyncDuration time.Duration `json:"syncDuration,omitempty"`
+	LastError    string        `json:"lastError,omitempty"`
+	LastErrorAt  time.Time     `json:"lastErrorAt,omitempty"`
+	// Network is the topology.istio.io/network label of the cluster's system namespace.
+	Network network.NetworkID `json:"network,omitempty"`
+	// Rotation describes a credential change that is syncing and not yet swapped in.
+	Rotation *ClusterStatus `json:"rotation,omitempty"`
+}

@@ -1,0 +1,351 @@
+package kubetest
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// Versions of the binaries built by hack/testbin.sh; keep the two in step.
+const (
+	EtcdVersion = "v3.6.5"
+	KubeVersion = "v1.34.1"
+)
+
+// adminToken authenticates as a member of system:masters on every test cluster.
+const adminToken = "horizon-test-admin-token"
+
+// BinDir returns the directory holding the etcd and kube-apiserver binaries.
+func BinDir() string {
+	if d := os.Getenv("HORIZON_TESTBIN"); d != "" {
+		return d
+	}
+	cache := os.Getenv("HORIZON_CACHE")
+	if cache == "" {
+		base := os.Getenv("XDG_CACHE_HOME")
+		if base == "" {
+			home, _ := os.UserHomeDir()
+			base = filepath.Join(home, ".cache")
+		}
+		cache = filepath.Join(base, "horizon")
+	}
+	return filepath.Join(cache, "testbin", "etcd-"+EtcdVersion+"_kube-"+KubeVersion)
+}
+
+// Environment is one etcd and the clusters started on it.
+type Environment struct {
+	dir      string
+	binDir   string
+	etcdURL  string
+	etcd     *process
+	mu       sync.Mutex
+	clusters []*Cluster // guarded by mu
+	closed   bool       // guarded by mu
+}
+
+// Cluster is one running kube-apiserver.
+type Cluster struct {
+	// Name is the cluster's name in the environment; it is also its etcd prefix.
+	Name string
+	// Host is the API server URL, https://127.0.0.1:<port>.
+	Host string
+	// CAData is the PEM bundle that verifies the API server's serving certificate.
+	CAData []byte
+	// Config authenticates as a cluster administrator (system:masters).
+	Config *rest.Config
+	// Client is a clientset built from Config.
+	Client kubernetes.Interface
+
+	proc *process
+}
+
+// Start starts etcd in a fresh temporary directory. Close stops it and every cluster.
+func Start() (*Environment, error) {
+	binDir := BinDir()
+	for _, b := range []string{"etcd", "kube-apiserver"} {
+		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
+			return nil, fmt.Errorf("test binary %s not found in %s (run `make testbin`): %w", b, binDir, err)
+		}
+	}
+	dir, err := os.MkdirTemp("", "horizon-kubetest-")
+	if err != nil {
+		return nil, err
+	}
+	env := &Environment{dir: dir, binDir: binDir}
+	ports, err := freePorts(2)
+	if err != nil {
+		env.Close()
+		return nil, err
+	}
+	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	env.etcdURL = client
+	env.etcd, err = startProcess(filepath.Join(dir, "etcd.log"), filepath.Join(binDir, "etcd"),
+		"--name=horizon-test",
+		"--data-dir="+filepath.Join(dir, "etcd"),
+		"--listen-client-urls="+client,
+		"--advertise-client-urls="+client,
+		"--listen-peer-urls="+peer,
+		"--initial-advertise-peer-urls="+peer,
+		"--initial-cluster=horizon-test="+peer,
+		"--unsafe-no-fsync=true",
+		"--log-level=warn",
+	)
+	if err != nil {
+		env.Close()
+		return nil, fmt.Errorf("start etcd: %w", err)
+	}
+	if err := waitHTTP(context.Background(), env.etcd, http.DefaultClient, client+"/health", 30*time.Second); err != nil {
+		env.Close()
+		return nil, fmt.Errorf("etcd did not become healthy (log %s): %w", env.etcd.logPath, err)
+	}
+	return env, nil
+}
+
+// StartCluster starts a new kube-apiserver named name (unique in the environment) and
+// waits until it is ready.
+func (e *Environment) StartCluster(ctx context.Context, name string) (*Cluster, error) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, errors.New("environment closed")
+	}
+	e.mu.Unlock()
+
+	dir := filepath.Join(e.dir, name)
+	if err := os.MkdirAll(filepath.Join(dir, "certs"), 0o700); err != nil {
+		return nil, err
+	}
+	if err := writeServiceAccountKey(filepath.Join(dir, "sa.key")); err != nil {
+		return nil, err
+	}
+	tokens := filepath.Join(dir, "tokens.csv")
+	if err := os.WriteFile(tokens, []byte(adminToken+`,horizon-admin,horizon-admin,"system:masters"`+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	proc, err := startProcess(filepath.Join(dir, "kube-apiserver.log"), filepath.Join(e.binDir, "kube-apiserver"),
+		"--etcd-servers="+e.etcdURL,
+		"--etcd-prefix=/"+name,
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(ports[0]),
+		"--cert-dir="+filepath.Join(dir, "certs"),
+		"--token-auth-file="+tokens,
+		"--authorization-mode=RBAC",
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file="+filepath.Join(dir, "sa.key"),
+		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
+		"--service-cluster-ip-range=10.96.0.0/16",
+		"--disable-admission-plugins=ServiceAccount",
+		"--endpoint-reconciler-type=none",
+		"--enable-priority-and-fairness=false",
+		"--profiling=false",
+		"--v=0",
+	)
+	if err != nil {
+		return nil, fmt.Errorf("start kube-apiserver %s: %w", name, err)
+	}
+	c := &Cluster{Name: name, Host: fmt.Sprintf("https://127.0.0.1:%d", ports[0]), proc: proc}
+	e.mu.Lock()
+	e.clusters = append(e.clusters, c)
+	e.mu.Unlock()
+
+	// The API server writes its self-signed serving certificate (with the CA that
+	// signed it) before it listens.
+	crt := filepath.Join(dir, "certs", "apiserver.crt")
+	if err := poll(ctx, proc, 60*time.Second, func() bool {
+		b, err := os.ReadFile(crt)
+		if err != nil || len(b) == 0 {
+			return false
+		}
+		c.CAData = b
+		return true
+	}); err != nil {
+		return nil, fmt.Errorf("kube-apiserver %s wrote no certificate (log %s): %w", name, proc.logPath, err)
+	}
+	c.Config = &rest.Config{
+		Host:            c.Host,
+		BearerToken:     adminToken,
+		TLSClientConfig: rest.TLSClientConfig{CAData: c.CAData},
+		QPS:             -1, // no client-side rate limit in tests
+	}
+	hc, err := rest.HTTPClientFor(c.Config)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitHTTP(ctx, proc, &authClient{hc}, c.Host+"/readyz", 60*time.Second); err != nil {
+		return nil, fmt.Errorf("kube-apiserver %s not ready (log %s): %w", name, proc.logPath, err)
+	}
+	hc.CloseIdleConnections()
+	c.Client, err = kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Stop stops the cluster's API server; its data stays in etcd. Clients of the cluster
+// then see connection errors, as with an unreachable remote cluster.
+func (c *Cluster) Stop() { c.proc.stop() }
+
+// Close stops every cluster and etcd and removes their files.
+func (e *Environment) Close() {
+	e.mu.Lock()
+	e.closed = true
+	clusters := e.clusters
+	e.mu.Unlock()
+	for _, c := range clusters {
+		c.proc.stop()
+	}
+	if e.etcd != nil {
+		e.etcd.stop()
+	}
+	if os.Getenv("HORIZON_KEEP_TESTDIR") == "" {
+		os.RemoveAll(e.dir)
+	}
+}
+
+type authClient struct{ *http.Client }
+
+func (a *authClient) Get(url string) (*http.Response, error) { return a.Client.Get(url) }
+
+type getter interface {
+	Get(url string) (*http.Response, error)
+}
+
+// waitHTTP polls url until it answers 200.
+func waitHTTP(ctx context.Context, p *process, c getter, url string, timeout time.Duration) error {
+	var last error
+	err := poll(ctx, p, timeout, func() bool {
+		resp, err := c.Get(url)
+		if err != nil {
+			last = err
+			return false
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			last = fmt.Errorf("%s: %s", url, resp.Status)
+			return false
+		}
+		return true
+	})
+	if err != nil && last != nil {
+		return fmt.Errorf("%w (last: %v)", err, last)
+	}
+	return err
+}
+
+// poll calls cond every 50ms until it is true, the process exits or timeout passes.
+func poll(ctx context.Context, p *process, timeout time.Duration, cond func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if cond() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.done:
+			return fmt.Errorf("process exited: %v", p.err)
+		case <-t.C:
+		}
+	}
+}
+
+func writeServiceAccountKey(path string) error {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	b := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
+	return os.WriteFile(path, b, 0o600)
+}
+
+// freePorts asks the kernel for n distinct free loopback ports.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// process is a child process whose output goes to a log file.
+type process struct {
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	err     error // set before done is closed
+	once    sync.Once
+}
+
+func startProcess(logPath, bin string, args ...string) (*process, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	// Die with the test binary even if it is killed before cleanup runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	p := &process{cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *process) stop() {
+	p.once.Do(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+}

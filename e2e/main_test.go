@@ -1,0 +1,205 @@
+// Package e2e holds Horizon's end-to-end tests: real API servers (see kubetest),
+// Horizon's components wired as the command wires them, and users' actions — labelled
+// remote Secrets, Services, Pods, EndpointSlices — applied through the Kubernetes API.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
+	"github.com/horizon-mesh/horizon/network"
+	"github.com/horizon-mesh/horizon/secrets"
+)
+
+const systemNamespace = "istio-system"
+
+// Three real clusters shared by the tests; each test uses its own namespaces, secret
+// names and cluster IDs.
+var config, remote, third *kubetest.Cluster
+
+func TestMain(m *testing.M) {
+	env, err := kubetest.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	ctx := context.Background()
+	for _, c := range []struct {
+		dst  **kubetest.Cluster
+		name string
+	}{{&config, "config"}, {&remote, "remote"}, {&third, "third"}} {
+		if *c.dst, err = env.StartCluster(ctx, c.name); err != nil {
+			env.Close()
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	env.Close()
+	os.Exit(code)
+}
+
+// horizon is Horizon's remote-secret controller and registry, running against the
+// config cluster as `horizon serve` runs them.
+type horizon struct {
+	registry *clusterregistry.Registry
+	secrets  *secrets.Controller
+	logs     *syncBuffer
+}
+
+// startHorizon runs the controller and registry until the test ends. The config
+// cluster itself is not added: these tests look at remote clusters only.
+func startHorizon(t *testing.T, timeout time.Duration) *horizon {
+	t.Helper()
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	reg, err := clusterregistry.New(clusterregistry.Options{
+		DomainSuffix: "cluster.local", Namespace: systemNamespace, SyncTimeout: timeout, Logger: logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl, err := secrets.New(secrets.Options{
+		Client: config.Client, Handler: reg, Namespace: systemNamespace, ClusterID: "config", Logger: logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctrl.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		reg.Close()
+		if t.Failed() {
+			t.Logf("horizon logs:\n%s", logs.String())
+		}
+	})
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		if !ctrl.HasSynced() {
+			return fmt.Errorf("secret controller not synced")
+		}
+		return nil
+	})
+	return &horizon{registry: reg, secrets: ctrl, logs: logs}
+}
+
+// keyStatus returns the status of one Secret key, or false.
+func (h *horizon) keyStatus(secret, key string) (secrets.KeyStatus, bool) {
+	for _, s := range h.secrets.Status() {
+		if s.Secret == systemNamespace+"/"+secret && s.Key == key {
+			return s, true
+		}
+	}
+	return secrets.KeyStatus{}, false
+}
+
+func (h *horizon) cluster(id network.ClusterID) (clusterregistry.ClusterStatus, bool) {
+	for _, c := range h.registry.Clusters() {
+		if c.ID == id {
+			return c, true
+		}
+	}
+	return clusterregistry.ClusterStatus{}, false
+}
+
+// remoteSecret is a Secret as `horizon create-remote-secret` (or a user with kubectl)
+// writes it.
+func remoteSecret(name string, data map[string][]byte) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: systemNamespace,
+			Labels: map[string]string{network.LabelMultiCluster: "true"},
+		},
+		Data: data,
+	}
+}
+
+func applySecret(t *testing.T, s *corev1.Secret) {
+	t.Helper()
+	ctx := t.Context()
+	if err := kubetest.EnsureNamespace(ctx, config.Client, s.Namespace, nil); err != nil {
+		t.Fatal(err)
+	}
+	secrets := config.Client.CoreV1().Secrets(s.Namespace)
+	if cur, err := secrets.Get(ctx, s.Name, metav1.GetOptions{}); err == nil {
+		s.ResourceVersion = cur.ResourceVersion
+		if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if _, err := secrets.Create(ctx, s, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func deleteSecret(t *testing.T, name string) {
+	t.Helper()
+	if err := config.Client.CoreV1().Secrets(systemNamespace).Delete(t.Context(), name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deployWeb deploys service "web" with one ready pod at ip into namespace ns of c.
+func deployWeb(t *testing.T, c *kubetest.Cluster, ns, ip string) string {
+	t.Helper()
+	err := kubetest.Deploy(t.Context(), c.Client, kubetest.Service{
+		Namespace: ns, Name: "web",
+		Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}},
+		Backends: []kubetest.Backend{{Pod: "web-1", IP: ip, Ready: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "web." + ns + ".svc.cluster.local"
+}
+
+// waitEndpoints waits until cluster id serves exactly the addresses want for host:port.
+func (h *horizon) waitEndpoints(t *testing.T, host string, port int32, id network.ClusterID, want ...string) {
+	t.Helper()
+	kubetest.Eventually(t, 15*time.Second, func() error {
+		var got []string
+		for _, ep := range h.registry.Endpoints(host, port)[id] {
+			got = append(got, ep.Address)
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			return fmt.Errorf("%s:%d in %s = %v, want %v", host, port, id, got, want)
+		}
+		return nil
+	})
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

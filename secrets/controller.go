@@ -1,0 +1,383 @@
+package secrets
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/horizon-mesh/horizon/network"
+)
+
+// ClusterHandler is told which remote clusters exist. It is implemented by the
+// cluster registry.
+type ClusterHandler interface {
+	// SetCluster adds cluster id, or replaces its client config when the kubeconfig
+	// changed. source names where the config came from ("namespace/secret[key]"). It
+	// must return promptly; connecting and syncing happen in the background.
+	SetCluster(id network.ClusterID, source string, cfg *rest.Config)
+	// RemoveCluster removes cluster id and everything learned from it.
+	RemoveCluster(id network.ClusterID)
+}
+
+// Options configures a Controller.
+type Options struct {
+	// Client reaches the config cluster, where remote Secrets live.
+	Client kubernetes.Interface
+	// Handler learns of cluster changes.
+	Handler ClusterHandler
+	// Namespace is the system namespace watched for remote Secrets.
+	Namespace string
+	// ClusterID is the config cluster's own ID; a remote Secret key naming it is ignored.
+	ClusterID network.ClusterID
+	// Load says what a remote kubeconfig may use.
+	Load LoadOptions
+	// Logger receives the controller's log lines; slog.Default() when nil.
+	Logger *slog.Logger
+}
+
+// AddFlags binds the options that come from the command line.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.Namespace, "namespace", "istio-system", "system namespace holding remote secrets (label "+network.LabelMultiCluster+"=true)")
+	fs.StringVar((*string)(&o.ClusterID), "cluster-id", "Kubernetes", "ID of the cluster Horizon runs in; a remote secret key with this ID is ignored")
+	fs.BoolVar(&o.Load.AllowFilePaths, "allow-kubeconfig-file-paths", false, "let remote kubeconfigs name local files (tokenFile, certificate and key files); unsafe with untrusted secrets")
+}
+
+// Validate checks the options once, before New.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.Client == nil {
+		errs = append(errs, errors.New("secrets: a config-cluster client is required"))
+	}
+	if o.Handler == nil {
+		errs = append(errs, errors.New("secrets: a cluster handler is required"))
+	}
+	if o.Namespace == "" {
+		errs = append(errs, errors.New("--namespace: must not be empty"))
+	}
+	if o.ClusterID == "" {
+		errs = append(errs, errors.New("--cluster-id: must not be empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// KeyState is the outcome for one data key of a remote Secret.
+type KeyState string
+
+const (
+	// KeyAccepted: the kubeconfig loaded and its cluster was handed to the registry.
+	KeyAccepted KeyState = "accepted"
+	// KeyRejected: the kubeconfig is unusable; Error says why. If an earlier
+	// kubeconfig for the same key was accepted, that cluster keeps serving.
+	KeyRejected KeyState = "rejected"
+	// KeyDuplicate: another Secret already claims this cluster ID.
+	KeyDuplicate KeyState = "duplicate"
+	// KeyIgnored: the key names the config cluster itself.
+	KeyIgnored KeyState = "ignored"
+)
+
+// KeyStatus describes one data key of one remote Secret. It never holds kubeconfig
+// contents.
+type KeyStatus struct {
+	Secret  string            `json:"secret"` // namespace/name
+	Key     string            `json:"key"`
+	Cluster network.ClusterID `json:"cluster"`
+	State   KeyState          `json:"state"`
+	Error   string            `json:"error,omitempty"`
+	Updated time.Time         `json:"updated"`
+}
+
+// keyRecord is what the worker remembers of one data key.
+type keyRecord struct {
+	status KeyStatus
+	hash   [sha256.Size]byte // of the kubeconfig last handed to the handler
+	active bool              // this key's cluster is registered with the handler
+}
+
+// Controller watches remote Secrets and keeps the handler's clusters in step with them.
+type Controller struct {
+	opts     Options
+	log      *slog.Logger
+	factory  informers.SharedInformerFactory
+	informer cache.SharedIndexInformer
+	lister   listersv1.SecretLister
+	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName]
+
+	// Owned by the worker goroutine.
+	owners map[network.ClusterID]types.NamespacedName     // cluster ID → Secret that claims it
+	keys   map[types.NamespacedName]map[string]*keyRecord // Secret → data key → record
+
+	mu          sync.Mutex
+	status      []KeyStatus // guarded by mu; a snapshot rebuilt after each change
+	initialDone bool        // guarded by mu
+}
+
+// New returns a Controller; Run starts it.
+func New(opts Options) (*Controller, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	selector := network.LabelMultiCluster + "=true"
+	factory := informers.NewSharedInformerFactoryWithOptions(opts.Client, 0,
+		informers.WithNamespace(opts.Namespace),
+		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = selector }))
+	si := factory.Core().V1().Secrets()
+	c := &Controller{
+		opts:     opts,
+		log:      opts.Logger.With("component", "secrets"),
+		factory:  factory,
+		informer: si.Informer(),
+		lister:   si.Lister(),
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
+			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "remote-secrets"}),
+		owners: map[network.ClusterID]types.NamespacedName{},
+		keys:   map[types.NamespacedName]map[string]*keyRecord{},
+	}
+	_, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: c.enqueue,
+		UpdateFunc: func(old, cur any) {
+			o, ok1 := old.(*corev1.Secret)
+			n, ok2 := cur.(*corev1.Secret)
+			if ok1 && ok2 && o.ResourceVersion == n.ResourceVersion {
+				return // periodic resync, nothing changed
+			}
+			c.enqueue(cur)
+		},
+		DeleteFunc: c.enqueue,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Controller) enqueue(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return
+	}
+	c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+}
+
+// Run watches Secrets until ctx is done, then stops the informer and the worker and
+// returns. It does not remove the clusters it added: the caller owns their lifetime.
+func (c *Controller) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer func() {
+		c.queue.ShutDown()
+		c.factory.Shutdown()
+		wg.Wait()
+	}()
+	c.factory.Start(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
+		return
+	}
+	// Process every Secret present at start before reporting synced, so that the
+	// registry knows every remote cluster before readiness is judged.
+	secrets, err := c.lister.Secrets(c.opts.Namespace).List(labels.Everything())
+	if err == nil {
+		sort.Slice(secrets, func(i, j int) bool { return secrets[i].Name < secrets[j].Name })
+		for _, s := range secrets {
+			c.reconcile(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+		}
+	}
+	c.mu.Lock()
+	c.initialDone = true
+	c.mu.Unlock()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for c.processNext() {
+		}
+	}()
+	<-ctx.Done()
+}
+
+// HasSynced reports whether the Secrets present at start were listed and processed.
+func (c *Controller) HasSynced() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.initialDone
+}
+
+// Status returns the state of every data key of every remote Secret, sorted by
+// Secret and key.
+func (c *Controller) Status() []KeyStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]KeyStatus(nil), c.status...)
+}
+
+func (c *Controller) processNext() bool {
+	key, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(key)
+	c.reconcile(key)
+	c.queue.Forget(key)
+	return true
+}
+
+// reconcile brings the handler's clusters in line with one Secret. Every outcome is
+// terminal for the current contents of the Secret (a kubeconfig does not fix itself),
+// so nothing is retried until the Secret changes.
+func (c *Controller) reconcile(name types.NamespacedName) {
+	defer c.publishStatus()
+	secret, err := c.lister.Secrets(name.Namespace).Get(name.Name)
+	if err != nil && !apierrors.IsNotFound(err) {
+		c.log.Error("read remote secret from cache", "secret", name.String(), "error", err)
+		return
+	}
+	var data map[string][]byte
+	if err == nil {
+		data = secret.Data
+	}
+	records := c.keys[name]
+	if records == nil {
+		records = map[string]*keyRecord{}
+		c.keys[name] = records
+	}
+	released := false
+	// Keys that disappeared (or the whole Secret).
+	for key, rec := range records {
+		if _, ok := data[key]; ok {
+			continue
+		}
+		if rec.active {
+			c.opts.Handler.RemoveCluster(rec.status.Cluster)
+			c.log.Info("remote cluster removed", "secret", name.String(), "key", key, "cluster", rec.status.Cluster)
+		}
+		if c.owners[rec.status.Cluster] == name {
+			delete(c.owners, rec.status.Cluster)
+			released = true
+		}
+		delete(records, key)
+	}
+	if len(records) == 0 && data == nil {
+		delete(c.keys, name)
+	}
+	for _, key := range sortedKeys(data) {
+		c.reconcileKey(name, key, data[key], records)
+	}
+	if released {
+		// A cluster ID became free: Secrets refused as duplicates may claim it now.
+		c.requeueDuplicates(name)
+	}
+}
+
+func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubeconfig []byte, records map[string]*keyRecord) {
+	id := network.ClusterID(key)
+	rec := records[key]
+	if rec == nil {
+		rec = &keyRecord{status: KeyStatus{Secret: name.String(), Key: key, Cluster: id}}
+		records[key] = rec
+	}
+	set := func(state KeyState, msg string) {
+		if rec.status.State != state || rec.status.Error != msg {
+			rec.status.Updated = time.Now()
+		}
+		rec.status.State, rec.status.Error = state, msg
+	}
+	log := c.log.With("secret", name.String(), "key", key, "cluster", id)
+
+	if id == c.opts.ClusterID {
+		if rec.status.State != KeyIgnored {
+			log.Warn("remote secret key names the config cluster itself; ignored")
+		}
+		set(KeyIgnored, fmt.Sprintf("cluster ID %q is the config cluster's own ID", id))
+		return
+	}
+	if owner, ok := c.owners[id]; ok && owner != name {
+		if rec.status.State != KeyDuplicate {
+			log.Warn("cluster ID already claimed by another remote secret; refused", "claimedBy", owner.String())
+		}
+		set(KeyDuplicate, fmt.Sprintf("cluster ID %q is already claimed by secret %s", id, owner))
+		return
+	}
+	sum := sha256.Sum256(kubeconfig)
+	if rec.active && sum == rec.hash {
+		set(KeyAccepted, "")
+		return // unchanged kubeconfig: nothing to do
+	}
+	if rec.status.State == KeyRejected && sum == rec.hash {
+		return // the same bad kubeconfig again
+	}
+	cfg, err := LoadKubeconfig(kubeconfig, c.opts.Load)
+	if err != nil {
+		rec.hash = sum
+		msg := fmt.Sprintf("secret %s key %q: %v", name, key, err)
+		if rec.active {
+			msg += "; the cluster keeps its previous credentials"
+		}
+		log.Error("remote kubeconfig rejected", "error", err, "keepsPrevious", rec.active)
+		set(KeyRejected, msg)
+		return
+	}
+	c.owners[id] = name
+	c.opts.Handler.SetCluster(id, fmt.Sprintf("%s[%s]", name, key), cfg)
+	if rec.active {
+		log.Info("remote cluster credentials changed", "server", cfg.Host)
+	} else {
+		log.Info("remote cluster added", "server", cfg.Host)
+	}
+	rec.active, rec.hash = true, sum
+	set(KeyAccepted, "")
+}
+
+// requeueDuplicates enqueues every Secret holding a key refused as a duplicate.
+func (c *Controller) requeueDuplicates(except types.NamespacedName) {
+	for name, records := range c.keys {
+		if name == except {
+			continue
+		}
+		for _, rec := range records {
+			if rec.status.State == KeyDuplicate {
+				c.queue.Add(name)
+				break
+			}
+		}
+	}
+}
+
+func (c *Controller) publishStatus() {
+	var out []KeyStatus
+	for _, records := range c.keys {
+		for _, rec := range records {
+			out = append(out, rec.status)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Secret != out[j].Secret {
+			return out[i].Secret < out[j].Secret
+		}
+		return out[i].Key < out[j].Key
+	})
+	c.mu.Lock()
+	c.status = out
+	c.mu.Unlock()
+}
