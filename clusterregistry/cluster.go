@@ -47,17 +47,18 @@ type Cluster struct {
 	reg    *Registry
 	log    *slog.Logger
 
-	httpClient *http.Client
-	dialer     *connrotation.Dialer
-	factory    informers.SharedInformerFactory
-	nsFactory  informers.SharedInformerFactory
-	informers  []cache.SharedIndexInformer
-	services   listersv1.ServiceLister
-	pods       listersv1.PodLister
-	nodes      listersv1.NodeLister
-	namespaces listersv1.NamespaceLister
-	slices     cache.Indexer
-	queue      workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	httpClient     *http.Client
+	dialer         *connrotation.Dialer
+	factory        informers.SharedInformerFactory
+	nsFactory      informers.SharedInformerFactory
+	informers      []cache.SharedIndexInformer
+	handlersSynced []cache.InformerSynced
+	services       listersv1.ServiceLister
+	pods           listersv1.PodLister
+	nodes          listersv1.NodeLister
+	namespaces     listersv1.NamespaceLister
+	slices         cache.Indexer
+	queue          workqueue.TypedRateLimitingInterface[types.NamespacedName]
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -187,7 +188,7 @@ func (c *Cluster) setupInformers() error {
 	}
 	for _, h := range handlers {
 		fn := h.fn
-		if _, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		reg, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: fn,
 			UpdateFunc: func(old, cur any) {
 				if o, ok := old.(metav1.Object); ok {
@@ -203,9 +204,13 @@ func (c *Cluster) setupInformers() error {
 				}
 				fn(obj)
 			},
-		}); err != nil {
+		})
+		if err != nil {
 			return err
 		}
+		// The registration, not the informer, says when this handler has been given
+		// every object of the initial list.
+		c.handlersSynced = append(c.handlersSynced, reg.HasSynced)
 		if err := h.inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
 			c.recordError(err)
 		}); err != nil {
@@ -248,11 +253,7 @@ func (c *Cluster) start() {
 	c.wg.Add(2)
 	go func() {
 		defer c.wg.Done()
-		syncs := make([]cache.InformerSynced, 0, len(c.informers))
-		for _, inf := range c.informers {
-			syncs = append(syncs, inf.HasSynced)
-		}
-		if !cache.WaitForCacheSync(ctx.Done(), syncs...) {
+		if !cache.WaitForCacheSync(ctx.Done(), c.handlersSynced...) {
 			return
 		}
 		c.queue.Add(syncMarker)

@@ -106,7 +106,8 @@ func (r *Registry) OnStatusChange(fn func()) {
 // SetCluster adds cluster id, or gives it a new client config. A new config is
 // connected and synced beside the old one, which keeps serving; once the new one has
 // synced it is swapped in and the old one stopped, so endpoints never disappear during
-// a credential rotation. If the old one never synced, the new one replaces it at once.
+// a credential rotation. A replacement that never syncs never takes over; its errors
+// show in the cluster's Rotation status.
 func (r *Registry) SetCluster(id network.ClusterID, source string, cfg *rest.Config) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -130,19 +131,6 @@ func (r *Registry) SetCluster(id network.ClusterID, source string, cfg *rest.Con
 		pending := e.pending
 		r.wg.Add(1)
 		go func() { defer r.wg.Done(); pending.stop() }()
-	}
-	if !e.active.hasSynced() {
-		old := e.active
-		e.active, e.pending = c, nil
-		c.start()
-		r.log.Info("cluster replaced before it synced", "cluster", id, "source", source, "server", c.server)
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			old.stop()
-			r.notifyAll(old, c)
-		}()
-		return
 	}
 	e.pending = c
 	c.start()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -149,6 +150,24 @@ func applySecret(t *testing.T, s *corev1.Secret) {
 	if _, err := secrets.Create(ctx, s, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		// Other tests share the config cluster.
+		err := config.Client.CoreV1().Secrets(s.Namespace).Delete(context.Background(), s.Name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete secret %s: %v", s.Name, err)
+		}
+	})
+}
+
+// waitSynced waits until cluster id is registered and synced.
+func (h *horizon) waitSynced(t *testing.T, id network.ClusterID) {
+	t.Helper()
+	kubetest.Eventually(t, 15*time.Second, func() error {
+		if c, ok := h.cluster(id); !ok || c.State != clusterregistry.StateSynced {
+			return fmt.Errorf("cluster %s not synced: %+v", id, c)
+		}
+		return nil
+	})
 }
 
 func deleteSecret(t *testing.T, name string) {
