@@ -114,7 +114,7 @@ func TestTokenRotation(t *testing.T) {
 	}
 	err = kubetest.Deploy(ctx, remote.Client, kubetest.Service{
 		Namespace: "rotation", Name: "web",
-		Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}},
+		Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}},
 		Backends: []kubetest.Backend{{Pod: "web-1", IP: "10.21.0.1", Ready: true}, {Pod: "web-2", IP: "10.21.0.2", Ready: true}},
 	})
 	if err != nil {
