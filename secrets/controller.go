@@ -60,15 +60,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Load.AllowFilePaths, "allow-kubeconfig-file-paths", false, "let remote kubeconfigs name local files (tokenFile, certificate and key files); unsafe with untrusted secrets")
 }
 
-// Validate checks the options once, before New.
+// Validate checks the values that come from flags; New also checks the wiring.
 func (o *Options) Validate() error {
 	var errs []error
-	if o.Client == nil {
-		errs = append(errs, errors.New("secrets: a config-cluster client is required"))
-	}
-	if o.Handler == nil {
-		errs = append(errs, errors.New("secrets: a cluster handler is required"))
-	}
 	if o.Namespace == "" {
 		errs = append(errs, errors.New("--namespace: must not be empty"))
 	}
@@ -133,6 +127,9 @@ type Controller struct {
 func New(opts Options) (*Controller, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
+	}
+	if opts.Client == nil || opts.Handler == nil {
+		return nil, errors.New("secrets: a config-cluster client and a cluster handler are required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestBadFlagsAreUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no command", nil, "a command is required"},
+		{"unknown command", []string{"fly"}, `unknown command "fly"`},
+		{"unknown flag", []string{"serve", "--no-such-flag"}, "unknown flag: --no-such-flag"},
+		{"negative debounce", []string{"serve", "--debounce-after=-1s"}, "--debounce-after: must not be negative"},
+		{"debounce max below after", []string{"serve", "--debounce-after=2s", "--debounce-max=1s"}, "--debounce-max: must be at least --debounce-after"},
+		{"bad duration", []string{"serve", "--remote-cluster-timeout=soon"}, `invalid argument "soon"`},
+		{"negative timeout", []string{"serve", "--remote-cluster-timeout=-5s"}, "--remote-cluster-timeout: must not be negative"},
+		{"bad address", []string{"serve", "--xds-address=15010"}, "--xds-address: address 15010: missing port in address"},
+		{"bad log level", []string{"serve", "--log-level=loud"}, "--log-level"},
+		{"empty namespace", []string{"serve", "--namespace="}, "--namespace: must not be empty"},
+		{"empty cluster ID", []string{"serve", "--cluster-id="}, "--cluster-id: must not be empty"},
+		{"stray argument", []string{"serve", "extra"}, "unexpected arguments"},
+		{"missing kubeconfig file", []string{"serve", "--kubeconfig=/nonexistent/kubeconfig"}, "load --kubeconfig"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(t.Context(), tt.args, &out, &out)
+			var ue usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("err = %v (%T), want a usage error (exit 2)", err, err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"help"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "horizon serve") {
+		t.Fatalf("help = %q", out.String())
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"serve", "--help"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, flag := range []string{"--kubeconfig", "--context", "--cluster-id", "--namespace", "--mesh-networks", "--domain-suffix",
+		"--xds-address", "--http-address", "--debounce-after", "--debounce-max", "--remote-cluster-timeout"} {
+		if !strings.Contains(out.String(), flag) {
+			t.Errorf("serve --help does not mention %s", flag)
+		}
+	}
+}

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
+	"github.com/horizon-mesh/horizon/e2e/xdstest"
+	"github.com/horizon-mesh/horizon/network"
+)
+
+// Three real clusters: cluster1 (the config cluster, network1), cluster2 (network2,
+// two gateways) and cluster3 (network3, no gateway).
+var cluster1, cluster2, cluster3 *kubetest.Cluster
+
+func TestMain(m *testing.M) {
+	env, err := kubetest.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for _, c := range []struct {
+		dst  **kubetest.Cluster
+		name string
+	}{{&cluster1, "cluster1"}, {&cluster2, "cluster2"}, {&cluster3, "cluster3"}} {
+		if *c.dst, err = env.StartCluster(context.Background(), c.name); err != nil {
+			env.Close()
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	env.Close()
+	os.Exit(code)
+}
+
+const (
+	helloHost = "helloworld.sample.svc.cluster.local"
+	helloCLA  = "outbound|5000||" + helloHost
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startServe runs `horizon serve` in-process with the given extra flags against
+// cluster1, as an operator would start it, and waits for /readyz.
+func startServe(t *testing.T, extra ...string) (xdsAddr, httpAddr string, logs *syncBuffer) {
+	t.Helper()
+	dir := t.TempDir()
+	kc, err := cluster1.Kubeconfig(cluster1.Config.BearerToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	xdsAddr, httpAddr = freeAddr(t), freeAddr(t)
+	args := append([]string{"serve",
+		"--kubeconfig", kubeconfig,
+		"--cluster-id", "cluster1",
+		"--xds-address", xdsAddr,
+		"--http-address", httpAddr,
+		"--debounce-after", "20ms",
+		"--remote-cluster-timeout", "5s",
+		"--log-level", "debug",
+	}, extra...)
+	logs = &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, logs, logs) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("horizon serve: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("horizon logs:\n%s", logs.String())
+		}
+	})
+	kubetest.Eventually(t, 20*time.Second, func() error {
+		select {
+		case err := <-done:
+			done <- err
+			return fmt.Errorf("horizon exited: %v", err)
+		default:
+		}
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz: %s", resp.Status)
+		}
+		return nil
+	})
+	return xdsAddr, httpAddr, logs
+}
+
+func writeMeshNetworks(t *testing.T, yaml string) {
+	t.Helper()
+	ctx := t.Context()
+	if err := kubetest.EnsureNamespace(ctx, cluster1.Client, "istio-system", nil); err != nil {
+		t.Fatal(err)
+	}
+	cms := cluster1.Client.CoreV1().ConfigMaps("istio-system")
+	cm, err := cms.Get(ctx, "istio", metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = cms.Create(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: "istio", Namespace: "istio-system"},
+			Data:       map[string]string{"meshNetworks": yaml},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cms.Delete(context.Background(), "istio", metav1.DeleteOptions{}) })
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data = map[string]string{"meshNetworks": yaml}
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeRemoteSecret(t *testing.T, name string, c *kubetest.Cluster, id string) {
+	t.Helper()
+	ctx := t.Context()
+	kc, _, err := c.MintKubeconfig(ctx, "kube-system", "horizon-reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kubetest.EnsureNamespace(ctx, cluster1.Client, "istio-system", nil); err != nil {
+		t.Fatal(err)
+	}
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "istio-system",
+			Labels:      map[string]string{network.LabelMultiCluster: "true"},
+			Annotations: map[string]string{network.AnnotationCluster: id}},
+		Data: map[string][]byte{id: kc},
+	}
+	secrets := cluster1.Client.CoreV1().Secrets("istio-system")
+	if _, err := secrets.Create(ctx, s, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = secrets.Delete(context.Background(), name, metav1.DeleteOptions{}) })
+}
+
+func helloworld(version string, mtls bool, ips ...string) kubetest.Service {
+	s := kubetest.Service{
+		Namespace: "sample", Name: "helloworld",
+		Ports: []corev1.ServicePort{{Name: "http", Port: 5000, TargetPort: intstr.FromInt32(5000)}},
+	}
+	for i, ip := range ips {
+		labels := map[string]string{"version": version}
+		if mtls {
+			labels[network.LabelTLSMode] = network.TLSModeIstio
+		}
+		s.Backends = append(s.Backends, kubetest.Backend{Pod: fmt.Sprintf("helloworld-%s-%d", version, i), IP: ip, Ready: true, Labels: labels})
+	}
+	return s
+}
+
+const meshNetworks = `
+networks:
+  network1:
+    endpoints: [{fromRegistry: cluster1}]
+  network2:
+    endpoints: [{fromRegistry: cluster2}]
+    gateways:
+    - {address: 192.0.2.21, port: 15443}
+    - {address: 192.0.2.22, port: 15443}
+  network3:
+    endpoints: [{fromRegistry: cluster3}]
+`
+
+// waitCLA waits until proxy p holds helloworld's assignment with the given summary.
+func waitCLA(t *testing.T, p *xdstest.Proxy, want ...string) {
+	t.Helper()
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		got := xdstest.Summary(p.CLA(helloCLA))
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			return fmt.Errorf("got %q, want %q", got, want)
+		}
+		return nil
+	})
+}
+
+// TestServeSplitHorizon runs `horizon serve` against three real clusters on three
+// networks, configured only through labelled remote Secrets and the meshNetworks
+// ConfigMap, and checks what proxies on each network receive, over state-of-the-world
+// and delta ADS, as the clusters and the configuration change.
+func TestServeSplitHorizon(t *testing.T) {
+	ctx := t.Context()
+	for _, d := range []struct {
+		c *kubetest.Cluster
+		s kubetest.Service
+	}{
+		{cluster1, helloworld("v1", true, "10.1.0.1")},
+		{cluster2, helloworld("v2", true, "10.2.0.1", "10.2.0.2")},
+		{cluster3, helloworld("v3", false, "10.3.0.1")},
+	} {
+		if err := kubetest.Deploy(ctx, d.c.Client, d.s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeMeshNetworks(t, meshNetworks)
+	writeRemoteSecret(t, "istio-remote-secret-cluster2", cluster2, "cluster2")
+	writeRemoteSecret(t, "istio-remote-secret-cluster3", cluster3, "cluster3")
+	xdsAddr, _, logs := startServe(t)
+
+	net1 := xdstest.Connect(t, xdsAddr, xdstest.Node("sidecar~10.1.0.9~sleep.sample~sample.svc.cluster.local", "network1"), xdstest.Options{CDS: true, EDS: []string{helloCLA}})
+	net2 := xdstest.Connect(t, xdsAddr, xdstest.Node("sidecar~10.2.0.9~sleep.sample~sample.svc.cluster.local", "network2"), xdstest.Options{Delta: true, CDS: true, EDS: []string{helloCLA}})
+	net3 := xdstest.Connect(t, xdsAddr, xdstest.Node("sidecar~10.3.0.9~sleep.sample~sample.svc.cluster.local", "network3"), xdstest.Options{Delta: true, EDS: []string{helloCLA}})
+	net1b := xdstest.Connect(t, xdsAddr, xdstest.Node("sidecar~10.1.0.10~other.sample~sample.svc.cluster.local", "network1"), xdstest.Options{Delta: true, EDS: []string{helloCLA}})
+
+	// network1 and network3 reach network2 only through its two gateways: cluster2's
+	// two endpoints are split over them. network3 has no gateway, so its pod is direct
+	// for everyone; its pod is not mTLS, which does not matter when sent directly.
+	remoteView := []string{"//(8): 10.1.0.1:5000*2+mtls 10.3.0.1:5000*2 192.0.2.21:15443*2+mtls 192.0.2.22:15443*2+mtls"}
+	waitCLA(t, net1, remoteView...)
+	waitCLA(t, net1b, remoteView...)
+	waitCLA(t, net3, remoteView...)
+	waitCLA(t, net2, "//(4): 10.1.0.1:5000*1+mtls 10.2.0.1:5000*1+mtls 10.2.0.2:5000*1+mtls 10.3.0.1:5000*1")
+
+	// Sidecars also get the EDS cluster, with Istio's SNI for the passthrough gateway.
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		c := net2.Cluster(helloCLA)
+		if c == nil {
+			return fmt.Errorf("cluster %s not received", helloCLA)
+		}
+		var tls tlsv3.UpstreamTlsContext
+		if err := c.GetTransportSocketMatches()[0].GetTransportSocket().GetTypedConfig().UnmarshalTo(&tls); err != nil {
+			return err
+		}
+		if tls.GetSni() != "outbound_.5000_._."+helloHost {
+			return fmt.Errorf("SNI %q", tls.GetSni())
+		}
+		return nil
+	})
+
+	t.Run("scale the remote EndpointSlice", func(t *testing.T) {
+		if err := kubetest.Deploy(ctx, cluster2.Client, helloworld("v2", true, "10.2.0.1")); err != nil {
+			t.Fatal(err)
+		}
+		waitCLA(t, net1, "//(6): 10.1.0.1:5000*2+mtls 10.3.0.1:5000*2 192.0.2.21:15443*1+mtls 192.0.2.22:15443*1+mtls")
+		waitCLA(t, net2, "//(3): 10.1.0.1:5000*1+mtls 10.2.0.1:5000*1+mtls 10.3.0.1:5000*1")
+	})
+
+	t.Run("edit meshNetworks: gateway address and port", func(t *testing.T) {
+		writeMeshNetworks(t, strings.Replace(meshNetworks, "{address: 192.0.2.22, port: 15443}", "{address: 192.0.2.23, port: 443}", 1))
+		waitCLA(t, net1, "//(6): 10.1.0.1:5000*2+mtls 10.3.0.1:5000*2 192.0.2.21:15443*1+mtls 192.0.2.23:443*1+mtls")
+		waitCLA(t, net3, "//(6): 10.1.0.1:5000*2+mtls 10.3.0.1:5000*2 192.0.2.21:15443*1+mtls 192.0.2.23:443*1+mtls")
+	})
+
+	t.Run("invalid meshNetworks edit changes nothing and says why", func(t *testing.T) {
+		before := net1.Responses()
+		writeMeshNetworks(t, strings.Replace(meshNetworks, "port: 15443}\n    - {address: 192.0.2.22", "port: 70000}\n    - {address: 192.0.2.22", 1))
+		kubetest.Eventually(t, 10*time.Second, func() error {
+			if !strings.Contains(logs.String(), "networks.network2.gateways[0].port: must be 1-65535") {
+				return fmt.Errorf("rejection not logged")
+			}
+			return nil
+		})
+		// A later valid change still goes through, and the rejected one never did.
+		if err := kubetest.Deploy(ctx, cluster2.Client, helloworld("v2", true, "10.2.0.1", "10.2.0.3")); err != nil {
+			t.Fatal(err)
+		}
+		waitCLA(t, net1, "//(8): 10.1.0.1:5000*2+mtls 10.3.0.1:5000*2 192.0.2.21:15443*2+mtls 192.0.2.23:443*2+mtls")
+		if net1.Responses() == before {
+			t.Fatal("no push reached the proxy")
+		}
+	})
+
+	t.Run("delete and re-add a remote secret", func(t *testing.T) {
+		if err := cluster1.Client.CoreV1().Secrets("istio-system").Delete(ctx, "istio-remote-secret-cluster3", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitCLA(t, net1, "//(6): 10.1.0.1:5000*2+mtls 192.0.2.21:15443*2+mtls 192.0.2.23:443*2+mtls")
+		waitCLA(t, net2, "//(3): 10.1.0.1:5000*1+mtls 10.2.0.1:5000*1+mtls 10.2.0.3:5000*1+mtls")
+		writeRemoteSecret(t, "istio-remote-secret-cluster3", cluster3, "cluster3")
+		waitCLA(t, net1, "//(8): 10.1.0.1:5000*2+mtls 10.3.0.1:5000*2 192.0.2.21:15443*2+mtls 192.0.2.23:443*2+mtls")
+	})
+}

@@ -1,0 +1,96 @@
+package eds
+
+import (
+	"slices"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/horizon-mesh/horizon/network"
+)
+
+// Role is what kind of proxy a group serves.
+type Role string
+
+const (
+	// RoleSidecar is an application's proxy: it sees every network's endpoints,
+	// remote ones through their gateways.
+	RoleSidecar Role = "sidecar"
+	// RoleRouter is a network's ingress gateway in AUTO_PASSTHROUGH mode: it sees the
+	// mTLS endpoints of its own network only.
+	RoleRouter Role = "router"
+	// RoleGRPC is a proxyless gRPC client; it sees what a sidecar sees.
+	RoleGRPC Role = "grpc"
+)
+
+// Node metadata keys Horizon reads, as Istio's proxies send them.
+const (
+	MetaNetwork     = "NETWORK"
+	MetaRouterMode  = "ROUTER_MODE"
+	MetaGenerator   = "GENERATOR"
+	MetaNetworkView = "REQUESTED_NETWORK_VIEW"
+)
+
+// View is where a group of proxies sees the mesh from. Proxies with equal views get
+// identical resources.
+type View struct {
+	Role    Role
+	Network network.NetworkID
+	// NetworkView, if not empty, limits the proxy to endpoints on these networks (and
+	// endpoints with no network), sorted.
+	NetworkView []network.NetworkID
+}
+
+// Key identifies the view; it is the go-control-plane node hash of the group.
+func (v View) Key() string {
+	var b strings.Builder
+	b.WriteString(string(v.Role))
+	b.WriteByte('~')
+	b.WriteString(string(v.Network))
+	for i, n := range v.NetworkView {
+		if i == 0 {
+			b.WriteByte('~')
+		} else {
+			b.WriteByte(',')
+		}
+		b.WriteString(string(n))
+	}
+	return b.String()
+}
+
+// ViewOf reads a proxy's view from its node: role from the node ID (router~…) or
+// ROUTER_MODE, or GENERATOR=grpc; network from NETWORK; view from
+// REQUESTED_NETWORK_VIEW (comma separated).
+func ViewOf(node *corev3.Node) View {
+	v := View{Role: RoleSidecar}
+	if node == nil {
+		return v
+	}
+	md := node.GetMetadata().GetFields()
+	str := func(k string) string { return md[k].GetStringValue() }
+	switch {
+	case strings.HasPrefix(node.GetId(), "router~") || str(MetaRouterMode) != "":
+		v.Role = RoleRouter
+	case str(MetaGenerator) == "grpc":
+		v.Role = RoleGRPC
+	}
+	v.Network = network.NetworkID(str(MetaNetwork))
+	if nv := str(MetaNetworkView); nv != "" {
+		for _, n := range strings.Split(nv, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				v.NetworkView = append(v.NetworkView, network.NetworkID(n))
+			}
+		}
+		slices.Sort(v.NetworkView)
+		v.NetworkView = slices.Compact(v.NetworkView)
+	}
+	return v
+}
+
+func (v View) sees(n network.NetworkID) bool {
+	if len(v.NetworkView) == 0 || n == "" {
+		return true
+	}
+	_, found := slices.BinarySearch(v.NetworkView, n)
+	return found
+}
