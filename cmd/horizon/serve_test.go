@@ -52,6 +52,7 @@ func TestMain(m *testing.M) {
 const (
 	helloHost = "helloworld.sample.svc.cluster.local"
 	helloCLA  = "outbound|5000||" + helloHost
+	otherCLA  = "outbound|5000||other.sample.svc.cluster.local"
 )
 
 func freeAddr(t *testing.T) string {
@@ -246,6 +247,12 @@ func TestServeSplitHorizon(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	other := helloworld("v1", true, "10.1.0.40")
+	other.Name = "other"
+	other.Backends[0].Pod = "other-0"
+	if err := kubetest.Deploy(ctx, cluster1.Client, other); err != nil {
+		t.Fatal(err)
+	}
 	writeMeshNetworks(t, meshNetworks)
 	writeRemoteSecret(t, "istio-remote-secret-cluster2", cluster2, "cluster2")
 	writeRemoteSecret(t, "istio-remote-secret-cluster3", cluster3, "cluster3")
@@ -254,7 +261,7 @@ func TestServeSplitHorizon(t *testing.T) {
 	net1 := xdstest.Connect(t, xdsAddr, xdstest.Node("sidecar~10.1.0.9~sleep.sample~sample.svc.cluster.local", "network1"), xdstest.Options{CDS: true, EDS: []string{helloCLA}})
 	net2 := xdstest.Connect(t, xdsAddr, xdstest.Node("sidecar~10.2.0.9~sleep.sample~sample.svc.cluster.local", "network2"), xdstest.Options{Delta: true, CDS: true, EDS: []string{helloCLA}})
 	net3 := xdstest.Connect(t, xdsAddr, xdstest.Node("sidecar~10.3.0.9~sleep.sample~sample.svc.cluster.local", "network3"), xdstest.Options{Delta: true, EDS: []string{helloCLA}})
-	net1b := xdstest.Connect(t, xdsAddr, xdstest.Node("sidecar~10.1.0.10~other.sample~sample.svc.cluster.local", "network1"), xdstest.Options{Delta: true, EDS: []string{helloCLA}})
+	net1b := xdstest.Connect(t, xdsAddr, xdstest.Node("sidecar~10.1.0.10~other.sample~sample.svc.cluster.local", "network1"), xdstest.Options{Delta: true, EDS: []string{helloCLA, otherCLA}})
 
 	// network1 and network3 reach network2 only through its two gateways: cluster2's
 	// two endpoints are split over them. network3 has no gateway, so its pod is direct
@@ -282,11 +289,20 @@ func TestServeSplitHorizon(t *testing.T) {
 	})
 
 	t.Run("scale the remote EndpointSlice", func(t *testing.T) {
+		otherBefore := net1b.Received(otherCLA)
+		if otherBefore == 0 {
+			t.Fatal("delta proxy never received the other service")
+		}
 		if err := kubetest.Deploy(ctx, cluster2.Client, helloworld("v2", true, "10.2.0.1")); err != nil {
 			t.Fatal(err)
 		}
 		waitCLA(t, net1, "//(6): 10.1.0.1:5000*2+mtls 10.3.0.1:5000*2 192.0.2.21:15443*1+mtls 192.0.2.22:15443*1+mtls")
+		waitCLA(t, net1b, "//(6): 10.1.0.1:5000*2+mtls 10.3.0.1:5000*2 192.0.2.21:15443*1+mtls 192.0.2.22:15443*1+mtls")
 		waitCLA(t, net2, "//(3): 10.1.0.1:5000*1+mtls 10.2.0.1:5000*1+mtls 10.3.0.1:5000*1")
+		// Delta sends only what changed: the other service was not sent again.
+		if n := net1b.Received(otherCLA); n != otherBefore {
+			t.Fatalf("unchanged %s re-sent to a delta proxy (%d → %d times)", otherCLA, otherBefore, n)
+		}
 	})
 
 	t.Run("edit meshNetworks: gateway address and port", func(t *testing.T) {
@@ -312,6 +328,39 @@ func TestServeSplitHorizon(t *testing.T) {
 		if net1.Responses() == before {
 			t.Fatal("no push reached the proxy")
 		}
+	})
+
+	t.Run("labelled gateway Service gets a LoadBalancer address", func(t *testing.T) {
+		gwSvc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "istio-eastwestgateway", Namespace: "istio-system",
+				Labels: map[string]string{network.LabelNetwork: "network2"}},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"istio": "eastwestgateway"},
+				Ports: []corev1.ServicePort{{Name: "tls", Port: 15443}}},
+		}
+		if err := kubetest.EnsureNamespace(ctx, cluster2.Client, "istio-system", nil); err != nil {
+			t.Fatal(err)
+		}
+		svcs := cluster2.Client.CoreV1().Services("istio-system")
+		created, err := svcs.Create(ctx, gwSvc, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = svcs.Delete(context.Background(), gwSvc.Name, metav1.DeleteOptions{}) })
+		setLB := func(ip string) {
+			created.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip}}
+			if created, err = svcs.UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Cluster2's endpoints now go through cluster2's own gateway.
+		setLB("192.0.2.50")
+		waitCLA(t, net1, "//(4): 10.1.0.1:5000*1+mtls 10.3.0.1:5000*1 192.0.2.50:15443*2+mtls")
+		setLB("192.0.2.51")
+		waitCLA(t, net1, "//(4): 10.1.0.1:5000*1+mtls 10.3.0.1:5000*1 192.0.2.51:15443*2+mtls")
+		if err := svcs.Delete(ctx, gwSvc.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitCLA(t, net1, "//(8): 10.1.0.1:5000*2+mtls 10.3.0.1:5000*2 192.0.2.21:15443*2+mtls 192.0.2.23:443*2+mtls")
 	})
 
 	t.Run("delete and re-add a remote secret", func(t *testing.T) {

@@ -46,6 +46,7 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	resources map[string]map[string]proto.Message // type → name → resource
+	received  map[string]int                      // name → times received
 	responses int
 	invalid   []string
 }
@@ -69,7 +70,7 @@ func Connect(t *testing.T, addr string, node *corev3.Node, opts Options) *Proxy 
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Proxy{t: t, delta: delta, node: node, resources: map[string]map[string]proto.Message{}}
+	p := &Proxy{t: t, delta: delta, node: node, resources: map[string]map[string]proto.Message{}, received: map[string]int{}}
 	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 	done := make(chan struct{})
 	t.Cleanup(func() {
@@ -186,6 +187,7 @@ func (p *Proxy) store(typ, name string, a *anypb.Any) {
 	if p.resources[typ] == nil {
 		p.resources[typ] = map[string]proto.Message{}
 	}
+	p.received[name]++
 	p.resources[typ][name] = m
 }
 
@@ -203,6 +205,13 @@ func (p *Proxy) Cluster(name string) *clusterv3.Cluster {
 	defer p.mu.Unlock()
 	m, _ := p.resources[typeCluster][name].(*clusterv3.Cluster)
 	return m
+}
+
+// Received counts how many times a resource named name was received.
+func (p *Proxy) Received(name string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.received[name]
 }
 
 // Responses counts the responses received.
