@@ -28,8 +28,9 @@ e2e: testbin ## Run only the end-to-end tests (real API servers).
 	$(GO) test -race -count=1 -timeout 20m -v $(GOTESTFLAGS) ./e2e/...
 
 .PHONY: bench
-bench: testbin ## Run the benchmarks (registry sync of 10,000 pods, …).
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m ./...
+bench: testbin ## Run the benchmarks (EDS generation at -cpu 1, registry sync of 10,000 pods).
+	$(GO) test -run '^$$' -bench BenchmarkEndpointGeneration -benchmem -cpu 1 ./eds/
+	$(GO) test -run '^$$' -bench BenchmarkRegistrySync -benchmem -benchtime 3x -timeout 30m ./clusterregistry/
 
 .PHONY: lint
 lint: ## Vet the code and check formatting.

@@ -266,9 +266,12 @@ func TestServeSplitHorizon(t *testing.T) {
 	// network1 and network3 reach network2 only through its two gateways: cluster2's
 	// two endpoints are split over them. network3 has no gateway, so its pod is direct
 	// for everyone; its pod is not mTLS, which does not matter when sent directly.
+	plain := xdstest.Connect(t, xdsAddr, xdstest.Node("sidecar~10.1.0.11~plain.sample~sample.svc.cluster.local", "network1"), xdstest.Options{Plain: true, EDS: []string{helloCLA}})
+
 	remoteView := []string{"//(8): 10.1.0.1:5000*2+mtls 10.3.0.1:5000*2 192.0.2.21:15443*2+mtls 192.0.2.22:15443*2+mtls"}
 	waitCLA(t, net1, remoteView...)
 	waitCLA(t, net1b, remoteView...)
+	waitCLA(t, plain, remoteView...)
 	waitCLA(t, net3, remoteView...)
 	waitCLA(t, net2, "//(4): 10.1.0.1:5000*1+mtls 10.2.0.1:5000*1+mtls 10.2.0.2:5000*1+mtls 10.3.0.1:5000*1")
 

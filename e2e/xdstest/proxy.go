@@ -14,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -34,6 +35,9 @@ type Options struct {
 	CDS bool
 	// EDS names the ClusterLoadAssignments to subscribe to.
 	EDS []string
+	// Plain uses a plain EDS stream (EndpointDiscoveryService) instead of ADS; CDS
+	// and Delta are then ignored.
+	Plain bool
 }
 
 // Proxy is a proxy's ADS stream as Envoy drives it: it subscribes, ACKs every
@@ -83,7 +87,7 @@ func Connect(t *testing.T, addr string, node *corev3.Node, opts Options) *Proxy 
 			t.Errorf("proxy %s received an invalid resource: %s", node.Id, e)
 		}
 	})
-	if delta {
+	if delta && !opts.Plain {
 		stream, err := client.DeltaAggregatedResources(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -118,7 +122,16 @@ func Connect(t *testing.T, addr string, node *corev3.Node, opts Options) *Proxy 
 		}()
 		return p
 	}
-	stream, err := client.StreamAggregatedResources(ctx)
+	var stream interface {
+		Send(*discoveryv3.DiscoveryRequest) error
+		Recv() (*discoveryv3.DiscoveryResponse, error)
+	}
+	if opts.Plain {
+		withCDS = false
+		stream, err = endpointservice.NewEndpointDiscoveryServiceClient(conn).StreamEndpoints(ctx)
+	} else {
+		stream, err = client.StreamAggregatedResources(ctx)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
