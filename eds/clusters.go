@@ -75,9 +75,14 @@ func upstreamMTLS(sni string) *corev3.TransportSocket {
 }
 
 func transportSocket(name string, cfg proto.Message) *corev3.TransportSocket {
-	a, err := anypb.New(cfg)
+	return &corev3.TransportSocket{Name: name, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(cfg)}}
+}
+
+// mustAny wraps a message built here; it only fails for a nil message.
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
 	if err != nil {
-		panic(err) // only fails for a nil message
+		panic(err)
 	}
-	return &corev3.TransportSocket{Name: name, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}
+	return a
 }

@@ -16,6 +16,8 @@ import (
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -51,13 +53,24 @@ type Options struct {
 	DebounceMax   time.Duration
 	// CacheSize bounds the cache of built ClusterLoadAssignments.
 	CacheSize int
-	Logger    *slog.Logger
+	// Gateways supplies AUTO_PASSTHROUGH Gateway servers for router proxies; nil
+	// means none.
+	Gateways GatewayConfig
+	// DefaultPassthrough gives a router that no Gateway resource selects a
+	// passthrough listener on 15443 for every service.
+	DefaultPassthrough bool
+	// ProxylessMTLS sends proxyless gRPC clients mTLS clusters (certificate provider
+	// instance "default"), which cross-network calls through a gateway need.
+	ProxylessMTLS bool
+	Logger        *slog.Logger
 }
 
 // AddFlags binds the options that come from the command line.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.DebounceAfter, "debounce-after", 100*time.Millisecond, "quiet time after an endpoint or config change before pushing")
 	fs.DurationVar(&o.DebounceMax, "debounce-max", 10*time.Second, "longest a stream of changes may delay a push")
+	fs.BoolVar(&o.DefaultPassthrough, "default-passthrough", true, "give gateways that no AUTO_PASSTHROUGH Gateway resource selects a passthrough listener on 15443 for every service")
+	fs.BoolVar(&o.ProxylessMTLS, "proxyless-mtls", true, "send proxyless gRPC clients mTLS clusters using their certificate provider instance \"default\"")
 }
 
 // Validate checks the values that come from flags; New also checks the wiring.
@@ -79,12 +92,15 @@ func (o *Options) Validate() error {
 type group struct {
 	view View
 	clas map[string]*endpointv3.ClusterLoadAssignment // by cluster name
+	// A router's own listeners and clusters (they depend on its labels).
+	listeners, clusters []types.Resource
 }
 
 // hostState is what the last push built for one host.
 type hostState struct {
-	gen   uint64
-	ports []int32
+	gen       uint64
+	namespace string
+	ports     []int32
 }
 
 type cacheKey struct {
@@ -116,7 +132,8 @@ type Server struct {
 	topo      *Topology
 	topoGen   uint64
 	gateways  []network.Gateway
-	clusters  []types.Resource // CDS, the same for every sidecar group
+	clusters  []types.Resource                                       // CDS, the same for every sidecar group
+	grpc      struct{ listeners, routes, clusters []types.Resource } // the same for every proxyless group
 	version   uint64
 	pushCount uint64
 }
@@ -168,11 +185,13 @@ type groupHash struct{}
 
 func (groupHash) ID(node *corev3.Node) string { return ViewOf(node).Key() }
 
-// Register adds the ADS, EDS and CDS services to g.
+// Register adds the ADS, EDS, CDS, LDS and RDS services to g.
 func (s *Server) Register(g *grpc.Server) {
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
 }
 
 // HostChanged schedules a push of host's resources.
@@ -269,8 +288,11 @@ func (s *Server) push() {
 			cdsChanged = true
 		}
 	}
-	if cdsChanged || s.clusters == nil {
-		s.rebuildClusters()
+	if cdsChanged || full || s.clusters == nil {
+		s.rebuildShared()
+		for _, g := range s.groups {
+			s.rebuildRouter(g)
+		}
 	}
 	s.version++
 	for _, g := range s.groups {
@@ -360,7 +382,11 @@ func (s *Server) updateHost(host string) bool {
 	if len(ports) == 0 {
 		delete(s.hosts, host)
 	} else {
-		s.hosts[host] = &hostState{gen: s.hostGen, ports: ports}
+		ns := ""
+		for _, sh := range shards {
+			ns = sh.Service.Namespace
+		}
+		s.hosts[host] = &hostState{gen: s.hostGen, namespace: ns, ports: ports}
 	}
 	for _, g := range s.groups {
 		if old != nil {
@@ -401,14 +427,35 @@ func (s *Server) build(v View, host string, port int32, name string, shards map[
 	return cla
 }
 
-func (s *Server) rebuildClusters() {
+// rebuildShared rebuilds the resources every sidecar, and every proxyless client,
+// shares: one cluster (and for gRPC one listener and route) per service port. Fresh
+// slices each time: snapshots already handed out keep the old ones.
+func (s *Server) rebuildShared() {
 	hosts := slices.Sorted(maps.Keys(s.hosts))
-	s.clusters = s.clusters[:0]
+	s.clusters = []types.Resource{}
+	s.grpc.listeners, s.grpc.routes, s.grpc.clusters = nil, nil, nil
 	for _, h := range hosts {
 		for _, p := range s.hosts[h].ports {
 			s.clusters = append(s.clusters, BuildCluster(h, p))
+			s.grpc.listeners = append(s.grpc.listeners, buildGRPCListener(h, p))
+			s.grpc.routes = append(s.grpc.routes, buildGRPCRoute(h, p))
+			s.grpc.clusters = append(s.grpc.clusters, buildGRPCCluster(h, p, s.opts.ProxylessMTLS))
 		}
 	}
+}
+
+// rebuildRouter rebuilds a router group's listeners and clusters from the
+// passthrough servers that select it.
+func (s *Server) rebuildRouter(g *group) {
+	if g.view.Role != RoleRouter {
+		return
+	}
+	var all []PassthroughServer
+	if s.opts.Gateways != nil {
+		all = s.opts.Gateways.PassthroughServers()
+	}
+	servers := routerServers(all, g.view.Labels, s.opts.DefaultPassthrough)
+	g.listeners, g.clusters = buildRouterResources(servers, s.hosts)
 }
 
 func (s *Server) setSnapshot(g *group) {
@@ -417,7 +464,15 @@ func (s *Server) setSnapshot(g *group) {
 		clas = append(clas, g.clas[name])
 	}
 	res := map[resourcev3.Type][]types.Resource{resourcev3.EndpointType: clas}
-	if g.view.Role != RoleRouter {
+	switch g.view.Role {
+	case RoleRouter:
+		res[resourcev3.ClusterType] = g.clusters
+		res[resourcev3.ListenerType] = g.listeners
+	case RoleGRPC:
+		res[resourcev3.ClusterType] = s.grpc.clusters
+		res[resourcev3.ListenerType] = s.grpc.listeners
+		res[resourcev3.RouteType] = s.grpc.routes
+	default:
 		res[resourcev3.ClusterType] = s.clusters
 	}
 	snap, err := cachev3.NewSnapshot(strconv.FormatUint(s.version, 10), res)
@@ -454,6 +509,7 @@ func (s *Server) ensureGroup(node *corev3.Node) {
 			g.clas[name] = s.build(v, host, p, name, shards)
 		}
 	}
+	s.rebuildRouter(g)
 	s.setSnapshot(g)
 	s.log.Info("new proxy group", "group", key)
 }

@@ -1,6 +1,7 @@
 package eds
 
 import (
+	"maps"
 	"slices"
 	"strings"
 
@@ -29,6 +30,7 @@ const (
 	MetaRouterMode  = "ROUTER_MODE"
 	MetaGenerator   = "GENERATOR"
 	MetaNetworkView = "REQUESTED_NETWORK_VIEW"
+	MetaLabels      = "LABELS"
 )
 
 // View is where a group of proxies sees the mesh from. Proxies with equal views get
@@ -39,6 +41,9 @@ type View struct {
 	// NetworkView, if not empty, limits the proxy to endpoints on these networks (and
 	// endpoints with no network), sorted.
 	NetworkView []network.NetworkID
+	// Labels are a router's pod labels (node metadata LABELS): they decide which
+	// Gateway resources select it. Empty for other roles.
+	Labels map[string]string
 }
 
 // Key identifies the view; it is the go-control-plane node hash of the group.
@@ -54,6 +59,15 @@ func (v View) Key() string {
 			b.WriteByte(',')
 		}
 		b.WriteString(string(n))
+	}
+	if len(v.Labels) > 0 {
+		b.WriteString("~labels:")
+		for i, k := range slices.Sorted(maps.Keys(v.Labels)) {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(k + "=" + v.Labels[k])
+		}
 	}
 	return b.String()
 }
@@ -75,6 +89,14 @@ func ViewOf(node *corev3.Node) View {
 		v.Role = RoleGRPC
 	}
 	v.Network = network.NetworkID(str(MetaNetwork))
+	if v.Role == RoleRouter {
+		for k, val := range md[MetaLabels].GetStructValue().GetFields() {
+			if v.Labels == nil {
+				v.Labels = map[string]string{}
+			}
+			v.Labels[k] = val.GetStringValue()
+		}
+	}
 	if nv := str(MetaNetworkView); nv != "" {
 		for _, n := range strings.Split(nv, ",") {
 			if n = strings.TrimSpace(n); n != "" {

@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -22,6 +24,7 @@ import (
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/eds"
 	"github.com/horizon-mesh/horizon/network"
+	"github.com/horizon-mesh/horizon/network/gatewaysource"
 	"github.com/horizon-mesh/horizon/network/meshsource"
 	"github.com/horizon-mesh/horizon/secrets"
 )
@@ -163,6 +166,20 @@ func runServer(ctx context.Context, o serveOptions, cfg *rest.Config, xdsLis, ht
 	if err != nil {
 		return err
 	}
+	gateways, err := gatewaysource.New(gatewaysource.Options{
+		Dynamic:   dynamic.NewForConfigOrDie(cfg),
+		Discovery: discovery.NewDiscoveryClientForConfigOrDie(cfg),
+		Logger:    logger,
+		OnChange: func() {
+			if srv != nil {
+				srv.ConfigChanged()
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	o.eds.Gateways = passthroughServers{gateways}
 	o.eds.Source = reg
 	o.eds.Networks = mesh.Current
 	o.eds.Lookup = resolver.Lookup
@@ -185,7 +202,7 @@ func runServer(ctx context.Context, o serveOptions, cfg *rest.Config, xdsLis, ht
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, fn := range []func(context.Context){mesh.Run, ctrl.Run, resolver.Run, srv.Run} {
+	for _, fn := range []func(context.Context){mesh.Run, gateways.Run, ctrl.Run, resolver.Run, srv.Run} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -204,6 +221,8 @@ func runServer(ctx context.Context, o serveOptions, cfg *rest.Config, xdsLis, ht
 			return errors.New("remote secrets not synced")
 		case !mesh.HasSynced():
 			return errors.New("meshNetworks not loaded")
+		case !gateways.HasSynced():
+			return errors.New("Gateway resources not synced")
 		case !reg.HasSynced():
 			return errors.New("clusters not synced")
 		case srv.Pushes() == 0:
@@ -253,4 +272,17 @@ func runServer(ctx context.Context, o serveOptions, cfg *rest.Config, xdsLis, ht
 		return serveErr
 	}
 	return nil
+}
+
+// passthroughServers hands the Gateway resources' AUTO_PASSTHROUGH servers to the
+// xDS server.
+type passthroughServers struct{ src *gatewaysource.Source }
+
+func (p passthroughServers) PassthroughServers() []eds.PassthroughServer {
+	servers := p.src.Servers()
+	out := make([]eds.PassthroughServer, len(servers))
+	for i, s := range servers {
+		out[i] = eds.PassthroughServer{Gateway: s.Gateway, Selector: s.Selector, Port: s.Port, Hosts: s.Hosts}
+	}
+	return out
 }

@@ -6,6 +6,8 @@ package xdstest
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	"google.golang.org/grpc"
@@ -22,9 +25,17 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
+// Type URLs of the resources a Proxy handles.
 const (
-	typeCLA     = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-	typeCluster = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	TypeCLA      = typeCLA
+	TypeCluster  = typeCluster
+	TypeListener = typeListener
+)
+
+const (
+	typeCLA      = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	typeCluster  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	typeListener = "type.googleapis.com/envoy.config.listener.v3.Listener"
 )
 
 // Options says how a Proxy connects.
@@ -33,6 +44,8 @@ type Options struct {
 	Delta bool
 	// CDS also subscribes to every cluster.
 	CDS bool
+	// LDS also subscribes to every listener.
+	LDS bool
 	// EDS names the ClusterLoadAssignments to subscribe to.
 	EDS []string
 	// Plain uses a plain EDS stream (EndpointDiscoveryService) instead of ADS; CDS
@@ -53,6 +66,15 @@ type Proxy struct {
 	received  map[string]int                      // name → times received
 	responses int
 	invalid   []string
+}
+
+// NodeWithMetadata returns a node with the given ID and metadata.
+func NodeWithMetadata(id string, md map[string]any) *corev3.Node {
+	s, err := structpb.NewStruct(md)
+	if err != nil {
+		panic(err)
+	}
+	return &corev3.Node{Id: id, Cluster: "test", Metadata: s}
 }
 
 // Node returns a node with the given ID and NETWORK metadata (none if empty).
@@ -100,6 +122,9 @@ func Connect(t *testing.T, addr string, node *corev3.Node, opts Options) *Proxy 
 		if withCDS {
 			send(typeCluster, nil)
 		}
+		if opts.LDS {
+			send(typeListener, nil)
+		}
 		send(typeCLA, names)
 		go func() {
 			defer close(done)
@@ -143,8 +168,11 @@ func Connect(t *testing.T, addr string, node *corev3.Node, opts Options) *Proxy 
 	if withCDS {
 		sendReq(typeCluster, nil, "", "")
 	}
+	if opts.LDS && !opts.Plain {
+		sendReq(typeListener, nil, "", "")
+	}
 	sendReq(typeCLA, names, "", "")
-	subscribed := map[string][]string{typeCLA: names, typeCluster: nil}
+	subscribed := map[string][]string{typeCLA: names}
 	go func() {
 		defer close(done)
 		for {
@@ -154,8 +182,8 @@ func Connect(t *testing.T, addr string, node *corev3.Node, opts Options) *Proxy 
 			}
 			p.mu.Lock()
 			p.responses++
-			if resp.GetTypeUrl() == typeCluster {
-				p.resources[typeCluster] = nil // state of the world: the full set
+			if resp.GetTypeUrl() != typeCLA {
+				p.resources[resp.GetTypeUrl()] = nil // state of the world: the full set
 			}
 			for _, r := range resp.GetResources() {
 				p.store(resp.GetTypeUrl(), "", r)
@@ -178,6 +206,8 @@ func (p *Proxy) store(typ, name string, a *anypb.Any) {
 		m = &endpointv3.ClusterLoadAssignment{}
 	case typeCluster:
 		m = &clusterv3.Cluster{}
+	case typeListener:
+		m = &listenerv3.Listener{}
 	default:
 		p.invalid = append(p.invalid, "unexpected type "+typ)
 		return
@@ -194,6 +224,8 @@ func (p *Proxy) store(typ, name string, a *anypb.Any) {
 		case *endpointv3.ClusterLoadAssignment:
 			name = r.GetClusterName()
 		case *clusterv3.Cluster:
+			name = r.GetName()
+		case *listenerv3.Listener:
 			name = r.GetName()
 		}
 	}
@@ -218,6 +250,21 @@ func (p *Proxy) Cluster(name string) *clusterv3.Cluster {
 	defer p.mu.Unlock()
 	m, _ := p.resources[typeCluster][name].(*clusterv3.Cluster)
 	return m
+}
+
+// Listener returns the latest Listener named name, or nil.
+func (p *Proxy) Listener(name string) *listenerv3.Listener {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m, _ := p.resources[typeListener][name].(*listenerv3.Listener)
+	return m
+}
+
+// Names returns the names of the resources of one type URL held now, sorted.
+func (p *Proxy) Names(typeURL string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Sorted(maps.Keys(p.resources[typeURL]))
 }
 
 // Received counts how many times a resource named name was received.

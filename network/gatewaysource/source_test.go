@@ -1,0 +1,166 @@
+package gatewaysource_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"reflect"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/connrotation"
+
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
+	"github.com/horizon-mesh/horizon/network/gatewaysource"
+)
+
+var cluster *kubetest.Cluster
+
+func TestMain(m *testing.M) {
+	env, err := kubetest.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cluster, err = env.StartCluster(context.Background(), "gateways")
+	if err != nil {
+		env.Close()
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	env.Close()
+	os.Exit(code)
+}
+
+func start(t *testing.T, retry time.Duration) (*gatewaysource.Source, chan struct{}) {
+	t.Helper()
+	changed := make(chan struct{}, 100)
+	// The Source's clients dial through a dialer the test closes afterwards, so that
+	// pooled connections do not count as leaks.
+	cfg := rest.CopyConfig(cluster.Config)
+	dialer := connrotation.NewDialer((&net.Dialer{}).DialContext)
+	cfg.Dial = dialer.DialContext
+	t.Cleanup(dialer.CloseAll)
+	src, err := gatewaysource.New(gatewaysource.Options{
+		Dynamic:   dynamic.NewForConfigOrDie(cfg),
+		Discovery: discovery.NewDiscoveryClientForConfigOrDie(cfg),
+		Retry:     retry,
+		Logger:    slog.New(slog.DiscardHandler),
+		OnChange:  func() { changed <- struct{}{} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		src.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return src, changed
+}
+
+// TestGatewayResources installs the CRD shipped in examples/ while a Source waits
+// for it, then applies the reference scenario's Gateway and edits it.
+func TestGatewayResources(t *testing.T) {
+	// Registered first, so it runs after the Source has stopped. The clients (and
+	// their pooled connections) belong to the test, not to the Source.
+	baseline := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, baseline) })
+	ctx := t.Context()
+	src, _ := start(t, 200*time.Millisecond)
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		if !src.HasSynced() {
+			return fmt.Errorf("not synced without the CRD")
+		}
+		return nil
+	})
+	if got := src.Servers(); len(got) != 0 {
+		t.Fatalf("servers before the CRD: %+v", got)
+	}
+
+	if err := kubetest.ApplyFile(ctx, cluster.Config, "../../examples/gateway-crd.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if err := kubetest.EnsureNamespace(ctx, cluster.Client, "istio-system", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := kubetest.ApplyFile(ctx, cluster.Config, "../../examples/cross-network-gateway.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	want := []gatewaysource.Server{{
+		Gateway: "istio-system/cluster-aware-gateway", Selector: map[string]string{"istio": "ingressgateway"},
+		Port: 443, Hosts: []string{"*.local"},
+	}}
+	kubetest.Eventually(t, 15*time.Second, func() error {
+		if got := src.Servers(); !reflect.DeepEqual(got, want) {
+			return fmt.Errorf("servers = %+v", got)
+		}
+		return nil
+	})
+
+	// A v1alpha3 Gateway with a passthrough server and a plain TLS one; and one whose
+	// port is invalid, which is reported and skipped.
+	if err := kubetest.Apply(ctx, cluster.Config, []byte(`
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: mixed, namespace: istio-system}
+spec:
+  selector: {app: eastwest}
+  servers:
+  - port: {number: 15443, name: tls, protocol: TLS}
+    tls: {mode: AUTO_PASSTHROUGH}
+    hosts: ["sample/*", "./*"]
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: cert}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {name: broken, namespace: default}
+spec:
+  servers:
+  - port: {number: 70000, name: tls, protocol: TLS}
+    tls: {mode: AUTO_PASSTHROUGH}
+    hosts: ["*"]
+`)); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, gatewaysource.Server{
+		Gateway: "istio-system/mixed", Selector: map[string]string{"app": "eastwest"}, Port: 15443, Hosts: []string{"sample/*", "./*"},
+	})
+	kubetest.Eventually(t, 15*time.Second, func() error {
+		if got := src.Servers(); !reflect.DeepEqual(got, want) {
+			return fmt.Errorf("servers = %+v", got)
+		}
+		if p := src.Problems(); len(p) != 1 || p[0] != "gateway default/broken: servers[0].port.number: must be 1-65535, got 70000" {
+			return fmt.Errorf("problems = %q", p)
+		}
+		return nil
+	})
+
+	dyn := dynamic.NewForConfigOrDie(cluster.Config)
+	gvr := schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "gateways"}
+	if err := dyn.Resource(gvr).Namespace("istio-system").Delete(ctx, "cluster-aware-gateway", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, 15*time.Second, func() error {
+		if got := src.Servers(); !reflect.DeepEqual(got, want[1:]) {
+			return fmt.Errorf("servers after delete = %+v", got)
+		}
+		return nil
+	})
+}
