@@ -36,6 +36,7 @@ const usage = `horizon — split-horizon EDS for multi-cluster meshes
 
 Usage:
   horizon serve [flags]   run the controller and its xDS server
+  horizon create-remote-secret [flags]   print a remote Secret giving read access to a cluster
   horizon help            show this text
 
 Run "horizon serve --help" for the flags.
@@ -49,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "serve":
 		return serve(ctx, args[1:], stderr)
+	case "create-remote-secret":
+		return createRemoteSecret(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
