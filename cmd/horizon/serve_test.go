@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
+	"github.com/horizon-mesh/horizon/e2e/meshtest"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
 	"github.com/horizon-mesh/horizon/network"
 )
@@ -29,6 +30,13 @@ import (
 var cluster1, cluster2, cluster3 *kubetest.Cluster
 
 func TestMain(m *testing.M) {
+	if meshtest.InNetns() {
+		// Re-executed by TestDataPath in a network namespace of its own.
+		if err := meshtest.SetupNetns(dataPathAddrs...); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	env, err := kubetest.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,0 +1,84 @@
+package meshtest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/xds"
+)
+
+// Client is a proxyless gRPC client of the mesh: grpc-go's own xDS client, talking
+// to Horizon, dialing xds:///<target> with xDS mTLS credentials.
+type Client struct {
+	conn   *grpc.ClientConn
+	client testgrpc.TestServiceClient
+}
+
+// Bootstrap returns grpc-go's xDS bootstrap for a client on network at xdsAddr,
+// whose certificate provider instance "default" reads certs' files.
+func Bootstrap(xdsAddr, nodeID, network string, certs *Certs) ([]byte, error) {
+	return json.Marshal(map[string]any{
+		"xds_servers": []any{map[string]any{
+			"server_uri":      xdsAddr,
+			"channel_creds":   []any{map[string]any{"type": "insecure"}},
+			"server_features": []string{"xds_v3"},
+		}},
+		"node": map[string]any{
+			"id":       nodeID,
+			"metadata": map[string]any{"NETWORK": network, "GENERATOR": "grpc"},
+		},
+		"certificate_providers": map[string]any{
+			"default": map[string]any{
+				"plugin_name": "file_watcher",
+				"config": map[string]any{
+					"certificate_file":    certs.CertFile,
+					"private_key_file":    certs.KeyFile,
+					"ca_certificate_file": certs.CAFile,
+					"refresh_interval":    "600s",
+				},
+			},
+		},
+	})
+}
+
+// Dial connects to xds:///target (host:port) through Horizon at xdsAddr.
+func Dial(xdsAddr, nodeID, network, target string, certs *Certs) (*Client, error) {
+	bootstrap, err := Bootstrap(xdsAddr, nodeID, network, certs)
+	if err != nil {
+		return nil, err
+	}
+	resolver, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
+	if err != nil {
+		return nil, fmt.Errorf("xds resolver: %w", err)
+	}
+	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient("xds:///"+target, grpc.WithTransportCredentials(creds), grpc.WithResolvers(resolver))
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: conn, client: testgrpc.NewTestServiceClient(conn)}, nil
+}
+
+// Call makes one call and returns the answering pod's version and name.
+func (c *Client) Call(ctx context.Context) (version, pod string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := c.client.UnaryCall(ctx, &testpb.SimpleRequest{FillServerId: true}, grpc.WaitForReady(true))
+	if err != nil {
+		return "", "", err
+	}
+	return resp.GetServerId(), resp.GetHostname(), nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
