@@ -129,12 +129,15 @@ func TestGatewayProxy(t *testing.T) {
 	waitListener(other, "0.0.0.0_15443", "")
 
 	// The reference scenario's Gateway, from examples/.
+	if err := kubetest.EnsureNamespace(ctx, cluster1.Client, "sample", nil); err != nil {
+		t.Fatal(err)
+	}
 	if err := kubetest.ApplyFile(ctx, cluster1.Config, "../../examples/cross-network-gateway.yaml"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		gvr := schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "gateways"}
-		_ = dynamic.NewForConfigOrDie(cluster1.Config).Resource(gvr).Namespace("istio-system").Delete(context.Background(), "cluster-aware-gateway", metav1.DeleteOptions{})
+		_ = dynamic.NewForConfigOrDie(cluster1.Config).Resource(gvr).Namespace("sample").Delete(context.Background(), "helloworld-gateway", metav1.DeleteOptions{})
 	})
 	// The selected gateway moves to 443; the other keeps the default listener.
 	waitListener(gateway, "0.0.0.0_443", "0.0.0.0_15443")

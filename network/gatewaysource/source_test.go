@@ -95,15 +95,17 @@ func TestGatewayResources(t *testing.T) {
 	if err := kubetest.ApplyFile(ctx, cluster.Config, "../../examples/gateway-crd.yaml"); err != nil {
 		t.Fatal(err)
 	}
-	if err := kubetest.EnsureNamespace(ctx, cluster.Client, "istio-system", nil); err != nil {
-		t.Fatal(err)
+	for _, ns := range []string{"istio-system", "sample"} {
+		if err := kubetest.EnsureNamespace(ctx, cluster.Client, ns, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := kubetest.ApplyFile(ctx, cluster.Config, "../../examples/cross-network-gateway.yaml"); err != nil {
 		t.Fatal(err)
 	}
 	want := []gatewaysource.Server{{
-		Gateway: "istio-system/cluster-aware-gateway", Selector: map[string]string{"istio": "ingressgateway"},
-		Port: 443, Hosts: []string{"*.local"},
+		Gateway: "sample/helloworld-gateway", Selector: map[string]string{"istio": "ingressgateway"},
+		Port: 443, Hosts: []string{"*"},
 	}}
 	kubetest.Eventually(t, 15*time.Second, func() error {
 		if got := src.Servers(); !reflect.DeepEqual(got, want) {
@@ -139,9 +141,9 @@ spec:
 `)); err != nil {
 		t.Fatal(err)
 	}
-	want = append(want, gatewaysource.Server{
+	want = append([]gatewaysource.Server{{
 		Gateway: "istio-system/mixed", Selector: map[string]string{"app": "eastwest"}, Port: 15443, Hosts: []string{"sample/*", "./*"},
-	})
+	}}, want...)
 	kubetest.Eventually(t, 15*time.Second, func() error {
 		if got := src.Servers(); !reflect.DeepEqual(got, want) {
 			return fmt.Errorf("servers = %+v", got)
@@ -154,11 +156,11 @@ spec:
 
 	dyn := dynamic.NewForConfigOrDie(cluster.Config)
 	gvr := schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "gateways"}
-	if err := dyn.Resource(gvr).Namespace("istio-system").Delete(ctx, "cluster-aware-gateway", metav1.DeleteOptions{}); err != nil {
+	if err := dyn.Resource(gvr).Namespace("sample").Delete(ctx, "helloworld-gateway", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	kubetest.Eventually(t, 15*time.Second, func() error {
-		if got := src.Servers(); !reflect.DeepEqual(got, want[1:]) {
+		if got := src.Servers(); !reflect.DeepEqual(got, want[:1]) {
 			return fmt.Errorf("servers after delete = %+v", got)
 		}
 		return nil
