@@ -12,8 +12,12 @@ help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## Build the horizon binary into bin/.
+build: ## Build horizon (and the demo driver) into bin/.
 	$(GO) build -o bin/ ./cmd/...
+
+.PHONY: demo
+demo: testbin build ## Run the mission on two local clusters: remote secret, meshNetworks, per-network endpoints, calls landing on v1 and v2 (KEEP=1 leaves it running).
+	@bin/horizon-demo
 
 .PHONY: testbin
 testbin: ## Build etcd and kube-apiserver for tests into the cache (once per machine; ~8 min the first time).

@@ -21,7 +21,11 @@ func ReexecCommand(args []string, env ...string) (*exec.Cmd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("unshare not found (util-linux): %w", err)
 	}
-	cmd := exec.Command(unshare, append([]string{"--net", "--"}, args...)...)
+	flags := []string{"--net"}
+	if os.Geteuid() != 0 {
+		flags = append(flags, "--map-root-user") // an unprivileged user namespace
+	}
+	cmd := exec.Command(unshare, append(append(flags, "--"), args...)...)
 	cmd.Env = append(append(os.Environ(), NetnsEnv+"=1"), env...)
 	return cmd, nil
 }
