@@ -25,6 +25,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/network"
@@ -94,6 +95,15 @@ type group struct {
 	clas map[string]*endpointv3.ClusterLoadAssignment // by cluster name
 	// A router's own listeners and clusters (they depend on its labels).
 	listeners, clusters []types.Resource
+	// What the last snapshot held per type URL, to version only what changed.
+	sent map[resourcev3.Type]*typeState
+}
+
+// typeState is one resource type of a group's last snapshot.
+type typeState struct {
+	version  uint64
+	items    map[string]types.Resource // by name
+	versions map[string]string         // by name; handed to the cache, never modified
 }
 
 // hostState is what the last push built for one host.
@@ -458,6 +468,10 @@ func (s *Server) rebuildRouter(g *group) {
 	g.listeners, g.clusters = buildRouterResources(servers, s.hosts)
 }
 
+// setSnapshot hands the group's resources to the cache. Each type's version, and
+// each resource's version (for delta xDS), changes only when its content did, so
+// unchanged types are not re-sent to state-of-the-world proxies and unchanged
+// resources not to delta ones; and nothing is marshalled to compute them.
 func (s *Server) setSnapshot(g *group) {
 	clas := make([]types.Resource, 0, len(g.clas))
 	for _, name := range slices.Sorted(maps.Keys(g.clas)) {
@@ -475,13 +489,56 @@ func (s *Server) setSnapshot(g *group) {
 	default:
 		res[resourcev3.ClusterType] = s.clusters
 	}
-	snap, err := cachev3.NewSnapshot(strconv.FormatUint(s.version, 10), res)
-	if err == nil {
-		err = s.cache.SetSnapshot(context.Background(), g.view.Key(), snap)
+	if g.sent == nil {
+		g.sent = map[resourcev3.Type]*typeState{}
 	}
-	if err != nil {
+	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
+	for typ, items := range res {
+		st := g.sent[typ]
+		if st == nil {
+			st = &typeState{items: map[string]types.Resource{}, versions: map[string]string{}}
+			g.sent[typ] = st
+		}
+		s.versionType(st, items)
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(strconv.FormatUint(st.version, 10), items)
+		snap.VersionMap[typ] = st.versions
+	}
+	if err := s.cache.SetSnapshot(context.Background(), g.view.Key(), snap); err != nil {
 		s.log.Error("set snapshot", "group", g.view.Key(), "error", err)
 	}
+}
+
+// versionType updates st to items: resources whose content changed get this push's
+// version; if any changed, appeared or went, the type's version moves on. A rebuilt
+// resource equal to the one before counts as unchanged.
+func (s *Server) versionType(st *typeState, items []types.Resource) {
+	changed := len(items) != len(st.items)
+	next := make(map[string]types.Resource, len(items))
+	for _, r := range items {
+		name := cachev3.GetResourceName(r)
+		prev, ok := st.items[name]
+		if ok && prev != r && proto.Equal(prev, r) {
+			r = prev
+		}
+		next[name] = r
+		if prev != r {
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	versions := make(map[string]string, len(items))
+	v := strconv.FormatUint(s.version, 10)
+	for name, r := range next {
+		if prev, ok := st.items[name]; ok && prev == r {
+			versions[name] = st.versions[name]
+		} else {
+			versions[name] = v
+		}
+	}
+	st.version++
+	st.items, st.versions = next, versions
 }
 
 // ensureGroup creates the group of a newly seen view and gives it a snapshot before

@@ -300,9 +300,13 @@ func TestServeSplitHorizon(t *testing.T) {
 	})
 
 	t.Run("scale the remote EndpointSlice", func(t *testing.T) {
-		otherBefore := net1b.Received(otherCLA)
+		otherBefore := net1b.Received(xdstest.TypeCLA, otherCLA)
 		if otherBefore == 0 {
 			t.Fatal("delta proxy never received the other service")
+		}
+		cdsBefore := net1.Received(xdstest.TypeCluster, helloCLA)
+		if cdsBefore == 0 {
+			t.Fatal("SotW proxy never received the helloworld cluster")
 		}
 		if err := kubetest.Deploy(ctx, cluster2.Client, helloworld("v2", true, "10.2.0.1")); err != nil {
 			t.Fatal(err)
@@ -311,8 +315,12 @@ func TestServeSplitHorizon(t *testing.T) {
 		waitCLA(t, net1b, "//(6): 10.1.0.1:5000*2+mtls 10.3.0.1:5000*2 192.0.2.21:15443*1+mtls 192.0.2.22:15443*1+mtls")
 		waitCLA(t, net2, "//(3): 10.1.0.1:5000*1+mtls 10.2.0.1:5000*1+mtls 10.3.0.1:5000*1")
 		// Delta sends only what changed: the other service was not sent again.
-		if n := net1b.Received(otherCLA); n != otherBefore {
+		if n := net1b.Received(xdstest.TypeCLA, otherCLA); n != otherBefore {
 			t.Fatalf("unchanged %s re-sent to a delta proxy (%d → %d times)", otherCLA, otherBefore, n)
+		}
+		// State of the world: an endpoint change does not re-send the clusters.
+		if n := net1.Received(xdstest.TypeCluster, helloCLA); n != cdsBefore {
+			t.Fatalf("unchanged CDS re-sent to a SotW proxy after an endpoint change (%d → %d times)", cdsBefore, n)
 		}
 	})
 

@@ -63,7 +63,7 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	resources map[string]map[string]proto.Message // type → name → resource
-	received  map[string]int                      // name → times received
+	received  map[string]int                      // type URL + " " + name → times received
 	responses int
 	invalid   []string
 }
@@ -232,7 +232,7 @@ func (p *Proxy) store(typ, name string, a *anypb.Any) {
 	if p.resources[typ] == nil {
 		p.resources[typ] = map[string]proto.Message{}
 	}
-	p.received[name]++
+	p.received[typ+" "+name]++
 	p.resources[typ][name] = m
 }
 
@@ -267,11 +267,12 @@ func (p *Proxy) Names(typeURL string) []string {
 	return slices.Sorted(maps.Keys(p.resources[typeURL]))
 }
 
-// Received counts how many times a resource named name was received.
-func (p *Proxy) Received(name string) int {
+// Received counts how many times the resource of type typeURL named name was
+// received.
+func (p *Proxy) Received(typeURL, name string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.received[name]
+	return p.received[typeURL+" "+name]
 }
 
 // Responses counts the responses received.
