@@ -29,6 +29,7 @@ import (
 	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -122,12 +123,12 @@ func run(ctx context.Context) error {
 	}
 	fmt.Printf("    cluster1 (config cluster, network1): %s\n    cluster2 (remote, network2):         %s\n", c1.Host, c2.Host)
 
-	step("applying examples/ — cluster1: Gateway CRD, meshNetworks, helloworld v1, the AUTO_PASSTHROUGH Gateway; cluster2: reader RBAC, helloworld v2")
+	step("applying examples/ — cluster1: Gateway CRD, Horizon's RBAC, meshNetworks, helloworld v1, the AUTO_PASSTHROUGH Gateway; cluster2: reader RBAC, helloworld v2")
 	for _, a := range []struct {
 		c    *kubetest.Cluster
 		file string
 	}{
-		{c1, "gateway-crd.yaml"}, {c1, "mesh-networks.yaml"}, {c1, "helloworld-v1.yaml"}, {c1, "cross-network-gateway.yaml"},
+		{c1, "gateway-crd.yaml"}, {c1, "horizon.yaml"}, {c1, "mesh-networks.yaml"}, {c1, "helloworld-v1.yaml"}, {c1, "cross-network-gateway.yaml"},
 		{c2, "remote-reader.yaml"}, {c2, "helloworld-v2.yaml"},
 	} {
 		if err := kubetest.ApplyFile(ctx, a.c.Config, filepath.Join(examples, a.file)); err != nil {
@@ -178,14 +179,18 @@ func run(ctx context.Context) error {
 	}
 	fmt.Println("    istio-system/istio-remote-secret-cluster2 (label istio/multiCluster=true) created in cluster1")
 
-	step("starting `horizon serve` against cluster1")
+	step("starting `horizon serve` against cluster1, as service account istio-system/horizon (RBAC from examples/horizon.yaml)")
+	kcHorizon := filepath.Join(work, "horizon.kubeconfig")
+	if err := serviceAccountKubeconfig(ctx, c1, "istio-system", "horizon", kcHorizon); err != nil {
+		return err
+	}
 	logPath := filepath.Join(work, "horizon.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
-	serve := exec.Command(filepath.Join(bin, "horizon"), "serve", "--kubeconfig", kc1, "--cluster-id", "cluster1",
+	serve := exec.Command(filepath.Join(bin, "horizon"), "serve", "--kubeconfig", kcHorizon, "--cluster-id", "cluster1",
 		"--xds-address", "127.0.0.1:15010", "--http-address", "127.0.0.1:15014")
 	serve.Stdout, serve.Stderr = logf, logf
 	serve.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -239,7 +244,7 @@ func run(ctx context.Context) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(gw.Log()), "\n") {
-		if line != "" {
+		if line != "" && !strings.HasPrefix(line, "- ") { // "- ": the demo's own readiness probe
 			fmt.Printf("    gateway connection (SNI upstream status): %s\n", line)
 		}
 	}
@@ -347,6 +352,23 @@ func ingressGateway(ctx context.Context, c *kubetest.Cluster) error {
 		return fmt.Errorf("set the gateway's load-balancer address: %w", err)
 	}
 	return nil
+}
+
+// serviceAccountKubeconfig writes a kubeconfig for cluster c that authenticates as
+// service account ns/name with a token from the TokenRequest API.
+func serviceAccountKubeconfig(ctx context.Context, c *kubetest.Cluster, ns, name, path string) error {
+	secs := int64(24 * 3600)
+	tr, err := c.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &secs},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("token for %s/%s: %w", ns, name, err)
+	}
+	b, err := c.Kubeconfig(tr.Status.Token)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
 }
 
 func waitReady(ctx context.Context, url string, timeout time.Duration) error {
