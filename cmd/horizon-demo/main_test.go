@@ -28,10 +28,7 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []string{
 		"sidecar on network1:",
-		"192.0.2.11:5000       weight 1",
-		"192.0.2.20:443        weight 1",
 		"sidecar on network2:",
-		"192.0.2.12:5000       weight 1",
 		"Hello version: v1, instance: helloworld-v1-0",
 		"Hello version: v2, instance: helloworld-v2-0",
 		"outbound_.5000_._.helloworld.sample.svc.cluster.local 192.0.2.12:5000",
@@ -39,6 +36,29 @@ func TestDemo(t *testing.T) {
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	// Each network's view: network1 reaches v2 through the gateway, network2 directly.
+	views := strings.SplitN(string(out), "sidecar on network2:", 2)
+	if len(views) == 2 {
+		line := func(view, addr string) bool {
+			for _, l := range strings.Split(view, "\n") {
+				if f := strings.Fields(l); len(f) >= 3 && f[0] == addr && f[1] == "weight" && f[2] == "1" {
+					return true
+				}
+			}
+			return false
+		}
+		net2, _, _ := strings.Cut(views[1], "==>")
+		for _, c := range []struct {
+			view, addr string
+		}{{views[0], "192.0.2.11:5000"}, {views[0], "192.0.2.20:443"}, {net2, "192.0.2.11:5000"}, {net2, "192.0.2.12:5000"}} {
+			if !line(c.view, c.addr) {
+				t.Errorf("view lacks %s with weight 1", c.addr)
+			}
+		}
+		if line(net2, "192.0.2.20:443") || line(views[0], "192.0.2.12:5000") {
+			t.Error("a network sees the wrong address for v2")
 		}
 	}
 	if t.Failed() {
