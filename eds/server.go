@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -23,6 +24,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -54,6 +56,8 @@ type Options struct {
 	DebounceMax   time.Duration
 	// CacheSize bounds the cache of built ClusterLoadAssignments.
 	CacheSize int
+	// Metrics, if set, registers the server's Prometheus metrics.
+	Metrics prometheus.Registerer
 	// Gateways supplies AUTO_PASSTHROUGH Gateway servers for router proxies; nil
 	// means none.
 	Gateways GatewayConfig
@@ -128,6 +132,10 @@ type Server struct {
 	xds   serverv3.Server
 	built *lru.Cache[cacheKey, *endpointv3.ClusterLoadAssignment]
 
+	metrics    *metrics
+	tracker    *tracker
+	lastChange atomic.Int64 // unix nanoseconds of the change that started the last push
+
 	trigger chan struct{}
 
 	mu           sync.Mutex
@@ -175,17 +183,10 @@ func New(opts Options) (*Server, error) {
 		groups:       map[string]*group{},
 		hosts:        map[string]*hostState{},
 	}
+	s.metrics = newMetrics(opts.Metrics)
+	s.tracker = &tracker{s: s, streams: map[int64]*stream{}}
 	s.cache = cachev3.NewSnapshotCache(false, groupHash{}, nil)
-	s.xds = serverv3.NewServer(context.Background(), s.cache, serverv3.CallbackFuncs{
-		StreamRequestFunc: func(_ int64, req *discoverygrpc.DiscoveryRequest) error {
-			s.ensureGroup(req.GetNode())
-			return nil
-		},
-		StreamDeltaRequestFunc: func(_ int64, req *discoverygrpc.DeltaDiscoveryRequest) error {
-			s.ensureGroup(req.GetNode())
-			return nil
-		},
-	})
+	s.xds = serverv3.NewServer(context.Background(), s.cache, s.tracker.callbacks())
 	opts.Source.Subscribe(func(c clusterregistry.Change) { s.HostChanged(c.Host) })
 	return s, nil
 }
@@ -252,8 +253,9 @@ func (s *Server) Run(ctx context.Context) {
 			}
 			timer.Reset(max(wait, 0))
 		case <-timer.C:
+			s.metrics.debounce.Observe(time.Since(first).Seconds())
+			s.push(first)
 			first = time.Time{}
-			s.push()
 		}
 	}
 }
@@ -265,8 +267,9 @@ func (s *Server) Pushes() uint64 {
 	return s.pushCount
 }
 
-// push rebuilds what changed and hands every group its new snapshot.
-func (s *Server) push() {
+// push rebuilds what changed since changedAt and hands every group its new
+// snapshot.
+func (s *Server) push(changedAt time.Time) {
 	s.mu.Lock()
 	pending, full := s.pendingHosts, s.pendingFull
 	s.pendingHosts, s.pendingFull = map[string]bool{}, false
@@ -305,10 +308,13 @@ func (s *Server) push() {
 		}
 	}
 	s.version++
+	s.lastChange.Store(changedAt.UnixNano())
 	for _, g := range s.groups {
 		s.setSnapshot(g)
 	}
 	s.pushCount++
+	s.metrics.pushes.Inc()
+	s.metrics.build.Observe(time.Since(start).Seconds())
 	s.log.Debug("pushed", "hosts", len(pending), "full", full, "groups", len(s.groups), "took", time.Since(start))
 }
 
@@ -424,17 +430,24 @@ func (s *Server) claName(v View, host string, port int32) string {
 func (s *Server) build(v View, host string, port int32, name string, shards map[network.ClusterID]*clusterregistry.Shard) *endpointv3.ClusterLoadAssignment {
 	key := cacheKey{group: v.Key(), name: name, gen: s.hosts[host].gen, topo: s.topoGen}
 	if cla, ok := s.built.Get(key); ok {
+		s.metrics.cacheHits.Inc()
 		return cla
 	}
+	s.metrics.cacheMisses.Inc()
+	cla := BuildLoadAssignment(name, endpointsOf(shards, port), s.topo, v)
+	s.built.Add(key, cla)
+	return cla
+}
+
+// endpointsOf picks one service port's endpoints out of each cluster's shard.
+func endpointsOf(shards map[network.ClusterID]*clusterregistry.Shard, port int32) map[network.ClusterID][]clusterregistry.Endpoint {
 	eps := make(map[network.ClusterID][]clusterregistry.Endpoint, len(shards))
 	for id, sh := range shards {
 		if e := sh.Endpoints[port]; len(e) > 0 {
 			eps[id] = e
 		}
 	}
-	cla := BuildLoadAssignment(name, eps, s.topo, v)
-	s.built.Add(key, cla)
-	return cla
+	return eps
 }
 
 // rebuildShared rebuilds the resources every sidecar, and every proxyless client,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -119,8 +120,10 @@ type Controller struct {
 	keys   map[types.NamespacedName]map[string]*keyRecord // Secret → data key → record
 
 	mu          sync.Mutex
-	status      []KeyStatus // guarded by mu; a snapshot rebuilt after each change
-	initialDone bool        // guarded by mu
+	status      []KeyStatus       // guarded by mu; a snapshot rebuilt after each change
+	initialDone bool              // guarded by mu
+	events      map[string]uint64 // guarded by mu; outcomes of key changes
+
 }
 
 // New returns a Controller; Run starts it.
@@ -265,6 +268,7 @@ func (c *Controller) reconcile(name types.NamespacedName) {
 		if _, ok := data[key]; ok {
 			continue
 		}
+		c.countEvent("removed")
 		if rec.active {
 			c.opts.Handler.RemoveCluster(rec.status.Cluster)
 			c.log.Info("remote cluster removed", "secret", name.String(), "key", key, "cluster", rec.status.Cluster)
@@ -297,6 +301,7 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 	set := func(state KeyState, msg string) {
 		if rec.status.State != state || rec.status.Error != msg {
 			rec.status.Updated = time.Now()
+			c.countEvent(string(state))
 		}
 		rec.status.State, rec.status.Error = state, msg
 	}
@@ -338,12 +343,31 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 	c.owners[id] = name
 	c.opts.Handler.SetCluster(id, fmt.Sprintf("%s[%s]", name, key), cfg)
 	if rec.active {
+		c.countEvent("updated")
 		log.Info("remote cluster credentials changed", "server", cfg.Host)
 	} else {
 		log.Info("remote cluster added", "server", cfg.Host)
 	}
 	rec.active, rec.hash = true, sum
 	set(KeyAccepted, "")
+}
+
+func (c *Controller) countEvent(outcome string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.events == nil {
+		c.events = map[string]uint64{}
+	}
+	c.events[outcome]++
+}
+
+// Events counts what happened to remote Secret keys since start, by outcome:
+// accepted, rejected, duplicate, ignored (a key reaching that state), updated
+// (credentials rotated) and removed.
+func (c *Controller) Events() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.events)
 }
 
 // requeueDuplicates enqueues every Secret holding a key refused as a duplicate.

@@ -37,6 +37,7 @@ type serveOptions struct {
 	xdsAddress  string
 	httpAddress string
 	logLevel    string
+	pprof       bool
 	secrets     secrets.Options
 	registry    clusterregistry.Options
 	eds         eds.Options
@@ -49,6 +50,7 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.xdsAddress, "xds-address", ":15010", "address of the xDS (ADS) gRPC server")
 	fs.StringVar(&o.httpAddress, "http-address", ":15014", "address of the HTTP server (/healthz, /readyz)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolVar(&o.pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on --http-address")
 	o.secrets.AddFlags(fs)
 	o.registry.AddFlags(fs)
 	o.eds.AddFlags(fs)
@@ -180,6 +182,8 @@ func runServer(ctx context.Context, o serveOptions, cfg *rest.Config, xdsLis, ht
 		return err
 	}
 	o.eds.Gateways = passthroughServers{gateways}
+	metricsReg := newMetricsRegistry()
+	o.eds.Metrics = metricsReg
 	o.eds.Source = reg
 	o.eds.Networks = mesh.Current
 	o.eds.Lookup = resolver.Lookup
@@ -230,15 +234,9 @@ func runServer(ctx context.Context, o serveOptions, cfg *rest.Config, xdsLis, ht
 		}
 		return nil
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := ready(); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
+	comps := components{registry: reg, secrets: ctrl, mesh: mesh, gateways: gateways, xds: srv, ready: ready}
+	metricsReg.MustRegister(newStatusCollector(comps))
+	mux := httpMux(comps, metricsReg, o.pprof)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 2)

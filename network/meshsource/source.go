@@ -85,6 +85,8 @@ type Status struct {
 	Rejected string `json:"rejected,omitempty"`
 	// RejectedAt is when that edit was rejected.
 	RejectedAt time.Time `json:"rejectedAt,omitzero"`
+	// Rejections counts the edits (and failed reads) rejected since start.
+	Rejections int `json:"rejections"`
 }
 
 // Source watches meshNetworks and keeps the last good configuration.
@@ -204,6 +206,7 @@ func (s *Source) apply(data []byte) {
 func (s *Source) reject(err error) {
 	s.mu.Lock()
 	s.status.Rejected, s.status.RejectedAt = err.Error(), time.Now()
+	s.status.Rejections++
 	gen := s.status.Generation
 	s.mu.Unlock()
 	s.log.Error("meshNetworks rejected", "error", err, "generation", gen)

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/pprof"
+	"slices"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/eds"
+	"github.com/horizon-mesh/horizon/network"
+	"github.com/horizon-mesh/horizon/network/gatewaysource"
+	"github.com/horizon-mesh/horizon/network/meshsource"
+	"github.com/horizon-mesh/horizon/secrets"
+)
+
+// components is what the HTTP endpoints report on.
+type components struct {
+	registry *clusterregistry.Registry
+	secrets  *secrets.Controller
+	mesh     *meshsource.Source
+	gateways *gatewaysource.Source
+	xds      *eds.Server
+	ready    func() error
+}
+
+// ClusterzResponse is /debug/clusterz: every cluster and every remote Secret key.
+type ClusterzResponse struct {
+	Clusters []clusterregistry.ClusterStatus `json:"clusters"`
+	Secrets  []secrets.KeyStatus             `json:"secrets"`
+}
+
+// NetworkzResponse is /debug/networkz: the meshNetworks in force, how it got there,
+// and the gateways resolved from it and from labelled Services.
+type NetworkzResponse struct {
+	MeshNetworks       json.RawMessage        `json:"meshNetworks"`
+	Status             meshsource.Status      `json:"status"`
+	Gateways           []network.Gateway      `json:"gateways"`
+	PassthroughServers []gatewaysource.Server `json:"passthroughServers"`
+	GatewayProblems    []string               `json:"gatewayProblems,omitempty"`
+}
+
+// EndpointzResponse is /debug/endpointz?host=…: what each cluster knows of the host
+// (with each endpoint's resolved network), and what a sidecar on each network is sent
+// per service port.
+type EndpointzResponse struct {
+	Host     string                               `json:"host"`
+	Clusters map[network.ClusterID]endpointzShard `json:"clusters"`
+	Views    map[int32]map[string][]string        `json:"views"`
+}
+
+type endpointzShard struct {
+	Service   clusterregistry.Service       `json:"service"`
+	Endpoints map[int32][]endpointzEndpoint `json:"endpoints"`
+}
+
+type endpointzEndpoint struct {
+	clusterregistry.Endpoint
+	ResolvedNetwork network.NetworkID `json:"resolvedNetwork,omitempty"`
+}
+
+// httpMux serves health, readiness, metrics and the debug endpoints. No kubeconfig,
+// token or key is reachable from any of them: they show statuses, which never hold
+// credentials.
+func httpMux(c components, reg *prometheus.Registry, withPprof bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := c.ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/clusterz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, ClusterzResponse{Clusters: c.registry.Clusters(), Secrets: c.secrets.Status()})
+	})
+	mux.HandleFunc("/debug/networkz", func(w http.ResponseWriter, _ *http.Request) {
+		mn, err := protojson.Marshal(c.mesh.Current().MeshNetworks())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, NetworkzResponse{
+			MeshNetworks: mn, Status: c.mesh.Status(), Gateways: c.xds.Gateways(),
+			PassthroughServers: c.gateways.Servers(), GatewayProblems: c.gateways.Problems(),
+		})
+	})
+	mux.HandleFunc("/debug/endpointz", func(w http.ResponseWriter, r *http.Request) {
+		host := r.URL.Query().Get("host")
+		if host == "" {
+			http.Error(w, "query parameter host is required, e.g. ?host=helloworld.sample.svc.cluster.local; known hosts: "+
+				strings.Join(c.registry.Hosts(), " "), http.StatusBadRequest)
+			return
+		}
+		nets := c.mesh.Current()
+		resp := EndpointzResponse{Host: host, Clusters: map[network.ClusterID]endpointzShard{}, Views: map[int32]map[string][]string{}}
+		ports := map[int32]bool{}
+		for id, shard := range c.registry.Services(host) {
+			out := endpointzShard{Service: shard.Service, Endpoints: map[int32][]endpointzEndpoint{}}
+			for port, eps := range shard.Endpoints {
+				for _, ep := range eps {
+					out.Endpoints[port] = append(out.Endpoints[port], endpointzEndpoint{
+						Endpoint: ep, ResolvedNetwork: nets.EndpointNetwork(ep.Network, ep.Cluster, ep.Address),
+					})
+				}
+			}
+			for _, p := range shard.Service.Ports {
+				ports[p.Port] = true
+			}
+			resp.Clusters[id] = out
+		}
+		if len(resp.Clusters) == 0 {
+			http.Error(w, "no cluster knows host "+host, http.StatusNotFound)
+			return
+		}
+		for p := range ports {
+			resp.Views[p] = c.xds.EndpointView(host, p, nets.Names())
+		}
+		writeJSON(w, resp)
+	})
+	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, c.xds.Proxies())
+	})
+	mux.HandleFunc("/debug/config_dump", func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("proxy")
+		if id == "" {
+			http.Error(w, "query parameter proxy (a node ID from /debug/syncz) is required", http.StatusBadRequest)
+			return
+		}
+		dump, ok, err := c.xds.ConfigDump(id)
+		switch {
+		case !ok:
+			http.Error(w, "no connected proxy "+id, http.StatusNotFound)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		default:
+			writeJSON(w, dump)
+		}
+	})
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+	}
+}
+
+// statusCollector turns the components' statuses into metrics at scrape time.
+type statusCollector struct {
+	c          components
+	clusters   *prometheus.Desc
+	syncTime   *prometheus.Desc
+	timedOut   *prometheus.Desc
+	secretKeys *prometheus.Desc
+	secretEvts *prometheus.Desc
+	reloads    *prometheus.Desc
+	rejections *prometheus.Desc
+}
+
+func newStatusCollector(c components) *statusCollector {
+	return &statusCollector{
+		c:          c,
+		clusters:   prometheus.NewDesc("horizon_clusters", "Managed clusters by sync state.", []string{"state"}, nil),
+		syncTime:   prometheus.NewDesc("horizon_cluster_sync_duration_seconds", "How long each cluster's initial sync took (synced clusters).", []string{"cluster"}, nil),
+		timedOut:   prometheus.NewDesc("horizon_cluster_sync_timed_out", "1 if the cluster did not sync within --remote-cluster-timeout and has not synced since.", []string{"cluster"}, nil),
+		secretKeys: prometheus.NewDesc("horizon_remote_secret_keys", "Remote Secret keys by outcome now.", []string{"outcome"}, nil),
+		secretEvts: prometheus.NewDesc("horizon_remote_secret_events_total", "Remote Secret key events by outcome.", []string{"outcome"}, nil),
+		reloads:    prometheus.NewDesc("horizon_mesh_networks_reloads_total", "meshNetworks configurations applied.", nil, nil),
+		rejections: prometheus.NewDesc("horizon_mesh_networks_rejections_total", "meshNetworks edits rejected.", nil, nil),
+	}
+}
+
+func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{s.clusters, s.syncTime, s.timedOut, s.secretKeys, s.secretEvts, s.reloads, s.rejections} {
+		ch <- d
+	}
+}
+
+func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	states := map[clusterregistry.SyncState]int{clusterregistry.StatePending: 0, clusterregistry.StateSynced: 0, clusterregistry.StateError: 0, clusterregistry.StateTimedOut: 0}
+	for _, cl := range s.c.registry.Clusters() {
+		states[cl.State]++
+		if cl.State == clusterregistry.StateSynced {
+			ch <- prometheus.MustNewConstMetric(s.syncTime, prometheus.GaugeValue, cl.SyncDuration.Seconds(), string(cl.ID))
+		}
+		timedOut := 0.0
+		if cl.State == clusterregistry.StateTimedOut {
+			timedOut = 1
+		}
+		ch <- prometheus.MustNewConstMetric(s.timedOut, prometheus.GaugeValue, timedOut, string(cl.ID))
+	}
+	for state, n := range states {
+		ch <- prometheus.MustNewConstMetric(s.clusters, prometheus.GaugeValue, float64(n), string(state))
+	}
+	keys := map[secrets.KeyState]int{}
+	for _, k := range s.c.secrets.Status() {
+		keys[k.State]++
+	}
+	for _, state := range []secrets.KeyState{secrets.KeyAccepted, secrets.KeyRejected, secrets.KeyDuplicate, secrets.KeyIgnored} {
+		ch <- prometheus.MustNewConstMetric(s.secretKeys, prometheus.GaugeValue, float64(keys[state]), string(state))
+	}
+	events := s.c.secrets.Events()
+	for _, outcome := range slices.Sorted(maps.Keys(events)) {
+		ch <- prometheus.MustNewConstMetric(s.secretEvts, prometheus.CounterValue, float64(events[outcome]), outcome)
+	}
+	st := s.c.mesh.Status()
+	ch <- prometheus.MustNewConstMetric(s.reloads, prometheus.CounterValue, float64(st.Generation))
+	ch <- prometheus.MustNewConstMetric(s.rejections, prometheus.CounterValue, float64(st.Rejections))
+}
+
+func newMetricsRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
