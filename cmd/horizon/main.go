@@ -1,6 +1,8 @@
 // Command horizon is the split-horizon EDS federation controller.
 //
-//	horizon serve [flags]    run the controller and xDS server
+//	horizon serve [flags]                  run the controller and xDS server
+//	horizon create-remote-secret [flags]   print a remote Secret for a cluster
+//	horizon status [flags]                 show what a running horizon knows
 package main
 
 import (
@@ -35,11 +37,12 @@ func main() {
 const usage = `horizon — split-horizon EDS for multi-cluster meshes
 
 Usage:
-  horizon serve [flags]   run the controller and its xDS server
+  horizon serve [flags]                  run the controller and its xDS server
   horizon create-remote-secret [flags]   print a remote Secret giving read access to a cluster
-  horizon help            show this text
+  horizon status [flags]                 show clusters, networks, gateways and proxies of a running horizon
+  horizon help                           show this text
 
-Run "horizon serve --help" for the flags.
+Run "horizon <command> --help" for a command's flags.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -52,6 +55,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stderr)
 	case "create-remote-secret":
 		return createRemoteSecret(ctx, args[1:], stdout, stderr)
+	case "status":
+		return statusCommand(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

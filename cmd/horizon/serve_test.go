@@ -174,10 +174,12 @@ func writeMeshNetworks(t *testing.T, yaml string) {
 	}
 }
 
-func writeRemoteSecret(t *testing.T, name string, c *kubetest.Cluster, id string) {
+// writeRemoteSecret mints a reader token kubeconfig for c and writes it to cluster1
+// as remote Secret name with key id. It returns the token.
+func writeRemoteSecret(t *testing.T, name string, c *kubetest.Cluster, id string) string {
 	t.Helper()
 	ctx := t.Context()
-	kc, _, err := c.MintKubeconfig(ctx, "kube-system", "horizon-reader")
+	kc, tok, err := c.MintKubeconfig(ctx, "kube-system", "horizon-reader")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +197,7 @@ func writeRemoteSecret(t *testing.T, name string, c *kubetest.Cluster, id string
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = secrets.Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	return tok.Value
 }
 
 func helloworld(version string, mtls bool, ips ...string) kubetest.Service {

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/eds"
+	"github.com/horizon-mesh/horizon/secrets"
+)
+
+// statusReport is everything `horizon status` shows; -o json prints it as is.
+type statusReport struct {
+	Clusters []clusterregistry.ClusterStatus `json:"clusters"`
+	Secrets  []secrets.KeyStatus             `json:"secrets"`
+	Networks NetworkzResponse                `json:"networks"`
+	Proxies  []eds.ProxyStatus               `json:"proxies"`
+}
+
+// errClustersInError makes `horizon status` exit non-zero for scripts.
+var errClustersInError = errors.New("clusters in error")
+
+func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := pflag.NewFlagSet("status", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	address := fs.String("address", "localhost:15014", "host:port of a running horizon serve's --http-address")
+	output := fs.StringP("output", "o", "table", "output format: table or json")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the answer")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil
+		}
+		return usageError{err}
+	}
+	if *output != "table" && *output != "json" {
+		return usageError{fmt.Errorf("--output: must be table or json, got %q", *output)}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments: %v", fs.Args())}
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	var rep statusReport
+	var clusterz ClusterzResponse
+	for _, g := range []struct {
+		path string
+		into any
+	}{{"/debug/clusterz", &clusterz}, {"/debug/networkz", &rep.Networks}, {"/debug/syncz", &rep.Proxies}} {
+		if err := getJSON(ctx, "http://"+*address+g.path, g.into); err != nil {
+			return err
+		}
+	}
+	rep.Clusters, rep.Secrets = clusterz.Clusters, clusterz.Secrets
+
+	if *output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printStatus(stdout, rep)
+	}
+	bad := 0
+	for _, c := range rep.Clusters {
+		if c.State == clusterregistry.StateError || c.State == clusterregistry.StateTimedOut {
+			bad++
+		}
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d cluster(s) in error or timed out: %w", bad, errClustersInError)
+	}
+	return nil
+}
+
+func getJSON(ctx context.Context, url string, into any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("reach horizon at %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		return fmt.Errorf("decode %s: %w", url, err)
+	}
+	return nil
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return time.Since(t).Round(time.Second).String() + " ago"
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// printStatus writes the report as aligned tables.
+func printStatus(out io.Writer, rep statusReport) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "CLUSTERS")
+	fmt.Fprintln(w, "ID\tSOURCE\tSERVER\tSTATE\tSERVICES\tENDPOINTS\tLAST SYNC\tLAST ERROR")
+	for _, c := range rep.Clusters {
+		state := string(c.State)
+		if c.Rotation != nil {
+			state += " (rotating: " + string(c.Rotation.State) + ")"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", c.ID, c.Source, c.Server, state, c.Services, c.Endpoints, ago(c.SyncedAt), dash(c.LastError))
+	}
+
+	fmt.Fprintln(w, "\nNETWORKS\tENDPOINTS FROM\tGATEWAYS")
+	rules := networkRules(rep.Networks.MeshNetworks)
+	gws := map[string][]string{}
+	for _, g := range rep.Networks.Gateways {
+		gws[string(g.Network)] = append(gws[string(g.Network)], fmt.Sprintf("%s:%d", g.Address, g.Port))
+	}
+	var names []string
+	for n := range rules {
+		names = append(names, n)
+	}
+	for n := range gws {
+		if _, ok := rules[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", n, dash(strings.Join(rules[n], ", ")), dash(strings.Join(gws[n], ", ")))
+	}
+
+	fmt.Fprintln(w, "\nGATEWAY\tNETWORK\tCLUSTER\tFROM")
+	for _, g := range rep.Networks.Gateways {
+		fmt.Fprintf(w, "%s:%d\t%s\t%s\t%s\n", g.Address, g.Port, g.Network, dash(string(g.Cluster)), g.Source)
+	}
+
+	fmt.Fprintln(w, "\nPROXIES (ROLE)\tNETWORK\tCONNECTED\tUP TO DATE")
+	type key struct{ role, network string }
+	counts := map[key][2]int{}
+	for _, p := range rep.Proxies {
+		k := key{string(p.Role), dash(string(p.Network))}
+		c := counts[k]
+		c[0]++
+		if p.UpToDate {
+			c[1]++
+		}
+		counts[k] = c
+	}
+	keys := make([]key, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b key) int { return strings.Compare(a.role+"/"+a.network, b.role+"/"+b.network) })
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\n", k.role, k.network, counts[k][0], counts[k][1])
+	}
+	w.Flush()
+
+	fmt.Fprintln(out)
+	if r := rep.Networks.Status.Rejected; r != "" {
+		fmt.Fprintf(out, "last meshNetworks rejection (%s): %s\n", ago(rep.Networks.Status.RejectedAt), r)
+	} else {
+		fmt.Fprintf(out, "meshNetworks: %s, generation %d, no rejected edit\n", dash(rep.Networks.Status.Source), rep.Networks.Status.Generation)
+	}
+	for _, s := range rep.Secrets {
+		if s.State != secrets.KeyAccepted {
+			fmt.Fprintf(out, "remote secret %s key %q: %s: %s\n", s.Secret, s.Key, s.State, s.Error)
+		}
+	}
+	for _, p := range rep.Networks.GatewayProblems {
+		fmt.Fprintf(out, "Gateway resource ignored: %s\n", p)
+	}
+}
+
+// networkRules reads "fromRegistry: x" / "fromCidr: y" per network from the
+// meshNetworks JSON.
+func networkRules(raw json.RawMessage) map[string][]string {
+	var mn struct {
+		Networks map[string]struct {
+			Endpoints []struct {
+				FromRegistry string `json:"fromRegistry"`
+				FromCidr     string `json:"fromCidr"`
+			} `json:"endpoints"`
+		} `json:"networks"`
+	}
+	out := map[string][]string{}
+	if json.Unmarshal(raw, &mn) != nil {
+		return out
+	}
+	for name, n := range mn.Networks {
+		var rules []string
+		for _, e := range n.Endpoints {
+			if e.FromRegistry != "" {
+				rules = append(rules, "fromRegistry "+e.FromRegistry)
+			}
+			if e.FromCidr != "" {
+				rules = append(rules, "fromCidr "+e.FromCidr)
+			}
+		}
+		out[name] = rules
+	}
+	return out
+}
