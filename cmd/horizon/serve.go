@@ -41,6 +41,7 @@ type serveOptions struct {
 	secrets     secrets.Options
 	registry    clusterregistry.Options
 	eds         eds.Options
+	tls         xdsTLSOptions
 }
 
 func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
@@ -54,6 +55,7 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	o.secrets.AddFlags(fs)
 	o.registry.AddFlags(fs)
 	o.eds.AddFlags(fs)
+	o.tls.addFlags(fs)
 }
 
 func (o *serveOptions) validate() error {
@@ -68,7 +70,7 @@ func (o *serveOptions) validate() error {
 		errs = append(errs, fmt.Errorf("--log-level: %w", err))
 	}
 	o.registry.Namespace = o.secrets.Namespace
-	errs = append(errs, o.secrets.Validate(), o.registry.Validate(), o.eds.Validate())
+	errs = append(errs, o.secrets.Validate(), o.registry.Validate(), o.eds.Validate(), o.tls.validate())
 	return errors.Join(errs...)
 }
 
@@ -214,7 +216,13 @@ func runServer(ctx context.Context, o serveOptions, cfg *rest.Config, xdsLis, ht
 		}()
 	}
 
-	g := grpc.NewServer(
+	creds, err := o.tls.serverOption(logger, xdsLis.Addr())
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	g := grpc.NewServer(creds,
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
