@@ -34,11 +34,16 @@ const serviceIndex = "service"
 
 // syncMarker is queued once the caches have synced; when the worker reaches it, every
 // key queued during the initial list has been processed. No Service has an empty
-// namespace, so it cannot collide with a real key.
+// namespace, so neither marker can collide with a real key.
 var syncMarker = types.NamespacedName{}
 
+// relistMarker tells the worker that a relisted watchSet waits in Cluster.handover.
+var relistMarker = types.NamespacedName{Name: "relist"}
+
 // Cluster is one Kubernetes cluster: its client, informers and the shards of every
-// service it has. Its shards are rebuilt by one worker goroutine.
+// service it has. Its shards are rebuilt by one worker goroutine; one health
+// goroutine marks it stale when it stops answering and relists it when it answers
+// again (stale.go).
 type Cluster struct {
 	id     network.ClusterID
 	source string
@@ -47,25 +52,28 @@ type Cluster struct {
 	reg    *Registry
 	log    *slog.Logger
 
-	httpClient     *http.Client
-	dialer         *connrotation.Dialer
-	factory        informers.SharedInformerFactory
-	nsFactory      informers.SharedInformerFactory
-	informers      []cache.SharedIndexInformer
-	handlersSynced []cache.InformerSynced
-	services       listersv1.ServiceLister
-	pods           listersv1.PodLister
-	nodes          listersv1.NodeLister
-	namespaces     listersv1.NamespaceLister
-	slices         cache.Indexer
-	queue          workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	httpClient *http.Client
+	dialer     *connrotation.Dialer
+	client     kubernetes.Interface
+	queue      workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	// suspect holds one signal that a dial or a list or watch failed; the health
+	// goroutine then checks whether the cluster still answers.
+	suspect chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	synced chan struct{} // closed when the initial sync is done
 
-	mu          sync.RWMutex
+	mu sync.RWMutex
+	// ws is the informers the worker reads; replaced only by the worker, when a relist
+	// is handed over. Guarded by mu.
+	ws *watchSet
+	// handover is a relisted watchSet waiting for the worker; guarded by mu.
+	handover    *handover
+	stale       bool                                                   // guarded by mu
+	staleSince  time.Time                                              // guarded by mu
+	withdrawn   bool                                                   // guarded by mu; shards hidden
 	shards      map[string]*Shard                                      // host → shard; guarded by mu
 	podSvcs     map[types.NamespacedName]map[types.NamespacedName]bool // pod → services whose slices name it; guarded by mu
 	nodeSvcs    map[string]map[types.NamespacedName]bool               // node → services with endpoints on it; guarded by mu
@@ -87,7 +95,16 @@ func newCluster(reg *Registry, id network.ClusterID, source string, cfg *rest.Co
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	}
-	dialer := connrotation.NewDialer(dial)
+	// A failed dial is the first sign of an unreachable server: client-go retries a
+	// refused watch by itself without reporting it to the watch error handler.
+	suspect := make(chan struct{}, 1)
+	dialer := connrotation.NewDialer(func(ctx context.Context, netw, address string) (net.Conn, error) {
+		conn, err := dial(ctx, netw, address)
+		if err != nil && ctx.Err() == nil {
+			poke(suspect)
+		}
+		return conn, err
+	})
 	cfg.Dial = dialer.DialContext
 	if cfg.QPS == 0 {
 		cfg.QPS, cfg.Burst = 50, 100
@@ -112,11 +129,8 @@ func newCluster(reg *Registry, id network.ClusterID, source string, cfg *rest.Co
 		log:        reg.log.With("cluster", id),
 		httpClient: hc,
 		dialer:     dialer,
-		factory:    informers.NewSharedInformerFactory(client, 0),
-		nsFactory: informers.NewSharedInformerFactoryWithOptions(client, 0,
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", reg.opts.Namespace).String()
-			})),
+		client:     client,
+		suspect:    suspect,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "cluster-" + string(id)}),
@@ -126,20 +140,63 @@ func newCluster(reg *Registry, id network.ClusterID, source string, cfg *rest.Co
 		nodeSvcs: map[string]map[types.NamespacedName]bool{},
 		deps:     map[types.NamespacedName]deps{},
 	}
-	if err := c.setupInformers(); err != nil {
+	ws, err := c.newWatchSet()
+	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("set up informers for cluster %q: %w", id, err)
 	}
+	c.ws = ws
 	return c, nil
 }
 
-func (c *Cluster) setupInformers() error {
-	svc := c.factory.Core().V1().Services()
-	pod := c.factory.Core().V1().Pods()
-	node := c.factory.Core().V1().Nodes()
-	slice := c.factory.Discovery().V1().EndpointSlices()
-	ns := c.nsFactory.Core().V1().Namespaces()
-	c.services, c.pods, c.nodes, c.namespaces = svc.Lister(), pod.Lister(), node.Lister(), ns.Lister()
-	c.slices = slice.Informer().GetIndexer()
+// watchSet is one generation of a cluster's informers and the listers over their
+// caches. A cluster starts with one; when it answers again after being stale, it
+// lists everything into a fresh one, whose caches cannot have missed anything, and
+// drops the old one.
+type watchSet struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	synced chan struct{} // closed once every handler has been given the initial list
+
+	factory        informers.SharedInformerFactory
+	nsFactory      informers.SharedInformerFactory
+	handlersSynced []cache.InformerSynced
+	services       listersv1.ServiceLister
+	pods           listersv1.PodLister
+	nodes          listersv1.NodeLister
+	namespaces     listersv1.NamespaceLister
+	slices         cache.Indexer
+}
+
+// newWatchSet sets up (without starting) informers whose handlers feed c's queue.
+func (c *Cluster) newWatchSet() (*watchSet, error) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	w := &watchSet{
+		ctx:     ctx,
+		cancel:  cancel,
+		synced:  make(chan struct{}),
+		factory: informers.NewSharedInformerFactory(c.client, 0),
+		nsFactory: informers.NewSharedInformerFactoryWithOptions(c.client, 0,
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", c.reg.opts.Namespace).String()
+			})),
+	}
+	if err := c.setupInformers(w); err != nil {
+		cancel()
+		return nil, err
+	}
+	return w, nil
+}
+
+func (c *Cluster) setupInformers(w *watchSet) error {
+	svc := w.factory.Core().V1().Services()
+	pod := w.factory.Core().V1().Pods()
+	node := w.factory.Core().V1().Nodes()
+	slice := w.factory.Discovery().V1().EndpointSlices()
+	ns := w.nsFactory.Core().V1().Namespaces()
+	w.services, w.pods, w.nodes, w.namespaces = svc.Lister(), pod.Lister(), node.Lister(), ns.Lister()
+	w.slices = slice.Informer().GetIndexer()
 
 	if err := pod.Informer().SetTransform(trimPod); err != nil {
 		return err
@@ -210,15 +267,42 @@ func (c *Cluster) setupInformers() error {
 		}
 		// The registration, not the informer, says when this handler has been given
 		// every object of the initial list.
-		c.handlersSynced = append(c.handlersSynced, reg.HasSynced)
+		w.handlersSynced = append(w.handlersSynced, reg.HasSynced)
 		if err := h.inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
 			c.recordError(err)
 		}); err != nil {
 			return err
 		}
-		c.informers = append(c.informers, h.inf)
 	}
 	return nil
+}
+
+// start runs the informers; synced is closed once they have synced.
+func (w *watchSet) start() {
+	w.factory.Start(w.ctx.Done())
+	w.nsFactory.Start(w.ctx.Done())
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		if cache.WaitForCacheSync(w.ctx.Done(), w.handlersSynced...) {
+			close(w.synced)
+		}
+	}()
+}
+
+// stop stops the informers and waits for them.
+func (w *watchSet) stop() {
+	w.cancel()
+	w.factory.Shutdown()
+	w.nsFactory.Shutdown()
+	w.wg.Wait()
+}
+
+// watches returns the informers the worker reads.
+func (c *Cluster) watches() *watchSet {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.ws
 }
 
 // enqueueFor queues the services of the set that lookup returns under c.mu.
@@ -236,32 +320,37 @@ func (c *Cluster) enqueueFor(lookup func() map[types.NamespacedName]bool) {
 }
 
 func (c *Cluster) enqueueAll() {
-	svcs, _ := c.services.List(labels.Everything())
+	svcs, _ := c.watches().services.List(labels.Everything())
 	for _, s := range svcs {
 		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
 	}
 }
 
-// start runs the informers and the worker until stop.
+// start runs the informers, the worker and the health check until stop.
 func (c *Cluster) start() {
 	ctx := c.ctx
 	c.mu.Lock()
 	c.started = time.Now()
+	ws := c.ws
 	c.mu.Unlock()
-	c.factory.Start(ctx.Done())
-	c.nsFactory.Start(ctx.Done())
-	c.wg.Add(2)
+	ws.start()
+	c.wg.Add(3)
 	go func() {
 		defer c.wg.Done()
-		if !cache.WaitForCacheSync(ctx.Done(), c.handlersSynced...) {
-			return
+		select {
+		case <-ws.synced:
+			c.queue.Add(syncMarker)
+		case <-ctx.Done():
 		}
-		c.queue.Add(syncMarker)
 	}()
 	go func() {
 		defer c.wg.Done()
 		for c.processNext() {
 		}
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.watchHealth(ctx)
 	}()
 	if t := c.reg.opts.SyncTimeout; t > 0 {
 		c.wg.Add(1)
@@ -284,14 +373,21 @@ func (c *Cluster) start() {
 	}
 }
 
-// stop stops the informers and the worker, waits for them and closes the cluster's
-// connections.
+// stop stops the informers, the worker and the health check, waits for them and
+// closes the cluster's connections.
 func (c *Cluster) stop() {
 	c.cancel()
 	c.queue.ShutDown()
-	c.factory.Shutdown()
-	c.nsFactory.Shutdown()
 	c.wg.Wait()
+	// Nothing else changes ws or handover now.
+	c.mu.Lock()
+	ws, h := c.ws, c.handover
+	c.handover = nil
+	c.mu.Unlock()
+	ws.stop()
+	if h != nil {
+		h.ws.stop()
+	}
 	c.httpClient.CloseIdleConnections()
 	c.dialer.CloseAll()
 }
@@ -308,22 +404,37 @@ func (c *Cluster) hasSynced() bool {
 	}
 }
 
+// recordError is the informers' watch error handler. It also asks the health
+// goroutine to check a synced cluster. A stale cluster's informers fail until it
+// answers again; the stale warning has said so once, so their errors are only
+// recorded.
 func (c *Cluster) recordError(err error) {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return
 	}
-	msg := err.Error()
-	if c.token != "" {
-		msg = strings.ReplaceAll(msg, c.token, "[redacted]")
-	}
+	poke(c.suspect)
+	msg := c.redact(err)
 	c.mu.Lock()
 	first := c.lastErr != msg
+	stale := c.stale
 	c.lastErr, c.lastErrAt = msg, time.Now()
 	c.mu.Unlock()
+	if stale {
+		return
+	}
 	if first {
 		c.log.Warn("list or watch failed", "error", msg)
 	}
 	c.reg.changed()
+}
+
+// redact returns err's text without the cluster's token.
+func (c *Cluster) redact(err error) string {
+	msg := err.Error()
+	if c.token != "" {
+		msg = strings.ReplaceAll(msg, c.token, "[redacted]")
+	}
+	return msg
 }
 
 func (c *Cluster) processNext() bool {
@@ -332,11 +443,14 @@ func (c *Cluster) processNext() bool {
 		return false
 	}
 	defer c.queue.Done(key)
-	if key == syncMarker {
+	switch key {
+	case syncMarker:
 		c.finishSync()
-		return true
+	case relistMarker:
+		c.finishRelist()
+	default:
+		c.rebuild(key)
 	}
-	c.rebuild(key)
 	return true
 }
 
@@ -351,15 +465,25 @@ func (c *Cluster) finishSync() {
 	c.reg.changed()
 }
 
-// rebuild recomputes the shard of one service and notifies the registry if it changed.
+// rebuild recomputes the shard of one service and notifies the registry if what the
+// cluster serves changed.
 func (c *Cluster) rebuild(key types.NamespacedName) {
+	if host, served := c.update(c.watches(), key); served {
+		c.reg.notify(c, []string{host})
+	}
+}
+
+// update recomputes the shard of one service from ws. It returns the service's host
+// and whether the change is served (it changed, and the cluster's shards are not
+// withdrawn).
+func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) {
 	host := c.reg.host(key)
-	svc, err := c.services.Services(key.Namespace).Get(key.Name)
+	svc, err := ws.services.Services(key.Namespace).Get(key.Name)
 	var shard *Shard
 	var pods map[types.NamespacedName]bool
 	var nodes map[string]bool
 	if err == nil && svc.Spec.Type != corev1.ServiceTypeExternalName {
-		shard, pods, nodes = c.buildShard(host, svc)
+		shard, pods, nodes = c.buildShard(ws, host, svc)
 	}
 
 	c.mu.Lock()
@@ -377,10 +501,9 @@ func (c *Cluster) rebuild(key types.NamespacedName) {
 			c.endpointCnt += countReady(shard)
 		}
 	}
+	served := changed && !c.withdrawn
 	c.mu.Unlock()
-	if changed {
-		c.reg.notify(c, []string{host})
-	}
+	return host, served
 }
 
 // deps is what one service's shard was built from.
@@ -444,7 +567,7 @@ func countReady(s *Shard) int {
 
 // buildShard computes what this cluster serves for svc, and which pods and nodes that
 // depends on.
-func (c *Cluster) buildShard(host string, svc *corev1.Service) (*Shard, map[types.NamespacedName]bool, map[string]bool) {
+func (c *Cluster) buildShard(ws *watchSet, host string, svc *corev1.Service) (*Shard, map[types.NamespacedName]bool, map[string]bool) {
 	shard := &Shard{
 		Service: Service{
 			Host:        host,
@@ -467,11 +590,11 @@ func (c *Cluster) buildShard(host string, svc *corev1.Service) (*Shard, map[type
 	for _, p := range svc.Spec.Ports {
 		shard.Service.Ports = append(shard.Service.Ports, ServicePort{Name: p.Name, Port: p.Port, Protocol: string(p.Protocol)})
 	}
-	nsNetwork := c.systemNamespaceNetwork()
+	nsNetwork := c.systemNamespaceNetwork(ws)
 	pods := map[types.NamespacedName]bool{}
 	nodes := map[string]bool{}
 
-	objs, _ := c.slices.ByIndex(serviceIndex, svc.Namespace+"/"+svc.Name)
+	objs, _ := ws.slices.ByIndex(serviceIndex, svc.Namespace+"/"+svc.Name)
 	for _, obj := range objs {
 		slice := obj.(*discoveryv1.EndpointSlice)
 		if slice.AddressType == discoveryv1.AddressTypeFQDN {
@@ -499,7 +622,7 @@ func (c *Cluster) buildShard(host string, svc *corev1.Service) (*Shard, map[type
 					podKey.Namespace = slice.Namespace
 				}
 				pods[podKey] = true
-				pod, err := c.pods.Pods(podKey.Namespace).Get(podKey.Name)
+				pod, err := ws.pods.Pods(podKey.Namespace).Get(podKey.Name)
 				if err != nil || pod.DeletionTimestamp != nil {
 					// Not seen yet, gone, or terminating: not served. Its arrival
 					// re-queues this service through the pod index.
@@ -521,7 +644,7 @@ func (c *Cluster) buildShard(host string, svc *corev1.Service) (*Shard, map[type
 			}
 			if nodeName != "" {
 				nodes[nodeName] = true
-				if node, err := c.nodes.Get(nodeName); err == nil {
+				if node, err := ws.nodes.Get(nodeName); err == nil {
 					base.Locality = Locality{
 						Region:  node.Labels[corev1.LabelTopologyRegion],
 						Zone:    node.Labels[corev1.LabelTopologyZone],
@@ -604,8 +727,8 @@ func podNotReady(p *corev1.Pod) bool {
 	return false
 }
 
-func (c *Cluster) systemNamespaceNetwork() network.NetworkID {
-	ns, err := c.namespaces.Get(c.reg.opts.Namespace)
+func (c *Cluster) systemNamespaceNetwork(ws *watchSet) network.NetworkID {
+	ns, err := ws.namespaces.Get(c.reg.opts.Namespace)
 	n := network.NetworkID("")
 	if err == nil {
 		n = network.NetworkID(ns.Labels[network.LabelNetwork])
@@ -666,8 +789,17 @@ func (c *Cluster) status() ClusterStatus {
 		LastError:   c.lastErr,
 		LastErrorAt: c.lastErrAt,
 		Network:     c.nsNetwork,
+		Stale:       c.stale,
+		StaleSince:  c.staleSince,
+		Withdrawn:   c.withdrawn,
+	}
+	if c.withdrawn {
+		st.Services, st.Endpoints = 0, 0
 	}
 	switch {
+	case c.stale:
+		st.State = StateStale
+		st.SyncDuration = c.syncedAt.Sub(c.started)
 	case synced:
 		st.State = StateSynced
 		st.SyncDuration = c.syncedAt.Sub(c.started)
@@ -681,15 +813,23 @@ func (c *Cluster) status() ClusterStatus {
 	return st
 }
 
+// shard returns what the cluster serves for host: nothing while withdrawn.
 func (c *Cluster) shard(host string) *Shard {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if c.withdrawn {
+		return nil
+	}
 	return c.shards[host]
 }
 
+// hosts returns the hosts the cluster serves: none while withdrawn.
 func (c *Cluster) hosts() []string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if c.withdrawn {
+		return nil
+	}
 	out := make([]string, 0, len(c.shards))
 	for h := range c.shards {
 		out = append(out, h)

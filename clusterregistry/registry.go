@@ -26,6 +26,13 @@ type Options struct {
 	// SyncTimeout is how long a cluster may take to sync before readiness stops
 	// waiting for it. Zero means wait forever.
 	SyncTimeout time.Duration
+	// StaleGrace is how long a synced cluster that stopped answering keeps serving its
+	// last known endpoints before they are withdrawn. Zero means keep them until it
+	// answers again or is removed.
+	StaleGrace time.Duration
+	// ProbeInterval is how often an unreachable cluster is probed to learn that it
+	// answers again; 5s when zero. Not a flag.
+	ProbeInterval time.Duration
 	// Logger receives the registry's log lines; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -35,6 +42,7 @@ type Options struct {
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "DNS domain suffix of service hosts")
 	fs.DurationVar(&o.SyncTimeout, "remote-cluster-timeout", 30*time.Second, "how long a cluster may take to sync before Horizon is ready without it")
+	fs.DurationVar(&o.StaleGrace, "stale-cluster-grace", 5*time.Minute, "how long a synced cluster that stopped answering keeps serving its last known endpoints (0: until it answers again)")
 }
 
 // Validate checks the options once, before New.
@@ -48,6 +56,12 @@ func (o *Options) Validate() error {
 	}
 	if o.SyncTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--remote-cluster-timeout: must not be negative, got %s", o.SyncTimeout))
+	}
+	if o.StaleGrace < 0 {
+		errs = append(errs, fmt.Errorf("--stale-cluster-grace: must not be negative, got %s", o.StaleGrace))
+	}
+	if o.ProbeInterval < 0 {
+		errs = append(errs, fmt.Errorf("probe interval: must not be negative, got %s", o.ProbeInterval))
 	}
 	return errors.Join(errs...)
 }
@@ -80,6 +94,9 @@ func New(opts Options) (*Registry, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.ProbeInterval == 0 {
+		opts.ProbeInterval = defaultProbeInterval
+	}
 	return &Registry{
 		opts:     opts,
 		log:      opts.Logger.With("component", "clusterregistry"),
@@ -87,8 +104,9 @@ func New(opts Options) (*Registry, error) {
 	}, nil
 }
 
-// Subscribe registers fn to learn of every (host, cluster) whose shard changed. fn runs
-// on a cluster's worker goroutine and must not block.
+// Subscribe registers fn to learn of every (host, cluster) whose served shard changed,
+// including shards withdrawn from a stale cluster and served again when it is back.
+// fn runs on the registry's goroutines, possibly concurrently, and must not block.
 func (r *Registry) Subscribe(fn func(Change)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -96,7 +114,8 @@ func (r *Registry) Subscribe(fn func(Change)) {
 }
 
 // OnStatusChange registers fn to learn that some cluster's state changed (synced,
-// timed out, failed); it reads Clusters or HasSynced for the details. fn must not block.
+// timed out, failed, stale, withdrawn, back); it reads Clusters or HasSynced for the
+// details. fn must not block.
 func (r *Registry) OnStatusChange(fn func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -191,7 +210,8 @@ func (r *Registry) Close() {
 	r.wg.Wait()
 }
 
-// HasSynced reports whether every known cluster has synced or timed out.
+// HasSynced reports whether every known cluster has synced or timed out. A cluster
+// that synced and then went stale still counts: readiness is about startup.
 func (r *Registry) HasSynced() bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()

@@ -20,11 +20,15 @@ import (
 )
 
 // cluster is a real API server shared by the tests of this package; each test uses
-// its own namespaces.
-var cluster *kubetest.Cluster
+// its own namespaces. Tests that stop an API server start their own on env.
+var (
+	env     *kubetest.Environment
+	cluster *kubetest.Cluster
+)
 
 func TestMain(m *testing.M) {
-	env, err := kubetest.Start()
+	var err error
+	env, err = kubetest.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

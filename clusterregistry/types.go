@@ -85,6 +85,11 @@ const (
 	// StateTimedOut: not synced within the remote cluster timeout. Horizon serves the
 	// other clusters and keeps trying this one.
 	StateTimedOut SyncState = "timed-out"
+	// StateStale: synced, then stopped answering. Its last known endpoints are served
+	// until the stale grace passes, then withdrawn; it is probed until it answers,
+	// then listed again and back to synced. A stale cluster still counts as synced for
+	// readiness.
+	StateStale SyncState = "stale"
 )
 
 // ClusterStatus describes one cluster for status and debug output. It never holds
@@ -103,6 +108,13 @@ type ClusterStatus struct {
 	SyncDuration time.Duration `json:"syncDuration,omitempty"`
 	LastError    string        `json:"lastError,omitempty"`
 	LastErrorAt  time.Time     `json:"lastErrorAt,omitempty"`
+	// Stale is set while the cluster is unreachable after having synced (State is
+	// StateStale); StaleSince is when that was noticed.
+	Stale      bool      `json:"stale,omitempty"`
+	StaleSince time.Time `json:"staleSince,omitzero"`
+	// Withdrawn is set once a stale cluster's endpoints are no longer served, because
+	// it stayed unreachable past the stale grace; Services and Endpoints are then 0.
+	Withdrawn bool `json:"withdrawn,omitempty"`
 	// Network is the topology.istio.io/network label of the cluster's system namespace.
 	Network network.NetworkID `json:"network,omitempty"`
 	// Rotation describes a credential change that is syncing and not yet swapped in.

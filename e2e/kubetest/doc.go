@@ -9,6 +9,10 @@
 // No controller-manager or kubelet runs: tests write EndpointSlices themselves and set
 // pod status through the status subresource.
 //
+// A cluster can be stopped (Stop, Kill) and started again (Restart) with the same
+// address, certificates, credentials and data, as a remote cluster that goes away and
+// comes back.
+//
 // An Environment is safe for concurrent use; StartCluster may be called from parallel
 // tests.
 package kubetest

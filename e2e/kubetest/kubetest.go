@@ -1,6 +1,7 @@
 package kubetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -73,7 +74,12 @@ type Cluster struct {
 	// Client is a clientset built from Config.
 	Client kubernetes.Interface
 
-	proc *process
+	env  *Environment
+	dir  string // certificates, tokens, service-account key and log
+	port int
+
+	mu   sync.Mutex
+	proc *process // the running (or last) API server; guarded by mu
 }
 
 // Start starts etcd in a fresh temporary directory. Close stops it and every cluster.
@@ -144,29 +150,12 @@ func (e *Environment) StartCluster(ctx context.Context, name string) (*Cluster, 
 	if err != nil {
 		return nil, err
 	}
-	proc, err := startProcess(filepath.Join(dir, "kube-apiserver.log"), filepath.Join(e.binDir, "kube-apiserver"),
-		"--etcd-servers="+e.etcdURL,
-		"--etcd-prefix=/"+name,
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(ports[0]),
-		"--cert-dir="+filepath.Join(dir, "certs"),
-		"--token-auth-file="+tokens,
-		"--authorization-mode=RBAC",
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+filepath.Join(dir, "sa.key"),
-		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
-		"--service-cluster-ip-range=10.96.0.0/16",
-		"--disable-admission-plugins=ServiceAccount",
-		"--endpoint-reconciler-type=none",
-		"--enable-priority-and-fairness=false",
-		"--profiling=false",
-		"--v=0",
-	)
+	c := &Cluster{Name: name, Host: fmt.Sprintf("https://127.0.0.1:%d", ports[0]), env: e, dir: dir, port: ports[0]}
+	proc, err := c.startAPIServer()
 	if err != nil {
-		return nil, fmt.Errorf("start kube-apiserver %s: %w", name, err)
+		return nil, err
 	}
-	c := &Cluster{Name: name, Host: fmt.Sprintf("https://127.0.0.1:%d", ports[0]), proc: proc}
+	c.proc = proc
 	e.mu.Lock()
 	e.clusters = append(e.clusters, c)
 	e.mu.Unlock()
@@ -190,14 +179,9 @@ func (e *Environment) StartCluster(ctx context.Context, name string) (*Cluster, 
 		TLSClientConfig: rest.TLSClientConfig{CAData: c.CAData},
 		QPS:             -1, // no client-side rate limit in tests
 	}
-	hc, err := rest.HTTPClientFor(c.Config)
-	if err != nil {
+	if err := c.waitReady(ctx, proc); err != nil {
 		return nil, err
 	}
-	if err := waitHTTP(ctx, proc, &authClient{hc}, c.Host+"/readyz", 60*time.Second); err != nil {
-		return nil, fmt.Errorf("kube-apiserver %s not ready (log %s): %w", name, proc.logPath, err)
-	}
-	hc.CloseIdleConnections()
 	c.Client, err = kubernetes.NewForConfig(c.Config)
 	if err != nil {
 		return nil, err
@@ -205,9 +189,124 @@ func (e *Environment) StartCluster(ctx context.Context, name string) (*Cluster, 
 	return c, nil
 }
 
+// startAPIServer starts kube-apiserver for c on its port, with its certificate
+// directory, token file, service-account key and etcd prefix.
+func (c *Cluster) startAPIServer() (*process, error) {
+	e := c.env
+	proc, err := startProcess(filepath.Join(c.dir, "kube-apiserver.log"), filepath.Join(e.binDir, "kube-apiserver"),
+		"--etcd-servers="+e.etcdURL,
+		"--etcd-prefix=/"+c.Name,
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(c.port),
+		"--cert-dir="+filepath.Join(c.dir, "certs"),
+		"--token-auth-file="+filepath.Join(c.dir, "tokens.csv"),
+		"--authorization-mode=RBAC",
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file="+filepath.Join(c.dir, "sa.key"),
+		"--service-account-signing-key-file="+filepath.Join(c.dir, "sa.key"),
+		"--service-cluster-ip-range=10.96.0.0/16",
+		"--disable-admission-plugins=ServiceAccount",
+		"--endpoint-reconciler-type=none",
+		"--enable-priority-and-fairness=false",
+		"--profiling=false",
+		"--v=0",
+	)
+	if err != nil {
+		return nil, fmt.Errorf("start kube-apiserver %s: %w", c.Name, err)
+	}
+	return proc, nil
+}
+
+// restartProcess starts the API server again if it has exited. The environment's lock
+// is held throughout, so that a concurrent Close either sees the new process or
+// prevents it.
+func (c *Cluster) restartProcess() (*process, error) {
+	c.env.mu.Lock()
+	defer c.env.mu.Unlock()
+	if c.env.closed {
+		return nil, errors.New("environment closed")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.proc.done:
+	default:
+		return nil, fmt.Errorf("restart kube-apiserver %s: still running", c.Name)
+	}
+	// Fail clearly, rather than through a process that exits at once, if something
+	// else listens on the port now.
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", c.port))
+	if err != nil {
+		return nil, fmt.Errorf("restart kube-apiserver %s: port %d is no longer free: %w", c.Name, c.port, err)
+	}
+	l.Close()
+	proc, err := c.startAPIServer()
+	if err != nil {
+		return nil, err
+	}
+	c.proc = proc
+	return proc, nil
+}
+
+// waitReady waits until proc answers /readyz with c's admin credential.
+func (c *Cluster) waitReady(ctx context.Context, proc *process) error {
+	hc, err := rest.HTTPClientFor(c.Config)
+	if err != nil {
+		return err
+	}
+	defer hc.CloseIdleConnections()
+	if err := waitHTTP(ctx, proc, &authClient{hc}, c.Host+"/readyz", 60*time.Second); err != nil {
+		return fmt.Errorf("kube-apiserver %s not ready (log %s): %w", c.Name, proc.logPath, err)
+	}
+	return nil
+}
+
 // Stop stops the cluster's API server; its data stays in etcd. Clients of the cluster
-// then see connection errors, as with an unreachable remote cluster.
-func (c *Cluster) Stop() { c.proc.stop() }
+// then see connection errors, as with an unreachable remote cluster. The server shuts
+// down gracefully, which takes up to 10s while clients hold watches open; Kill does not
+// wait. Stopping a stopped cluster does nothing.
+func (c *Cluster) Stop() {
+	c.mu.Lock()
+	proc := c.proc
+	c.mu.Unlock()
+	proc.stop()
+}
+
+// Kill stops the cluster's API server at once, as a crash or a lost machine would:
+// every connection to it breaks, watches included. Its data stays in etcd; Restart
+// brings it back. Killing a stopped cluster does nothing.
+func (c *Cluster) Kill() {
+	c.mu.Lock()
+	proc := c.proc
+	c.mu.Unlock()
+	proc.kill()
+}
+
+// Restart starts the API server again after Stop or Kill, on the same port with the same
+// serving certificate, tokens, service-account key and etcd prefix, and waits until
+// it is ready: Host, CAData, Config, Client and minted tokens stay valid, and every
+// object written before Stop is still there. It fails if the server is running, if
+// the environment is closed, or if another process took the port meanwhile.
+func (c *Cluster) Restart(ctx context.Context) error {
+	proc, err := c.restartProcess()
+	if err != nil {
+		return err
+	}
+	if err := c.waitReady(ctx, proc); err != nil {
+		return err
+	}
+	// The server found its certificate in the certificate directory rather than
+	// generating a new one; check, since every client trusts the old one.
+	crt, err := os.ReadFile(filepath.Join(c.dir, "certs", "apiserver.crt"))
+	if err != nil {
+		return fmt.Errorf("restart kube-apiserver %s: %w", c.Name, err)
+	}
+	if !bytes.Equal(crt, c.CAData) {
+		return fmt.Errorf("restart kube-apiserver %s: serving certificate changed", c.Name)
+	}
+	return nil
+}
 
 // Close stops every cluster and etcd and removes their files.
 func (e *Environment) Close() {
@@ -216,7 +315,7 @@ func (e *Environment) Close() {
 	clusters := e.clusters
 	e.mu.Unlock()
 	for _, c := range clusters {
-		c.proc.stop()
+		c.Stop()
 	}
 	if e.etcd != nil {
 		e.etcd.stop()
@@ -315,8 +414,10 @@ type process struct {
 	once    sync.Once
 }
 
+// startProcess starts bin; its output is appended to logPath, so that the log of a
+// restarted server follows the earlier one.
 func startProcess(logPath, bin string, args ...string) (*process, error) {
-	logf, err := os.Create(logPath)
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -336,6 +437,14 @@ func startProcess(logPath, bin string, args ...string) (*process, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// kill ends the process with SIGKILL and waits for it, unless stop or kill already ran.
+func (p *process) kill() {
+	p.once.Do(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+	})
 }
 
 func (p *process) stop() {

@@ -2,6 +2,8 @@ package kubetest_test
 
 import (
 	"fmt"
+	"net"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ import (
 // do not see each other's objects and that a minted kubeconfig is a real, read-only,
 // revocable credential.
 func TestClustersAreIndependent(t *testing.T) {
+	t.Parallel()
 	env, err := kubetest.Start()
 	if err != nil {
 		t.Fatal(err)
@@ -81,4 +84,98 @@ func TestClustersAreIndependent(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestRestartKeepsAddressCredentialsAndData stops a cluster and starts it again: the
+// same Host, CA, admin client and minted tokens work, and its objects are still there.
+func TestRestartKeepsAddressCredentialsAndData(t *testing.T) {
+	t.Parallel()
+	env, err := kubetest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(env.Close)
+	ctx := t.Context()
+	c, err := env.StartCluster(ctx, "restart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(ctx); err == nil || !strings.Contains(err.Error(), "still running") {
+		t.Fatalf("restart of a running cluster: err = %v, want still running", err)
+	}
+	if err := kubetest.EnsureNamespace(ctx, c.Client, "kept", map[string]string{"a": "b"}); err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, _, err := c.MintKubeconfig(ctx, "kube-system", "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, ca := c.Host, string(c.CAData)
+
+	start := time.Now()
+	c.Stop()
+	c.Stop() // stopping twice is harmless
+	c.Kill()
+	t.Logf("stopped in %s", time.Since(start).Round(time.Millisecond))
+	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, "kept", metav1.GetOptions{}); err == nil {
+		t.Fatal("stopped cluster still answers")
+	}
+
+	// Someone else on the port: Restart says so.
+	u, err := url.Parse(c.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Restart(ctx)
+	l.Close()
+	if err == nil || !strings.Contains(err.Error(), "no longer free") {
+		t.Fatalf("restart on a taken port: err = %v", err)
+	}
+
+	start = time.Now()
+	if err := c.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("restarted in %s", time.Since(start).Round(time.Millisecond))
+	if c.Host != host || string(c.CAData) != ca {
+		t.Fatal("restart changed the cluster's address or CA")
+	}
+	ns, err := c.Client.CoreV1().Namespaces().Get(ctx, "kept", metav1.GetOptions{})
+	if err != nil || ns.Labels["a"] != "b" {
+		t.Fatalf("namespace after restart: %v, err=%v", ns, err)
+	}
+	if _, err := reader.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Fatalf("token minted before the restart: %v", err)
+	}
+
+	// Killed while a watch is open: the watch breaks at once, and the server comes
+	// back as well.
+	w, err := c.Client.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	start = time.Now()
+	c.Kill()
+	for range w.ResultChan() {
+	}
+	t.Logf("killed in %s", time.Since(start).Round(time.Millisecond))
+	if err := c.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, "kept", metav1.GetOptions{}); err != nil {
+		t.Fatalf("namespace after kill and restart: %v", err)
+	}
 }

@@ -27,3 +27,25 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 		}
 	}
 }
+
+// Consistently calls cond every 20ms for duration and fails the test as soon as it
+// returns an error: for asserting that something keeps holding.
+func Consistently(t testing.TB, duration time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(duration)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := cond(); err != nil {
+			t.Fatalf("condition stopped holding after %s: %v", duration-time.Until(deadline), err)
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal("test ended while checking")
+		case <-tick.C:
+		}
+	}
+}

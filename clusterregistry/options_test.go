@@ -1,0 +1,71 @@
+package clusterregistry_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/horizon-mesh/horizon/clusterregistry"
+)
+
+func TestOptionsFlagsAndValidation(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		edit    func(*clusterregistry.Options)
+		wantErr string // empty: valid
+		check   func(*testing.T, clusterregistry.Options)
+	}{
+		{
+			name: "defaults",
+			check: func(t *testing.T, o clusterregistry.Options) {
+				if o.StaleGrace != 5*time.Minute || o.SyncTimeout != 30*time.Second || o.DomainSuffix != "cluster.local" {
+					t.Errorf("defaults = %+v", o)
+				}
+			},
+		},
+		{
+			name: "stale grace set",
+			args: []string{"--stale-cluster-grace=90s"},
+			check: func(t *testing.T, o clusterregistry.Options) {
+				if o.StaleGrace != 90*time.Second {
+					t.Errorf("StaleGrace = %s", o.StaleGrace)
+				}
+			},
+		},
+		{name: "stale grace zero keeps endpoints", args: []string{"--stale-cluster-grace=0"}},
+		{name: "negative stale grace", args: []string{"--stale-cluster-grace=-1s"}, wantErr: "--stale-cluster-grace: must not be negative"},
+		{name: "negative probe interval", edit: func(o *clusterregistry.Options) { o.ProbeInterval = -time.Second }, wantErr: "probe interval: must not be negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var o clusterregistry.Options
+			fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+			o.AddFlags(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			o.Namespace = "istio-system"
+			if tt.edit != nil {
+				tt.edit(&o)
+			}
+			err := o.Validate()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("Validate() = %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("Validate() = %v, want %q", err, tt.wantErr)
+			}
+			if tt.wantErr != "" {
+				if _, err := clusterregistry.New(o); err == nil {
+					t.Fatal("New accepted invalid options")
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, o)
+			}
+		})
+	}
+}

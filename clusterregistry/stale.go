@@ -1,0 +1,263 @@
+package clusterregistry
+
+import (
+	"context"
+	"reflect"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/scheme"
+)
+
+// A synced cluster whose server stops answering is stale: its last known shards are
+// served for Options.StaleGrace, then withdrawn. Its informers keep retrying; the
+// health goroutine probes the server, and once it answers lists everything into a
+// fresh watchSet that the worker swaps in, rebuilding every shard from it.
+//
+// The health goroutine owns the transitions into stale and withdrawn; the worker owns
+// the way out (finishRelist), while the health goroutine waits for it. Both write the
+// fields under c.mu.
+
+const (
+	// defaultProbeInterval is how often a stale cluster is probed when
+	// Options.ProbeInterval is zero.
+	defaultProbeInterval = 5 * time.Second
+	// probeTimeout bounds one probe: a server that answers at all answers this
+	// cheap request quickly.
+	probeTimeout = 3 * time.Second
+)
+
+// handover passes a relisted watchSet to the worker; done is closed once it serves.
+type handover struct {
+	ws   *watchSet
+	done chan struct{}
+}
+
+// poke sends a signal on ch unless one is already waiting.
+func poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// watchHealth turns failures into staleness and staleness back into service; it runs
+// until ctx ends.
+func (c *Cluster) watchHealth(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.suspect:
+		}
+		// Only a cluster that synced has endpoints to keep; one that never did
+		// reports errors and times out instead.
+		if !c.hasSynced() {
+			continue
+		}
+		// One failed request is not an outage: ask the server directly.
+		err := c.probe(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			continue
+		}
+		c.markStale(err)
+		if !c.untilReachable(ctx) {
+			return
+		}
+	}
+}
+
+// probe makes the cheapest request that proves the server answers and still lets
+// this client list what its informers list: the system namespace, from the server's
+// watch cache. It needs no permission beyond the informers' own, unlike /readyz or
+// /version, which a cluster may restrict.
+func (c *Cluster) probe(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	return c.client.CoreV1().RESTClient().Get().
+		Resource("namespaces").
+		VersionedParams(&metav1.ListOptions{
+			FieldSelector:   fields.OneTermEqualSelector("metadata.name", c.reg.opts.Namespace).String(),
+			ResourceVersion: "0",
+		}, scheme.ParameterCodec).
+		MaxRetries(0).
+		Do(ctx).
+		Error()
+}
+
+// markStale records that the cluster stopped answering.
+func (c *Cluster) markStale(err error) {
+	msg := c.redact(err)
+	now := time.Now()
+	c.mu.Lock()
+	c.stale, c.staleSince = true, now
+	c.lastErr, c.lastErrAt = msg, now
+	c.mu.Unlock()
+	c.log.Warn("cluster unreachable; serving its last known endpoints", "grace", c.reg.opts.StaleGrace, "error", msg)
+	c.reg.changed()
+}
+
+// notAnswering records a failed probe of a stale cluster.
+func (c *Cluster) notAnswering(err error) {
+	msg := c.redact(err)
+	c.mu.Lock()
+	c.lastErr, c.lastErrAt = msg, time.Now()
+	c.mu.Unlock()
+}
+
+// withdraw stops serving the stale cluster's shards and tells subscribers.
+func (c *Cluster) withdraw() {
+	c.mu.Lock()
+	hosts := make([]string, 0, len(c.shards))
+	for h := range c.shards {
+		hosts = append(hosts, h)
+	}
+	c.withdrawn = true
+	c.mu.Unlock()
+	c.log.Warn("cluster unreachable past its grace; withdrawing its endpoints", "grace", c.reg.opts.StaleGrace, "services", len(hosts))
+	c.reg.notify(c, hosts)
+	c.reg.changed()
+}
+
+// untilReachable probes the stale cluster until it answers, withdrawing its shards if
+// the grace passes first; then it lists everything again and hands the fresh
+// informers to the worker. It returns false if ctx ended first.
+func (c *Cluster) untilReachable(ctx context.Context) bool {
+	var grace <-chan time.Time
+	if g := c.reg.opts.StaleGrace; g > 0 {
+		t := time.NewTimer(g)
+		defer t.Stop()
+		grace = t.C
+	}
+	tick := time.NewTicker(c.reg.opts.ProbeInterval)
+	defer tick.Stop()
+
+	// fresh is a watchSet listing the cluster after it answered; this goroutine owns
+	// it until the handover.
+	var fresh *watchSet
+	var freshSynced <-chan struct{}
+	defer func() {
+		if fresh != nil {
+			fresh.stop()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-grace:
+			grace = nil
+			c.withdraw()
+		case <-freshSynced:
+			h := &handover{ws: fresh, done: make(chan struct{})}
+			fresh, freshSynced = nil, nil
+			c.mu.Lock()
+			c.handover = h // stop cleans it up if the worker never takes it
+			c.mu.Unlock()
+			c.queue.Add(relistMarker)
+			select {
+			case <-h.done:
+			case <-ctx.Done():
+				return false
+			}
+			// Failures seen while stale are answered; only new ones count.
+			select {
+			case <-c.suspect:
+			default:
+			}
+			return true
+		case <-tick.C:
+			err := c.probe(ctx)
+			switch {
+			case ctx.Err() != nil:
+				return false
+			case err != nil:
+				c.notAnswering(err)
+				if fresh != nil {
+					// Gone again before the list finished.
+					fresh.stop()
+					fresh, freshSynced = nil, nil
+				}
+			case fresh == nil:
+				ws, err := c.newWatchSet()
+				if err != nil {
+					c.log.Error("cannot relist the cluster", "error", err)
+					continue
+				}
+				c.log.Info("cluster answers again; listing it before serving it")
+				ws.start()
+				fresh, freshSynced = ws, ws.synced
+			}
+		}
+	}
+}
+
+// finishRelist runs on the worker: it swaps in the relisted informers, rebuilds every
+// shard from them, clears the stale state and tells subscribers which hosts changed
+// from what was served.
+func (c *Cluster) finishRelist() {
+	c.mu.Lock()
+	h := c.handover
+	c.handover = nil
+	if h == nil {
+		c.mu.Unlock()
+		return
+	}
+	old := c.ws
+	c.ws = h.ws
+	before := c.servedLocked()
+	keys := map[types.NamespacedName]bool{}
+	for _, s := range c.shards {
+		keys[types.NamespacedName{Namespace: s.Service.Namespace, Name: s.Service.Name}] = true
+	}
+	c.mu.Unlock()
+
+	// Every service the cluster has now, and every one it had: gone ones are dropped.
+	svcs, _ := h.ws.services.List(labels.Everything())
+	for _, s := range svcs {
+		keys[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = true
+	}
+	for k := range keys {
+		c.update(h.ws, k)
+	}
+
+	c.mu.Lock()
+	staleFor := time.Since(c.staleSince)
+	c.stale, c.staleSince, c.withdrawn = false, time.Time{}, false
+	after := c.servedLocked()
+	c.mu.Unlock()
+	var changed []string
+	for host := range before {
+		if !reflect.DeepEqual(before[host], after[host]) {
+			changed = append(changed, host)
+		}
+	}
+	for host := range after {
+		if _, ok := before[host]; !ok {
+			changed = append(changed, host)
+		}
+	}
+	c.log.Info("cluster reachable again", "staleFor", staleFor.Round(time.Millisecond), "services", len(after), "changedServices", len(changed))
+	c.reg.notify(c, changed)
+	c.reg.changed()
+	old.stop()
+	close(h.done)
+}
+
+// servedLocked returns the shards the cluster serves, by host. Called with c.mu held.
+func (c *Cluster) servedLocked() map[string]*Shard {
+	if c.withdrawn {
+		return map[string]*Shard{}
+	}
+	out := make(map[string]*Shard, len(c.shards))
+	for h, s := range c.shards {
+		out[h] = s
+	}
+	return out
+}
