@@ -198,7 +198,8 @@ func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
-	states := map[clusterregistry.SyncState]int{clusterregistry.StatePending: 0, clusterregistry.StateSynced: 0, clusterregistry.StateError: 0, clusterregistry.StateTimedOut: 0}
+	states := map[clusterregistry.SyncState]int{clusterregistry.StatePending: 0, clusterregistry.StateSynced: 0,
+		clusterregistry.StateError: 0, clusterregistry.StateTimedOut: 0, clusterregistry.StateStale: 0}
 	for _, cl := range s.c.registry.Clusters() {
 		states[cl.State]++
 		if cl.State == clusterregistry.StateSynced {

@@ -74,12 +74,12 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	bad := 0
 	for _, c := range rep.Clusters {
-		if c.State == clusterregistry.StateError || c.State == clusterregistry.StateTimedOut {
+		if c.State == clusterregistry.StateError || c.State == clusterregistry.StateTimedOut || c.State == clusterregistry.StateStale {
 			bad++
 		}
 	}
 	if bad > 0 {
-		return fmt.Errorf("%d cluster(s) in error or timed out: %w", bad, errClustersInError)
+		return fmt.Errorf("%d cluster(s) in error, timed out or unreachable: %w", bad, errClustersInError)
 	}
 	return nil
 }
@@ -125,6 +125,11 @@ func printStatus(out io.Writer, rep statusReport) {
 	fmt.Fprintln(w, "ID\tSOURCE\tSERVER\tSTATE\tSERVICES\tENDPOINTS\tLAST SYNC\tLAST ERROR")
 	for _, c := range rep.Clusters {
 		state := string(c.State)
+		if c.Withdrawn {
+			state += " (endpoints withdrawn)"
+		} else if c.Stale {
+			state += " (serving last known, since " + ago(c.StaleSince) + ")"
+		}
 		if c.Rotation != nil {
 			state += " (rotating: " + string(c.Rotation.State) + ")"
 		}
