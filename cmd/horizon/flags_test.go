@@ -55,7 +55,8 @@ func TestHelp(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, flag := range []string{"--kubeconfig", "--context", "--cluster-id", "--namespace", "--mesh-networks", "--domain-suffix",
-		"--xds-address", "--http-address", "--debounce-after", "--debounce-max", "--remote-cluster-timeout"} {
+		"--xds-address", "--http-address", "--debounce-after", "--debounce-max", "--remote-cluster-timeout",
+		"--stale-cluster-grace", "--xds-tls-cert", "--xds-tls-key", "--xds-client-ca", "--pprof", "--default-passthrough", "--proxyless-mtls"} {
 		if !strings.Contains(out.String(), flag) {
 			t.Errorf("serve --help does not mention %s", flag)
 		}
