@@ -501,6 +501,10 @@ func (s *Server) setSnapshot(g *group) {
 		res[resourcev3.RouteType] = s.grpc.routes
 	default:
 		res[resourcev3.ClusterType] = s.clusters
+		// Sidecars get no listeners or routes from Horizon; an empty answer lets an
+		// Envoy that asks for them finish starting without its fetch timeout.
+		res[resourcev3.ListenerType] = nil
+		res[resourcev3.RouteType] = nil
 	}
 	if g.sent == nil {
 		g.sent = map[resourcev3.Type]*typeState{}

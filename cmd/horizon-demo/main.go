@@ -240,7 +240,7 @@ func run(ctx context.Context) error {
 	fmt.Printf("    v1: %d calls (pod IP, cluster1), v2: %d calls (through network2's gateway, cluster2)\n", counts["v1"], counts["v2"])
 	// The gateway logs a connection when it closes.
 	client.Close()
-	for deadline := time.Now().Add(3 * time.Second); gw.Log() == "" && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(gw.Log(), "outbound_.") && time.Now().Before(deadline); {
 		time.Sleep(50 * time.Millisecond)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(gw.Log()), "\n") {

@@ -286,6 +286,16 @@ func TestServeSplitHorizon(t *testing.T) {
 	waitCLA(t, net3, remoteView...)
 	waitCLA(t, net2, "//(4): 10.1.0.1:5000*1+mtls 10.2.0.1:5000*1+mtls 10.2.0.2:5000*1+mtls 10.3.0.1:5000*1")
 
+	// An Envoy sidecar also asks for listeners: it gets an answer (empty), so it need
+	// not wait for its initial fetch timeout.
+	envoy := xdstest.Connect(t, xdsAddr, xdstest.Node("sidecar~10.1.0.12~envoy.sample~sample.svc.cluster.local", "network1"), xdstest.Options{LDS: true, CDS: true, EDS: []string{helloCLA}})
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		if envoy.ResponsesFor(xdstest.TypeListener) == 0 || len(envoy.Names(xdstest.TypeListener)) != 0 {
+			return fmt.Errorf("listener responses %d, listeners %v", envoy.ResponsesFor(xdstest.TypeListener), envoy.Names(xdstest.TypeListener))
+		}
+		return nil
+	})
+
 	// Sidecars also get the EDS cluster, with Istio's SNI for the passthrough gateway.
 	kubetest.Eventually(t, 10*time.Second, func() error {
 		c := net2.Cluster(helloCLA)

@@ -65,6 +65,7 @@ type Proxy struct {
 	resources map[string]map[string]proto.Message // type → name → resource
 	received  map[string]int                      // type URL + " " + name → times received
 	responses int
+	byType    map[string]int // responses per type URL
 	invalid   []string
 }
 
@@ -96,7 +97,7 @@ func Connect(t *testing.T, addr string, node *corev3.Node, opts Options) *Proxy 
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Proxy{t: t, delta: delta, node: node, resources: map[string]map[string]proto.Message{}, received: map[string]int{}}
+	p := &Proxy{t: t, delta: delta, node: node, resources: map[string]map[string]proto.Message{}, received: map[string]int{}, byType: map[string]int{}}
 	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 	done := make(chan struct{})
 	t.Cleanup(func() {
@@ -135,6 +136,7 @@ func Connect(t *testing.T, addr string, node *corev3.Node, opts Options) *Proxy 
 				}
 				p.mu.Lock()
 				p.responses++
+				p.byType[resp.GetTypeUrl()]++
 				for _, r := range resp.GetResources() {
 					p.store(resp.GetTypeUrl(), r.GetName(), r.GetResource())
 				}
@@ -182,6 +184,7 @@ func Connect(t *testing.T, addr string, node *corev3.Node, opts Options) *Proxy 
 			}
 			p.mu.Lock()
 			p.responses++
+			p.byType[resp.GetTypeUrl()]++
 			if resp.GetTypeUrl() != typeCLA {
 				p.resources[resp.GetTypeUrl()] = nil // state of the world: the full set
 			}
@@ -273,6 +276,13 @@ func (p *Proxy) Received(typeURL, name string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.received[typeURL+" "+name]
+}
+
+// ResponsesFor counts the responses received for one type URL.
+func (p *Proxy) ResponsesFor(typeURL string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.byType[typeURL]
 }
 
 // Responses counts the responses received.
