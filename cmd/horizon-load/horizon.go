@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// horizonProc is a running `horizon serve`.
+type horizonProc struct {
+	cmd      *exec.Cmd
+	xdsAddr  string
+	httpAddr string
+	logPath  string
+	done     chan struct{}
+	err      error // set before done is closed
+	client   *http.Client
+}
+
+// findHorizon returns the horizon binary: -horizon, else the one next to this
+// program (as `make build` puts them), else one built into dir.
+func findHorizon(ctx context.Context, cfg config, dir string) (string, error) {
+	if cfg.Horizon != "" {
+		if _, err := os.Stat(cfg.Horizon); err != nil {
+			return "", fmt.Errorf("-horizon: %w", err)
+		}
+		return cfg.Horizon, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		next := filepath.Join(filepath.Dir(self), "horizon")
+		if st, err := os.Stat(next); err == nil && !st.IsDir() {
+			return next, nil
+		}
+	}
+	out := filepath.Join(dir, "horizon")
+	build := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/horizon-mesh/horizon/cmd/horizon")
+	if b, err := build.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build horizon (run from the repository, or pass -horizon): %v: %s", err, bytes.TrimSpace(b))
+	}
+	return out, nil
+}
+
+// loopbackAddrs returns n distinct free 127.0.0.1 addresses.
+func loopbackAddrs(n int) ([]string, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var out []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
+
+// startHorizon runs `horizon serve` against the config cluster's kubeconfig, as
+// cluster1, on free loopback ports, with pprof on (the tool forces a GC through it
+// before reading the heap). Its log goes to dir/horizon.log.
+func startHorizon(bin, kubeconfig, dir string, extra []string) (*horizonProc, error) {
+	addrs, err := loopbackAddrs(2)
+	if err != nil {
+		return nil, err
+	}
+	h := &horizonProc{
+		xdsAddr: addrs[0], httpAddr: addrs[1], logPath: filepath.Join(dir, "horizon.log"),
+		done:   make(chan struct{}),
+		client: &http.Client{Timeout: 2 * time.Minute},
+	}
+	logf, err := os.Create(h.logPath)
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"serve", "--kubeconfig", kubeconfig, "--cluster-id", clusterNames[0],
+		"--namespace", systemNamespace, "--xds-address", h.xdsAddr, "--http-address", h.httpAddr, "--pprof"}, extra...)
+	h.cmd = exec.Command(bin, args...)
+	h.cmd.Stdout, h.cmd.Stderr = logf, logf
+	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := h.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start horizon: %w", err)
+	}
+	go func() {
+		h.err = h.cmd.Wait()
+		logf.Close()
+		close(h.done)
+	}()
+	return h, nil
+}
+
+// stop sends SIGTERM and waits for a graceful exit, killing Horizon after 15s.
+func (h *horizonProc) stop() {
+	_ = h.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-h.done:
+	case <-time.After(15 * time.Second):
+		_ = h.cmd.Process.Kill()
+		<-h.done
+	}
+	h.client.CloseIdleConnections()
+}
+
+// exited returns an error if Horizon is no longer running.
+func (h *horizonProc) exited() error {
+	select {
+	case <-h.done:
+		return fmt.Errorf("horizon exited: %v (log %s)", h.err, h.logPath)
+	default:
+		return nil
+	}
+}
+
+func (h *horizonProc) get(ctx context.Context, path string) ([]byte, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.httpAddr+path, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return b, resp.StatusCode, err
+}
+
+// waitReady polls /readyz until it answers 200.
+func (h *horizonProc) waitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		if err := h.exited(); err != nil {
+			return err
+		}
+		b, code, err := h.get(ctx, "/readyz")
+		if err == nil && code == http.StatusOK {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("/readyz: %d %s", code, bytes.TrimSpace(b))
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("horizon not ready within %s: %v (log %s)", timeout, last, h.logPath)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// metrics reads /metrics and sums each metric's samples over their labels.
+func (h *horizonProc) metrics(ctx context.Context) (map[string]float64, error) {
+	b, code, err := h.get(ctx, "/metrics")
+	if err != nil {
+		return nil, fmt.Errorf("read horizon /metrics: %w", err)
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("read horizon /metrics: status %d", code)
+	}
+	return parseMetrics(b), nil
+}
+
+// parseMetrics sums the samples of each metric in the Prometheus text format.
+func parseMetrics(b []byte) map[string]float64 {
+	out := map[string]float64{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, rest := line, ""
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name, rest = line[:i], line[i:]
+		}
+		if strings.HasPrefix(rest, "{") {
+			if i := strings.LastIndexByte(rest, '}'); i >= 0 {
+				rest = rest[i+1:]
+			}
+		}
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			continue
+		}
+		out[name] += v
+	}
+	return out
+}
+
+// memSample is Horizon's memory at one moment.
+type memSample struct {
+	RSS        uint64 // VmRSS, bytes
+	Heap       uint64 // go_memstats_heap_alloc_bytes right after forced GCs
+	Stacks     uint64 // go_memstats_stack_inuse_bytes
+	Goroutines int
+}
+
+// memory forces two GCs in Horizon (through pprof's heap endpoint), then reads its
+// VmRSS and live Go heap. The second GC frees what the first only moved out of
+// sync.Pools (gRPC's buffers live there) or left to finalizers; after one, the heap
+// reads up to twice its live size.
+func (h *horizonProc) memory(ctx context.Context) (memSample, error) {
+	for range 2 {
+		if _, code, err := h.get(ctx, "/debug/pprof/heap?gc=1"); err != nil || code != http.StatusOK {
+			return memSample{}, fmt.Errorf("force a GC in horizon: %v (status %d)", err, code)
+		}
+	}
+	rss, err := h.rss()
+	if err != nil {
+		return memSample{}, err
+	}
+	m, err := h.metrics(ctx)
+	if err != nil {
+		return memSample{}, err
+	}
+	return memSample{RSS: rss, Heap: uint64(m["go_memstats_heap_alloc_bytes"]),
+		Stacks: uint64(m["go_memstats_stack_inuse_bytes"]), Goroutines: int(m["go_goroutines"])}, nil
+}
+
+// rss reads VmRSS of the horizon process.
+func (h *horizonProc) rss() (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("read horizon's memory: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) == 2 && f[1] == "kB" {
+				kb, err := strconv.ParseUint(f[0], 10, 64)
+				if err == nil {
+					return kb << 10, nil
+				}
+			}
+		}
+	}
+	return 0, errors.New("read horizon's memory: no VmRSS line in /proc/<pid>/status")
+}
+
+// saveProfile writes one pprof profile (e.g. "profile?seconds=10", "heap") to path.
+func (h *horizonProc) saveProfile(ctx context.Context, query, path string) error {
+	b, code, err := h.get(ctx, "/debug/pprof/"+query)
+	if err != nil {
+		return fmt.Errorf("profile %s: %w", query, err)
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("profile %s: status %d", query, code)
+	}
+	return os.WriteFile(path, b, 0o644)
+}

@@ -1,0 +1,177 @@
+// Command horizon-load measures Horizon the way an operator sizes it: how long a fleet
+// of proxies takes to be served every endpoint it watches, how much memory Horizon
+// holds per connected proxy, how fast one remote EndpointSlice change reaches every
+// proxy that watches it, and whether Horizon converges and stays flat under churn.
+//
+// It starts one etcd and two API servers with e2e/kubetest (cluster1, the config
+// cluster, on network1; cluster2, remote, on network2), writes services, pods and
+// EndpointSlices into both, the meshNetworks ConfigMap (one gateway per network) and
+// cluster2's remote Secret, then runs the horizon binary against cluster1 and connects
+// simulated sidecars over ADS, half on each network, some state of the world and some
+// delta. Everything listens and connects on 127.0.0.1 only, and the run stops itself
+// after -duration.
+//
+//	go run ./cmd/horizon-load -proxies 1000
+//
+// docs/load.md explains the measurements and the numbers to compare with.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "horizon-load:", err)
+		os.Exit(2)
+	}
+	rep, err := run(ctx, cfg, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "horizon-load:", err)
+		os.Exit(1)
+	}
+	if !rep.OK() {
+		os.Exit(3)
+	}
+}
+
+// config is everything a run takes from its flags.
+type config struct {
+	Services       int
+	Endpoints      int
+	Proxies        int
+	Watch          int
+	DeltaFraction  float64
+	ProxiesPerConn int
+	Changes        int
+	ChangeTimeout  time.Duration
+	ServeTimeout   time.Duration
+	ChurnRate      float64
+	ChurnDuration  time.Duration
+	Duration       time.Duration
+	Settle         time.Duration
+	Writers        int
+	Markdown       string
+	Horizon        string
+	HorizonArgs    string
+	ProfileDir     string
+	ProfileSeconds int
+	SelfProfile    string
+	// Progress, if not nil, receives step-by-step progress lines.
+	Progress io.Writer
+}
+
+func defaultConfig() config {
+	return config{
+		Services: 100, Endpoints: 10, Proxies: 1000, Watch: 20, DeltaFraction: 0.5, ProxiesPerConn: 50,
+		Changes: 5, ChangeTimeout: 10 * time.Second, ServeTimeout: 2 * time.Minute,
+		ChurnDuration: 30 * time.Second, Duration: 5 * time.Minute, Settle: 2 * time.Second,
+		Writers: 32, ProfileSeconds: 10,
+	}
+}
+
+const usageText = `horizon-load measures Horizon with simulated proxies against two local Kubernetes
+API servers (cluster1: config cluster, network1; cluster2: remote, network2).
+
+It writes -services services with -endpoints endpoints each into both clusters,
+runs the horizon binary, connects -proxies sidecars (half per network, -delta-fraction
+of them on delta xDS) each watching -watch services' EDS, and reports:
+  - time from connecting until every proxy holds all its watched endpoints;
+  - Horizon's RSS and Go heap before and with the proxies, and the growth per proxy;
+  - for -changes single-endpoint edits of a cluster2 EndpointSlice, the time from the
+    API write until each watching proxy receives the changed ClusterLoadAssignment;
+  - with -churn-rate, convergence after a burst of changes and memory under churn;
+  - Horizon's push and NACK counters.
+Everything stays on 127.0.0.1; the run stops itself after -duration.
+
+Usage: go run ./cmd/horizon-load [flags]
+
+Flags:
+`
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	cfg := defaultConfig()
+	fs := flag.NewFlagSet("horizon-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+	}
+	fs.IntVar(&cfg.Services, "services", cfg.Services, "services per cluster (the same names in both clusters)")
+	fs.IntVar(&cfg.Endpoints, "endpoints", cfg.Endpoints, "endpoints (ready mTLS pods) per service per cluster")
+	fs.IntVar(&cfg.Proxies, "proxies", cfg.Proxies, "simulated sidecars, half on network1 and half on network2")
+	fs.IntVar(&cfg.Watch, "watch", cfg.Watch, "services whose EDS each proxy subscribes to (spread so that every service is watched)")
+	fs.Float64Var(&cfg.DeltaFraction, "delta-fraction", cfg.DeltaFraction, "fraction of proxies on delta (incremental) xDS; the rest use state of the world")
+	fs.IntVar(&cfg.ProxiesPerConn, "proxies-per-conn", cfg.ProxiesPerConn, "ADS streams sharing one gRPC connection")
+	fs.IntVar(&cfg.Changes, "changes", cfg.Changes, "single-endpoint EndpointSlice changes in cluster2 to time, one after the other")
+	fs.DurationVar(&cfg.ChangeTimeout, "change-timeout", cfg.ChangeTimeout, "how long a change may take to reach every watching proxy before the rest count as failures")
+	fs.DurationVar(&cfg.ServeTimeout, "serve-timeout", cfg.ServeTimeout, "how long the proxies may take to be served every watched endpoint")
+	fs.Float64Var(&cfg.ChurnRate, "churn-rate", cfg.ChurnRate, "EndpointSlice changes per second in the churn phase (0: no churn phase)")
+	fs.DurationVar(&cfg.ChurnDuration, "churn-duration", cfg.ChurnDuration, "length of the churn phase")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "cap on the whole run, setup included; the tool stops itself after it")
+	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "quiet time before each memory sample")
+	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "concurrent writers used to create the services, pods and EndpointSlices")
+	fs.StringVar(&cfg.Markdown, "markdown", "", "append a Markdown results table to this file")
+	fs.StringVar(&cfg.Horizon, "horizon", "", "horizon binary (default: next to this program, else built with go build into a temporary directory)")
+	fs.StringVar(&cfg.HorizonArgs, "horizon-args", "", "extra flags for horizon serve, space separated (e.g. \"--debounce-after=20ms\")")
+	fs.StringVar(&cfg.ProfileDir, "profile", "", "write Horizon's CPU profiles of the connect and change phases, and heap profiles with the proxies connected and after churn, into this directory")
+	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", cfg.ProfileSeconds, "length of each CPU profile, from the start of its phase")
+	fs.StringVar(&cfg.SelfProfile, "self-cpuprofile", "", "write this tool's own CPU profile (from connecting the proxies to the end) to this file")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return cfg, cfg.validate()
+}
+
+// Address plan limits: pod IPs are 10.<32*cluster + service/256>.<service%256>.<1+endpoint>,
+// with one spare endpoint per service; proxy IPs are 100.64.0.0/10.
+const (
+	maxServices  = 32 * 256
+	maxEndpoints = 250
+	maxProxies   = 1 << 22
+)
+
+func (c config) validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.Services >= 1 && c.Services <= maxServices, "-services: must be 1-%d, got %d", maxServices, c.Services)
+	check(c.Endpoints >= 1 && c.Endpoints <= maxEndpoints, "-endpoints: must be 1-%d, got %d", maxEndpoints, c.Endpoints)
+	check(c.Proxies >= 1 && c.Proxies <= maxProxies, "-proxies: must be 1-%d, got %d", maxProxies, c.Proxies)
+	check(c.Watch >= 1, "-watch: must be at least 1, got %d", c.Watch)
+	check(c.DeltaFraction >= 0 && c.DeltaFraction <= 1, "-delta-fraction: must be 0-1, got %g", c.DeltaFraction)
+	check(c.ProxiesPerConn >= 1, "-proxies-per-conn: must be at least 1, got %d", c.ProxiesPerConn)
+	check(c.Changes >= 0, "-changes: must not be negative, got %d", c.Changes)
+	check(c.ChangeTimeout > 0, "-change-timeout: must be positive, got %s", c.ChangeTimeout)
+	check(c.ServeTimeout > 0, "-serve-timeout: must be positive, got %s", c.ServeTimeout)
+	check(c.ChurnRate >= 0, "-churn-rate: must not be negative, got %g", c.ChurnRate)
+	check(c.ChurnRate == 0 || c.ChurnDuration > 0, "-churn-duration: must be positive with -churn-rate, got %s", c.ChurnDuration)
+	check(c.Duration > 0, "-duration: must be positive, got %s", c.Duration)
+	check(c.Settle >= 0, "-settle: must not be negative, got %s", c.Settle)
+	check(c.Writers >= 1, "-writers: must be at least 1, got %d", c.Writers)
+	check(c.ProfileSeconds >= 1, "-profile-seconds: must be at least 1, got %d", c.ProfileSeconds)
+	return errors.Join(errs...)
+}
+
+// watchCount is how many services each proxy watches: -watch, at most every service.
+func (c config) watchCount() int { return min(c.Watch, c.Services) }

@@ -1,0 +1,520 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/horizon-mesh/horizon/eds"
+)
+
+const typeCLA = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+// sig is what the tool checks of a ClusterLoadAssignment: how many endpoints it
+// lists and their total weight. With one gateway per network every endpoint in the
+// mesh carries weight 1, so a proxy on network n expects its own network's endpoints
+// plus one gateway standing for the other network's, and a total weight equal to
+// all endpoints of the service. Adding or removing a remote endpoint changes the
+// count on the remote network and the gateway's weight on the other.
+type sig struct {
+	endpoints int
+	weight    uint64
+}
+
+func sigOf(cla *endpointv3.ClusterLoadAssignment) sig {
+	var s sig
+	for _, l := range cla.GetEndpoints() {
+		for _, e := range l.GetLbEndpoints() {
+			s.endpoints++
+			w := uint64(1)
+			if lw := e.GetLoadBalancingWeight(); lw != nil {
+				w = uint64(lw.GetValue())
+			}
+			s.weight += w
+		}
+	}
+	return s
+}
+
+// expected is what a sidecar on network n (0 or 1) should be sent for a service with
+// counts[c] endpoints in cluster c.
+func expected(n int, counts [2]int) sig {
+	local, remote := counts[n], counts[1-n]
+	s := sig{endpoints: local, weight: uint64(local + remote)}
+	if remote > 0 {
+		s.endpoints++ // the other network's gateway
+	}
+	return s
+}
+
+// truth is what every proxy should hold. Guarded by mu.
+type truth struct {
+	mu     sync.RWMutex
+	want   map[string][2]sig // by resource name, per network
+	change *change           // the change being timed, or nil
+}
+
+// change is one timed EndpointSlice write and who has seen its result.
+type change struct {
+	name   string
+	want   [2]sig
+	wanted int // proxies watching name
+	at     time.Time
+
+	mu   sync.Mutex
+	seen map[int]time.Duration // by proxy index; guarded by mu
+	done chan struct{}         // closed when every watching proxy saw it
+}
+
+func (c *change) record(proxy int, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.seen[proxy]; ok {
+		return
+	}
+	c.seen[proxy] = now.Sub(c.at)
+	if len(c.seen) == c.wanted {
+		close(c.done)
+	}
+}
+
+func (c *change) latencies() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]time.Duration, 0, len(c.seen))
+	for _, d := range c.seen {
+		out = append(out, d)
+	}
+	return out
+}
+
+// proxySpec is one simulated sidecar.
+type proxySpec struct {
+	index   int
+	network int // 0 or 1
+	delta   bool
+	names   []string
+}
+
+func (s proxySpec) node() *corev3.Node {
+	ip := fmt.Sprintf("100.%d.%d.%d", 64+s.index>>16, (s.index>>8)&255, s.index&255)
+	md, _ := structpb.NewStruct(map[string]any{eds.MetaNetwork: networkNames[s.network]})
+	return &corev3.Node{
+		Id:       fmt.Sprintf("sidecar~%s~load-%d.loadtest~loadtest.svc.cluster.local", ip, s.index),
+		Cluster:  "loadtest",
+		Metadata: md,
+	}
+}
+
+// proxy is the state of one simulated sidecar. Its stream goroutine owns the
+// stream; the fields below are guarded by mu because the coordinator reads them.
+type proxy struct {
+	spec proxySpec
+	node *corev3.Node
+	f    *fleet
+
+	mu         sync.Mutex
+	got        map[string]sig       // current state by resource name
+	gotAt      map[string]time.Time // when the current state of each resource arrived
+	versions   map[string]string    // delta: resource versions held, for reconnects
+	servedAt   time.Time            // first time every watched resource was as expected
+	responses  int
+	resources  int
+	reconnects int
+	nacks      int
+	lastErr    error
+}
+
+// fleet is every simulated proxy of a run, on a few shared gRPC connections.
+type fleet struct {
+	truth   *truth
+	proxies []*proxy
+	conns   []*grpc.ClientConn
+	perConn int // proxies per connection
+	started time.Time
+	served  atomic.Int64
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	// byName lists the proxies watching each resource.
+	byName  map[string][]*proxy
+	decoder *decoder
+}
+
+// newFleet makes one gRPC connection to addr (dialled on first use) per perConn
+// proxies and prepares the proxies; start opens their streams.
+func newFleet(addr string, specs []proxySpec, perConn int, t *truth) (*fleet, error) {
+	f := &fleet{truth: t, perConn: perConn, byName: map[string][]*proxy{}, decoder: &decoder{seen: map[string]decoded{}}}
+	for i := 0; i < len(specs); i += perConn {
+		conn, err := grpc.NewClient("passthrough:///"+addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+		if err != nil {
+			f.close()
+			return nil, fmt.Errorf("dial horizon xDS at %s: %w", addr, err)
+		}
+		f.conns = append(f.conns, conn)
+	}
+	for _, s := range specs {
+		p := &proxy{spec: s, node: s.node(), f: f, got: map[string]sig{}, gotAt: map[string]time.Time{}, versions: map[string]string{}}
+		f.proxies = append(f.proxies, p)
+		for _, n := range s.names {
+			f.byName[n] = append(f.byName[n], p)
+		}
+	}
+	return f, nil
+}
+
+// start opens every proxy's stream at once.
+func (f *fleet) start(ctx context.Context) {
+	ctx, f.cancel = context.WithCancel(ctx)
+	f.started = time.Now()
+	for i, p := range f.proxies {
+		conn := f.conns[i/f.perConn]
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			p.run(ctx, conn)
+		}()
+	}
+}
+
+// close ends every stream and connection and waits for the proxies to stop.
+func (f *fleet) close() {
+	if f.cancel != nil {
+		f.cancel()
+	}
+	f.wg.Wait()
+	for _, c := range f.conns {
+		c.Close()
+	}
+}
+
+// run keeps the proxy's stream open until ctx is done, reconnecting with jittered
+// exponential backoff (100ms doubling to 5s) when it fails or is refused.
+func (p *proxy) run(ctx context.Context, conn *grpc.ClientConn) {
+	const base, ceiling = 100 * time.Millisecond, 5 * time.Second
+	failures := 0
+	for {
+		progressed, err := p.stream(ctx, conn)
+		if ctx.Err() != nil {
+			return
+		}
+		if progressed {
+			failures = 0
+		}
+		p.mu.Lock()
+		p.reconnects++
+		p.lastErr = err
+		p.mu.Unlock()
+		backoff := min(ceiling, base<<min(failures, 10))
+		failures++
+		wait := backoff/2 + rand.N(backoff/2+1) // equal jitter
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// stream runs one ADS stream until it fails; progressed says a response arrived.
+func (p *proxy) stream(ctx context.Context, conn *grpc.ClientConn) (progressed bool, err error) {
+	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if p.spec.delta {
+		return p.deltaStream(ctx, client)
+	}
+	return p.sotwStream(ctx, client)
+}
+
+func (p *proxy) sotwStream(ctx context.Context, client discoveryv3.AggregatedDiscoveryServiceClient) (bool, error) {
+	s, err := client.StreamAggregatedResources(ctx)
+	if err != nil {
+		return false, err
+	}
+	if err := s.Send(&discoveryv3.DiscoveryRequest{Node: p.node, TypeUrl: typeCLA, ResourceNames: p.spec.names}); err != nil {
+		return false, err
+	}
+	acked, progressed := "", false
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			return progressed, err
+		}
+		progressed = true
+		now := time.Now()
+		req := &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+		var bad error
+		if resp.GetTypeUrl() == typeCLA {
+			req.ResourceNames = p.spec.names
+			bad = p.apply(resp.GetResources(), nil, nil, now)
+		}
+		if bad != nil {
+			req.VersionInfo = acked
+			req.ErrorDetail = status.New(codes.InvalidArgument, bad.Error()).Proto()
+		} else {
+			acked = resp.GetVersionInfo()
+			req.VersionInfo = acked
+		}
+		if err := s.Send(req); err != nil {
+			return progressed, err
+		}
+	}
+}
+
+func (p *proxy) deltaStream(ctx context.Context, client discoveryv3.AggregatedDiscoveryServiceClient) (bool, error) {
+	s, err := client.DeltaAggregatedResources(ctx)
+	if err != nil {
+		return false, err
+	}
+	p.mu.Lock()
+	initial := make(map[string]string, len(p.versions))
+	for k, v := range p.versions {
+		initial[k] = v
+	}
+	p.mu.Unlock()
+	if err := s.Send(&discoveryv3.DeltaDiscoveryRequest{
+		Node: p.node, TypeUrl: typeCLA, ResourceNamesSubscribe: p.spec.names, InitialResourceVersions: initial,
+	}); err != nil {
+		return false, err
+	}
+	progressed := false
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			return progressed, err
+		}
+		progressed = true
+		now := time.Now()
+		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+		if resp.GetTypeUrl() == typeCLA {
+			res := make([]*anypb.Any, len(resp.GetResources()))
+			versions := make([]string, len(resp.GetResources()))
+			for i, r := range resp.GetResources() {
+				res[i], versions[i] = r.GetResource(), r.GetVersion()
+			}
+			if bad := p.apply(res, versions, resp.GetRemovedResources(), now); bad != nil {
+				req.ErrorDetail = status.New(codes.InvalidArgument, bad.Error()).Proto()
+			}
+		}
+		if err := s.Send(req); err != nil {
+			return progressed, err
+		}
+	}
+}
+
+// decoded is what the tool keeps of one received ClusterLoadAssignment.
+type decoded struct {
+	name string
+	sig  sig
+	err  error
+}
+
+// decoder unmarshals and validates ClusterLoadAssignments, memoized by their bytes:
+// Horizon marshals deterministically and every proxy of one network is sent the same
+// bytes, so each distinct resource is decoded and validated once, however many
+// proxies receive it, and the tool's own CPU stays out of Horizon's way. Safe for
+// concurrent use.
+type decoder struct {
+	mu   sync.Mutex
+	seen map[string]decoded // by resource bytes; guarded by mu
+}
+
+const decoderEntries = 50_000
+
+func (d *decoder) decode(a *anypb.Any) decoded {
+	if a.GetTypeUrl() != typeCLA {
+		return decoded{err: fmt.Errorf("resource of type %q in an EDS response", a.GetTypeUrl())}
+	}
+	d.mu.Lock()
+	r, ok := d.seen[string(a.GetValue())]
+	d.mu.Unlock()
+	if ok {
+		return r
+	}
+	cla := &endpointv3.ClusterLoadAssignment{}
+	if err := a.UnmarshalTo(cla); err != nil {
+		r.err = fmt.Errorf("decode ClusterLoadAssignment: %w", err)
+	} else if err := cla.ValidateAll(); err != nil {
+		r.err = fmt.Errorf("ClusterLoadAssignment %s: %w", cla.GetClusterName(), err)
+	} else {
+		r = decoded{name: cla.GetClusterName(), sig: sigOf(cla)}
+	}
+	d.mu.Lock()
+	if len(d.seen) >= decoderEntries {
+		clear(d.seen)
+	}
+	d.seen[string(a.GetValue())] = r
+	d.mu.Unlock()
+	return r
+}
+
+// apply decodes and validates a response's ClusterLoadAssignments, records what they
+// hold and when, and checks the proxy against the truth. An invalid resource makes
+// the whole response rejected (NACKed), as Envoy does.
+func (p *proxy) apply(res []*anypb.Any, versions []string, removed []string, now time.Time) error {
+	clas := make([]decoded, len(res))
+	var errs []error
+	for i, a := range res {
+		clas[i] = p.f.decoder.decode(a)
+		if clas[i].err != nil {
+			errs = append(errs, clas[i].err)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.responses++
+	if len(errs) > 0 {
+		p.nacks++
+		return errors.Join(errs...)
+	}
+	p.resources += len(clas)
+	for i, cla := range clas {
+		name, s := cla.name, cla.sig
+		if cur, ok := p.got[name]; !ok || cur != s {
+			p.got[name], p.gotAt[name] = s, now
+		}
+		if versions != nil {
+			p.versions[name] = versions[i]
+		}
+	}
+	for _, name := range removed {
+		delete(p.got, name)
+		delete(p.versions, name)
+		p.gotAt[name] = now
+	}
+
+	t := p.f.truth
+	t.mu.RLock()
+	all := p.matchesLocked(t)
+	ch := t.change
+	t.mu.RUnlock()
+	if all && p.servedAt.IsZero() {
+		p.servedAt = now
+		p.f.served.Add(1)
+	}
+	if ch != nil {
+		if got, ok := p.got[ch.name]; ok && got == ch.want[p.spec.network] {
+			for _, cla := range clas {
+				if cla.name == ch.name {
+					ch.record(p.spec.index, now)
+					break
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// matchesLocked reports whether every watched resource is as the truth says. Called
+// with p.mu and t.mu (read) held.
+func (p *proxy) matchesLocked(t *truth) bool {
+	for _, n := range p.spec.names {
+		got, ok := p.got[n]
+		if !ok || got != t.want[n][p.spec.network] {
+			return false
+		}
+	}
+	return true
+}
+
+// proxyState is a snapshot of one proxy for the report.
+type proxyState struct {
+	servedAt   time.Time
+	consistent bool
+	lastChange time.Time // latest arrival of a watched resource's current state
+	responses  int
+	resources  int
+	reconnects int
+	nacks      int
+	lastErr    error
+}
+
+func (p *proxy) state() proxyState {
+	t := p.f.truth
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t.mu.RLock()
+	ok := p.matchesLocked(t)
+	t.mu.RUnlock()
+	st := proxyState{servedAt: p.servedAt, consistent: ok, responses: p.responses, resources: p.resources,
+		reconnects: p.reconnects, nacks: p.nacks, lastErr: p.lastErr}
+	for _, n := range p.spec.names {
+		if at := p.gotAt[n]; at.After(st.lastChange) {
+			st.lastChange = at
+		}
+	}
+	return st
+}
+
+// states snapshots every proxy.
+func (f *fleet) states() []proxyState {
+	out := make([]proxyState, len(f.proxies))
+	for i, p := range f.proxies {
+		out[i] = p.state()
+	}
+	return out
+}
+
+// totals sums responses, resources, reconnects and NACKs over the fleet.
+func (f *fleet) totals() (responses, resources, reconnects, nacks int) {
+	for _, p := range f.proxies {
+		p.mu.Lock()
+		responses += p.responses
+		resources += p.resources
+		reconnects += p.reconnects
+		nacks += p.nacks
+		p.mu.Unlock()
+	}
+	return
+}
+
+// waitUntil polls cond every 10ms until it holds, ctx ends or timeout passes.
+func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if cond() {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return cond()
+		case <-t.C:
+		}
+	}
+}
+
+// specs lays out n proxies: even indexes on network1, odd on network2; within each
+// network an even spread of deltaFraction on delta xDS; proxy i watches k services
+// starting at i*k, so that every service is watched once n*k >= services.
+func specs(n, k, services int, deltaFraction float64) []proxySpec {
+	out := make([]proxySpec, n)
+	for i := range n {
+		rank := i / 2 // index within its network
+		delta := int(float64(rank+1)*deltaFraction) > int(float64(rank)*deltaFraction)
+		names := make([]string, k)
+		for w := range k {
+			names[w] = claName((i*k + w) % services)
+		}
+		out[i] = proxySpec{index: i, network: i % 2, delta: delta, names: names}
+	}
+	return out
+}

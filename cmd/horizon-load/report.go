@@ -1,0 +1,255 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Comparison targets (docs/load.md): Istio's numbers on a 2-core machine with this
+// topology were 40s to serve every proxy, 112 KB per proxy and p99 0.41s per change.
+const (
+	targetServed    = 2 * time.Second
+	targetPerProxy  = 20 << 10
+	targetChangeP99 = 200 * time.Millisecond
+)
+
+// report is everything one run measured.
+type report struct {
+	Config  config
+	CPUs    int
+	Started time.Time
+	Elapsed time.Duration
+	// TimedOut: -duration ended the run early.
+	TimedOut bool
+
+	SetupTime     time.Duration // clusters, objects, meshNetworks and Secret
+	ReadyTime     time.Duration // horizon start → /readyz
+	ReadyToServed time.Duration // horizon start → both probes hold every endpoint
+
+	DeltaProxies int
+	Conns        int
+	Served       int
+	ServeTimes   stats // per proxy: fleet start → holds every watched endpoint
+	ServeError   string
+
+	MemBefore, MemWith memSample
+	ConnectPushes      float64
+	// CPU used while connecting (until every proxy was served or the timeout).
+	HorizonCPUConnect, SelfCPUConnect time.Duration
+	// Machine load average (1 minute) before connecting and at the end.
+	LoadBefore, LoadAfter string
+
+	Changes        []changeResult
+	ChangeLatency  stats // over every (proxy, change) pair that arrived
+	ChangePairs    int
+	ChangeTimeouts int
+	ChangePushes   float64
+	// HorizonCPUChanges is Horizon's CPU time over the timed changes.
+	HorizonCPUChanges time.Duration
+
+	Churn *churnResult
+
+	Pushes, NACKs float64 // Horizon's counters at the end
+	Responses     int     // received by the fleet
+	Resources     int
+	Reconnects    int
+	ClientNACKs   int
+}
+
+type changeResult struct {
+	Service      string
+	Op           string
+	Watchers     int
+	Reached      int
+	WriteLatency time.Duration
+	Latency      stats
+	Responses    int // responses the fleet received while the change was timed
+	all          []time.Duration
+}
+
+type churnResult struct {
+	Writes                int
+	Elapsed               time.Duration
+	Converged             bool
+	NotConverged          int
+	Converge              time.Duration // last write → last proxy holds the final state
+	HeapBefore, HeapAfter memSample     // after forced GCs
+	RSS                   []uint64      // every 500ms
+	Pushes                float64
+}
+
+// OK reports whether every proxy was served, every change reached every watcher,
+// nothing was rejected and churn (if run) converged.
+func (r *report) OK() bool {
+	ok := !r.TimedOut && r.Served == r.Config.Proxies && r.ChangeTimeouts == 0 && r.NACKs == 0 && r.ClientNACKs == 0
+	if r.Churn != nil {
+		ok = ok && r.Churn.Converged
+	}
+	return ok
+}
+
+// perProxy is memory growth per connected proxy, in bytes (may be negative).
+func (r *report) perProxy(before, with uint64) float64 {
+	return (float64(with) - float64(before)) / float64(r.Config.Proxies)
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func kib(b float64) string { return fmt.Sprintf("%.1f KiB", b/1024) }
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.3fs", d.Seconds()) }
+
+func verdict(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "MISSED"
+}
+
+// rssGrowing reports whether RSS in the last quarter of the churn phase stands more
+// than 10% (and 4 MiB) above its level in the second quarter: memory still climbing
+// once the churn has been going for a while.
+func (c *churnResult) rssGrowing() (early, late uint64, growing bool) {
+	n := len(c.RSS)
+	if n < 4 {
+		return 0, 0, false
+	}
+	avg := func(s []uint64) uint64 {
+		var t uint64
+		for _, v := range s {
+			t += v
+		}
+		return t / uint64(len(s))
+	}
+	early, late = avg(c.RSS[n/4:n/2]), avg(c.RSS[n*3/4:])
+	return early, late, float64(late) > float64(early)*1.10 && late-early > 4<<20
+}
+
+// heapPerWrite is the live heap's growth over the churn per EndpointSlice write.
+func (c *churnResult) heapPerWrite() float64 {
+	if c.Writes == 0 {
+		return 0
+	}
+	return (float64(c.HeapAfter.Heap) - float64(c.HeapBefore.Heap)) / float64(c.Writes)
+}
+
+func (r *report) write(w io.Writer) {
+	c := r.Config
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	p("")
+	p("Horizon load: %d services × %d endpoints per cluster, 2 clusters on 2 networks (one gateway each)", c.Services, c.Endpoints)
+	p("  %d proxies (%d delta, %d state of the world) on %d gRPC connections, each watching %d services; %d CPUs shared by Horizon, the API servers, etcd and the proxies",
+		c.Proxies, r.DeltaProxies, c.Proxies-r.DeltaProxies, r.Conns, c.watchCount(), r.CPUs)
+	p("  setup %s; horizon ready in %s, serving every endpoint in %s", secs(r.SetupTime), secs(r.ReadyTime), secs(r.ReadyToServed))
+	p("")
+	p("Serving the fleet (from opening the streams until a proxy holds every watched endpoint):")
+	p("  served          %d of %d proxies", r.Served, c.Proxies)
+	p("  per proxy       p50 %s  p90 %s  p99 %s", secs(r.ServeTimes.P50), secs(r.ServeTimes.P90), secs(r.ServeTimes.P99))
+	p("  all served      %s   (target < %s; %s)", secs(r.ServeTimes.Max), secs(targetServed), verdict(r.Served == c.Proxies && r.ServeTimes.Max < targetServed))
+	if r.ServeError != "" {
+		p("  last stream error of an unserved proxy: %s", r.ServeError)
+	}
+	p("  pushes while connecting: %.0f; CPU used while connecting: Horizon %s, this tool %s", r.ConnectPushes, secs(r.HorizonCPUConnect), secs(r.SelfCPUConnect))
+	p("")
+	p("Horizon's memory (heap and stacks right after two forced GCs):")
+	for _, m := range []struct {
+		label string
+		s     memSample
+	}{{"before proxies", r.MemBefore}, {"with proxies", r.MemWith}} {
+		p("  %-15s RSS %s  heap %s  goroutine stacks %s (%d goroutines)", m.label, mib(m.s.RSS), mib(m.s.Heap), mib(m.s.Stacks), m.s.Goroutines)
+	}
+	rssPer, heapPer := r.perProxy(r.MemBefore.RSS, r.MemWith.RSS), r.perProxy(r.MemBefore.Heap, r.MemWith.Heap)
+	p("  per proxy       RSS %s  heap %s  stacks %s  goroutines %.1f   (target < %s; %s)", kib(rssPer), kib(heapPer),
+		kib(r.perProxy(r.MemBefore.Stacks, r.MemWith.Stacks)), float64(r.MemWith.Goroutines-r.MemBefore.Goroutines)/float64(r.Config.Proxies),
+		kib(targetPerProxy), verdict(max(rssPer, heapPer) < targetPerProxy))
+	if len(r.Changes) > 0 {
+		p("")
+		p("Remote EndpointSlice changes (API write → changed ClusterLoadAssignment received, every watching proxy):")
+		for i, ch := range r.Changes {
+			p("  %d. %-6s %-8s reached %d/%d  p50 %s  max %s  write %s  responses %d",
+				i+1, ch.Op, ch.Service, ch.Reached, ch.Watchers, secs(ch.Latency.P50), secs(ch.Latency.Max), secs(ch.WriteLatency), ch.Responses)
+		}
+		l := r.ChangeLatency
+		p("  all pairs       %d  p50 %s  p99 %s  max %s   (target p99 < %s; %s)", r.ChangePairs, secs(l.P50), secs(l.P99), secs(l.Max),
+			secs(targetChangeP99), verdict(r.ChangeTimeouts == 0 && l.N > 0 && l.P99 < targetChangeP99))
+		p("  timeouts        %d (after %s); %.0f pushes; Horizon CPU over the changes %s", r.ChangeTimeouts, c.ChangeTimeout, r.ChangePushes, secs(r.HorizonCPUChanges))
+	}
+	if ch := r.Churn; ch != nil {
+		early, late, growing := ch.rssGrowing()
+		p("")
+		p("Churn (%.3g changes/s for %s):", c.ChurnRate, c.ChurnDuration)
+		p("  writes          %d in %s, %.0f pushes", ch.Writes, secs(ch.Elapsed), ch.Pushes)
+		if ch.Converged {
+			p("  converged       every proxy %s after the last write", secs(ch.Converge))
+		} else {
+			why := fmt.Sprintf("after %s", c.ChangeTimeout+10*time.Second)
+			if r.TimedOut {
+				why = "when the run stopped"
+			}
+			p("  converged       NO: %d proxies still differ %s", ch.NotConverged, why)
+		}
+		p("  heap            %s before, %s after (%s per write)", mib(ch.HeapBefore.Heap), mib(ch.HeapAfter.Heap), kib(ch.heapPerWrite()))
+		p("  RSS             %s before, %s after; second quarter avg %s, last quarter avg %s: %s",
+			mib(ch.HeapBefore.RSS), mib(ch.HeapAfter.RSS), mib(early), mib(late), map[bool]string{true: "STILL GROWING", false: "flat"}[growing])
+	}
+	p("")
+	p("Counters: horizon_xds_pushes_total %.0f, horizon_xds_nacks_total %.0f; the fleet received %d responses (%d resources), NACKed %d, reconnected %d times",
+		r.Pushes, r.NACKs, r.Responses, r.Resources, r.ClientNACKs, r.Reconnects)
+	p("Machine load average (1 min): %s before connecting, %s at the end, on %d CPUs", r.LoadBefore, r.LoadAfter, r.CPUs)
+	if r.TimedOut {
+		p("The run hit -duration (%s) or was interrupted, and stopped early.", c.Duration)
+	}
+	p("Result: %s (%s)", map[bool]string{true: "every proxy converged and every change reached every watching proxy", false: "FAILURES above"}[r.OK()], secs(r.Elapsed))
+}
+
+// appendMarkdown appends a results table to path.
+func (r *report) appendMarkdown(path string) error {
+	c := r.Config
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("")
+	p("### horizon-load %s", r.Started.UTC().Format("2006-01-02 15:04 MST"))
+	p("")
+	p("%d services × %d endpoints per cluster, 2 clusters / 2 networks; %d proxies (%d delta) watching %d services each; %d CPUs shared with the API servers and the proxies (load average %s before connecting, %s at the end).",
+		c.Services, c.Endpoints, c.Proxies, r.DeltaProxies, c.watchCount(), r.CPUs, r.LoadBefore, r.LoadAfter)
+	if c.HorizonArgs != "" {
+		p("Horizon flags: `%s`.", c.HorizonArgs)
+	}
+	p("")
+	p("| measure | value | target |")
+	p("| --- | --- | --- |")
+	p("| proxies served | %d / %d | all |", r.Served, c.Proxies)
+	p("| per-proxy time to all endpoints, p50 | %s | |", secs(r.ServeTimes.P50))
+	p("| all proxies served | %s | < %s |", secs(r.ServeTimes.Max), secs(targetServed))
+	p("| RSS before → with proxies | %s → %s | |", mib(r.MemBefore.RSS), mib(r.MemWith.RSS))
+	p("| Go heap before → with proxies | %s → %s | |", mib(r.MemBefore.Heap), mib(r.MemWith.Heap))
+	p("| growth per proxy (RSS / heap) | %s / %s | < %s |", kib(r.perProxy(r.MemBefore.RSS, r.MemWith.RSS)), kib(r.perProxy(r.MemBefore.Heap, r.MemWith.Heap)), kib(targetPerProxy))
+	if len(r.Changes) > 0 {
+		l := r.ChangeLatency
+		p("| remote change → proxy, p50 / p99 / max (%d pairs) | %s / %s / %s | p99 < %s |", r.ChangePairs, secs(l.P50), secs(l.P99), secs(l.Max), secs(targetChangeP99))
+		p("| change timeouts | %d | 0 |", r.ChangeTimeouts)
+	}
+	if ch := r.Churn; ch != nil {
+		_, _, growing := ch.rssGrowing()
+		conv := secs(ch.Converge)
+		if !ch.Converged {
+			conv = fmt.Sprintf("not converged (%d proxies)", ch.NotConverged)
+		}
+		p("| churn %.3g/s for %s: convergence after last write | %s | |", c.ChurnRate, c.ChurnDuration, conv)
+		p("| churn: heap before → after (per write); RSS | %s → %s (%s); %s | flat |", mib(ch.HeapBefore.Heap), mib(ch.HeapAfter.Heap),
+			kib(ch.heapPerWrite()), map[bool]string{true: "still growing", false: "flat"}[growing])
+	}
+	p("| pushes / NACKs (Horizon) | %.0f / %.0f | / 0 |", r.Pushes, r.NACKs)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

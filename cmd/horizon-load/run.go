@@ -1,0 +1,574 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
+)
+
+// run sets up the clusters and Horizon, runs every phase and writes the report to
+// out (and to cfg.Markdown). The error is for a run that could not measure; a run
+// that measured failures returns a report whose OK is false. When ctx ends (or
+// -duration passes) the phases left are skipped and what was measured is reported.
+func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	defer cancel()
+	progress := cfg.Progress
+	if progress == nil {
+		progress = out
+	}
+	l := &loadRun{cfg: cfg, progress: progress, rep: &report{Config: cfg, CPUs: runtime.NumCPU(), Started: time.Now()}}
+
+	work, err := os.MkdirTemp("", "horizon-load-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	bin, err := findHorizon(ctx, cfg, work)
+	if err != nil {
+		return nil, err
+	}
+	env, c1, err := l.setup(ctx)
+	if env != nil {
+		defer env.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := l.startHorizon(ctx, bin, work, c1); err != nil {
+		if l.h != nil {
+			l.h.stop()
+		}
+		return nil, err
+	}
+	defer l.h.stop()
+	err = l.connect(ctx)
+	if l.fleet != nil {
+		defer l.fleet.close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := l.timeChanges(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.ChurnRate > 0 && ctx.Err() == nil {
+		if l.rep.Churn, err = l.churn(ctx); err != nil {
+			return nil, err
+		}
+	}
+	l.profiles.Wait()
+
+	rep := l.rep
+	m, err := l.h.metrics(context.WithoutCancel(ctx))
+	if err != nil {
+		return nil, err
+	}
+	rep.Pushes = m["horizon_xds_pushes_total"]
+	rep.NACKs = m["horizon_xds_nacks_total"]
+	rep.Responses, rep.Resources, rep.Reconnects, rep.ClientNACKs = l.fleet.totals()
+	rep.TimedOut = ctx.Err() != nil
+	rep.LoadAfter = loadAvg()
+	rep.Elapsed = time.Since(rep.Started)
+
+	rep.write(out)
+	if cfg.Markdown != "" {
+		if err := rep.appendMarkdown(cfg.Markdown); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// loadRun is one run's state, shared by its phases. The phases run one after the
+// other on the caller's goroutine.
+type loadRun struct {
+	cfg      config
+	progress io.Writer
+	rep      *report
+
+	h      *horizonProc
+	truth  *truth
+	remote *remoteSlices
+	fleet  *fleet
+	// profiles joins the CPU profiles being taken.
+	profiles sync.WaitGroup
+	// atConnected is Horizon's metrics once the fleet was served.
+	atConnected map[string]float64
+}
+
+func (l *loadRun) step(format string, args ...any) {
+	fmt.Fprintf(l.progress, "==> "+format+"\n", args...)
+}
+
+// setup starts etcd and both clusters and writes the services, meshNetworks and the
+// remote Secret. The environment is returned even with an error, to be closed.
+func (l *loadRun) setup(ctx context.Context) (*kubetest.Environment, *kubetest.Cluster, error) {
+	cfg := l.cfg
+	t0 := time.Now()
+	l.step("starting etcd and two kube-apiservers (%s)", kubetest.BinDir())
+	env, err := kubetest.Start()
+	if err != nil {
+		return nil, nil, err
+	}
+	var clusters [2]*kubetest.Cluster
+	for c := range clusters {
+		if clusters[c], err = env.StartCluster(ctx, clusterNames[c]); err != nil {
+			return env, nil, err
+		}
+	}
+	l.step("writing %d services × %d endpoints into each cluster (%d writers)", cfg.Services, cfg.Endpoints, cfg.Writers)
+	var (
+		wg     sync.WaitGroup
+		errs   [2]error
+		slices [2][]*discoveryv1.EndpointSlice
+	)
+	for c := range clusters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			slices[c], errs[c] = writeCluster(ctx, clusters[c].Client, c, cfg)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs[:]...); err != nil {
+		return env, nil, err
+	}
+	l.remote = &remoteSlices{cs: clusters[1].Client, slices: slices[1], spare: make([]bool, cfg.Services), n: cfg.Endpoints}
+	if err := writeMeshConfig(ctx, clusters[0], clusters[1]); err != nil {
+		return env, nil, err
+	}
+	l.truth = &truth{want: map[string][2]sig{}}
+	for j := range cfg.Services {
+		counts := [2]int{cfg.Endpoints, cfg.Endpoints}
+		l.truth.want[claName(j)] = [2]sig{expected(0, counts), expected(1, counts)}
+	}
+	l.rep.SetupTime = time.Since(t0)
+	return env, clusters[0], nil
+}
+
+// startHorizon runs horizon against cluster1 and waits until it is ready and a probe
+// on each network holds every service: the fleet then measures serving, not
+// Horizon's initial sync.
+func (l *loadRun) startHorizon(ctx context.Context, bin, work string, c1 *kubetest.Cluster) error {
+	kc := filepath.Join(work, "cluster1.kubeconfig")
+	b, err := c1.Kubeconfig(c1.Config.BearerToken)
+	if err == nil {
+		err = os.WriteFile(kc, b, 0o600)
+	}
+	if err != nil {
+		return err
+	}
+	l.step("starting horizon serve (%s)", bin)
+	if l.h, err = startHorizon(bin, kc, work, strings.Fields(l.cfg.HorizonArgs)); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := l.h.waitReady(ctx, time.Minute); err != nil {
+		return err
+	}
+	l.rep.ReadyTime = time.Since(t0)
+
+	all := make([]string, l.cfg.Services)
+	for j := range all {
+		all[j] = claName(j)
+	}
+	probes, err := newFleet(l.h.xdsAddr, []proxySpec{
+		{index: maxProxies - 1, network: 0, names: all},
+		{index: maxProxies - 2, network: 1, names: all},
+	}, 2, l.truth)
+	if err != nil {
+		return err
+	}
+	probes.start(ctx)
+	ok := waitUntil(ctx, time.Minute, func() bool { return probes.served.Load() == 2 })
+	probes.close()
+	if !ok {
+		return fmt.Errorf("horizon did not serve every endpoint to a probe on each network within a minute (log %s)", l.h.logPath)
+	}
+	l.rep.ReadyToServed = time.Since(t0)
+	l.step("horizon ready and serving %d services × 2 clusters (setup %s, horizon ready %s)", l.cfg.Services,
+		l.rep.SetupTime.Round(time.Millisecond), l.rep.ReadyToServed.Round(time.Millisecond))
+	return nil
+}
+
+// profileCPU takes a CPU profile of Horizon in the background, when -profile is set.
+func (l *loadRun) profileCPU(ctx context.Context, name string) {
+	if l.cfg.ProfileDir == "" {
+		return
+	}
+	l.profiles.Add(1)
+	go func() {
+		defer l.profiles.Done()
+		query := fmt.Sprintf("profile?seconds=%d", l.cfg.ProfileSeconds)
+		if err := l.h.saveProfile(ctx, query, filepath.Join(l.cfg.ProfileDir, name)); err != nil {
+			fmt.Fprintln(l.progress, "    profile:", err)
+		}
+	}()
+	time.Sleep(20 * time.Millisecond) // let the profile start first
+}
+
+// connect measures Horizon's memory, connects the fleet, measures how long each
+// proxy takes to hold every watched resource, and measures the memory again.
+func (l *loadRun) connect(ctx context.Context) error {
+	cfg, rep, h := l.cfg, l.rep, l.h
+	mctx := context.WithoutCancel(ctx) // measurements still taken if ctx ends
+	sleep(ctx, cfg.Settle)
+	var err error
+	if rep.MemBefore, err = h.memory(mctx); err != nil {
+		return err
+	}
+	m0, err := h.metrics(mctx)
+	if err != nil {
+		return err
+	}
+
+	k := cfg.watchCount()
+	sp := specs(cfg.Proxies, k, cfg.Services, cfg.DeltaFraction)
+	for _, s := range sp {
+		if s.delta {
+			rep.DeltaProxies++
+		}
+	}
+	if l.fleet, err = newFleet(h.xdsAddr, sp, cfg.ProxiesPerConn, l.truth); err != nil {
+		return err
+	}
+	f := l.fleet
+	rep.Conns = len(f.conns)
+	l.step("connecting %d proxies (%d delta, %d state of the world) on %d connections, each watching %d services",
+		cfg.Proxies, rep.DeltaProxies, cfg.Proxies-rep.DeltaProxies, rep.Conns, k)
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	l.profileCPU(ctx, "connect.cpu.pprof")
+	if cfg.SelfProfile != "" {
+		stop, err := startSelfProfile(cfg.SelfProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	rep.LoadBefore = loadAvg()
+	self0 := selfCPU()
+	f.start(ctx)
+	waitUntil(ctx, cfg.ServeTimeout, func() bool { return f.served.Load() == int64(cfg.Proxies) })
+	rep.Served = int(f.served.Load())
+	var served []time.Duration
+	for _, st := range f.states() {
+		if !st.servedAt.IsZero() {
+			served = append(served, st.servedAt.Sub(f.started))
+		} else if st.lastErr != nil && rep.ServeError == "" {
+			rep.ServeError = st.lastErr.Error()
+		}
+	}
+	rep.ServeTimes = summarize(served)
+	rep.SelfCPUConnect = selfCPU() - self0
+	if err := h.exited(); err != nil {
+		return err
+	}
+	l.step("%d of %d proxies served (p50 %s, max %s)", rep.Served, cfg.Proxies, rep.ServeTimes.P50, rep.ServeTimes.Max)
+
+	sleep(ctx, cfg.Settle)
+	if rep.MemWith, err = h.memory(mctx); err != nil {
+		return err
+	}
+	if cfg.ProfileDir != "" {
+		l.profiles.Wait()
+		if err := h.saveProfile(mctx, "heap", filepath.Join(cfg.ProfileDir, "proxies.heap.pprof")); err != nil {
+			fmt.Fprintln(l.progress, "    profile:", err)
+		}
+		l.step("profiles written to %s", cfg.ProfileDir)
+	}
+	if l.atConnected, err = h.metrics(mctx); err != nil {
+		return err
+	}
+	rep.ConnectPushes = l.atConnected["horizon_xds_pushes_total"] - m0["horizon_xds_pushes_total"]
+	rep.HorizonCPUConnect = cpuSeconds(l.atConnected) - cpuSeconds(m0)
+	return nil
+}
+
+// timeChanges makes cfg.Changes single-endpoint changes to cluster2's
+// EndpointSlices, one after the other, and times each until every proxy watching the
+// service holds its new state, or cfg.ChangeTimeout.
+func (l *loadRun) timeChanges(ctx context.Context) error {
+	cfg, rep, f, tr := l.cfg, l.rep, l.fleet, l.truth
+	if cfg.Changes == 0 || ctx.Err() != nil {
+		return nil
+	}
+	l.step("timing %d single-endpoint changes of cluster2 EndpointSlices", cfg.Changes)
+	l.profileCPU(ctx, "changes.cpu.pprof")
+	for c := range cfg.Changes {
+		if ctx.Err() != nil {
+			break
+		}
+		j := changeService(c, cfg.Changes, cfg.Services, f)
+		name := claName(j)
+		r0, _, _, _ := f.totals()
+		var ch *change
+		count, _, took, err := l.remote.toggle(ctx, j, func(count int) {
+			w := [2]sig{expected(0, [2]int{cfg.Endpoints, count}), expected(1, [2]int{cfg.Endpoints, count})}
+			ch = &change{name: name, want: w, wanted: len(f.byName[name]), seen: map[int]time.Duration{}, done: make(chan struct{})}
+			tr.mu.Lock()
+			tr.want[name] = w
+			ch.at = time.Now()
+			tr.change = ch
+			tr.mu.Unlock()
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			return err
+		}
+		select {
+		case <-ch.done:
+		case <-time.After(cfg.ChangeTimeout):
+		case <-ctx.Done():
+		}
+		tr.mu.Lock()
+		tr.change = nil
+		tr.mu.Unlock()
+		lat := ch.latencies()
+		r1, _, _, _ := f.totals()
+		op := "remove"
+		if count > cfg.Endpoints {
+			op = "add"
+		}
+		cr := changeResult{Service: serviceName(j), Op: op, Watchers: ch.wanted, Reached: len(lat),
+			WriteLatency: took, Latency: summarize(lat), Responses: r1 - r0, all: lat}
+		rep.Changes = append(rep.Changes, cr)
+		rep.ChangePairs += cr.Watchers
+		rep.ChangeTimeouts += cr.Watchers - cr.Reached
+		l.step("change %d: %s an endpoint of %s: %d/%d watching proxies in p50 %s, max %s (write %s)",
+			c+1, op, serviceName(j), cr.Reached, cr.Watchers, cr.Latency.P50, cr.Latency.Max, took.Round(time.Microsecond))
+		sleep(ctx, 300*time.Millisecond)
+	}
+	var all []time.Duration
+	for _, c := range rep.Changes {
+		all = append(all, c.all...)
+	}
+	rep.ChangeLatency = summarize(all)
+	m, err := l.h.metrics(context.WithoutCancel(ctx))
+	if err != nil {
+		return err
+	}
+	rep.HorizonCPUChanges = cpuSeconds(m) - cpuSeconds(l.atConnected)
+	rep.ChangePushes = m["horizon_xds_pushes_total"] - l.atConnected["horizon_xds_pushes_total"]
+	return nil
+}
+
+// changeService picks the service of timed change c: spread over the services, and
+// watched by at least one proxy.
+func changeService(c, changes, services int, f *fleet) int {
+	stride := max(1, services/max(changes, 1))
+	j := (c * stride) % services
+	for range services {
+		if len(f.byName[claName(j)]) > 0 {
+			return j
+		}
+		j = (j + 1) % services
+	}
+	return j
+}
+
+// churn writes cfg.ChurnRate changes per second for cfg.ChurnDuration, then measures
+// how long after the last write every proxy holds the final state, and samples
+// Horizon's memory throughout.
+func (l *loadRun) churn(ctx context.Context) (*churnResult, error) {
+	cfg, h, f, tr := l.cfg, l.h, l.fleet, l.truth
+	mctx := context.WithoutCancel(ctx)
+	res := &churnResult{}
+	l.step("churn: %.3g changes/s for %s", cfg.ChurnRate, cfg.ChurnDuration)
+	var err error
+	if res.HeapBefore, err = h.memory(mctx); err != nil {
+		return nil, err
+	}
+	m0, err := h.metrics(mctx)
+	if err != nil {
+		return nil, err
+	}
+	// RSS every 500ms, without forcing GCs.
+	stopSampling := make(chan struct{})
+	sampled := make(chan []uint64)
+	go func() {
+		var rss []uint64
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v, err := h.rss(); err == nil {
+				rss = append(rss, v)
+			}
+			select {
+			case <-stopSampling:
+				sampled <- rss
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	stop := func() []uint64 {
+		close(stopSampling)
+		return <-sampled
+	}
+
+	// Services in a shuffled order, cycled: a service changes again only after every
+	// other watched one did, so that no write undoes the one before within a debounce.
+	var watched []int
+	for _, j := range rand.Perm(cfg.Services) {
+		if len(f.byName[claName(j)]) > 0 {
+			watched = append(watched, j)
+		}
+	}
+	interval := time.Duration(float64(time.Second) / cfg.ChurnRate)
+	start := time.Now()
+	end := start.Add(cfg.ChurnDuration)
+	var last time.Time
+	for next := start; next.Before(end) && ctx.Err() == nil; next = next.Add(interval) {
+		if d := time.Until(next); d > 0 {
+			sleep(ctx, d)
+		}
+		j := watched[res.Writes%len(watched)]
+		_, started, _, err := l.remote.toggle(ctx, j, func(count int) {
+			tr.mu.Lock()
+			tr.want[claName(j)] = [2]sig{expected(0, [2]int{cfg.Endpoints, count}), expected(1, [2]int{cfg.Endpoints, count})}
+			tr.mu.Unlock()
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			stop()
+			return nil, err
+		}
+		last = started
+		res.Writes++
+	}
+	res.Elapsed = time.Since(start)
+	converged := waitUntil(ctx, cfg.ChangeTimeout+10*time.Second, func() bool {
+		for _, p := range f.proxies {
+			if !p.state().consistent {
+				return false
+			}
+		}
+		return true
+	})
+	for _, st := range f.states() {
+		if !st.consistent {
+			res.NotConverged++
+			continue
+		}
+		if d := st.lastChange.Sub(last); res.Writes > 0 && d > res.Converge {
+			res.Converge = d
+		}
+	}
+	res.Converged = converged && res.NotConverged == 0
+	sleep(ctx, cfg.Settle)
+	res.RSS = stop()
+	if res.HeapAfter, err = h.memory(mctx); err != nil {
+		return nil, err
+	}
+	if cfg.ProfileDir != "" {
+		if err := h.saveProfile(mctx, "heap", filepath.Join(cfg.ProfileDir, "churn.heap.pprof")); err != nil {
+			fmt.Fprintln(l.progress, "    profile:", err)
+		}
+	}
+	m1, err := h.metrics(mctx)
+	if err != nil {
+		return nil, err
+	}
+	res.Pushes = m1["horizon_xds_pushes_total"] - m0["horizon_xds_pushes_total"]
+	l.step("churn: %d writes in %s; every proxy converged %s after the last write: %v", res.Writes,
+		res.Elapsed.Round(time.Millisecond), res.Converge.Round(time.Millisecond), res.Converged)
+	return res, nil
+}
+
+// cpuSeconds is the CPU time a process reported in its metrics.
+func cpuSeconds(m map[string]float64) time.Duration {
+	return time.Duration(m["process_cpu_seconds_total"] * float64(time.Second))
+}
+
+// selfCPU is this process's CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// loadAvg is the machine's 1-minute load average ("" if unknown): what else competed
+// for the CPUs.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return ""
+}
+
+// startSelfProfile profiles this process's CPU into path until the returned func runs.
+func startSelfProfile(path string) (func(), error) {
+	pf, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(pf); err != nil {
+		pf.Close()
+		return nil, fmt.Errorf("-self-cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		pf.Close()
+	}, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// stats summarizes durations.
+type stats struct {
+	N                  int
+	P50, P90, P99, Max time.Duration
+}
+
+func summarize(ds []time.Duration) stats {
+	if len(ds) == 0 {
+		return stats{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	pct := func(p float64) time.Duration {
+		i := int(p*float64(len(s))+0.999999) - 1 // nearest rank
+		return s[min(max(i, 0), len(s)-1)]
+	}
+	return stats{N: len(s), P50: pct(0.50), P90: pct(0.90), P99: pct(0.99), Max: s[len(s)-1]}
+}
