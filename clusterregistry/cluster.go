@@ -24,7 +24,6 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/util/connrotation"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/horizon-mesh/horizon/network"
@@ -53,7 +52,7 @@ type Cluster struct {
 	log    *slog.Logger
 
 	httpClient *http.Client
-	dialer     *connrotation.Dialer
+	dialer     *closingDialer
 	client     kubernetes.Interface
 	queue      workqueue.TypedRateLimitingInterface[types.NamespacedName]
 	// suspect holds one signal that a dial or a list or watch failed; the health
@@ -98,7 +97,7 @@ func newCluster(reg *Registry, id network.ClusterID, source string, cfg *rest.Co
 	// A failed dial is the first sign of an unreachable server: client-go retries a
 	// refused watch by itself without reporting it to the watch error handler.
 	suspect := make(chan struct{}, 1)
-	dialer := connrotation.NewDialer(func(ctx context.Context, netw, address string) (net.Conn, error) {
+	dialer := newClosingDialer(func(ctx context.Context, netw, address string) (net.Conn, error) {
 		conn, err := dial(ctx, netw, address)
 		if err != nil && ctx.Err() == nil {
 			poke(suspect)
@@ -389,7 +388,7 @@ func (c *Cluster) stop() {
 		h.ws.stop()
 	}
 	c.httpClient.CloseIdleConnections()
-	c.dialer.CloseAll()
+	c.dialer.Close()
 }
 
 // stopped is closed once stop has been called.

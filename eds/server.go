@@ -117,11 +117,18 @@ type hostState struct {
 	ports     []int32
 }
 
+// cacheKey names one built ClusterLoadAssignment; builtCLA says from which inputs
+// it was built. Keying by name only (not by inputs) keeps one entry per resource, so
+// a stream of changes replaces entries instead of piling up outdated ones.
 type cacheKey struct {
 	group string
 	name  string
-	gen   uint64 // host generation
-	topo  uint64 // topology generation
+}
+
+type builtCLA struct {
+	gen  uint64 // host generation
+	topo uint64 // topology generation
+	cla  *endpointv3.ClusterLoadAssignment
 }
 
 // Server serves split-horizon EDS (and the clusters that use it) over xDS.
@@ -130,7 +137,7 @@ type Server struct {
 	log   *slog.Logger
 	cache cachev3.SnapshotCache
 	xds   serverv3.Server
-	built *lru.Cache[cacheKey, *endpointv3.ClusterLoadAssignment]
+	built *lru.Cache[cacheKey, builtCLA]
 
 	metrics    *metrics
 	tracker    *tracker
@@ -170,7 +177,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	built, err := lru.New[cacheKey, *endpointv3.ClusterLoadAssignment](opts.CacheSize)
+	built, err := lru.New[cacheKey, builtCLA](opts.CacheSize)
 	if err != nil {
 		return nil, err
 	}
@@ -407,7 +414,11 @@ func (s *Server) updateHost(host string) bool {
 	for _, g := range s.groups {
 		if old != nil {
 			for _, p := range old.ports {
-				delete(g.clas, s.claName(g.view, host, p))
+				name := s.claName(g.view, host, p)
+				delete(g.clas, name)
+				if !slices.Contains(ports, p) {
+					s.built.Remove(cacheKey{group: g.view.Key(), name: name})
+				}
 			}
 		}
 		for _, p := range ports {
@@ -428,14 +439,15 @@ func (s *Server) claName(v View, host string, port int32) string {
 // build returns the ClusterLoadAssignment for one group and service port, from the
 // cache when neither the host nor the topology changed since it was built.
 func (s *Server) build(v View, host string, port int32, name string, shards map[network.ClusterID]*clusterregistry.Shard) *endpointv3.ClusterLoadAssignment {
-	key := cacheKey{group: v.Key(), name: name, gen: s.hosts[host].gen, topo: s.topoGen}
-	if cla, ok := s.built.Get(key); ok {
+	key := cacheKey{group: v.Key(), name: name}
+	gen := s.hosts[host].gen
+	if b, ok := s.built.Get(key); ok && b.gen == gen && b.topo == s.topoGen {
 		s.metrics.cacheHits.Inc()
-		return cla
+		return b.cla
 	}
 	s.metrics.cacheMisses.Inc()
 	cla := BuildLoadAssignment(name, endpointsOf(shards, port), s.topo, v)
-	s.built.Add(key, cla)
+	s.built.Add(key, builtCLA{gen: gen, topo: s.topoGen, cla: cla})
 	return cla
 }
 

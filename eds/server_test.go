@@ -1,0 +1,88 @@
+package eds
+
+import (
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/e2e/xdstest"
+	"github.com/horizon-mesh/horizon/network"
+)
+
+// fakeSource is an in-memory EndpointSource for unit tests of the push logic; the
+// registry itself is tested against real API servers.
+type fakeSource struct {
+	mu     sync.Mutex
+	shards map[string]map[network.ClusterID]*clusterregistry.Shard
+}
+
+func (f *fakeSource) Services(host string) map[network.ClusterID]*clusterregistry.Shard {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.shards[host]
+}
+
+func (f *fakeSource) Hosts() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for h := range f.shards {
+		out = append(out, h)
+	}
+	return out
+}
+
+func (f *fakeSource) Subscribe(func(clusterregistry.Change)) {}
+
+func (f *fakeSource) set(host string, ips ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sh := &clusterregistry.Shard{
+		Service:   clusterregistry.Service{Host: host, Name: "web", Namespace: "ns", Cluster: "c1", Ports: []clusterregistry.ServicePort{{Name: "http", Port: 80}}},
+		Endpoints: map[int32][]clusterregistry.Endpoint{},
+	}
+	for _, ip := range ips {
+		sh.Endpoints[80] = append(sh.Endpoints[80], clusterregistry.Endpoint{Address: ip, Port: 8080, Ready: true, Cluster: "c1"})
+	}
+	if len(ips) == 0 {
+		delete(f.shards, host)
+		return
+	}
+	f.shards[host] = map[network.ClusterID]*clusterregistry.Shard{"c1": sh}
+}
+
+// TestCacheHoldsOneEntryPerResource churns one service's endpoints: the cache of
+// built assignments must keep one entry per (group, resource), not one per version,
+// and drop a deleted service's entries.
+func TestCacheHoldsOneEntryPerResource(t *testing.T) {
+	src := &fakeSource{shards: map[string]map[network.ClusterID]*clusterregistry.Shard{}}
+	const host = "web.ns.svc.cluster.local"
+	src.set(host, "10.0.0.1")
+	s, err := New(Options{
+		Source: src, Networks: func() *network.Networks { return nil },
+		DebounceAfter: time.Millisecond, DebounceMax: time.Second, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.push(time.Now())
+	for _, n := range []string{"network1", "network2"} {
+		s.ensureGroup(xdstest.Node("sidecar~1.1.1.1~a.ns~ns.svc.cluster.local", n))
+	}
+	for i := range 200 {
+		src.set(host, "10.0.0.1", "10.0.1."+string(rune('0'+i%10)))
+		s.HostChanged(host)
+		s.push(time.Now())
+	}
+	if n := s.built.Len(); n != 2 {
+		t.Fatalf("cache holds %d entries after 200 changes, want 2 (one per group)", n)
+	}
+	src.set(host)
+	s.HostChanged(host)
+	s.push(time.Now())
+	if n := s.built.Len(); n != 0 {
+		t.Fatalf("cache holds %d entries after the service went, want 0", n)
+	}
+}
