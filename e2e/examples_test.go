@@ -717,7 +717,7 @@ func (h *leastPrivilegeHorizon) ready() error {
 func startLeastPrivilegeHorizon(t *testing.T) *leastPrivilegeHorizon {
 	t.Helper()
 	cfg := impersonate(t, config, systemNamespace, horizonSA).cfg
-	logs := &syncBuffer{}
+	logs := &kubetest.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

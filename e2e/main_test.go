@@ -4,13 +4,11 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,14 +56,14 @@ func TestMain(m *testing.M) {
 type horizon struct {
 	registry *clusterregistry.Registry
 	secrets  *secrets.Controller
-	logs     *syncBuffer
+	logs     *kubetest.LogBuffer
 }
 
 // startHorizon runs the controller and registry until the test ends. The config
 // cluster itself is not added: these tests look at remote clusters only.
 func startHorizon(t *testing.T, timeout time.Duration) *horizon {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &kubetest.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg, err := clusterregistry.New(clusterregistry.Options{
 		DomainSuffix: "cluster.local", Namespace: systemNamespace, SyncTimeout: timeout, Logger: logger,
@@ -204,21 +202,4 @@ func (h *horizon) waitEndpoints(t *testing.T, host string, port int32, id networ
 		}
 		return nil
 	})
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/spf13/pflag"
 )
 
 // usageError is a bad command line; it exits with status 2.
@@ -44,6 +46,21 @@ Usage:
 
 Run "horizon <command> --help" for a command's flags.
 `
+
+// parseFlags parses a command's flags; it reports help as done (false, nil), and a
+// bad flag or a stray argument as a usage error.
+func parseFlags(fs *pflag.FlagSet, args []string) (bool, error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return false, nil
+		}
+		return false, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return false, usageError{fmt.Errorf("unexpected arguments: %v", fs.Args())}
+	}
+	return true, nil
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {

@@ -140,14 +140,8 @@ func createRemoteSecret(ctx context.Context, args []string, stdout, stderr io.Wr
 	fs := pflag.NewFlagSet("create-remote-secret", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o.addFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments: %v", fs.Args())}
+	if ok, err := parseFlags(fs, args); !ok {
+		return err
 	}
 	o.explicitServiceAccount = fs.Changed("service-account")
 	if err := o.validate(); err != nil {

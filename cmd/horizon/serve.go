@@ -79,14 +79,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o.addFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments: %v", fs.Args())}
+	if ok, err := parseFlags(fs, args); !ok {
+		return err
 	}
 	if err := o.validate(); err != nil {
 		return usageError{err}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -73,26 +71,9 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startServe runs `horizon serve` in-process with the given extra flags against
 // cluster1, as an operator would start it, and waits for /readyz.
-func startServe(t *testing.T, extra ...string) (xdsAddr, httpAddr string, logs *syncBuffer) {
+func startServe(t *testing.T, extra ...string) (xdsAddr, httpAddr string, logs *kubetest.LogBuffer) {
 	t.Helper()
 	dir := t.TempDir()
 	kc, err := cluster1.Kubeconfig(cluster1.Config.BearerToken)
@@ -113,7 +94,7 @@ func startServe(t *testing.T, extra ...string) (xdsAddr, httpAddr string, logs *
 		"--remote-cluster-timeout", "5s",
 		"--log-level", "debug",
 	}, extra...)
-	logs = &syncBuffer{}
+	logs = &kubetest.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, args, logs, logs) }()

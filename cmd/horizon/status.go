@@ -37,17 +37,11 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	address := fs.String("address", "localhost:15014", "host:port of a running horizon serve's --http-address")
 	output := fs.StringP("output", "o", "table", "output format: table or json")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the answer")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, pflag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
+	if ok, err := parseFlags(fs, args); !ok {
+		return err
 	}
 	if *output != "table" && *output != "json" {
 		return usageError{fmt.Errorf("--output: must be table or json, got %q", *output)}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected arguments: %v", fs.Args())}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

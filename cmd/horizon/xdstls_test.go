@@ -315,7 +315,7 @@ func TestXDSTLSHandshake(t *testing.T) {
 func TestXDSTLSReload(t *testing.T) {
 	ca := newTLSTestCA(t, "xds-ca")
 	o := writeTLSFiles(t, ca, "xds-server-1", ca)
-	logs := &syncBuffer{}
+	logs := &kubetest.LogBuffer{}
 	addr := startTLSTestServer(t, o, logs)
 	clientCert, clientKey := ca.issue(t, "proxy", true)
 	client := ca.clientConfig(t, clientCert, clientKey)

@@ -78,7 +78,7 @@ networks:
 // harness runs a Source until the test ends and records what it delivers.
 type harness struct {
 	src  *meshsource.Source
-	logs *syncBuffer
+	logs *kubetest.LogBuffer
 
 	mu      sync.Mutex
 	changes [][]network.NetworkID // guarded by mu; Names() of each OnChange
@@ -86,7 +86,7 @@ type harness struct {
 
 func start(t *testing.T, opts meshsource.Options) *harness {
 	t.Helper()
-	h := &harness{logs: &syncBuffer{}}
+	h := &harness{logs: &kubetest.LogBuffer{}}
 	opts.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts.OnChange = func(n *network.Networks) {
 		h.mu.Lock()
@@ -178,23 +178,6 @@ func (h *harness) waitRejected(t *testing.T, wantErr string, gen int, want ...ne
 	if !bytes.Contains([]byte(h.logs.String()), []byte(`level=ERROR msg="meshNetworks rejected"`)) {
 		t.Errorf("no error logged for the rejected edit:\n%s", h.logs.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestOptionsValidate(t *testing.T) {
