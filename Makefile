@@ -32,9 +32,8 @@ e2e: testbin ## Run only the end-to-end tests (real API servers).
 	$(GO) test -race -count=1 -timeout 20m -v $(GOTESTFLAGS) ./e2e/...
 
 .PHONY: bench
-bench: testbin ## Run the benchmarks (EDS generation at -cpu 1, registry sync of 10,000 pods).
-	$(GO) test -run '^$$' -bench BenchmarkEndpointGeneration -benchmem -cpu 1 ./eds/
-	$(GO) test -run '^$$' -bench BenchmarkRegistrySync -benchmem -benchtime 3x -timeout 30m ./clusterregistry/
+bench: testbin build ## Run the benchmarks and a 1,000-proxy load run; writes docs/bench-results.md.
+	@bash hack/bench.sh
 
 .PHONY: lint
 lint: ## Vet the code and check formatting.
