@@ -945,18 +945,12 @@ func deleteObjects(t *testing.T, c *kubetest.Cluster, objs []*unstructured.Unstr
 			continue
 		}
 		if gvk.Kind == "CustomResourceDefinition" {
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				_, err := ri.Get(ctx, o.GetName(), metav1.GetOptions{})
-				if apierrors.IsNotFound(err) {
-					break
+			kubetest.Eventually(t, 30*time.Second, func() error {
+				if _, err := ri.Get(ctx, o.GetName(), metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+					return fmt.Errorf("CustomResourceDefinition %s still there after deletion (%v)", o.GetName(), err)
 				}
-				if time.Now().After(deadline) {
-					t.Errorf("CustomResourceDefinition %s still there 30s after deletion (%v)", o.GetName(), err)
-					break
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+				return nil
+			})
 		}
 	}
 }

@@ -144,7 +144,18 @@ func TestProxyReconnectsAndAcks(t *testing.T) {
 	defer f.close()
 	f.start(t.Context())
 
-	time.Sleep(300 * time.Millisecond) // streams are refused meanwhile
+	// The server is not there yet: wait until both proxies have been refused and
+	// are backing off.
+	if !waitUntil(t.Context(), 10*time.Second, func() bool {
+		for _, st := range f.states() {
+			if st.reconnects == 0 {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatal("proxies never saw a refused stream")
+	}
 	lis, err := net.Listen("tcp", addrs[0])
 	if err != nil {
 		t.Fatal(err)
