@@ -248,7 +248,11 @@ func (s *Server) ConfigDump(id string) (map[string][]json.RawMessage, bool, erro
 	for _, typ := range []string{resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType} {
 		res := snap.GetResources(typ)
 		for _, name := range slices.Sorted(maps.Keys(res)) {
-			b, err := protojson.Marshal(res[name])
+			r, err := decode(res[name])
+			if err != nil {
+				return nil, true, err
+			}
+			b, err := protojson.Marshal(r)
 			if err != nil {
 				return nil, true, err
 			}

@@ -108,6 +108,8 @@ type typeState struct {
 	version  uint64
 	items    map[string]types.Resource // by name
 	versions map[string]string         // by name; handed to the cache, never modified
+	encoded  map[string]types.Resource // by name: pre-encoded items (see preencode)
+	list     []types.Resource          // the encoded items, as handed to the cache
 }
 
 // hostState is what the last push built for one host.
@@ -529,7 +531,7 @@ func (s *Server) setSnapshot(g *group) {
 			g.sent[typ] = st
 		}
 		s.versionType(st, items)
-		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(strconv.FormatUint(st.version, 10), items)
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(strconv.FormatUint(st.version, 10), st.list)
 		snap.VersionMap[typ] = st.versions
 	}
 	if err := s.cache.SetSnapshot(context.Background(), g.view.Key(), snap); err != nil {
@@ -554,20 +556,58 @@ func (s *Server) versionType(st *typeState, items []types.Resource) {
 			changed = true
 		}
 	}
-	if !changed {
+	if !changed && st.list != nil {
 		return
 	}
 	versions := make(map[string]string, len(items))
+	encoded := make(map[string]types.Resource, len(items))
+	list := make([]types.Resource, 0, len(items))
 	v := strconv.FormatUint(s.version, 10)
-	for name, r := range next {
+	for _, name := range slices.Sorted(maps.Keys(next)) {
+		r := next[name]
 		if prev, ok := st.items[name]; ok && prev == r {
-			versions[name] = st.versions[name]
+			versions[name], encoded[name] = st.versions[name], st.encoded[name]
 		} else {
-			versions[name] = v
+			versions[name], encoded[name] = v, preencode(r)
 		}
+		list = append(list, encoded[name])
 	}
 	st.version++
-	st.items, st.versions = next, versions
+	st.items, st.versions, st.encoded, st.list = next, versions, encoded, list
+}
+
+// preencode returns a message of r's type that encodes to r's bytes but costs
+// almost nothing to encode again: its name field, and the rest of r, already
+// encoded, as unknown fields. The cache encodes every resource once per response,
+// that is once per proxy; with this, the real encoding happens once per group.
+// Field 1 is the name in every type served here (Cluster, Listener,
+// RouteConfiguration, ClusterLoadAssignment); the cache reads it to index resources.
+func preencode(r types.Resource) types.Resource {
+	m := r.ProtoReflect()
+	name := m.Descriptor().Fields().ByNumber(1)
+	rest := proto.Clone(r).ProtoReflect()
+	rest.Clear(name)
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rest.Interface())
+	if err != nil {
+		return r // cannot happen for the messages built here; serve r as is
+	}
+	w := m.New()
+	w.Set(name, m.Get(name))
+	w.SetUnknown(b)
+	return w.Interface().(types.Resource)
+}
+
+// decode turns a pre-encoded resource back into a plain message.
+func decode(r types.Resource) (types.Resource, error) {
+	b, err := proto.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	m := r.ProtoReflect().New().Interface()
+	if err := proto.Unmarshal(b, m); err != nil {
+		return nil, err
+	}
+	return m.(types.Resource), nil
 }
 
 // ensureGroup creates the group of a newly seen view and gives it a snapshot before
