@@ -15,8 +15,12 @@ help: ## Show this help.
 build: ## Build horizon (and the demo driver) into bin/.
 	$(GO) build -o bin/ ./cmd/...
 
+.PHONY: deps
+deps: ## Install the Debian packages the tests and demo use (nginx + stream module, iproute2, util-linux) if missing.
+	@bash hack/deps.sh
+
 .PHONY: demo
-demo: testbin build ## Run the mission on two local clusters: remote secret, meshNetworks, per-network endpoints, calls landing on v1 and v2 (KEEP=1 leaves it running).
+demo: deps testbin build ## Run the mission on two local clusters: remote secret, meshNetworks, per-network endpoints, calls landing on v1 and v2 (KEEP=1 leaves it running).
 	@bin/horizon-demo
 
 .PHONY: testbin
@@ -24,7 +28,7 @@ testbin: ## Build etcd and kube-apiserver for tests into the cache (once per mac
 	@bash hack/testbin.sh >/dev/null
 
 .PHONY: test
-test: testbin ## Run every test with the race detector, real API servers included.
+test: deps testbin ## Run every test with the race detector, real API servers included.
 	$(GO) test -race -count=1 -timeout 20m $(GOTESTFLAGS) ./...
 
 .PHONY: e2e
