@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -173,6 +174,9 @@ users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, com
 		if _, err := config.Client.CoreV1().Secrets("elsewhere").Create(ctx, other, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() {
+			_ = config.Client.CoreV1().Secrets("elsewhere").Delete(context.Background(), other.Name, metav1.DeleteOptions{})
+		})
 		unlabelled := remoteSecret("unlabelled", map[string][]byte{"unlabelled": good})
 		unlabelled.Labels = nil
 		applySecret(t, unlabelled)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -75,7 +76,7 @@ users: [{name: u, user: {token: ` + execToken + `, exec: {apiVersion: client.aut
 		if _, err := secrets.Create(ctx, s, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = secrets.Delete(ctx, name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() { _ = secrets.Delete(context.Background(), name, metav1.DeleteOptions{}) })
 	}
 	xdsAddr, httpAddr, logs := startServe(t, "--remote-cluster-timeout", "2s", "--pprof")
 	const proxyID = "sidecar~10.1.0.50~sleep.sample~sample.svc.cluster.local"

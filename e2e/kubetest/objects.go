@@ -179,7 +179,7 @@ func EnsureNamespace(ctx context.Context, cs kubernetes.Interface, name string, 
 	return err
 }
 
-// CreateNode creates a node with the standard region and zone labels and the Istio
+// CreateNode creates (or relabels) a node with the standard region and zone labels and the Istio
 // subzone label (any may be empty).
 func CreateNode(ctx context.Context, cs kubernetes.Interface, name, region, zone, subzone string) error {
 	labels := map[string]string{}
@@ -192,7 +192,15 @@ func CreateNode(ctx context.Context, cs kubernetes.Interface, name, region, zone
 			labels[k] = v
 		}
 	}
-	_, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	_, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		var cur *corev1.Node
+		if cur, err = cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err == nil {
+			cur.Labels = labels
+			_, err = cs.CoreV1().Nodes().Update(ctx, cur, metav1.UpdateOptions{})
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("create node %s: %w", name, err)
 	}

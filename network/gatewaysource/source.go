@@ -43,9 +43,13 @@ type Options struct {
 	Discovery discovery.DiscoveryInterface
 	// Retry is how often to look for the Gateway resource again while it is not
 	// installed (default 30s).
-	Retry    time.Duration
-	Logger   *slog.Logger
-	OnChange func()
+	Retry time.Duration
+	// SyncTimeout bounds how long HasSynced waits for the first list of Gateways
+	// (default 10s): a resource that discovery shows but the server cannot list (a
+	// CRD being removed) must not hold readiness forever.
+	SyncTimeout time.Duration
+	Logger      *slog.Logger
+	OnChange    func()
 }
 
 // Source keeps the AUTO_PASSTHROUGH servers of every Gateway resource.
@@ -67,6 +71,9 @@ func New(opts Options) (*Source, error) {
 	}
 	if opts.Retry <= 0 {
 		opts.Retry = 30 * time.Second
+	}
+	if opts.SyncTimeout <= 0 {
+		opts.SyncTimeout = 10 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -138,12 +145,17 @@ func (s *Source) Run(ctx context.Context) {
 	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
-	if cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
+	syncCtx, cancel := context.WithTimeout(ctx, s.opts.SyncTimeout)
+	defer cancel()
+	if cache.WaitForCacheSync(syncCtx.Done(), reg.HasSynced) {
 		s.recompute(inf.GetStore())
-		s.mu.Lock()
-		s.synced = true
-		s.mu.Unlock()
+	} else if ctx.Err() == nil {
+		s.log.Warn("Gateway resources not listed in time; gateways get the default passthrough listener until they are",
+			"version", gvr.Version, "timeout", s.opts.SyncTimeout)
 	}
+	s.mu.Lock()
+	s.synced = true
+	s.mu.Unlock()
 	<-ctx.Done()
 }
 

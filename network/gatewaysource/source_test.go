@@ -11,11 +11,14 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
+	fakediscovery "k8s.io/client-go/discovery/fake"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
+	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/util/connrotation"
 
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
@@ -141,6 +144,20 @@ spec:
 `)); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		dyn := dynamic.NewForConfigOrDie(cluster.Config)
+		gvr := schema.GroupVersionResource{Group: "networking.istio.io", Version: "v1", Resource: "gateways"}
+		_ = dyn.Resource(gvr).Namespace("istio-system").Delete(context.Background(), "mixed", metav1.DeleteOptions{})
+		_ = dyn.Resource(gvr).Namespace("default").Delete(context.Background(), "broken", metav1.DeleteOptions{})
+		crd := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+		_ = dyn.Resource(crd).Delete(context.Background(), "gateways.networking.istio.io", metav1.DeleteOptions{})
+		kubetest.Eventually(t, 30*time.Second, func() error {
+			if _, err := dyn.Resource(crd).Get(context.Background(), "gateways.networking.istio.io", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("CRD not gone yet: %v", err)
+			}
+			return nil
+		})
+	})
 	want = append([]gatewaysource.Server{{
 		Gateway: "istio-system/mixed", Selector: map[string]string{"app": "eastwest"}, Port: 15443, Hosts: []string{"sample/*", "./*"},
 	}}, want...)
@@ -165,4 +182,43 @@ spec:
 		}
 		return nil
 	})
+}
+
+// TestUnlistableResourceDoesNotHoldReadiness: discovery says the Gateway resource is
+// served but the server cannot list it (a CRD being removed). The source reports
+// synced after its SyncTimeout instead of holding readiness forever.
+func TestUnlistableResourceDoesNotHoldReadiness(t *testing.T) {
+	disc := &fakediscovery.FakeDiscovery{Fake: &clienttesting.Fake{}}
+	disc.Resources = []*metav1.APIResourceList{{
+		GroupVersion: "networking.istio.io/v1",
+		APIResources: []metav1.APIResource{{Name: "gateways", Namespaced: true, Kind: "Gateway"}},
+	}}
+	src, err := gatewaysource.New(gatewaysource.Options{
+		Dynamic:     dynamic.NewForConfigOrDie(cluster.Config),
+		Discovery:   disc,
+		SyncTimeout: 500 * time.Millisecond,
+		Logger:      slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		src.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		if !src.HasSynced() {
+			return fmt.Errorf("not synced")
+		}
+		return nil
+	})
+	if got := src.Servers(); len(got) != 0 {
+		t.Fatalf("servers = %+v", got)
+	}
 }
