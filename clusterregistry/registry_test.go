@@ -1,6 +1,7 @@
 package clusterregistry_test
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -155,6 +156,12 @@ func TestEndpointsFromRealCluster(t *testing.T) {
 	if err := kubetest.EnsureNamespace(ctx, cs, "istio-system", map[string]string{network.LabelNetwork: "net-ns"}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if ns, err := cs.CoreV1().Namespaces().Get(context.Background(), "istio-system", metav1.GetOptions{}); err == nil {
+			delete(ns.Labels, network.LabelNetwork)
+			_, _ = cs.CoreV1().Namespaces().Update(context.Background(), ns, metav1.UpdateOptions{})
+		}
+	})
 	kubetest.Eventually(t, 10*time.Second, func() error {
 		eps := r.Endpoints(host, 5000)["c1"]
 		if len(eps) != 2 || eps[0].Network != "net-ns" || eps[1].Network != "net-pod" {
@@ -183,6 +190,10 @@ func TestEndpointsFromRealCluster(t *testing.T) {
 	if err := cs.CoreV1().Pods(ns).Delete(ctx, "hw-v1", metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // no kubelet finishes the termination: end it, so the test can run again
+		now := int64(0)
+		_ = cs.CoreV1().Pods(ns).Delete(context.Background(), "hw-v1", metav1.DeleteOptions{GracePeriodSeconds: &now})
+	})
 	kubetest.Eventually(t, 10*time.Second, func() error {
 		if eps := r.Endpoints(host, 5000); len(eps) != 0 {
 			return fmt.Errorf("after terminating: %+v", eps)
