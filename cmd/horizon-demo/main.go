@@ -259,7 +259,7 @@ network namespace (it holds 127.0.0.1:15010 xDS, 127.0.0.1:15014 HTTP, the pods 
 the gateway):
 
   nsenter --net=/proc/%d/ns/net curl -s 127.0.0.1:15014/readyz
-  nsenter --net=/proc/%d/ns/net bin/horizon --help
+  nsenter --net=/proc/%d/ns/net bin/horizon status --address 127.0.0.1:15014
   kubeconfigs: %s  %s
   Horizon's log: %s
 `, os.Getpid(), os.Getpid(), kc1, kc2, logPath)
