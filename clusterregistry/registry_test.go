@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -28,21 +27,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	var err error
-	env, err = kubetest.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cluster, err = env.StartCluster(contextBackground(), "registry")
-	if err != nil {
-		env.Close()
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	env.Close()
-	os.Exit(code)
+	kubetest.Main(m, func(e *kubetest.Environment, cs []*kubetest.Cluster) { env, cluster = e, cs[0] }, "registry")
 }
 
 func newRegistry(t *testing.T, timeout time.Duration) *clusterregistry.Registry {

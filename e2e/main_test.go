@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -30,25 +29,9 @@ const systemNamespace = "istio-system"
 var config, remote, third *kubetest.Cluster
 
 func TestMain(m *testing.M) {
-	env, err := kubetest.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	ctx := context.Background()
-	for _, c := range []struct {
-		dst  **kubetest.Cluster
-		name string
-	}{{&config, "config"}, {&remote, "remote"}, {&third, "third"}} {
-		if *c.dst, err = env.StartCluster(ctx, c.name); err != nil {
-			env.Close()
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	env.Close()
-	os.Exit(code)
+	kubetest.Main(m, func(_ *kubetest.Environment, cs []*kubetest.Cluster) {
+		config, remote, third = cs[0], cs[1], cs[2]
+	}, "config", "remote", "third")
 }
 
 // horizon is Horizon's remote-secret controller and registry, running against the

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
 )
 
 // horizonProc is a running `horizon serve`.
@@ -52,31 +53,11 @@ func findHorizon(ctx context.Context, cfg config, dir string) (string, error) {
 	return out, nil
 }
 
-// loopbackAddrs returns n distinct free 127.0.0.1 addresses.
-func loopbackAddrs(n int) ([]string, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
-}
-
 // startHorizon runs `horizon serve` against the config cluster's kubeconfig, as
 // cluster1, on free loopback ports, with pprof on (the tool forces a GC through it
 // before reading the heap). Its log goes to dir/horizon.log.
 func startHorizon(bin, kubeconfig, dir string, extra []string) (*horizonProc, error) {
-	addrs, err := loopbackAddrs(2)
+	addrs, err := kubetest.FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -129,7 +130,7 @@ func TestProxyReconnectsAndAcks(t *testing.T) {
 	}
 	srv := &scriptedADS{valid: valid, invalid: invalid, name: name}
 
-	addrs, err := loopbackAddrs(1)
+	addrs, err := kubetest.FreeAddrs(1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -35,24 +34,9 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	env, err := kubetest.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	for _, c := range []struct {
-		dst  **kubetest.Cluster
-		name string
-	}{{&cluster1, "cluster1"}, {&cluster2, "cluster2"}, {&cluster3, "cluster3"}} {
-		if *c.dst, err = env.StartCluster(context.Background(), c.name); err != nil {
-			env.Close()
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-	}
-	code := m.Run()
-	env.Close()
-	os.Exit(code)
+	kubetest.Main(m, func(_ *kubetest.Environment, cs []*kubetest.Cluster) {
+		cluster1, cluster2, cluster3 = cs[0], cs[1], cs[2]
+	}, "cluster1", "cluster2", "cluster3")
 }
 
 const (
@@ -63,12 +47,11 @@ const (
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := kubetest.FreeAddrs(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs[0]
 }
 
 // startServe runs `horizon serve` in-process with the given extra flags against

@@ -387,20 +387,19 @@ func writeServiceAccountKey(path string) error {
 
 // freePorts asks the kernel for n distinct free loopback ports.
 func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := FreeAddrs(n)
+	if err != nil {
+		return nil, err
+	}
+	ports := make([]int, len(addrs))
+	for i, a := range addrs {
+		_, p, err := net.SplitHostPort(a)
 		if err != nil {
 			return nil, err
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		if ports[i], err = strconv.Atoi(p); err != nil {
+			return nil, err
+		}
 	}
 	return ports, nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"reflect"
 	"testing"
 	"time"
@@ -28,20 +27,7 @@ import (
 var cluster *kubetest.Cluster
 
 func TestMain(m *testing.M) {
-	env, err := kubetest.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cluster, err = env.StartCluster(context.Background(), "gateways")
-	if err != nil {
-		env.Close()
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	env.Close()
-	os.Exit(code)
+	kubetest.Main(m, func(_ *kubetest.Environment, cs []*kubetest.Cluster) { cluster = cs[0] }, "gateways")
 }
 
 func start(t *testing.T, retry time.Duration) (*gatewaysource.Source, chan struct{}) {

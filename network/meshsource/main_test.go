@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -23,20 +22,7 @@ import (
 var cluster *kubetest.Cluster
 
 func TestMain(m *testing.M) {
-	env, err := kubetest.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cluster, err = env.StartCluster(context.Background(), "meshsource")
-	if err != nil {
-		env.Close()
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	env.Close()
-	os.Exit(code)
+	kubetest.Main(m, func(_ *kubetest.Environment, cs []*kubetest.Cluster) { cluster = cs[0] }, "meshsource")
 }
 
 // Configurations used by the tests.
