@@ -1,20 +1,14 @@
 package eds
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/horizon-mesh/horizon/network"
@@ -44,20 +38,6 @@ type ProxyStatus struct {
 	UpToDate bool `json:"upToDate"`
 }
 
-// stream is the tracking state of one xDS stream.
-type stream struct {
-	ProxyStatus
-	counted bool              // counted in the connections gauge
-	nonces  map[string]string // delta: response nonce → version sent
-}
-
-// tracker follows every stream through the server's callbacks. Guarded by mu.
-type tracker struct {
-	s       *Server
-	mu      sync.Mutex
-	streams map[int64]*stream
-}
-
 func streamKind(typeURL string, delta bool) string {
 	if typeURL == resourcev3.AnyType || typeURL == "" {
 		if delta {
@@ -78,144 +58,33 @@ func streamKind(typeURL string, delta bool) string {
 	return "other"
 }
 
-func (t *tracker) callbacks() serverv3.Callbacks {
-	return serverv3.CallbackFuncs{
-		StreamOpenFunc: func(_ context.Context, id int64, typeURL string) error {
-			t.open(id, streamKind(typeURL, false))
-			return nil
-		},
-		DeltaStreamOpenFunc: func(_ context.Context, id int64, typeURL string) error {
-			t.open(id, streamKind(typeURL, true))
-			return nil
-		},
-		StreamClosedFunc:      func(id int64, _ *corev3.Node) { t.close(id) },
-		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { t.close(id) },
-		StreamRequestFunc: func(id int64, req *discoverygrpc.DiscoveryRequest) error {
-			t.s.ensureGroup(req.GetNode())
-			t.request(id, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), false)
-			return nil
-		},
-		StreamDeltaRequestFunc: func(id int64, req *discoverygrpc.DeltaDiscoveryRequest) error {
-			t.s.ensureGroup(req.GetNode())
-			t.request(id, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), req.GetErrorDetail().GetMessage(), true)
-			return nil
-		},
-		StreamResponseFunc: func(_ context.Context, id int64, req *discoverygrpc.DiscoveryRequest, resp *discoverygrpc.DiscoveryResponse) {
-			t.response(id, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce(), req.GetVersionInfo() != "")
-		},
-		StreamDeltaResponseFunc: func(id int64, req *discoverygrpc.DeltaDiscoveryRequest, resp *discoverygrpc.DeltaDiscoveryResponse) {
-			t.response(id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce(), req.GetResponseNonce() != "")
-		},
-	}
-}
-
-func (t *tracker) open(id int64, kind string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.streams[id] = &stream{
-		ProxyStatus: ProxyStatus{Stream: kind, Connected: time.Now(), Types: map[string]*TypeSync{}},
-		nonces:      map[string]string{},
-	}
-}
-
-func (t *tracker) close(id int64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if st := t.streams[id]; st != nil && st.counted {
-		t.s.metrics.connections.WithLabelValues(st.Stream, string(st.Network)).Dec()
-	}
-	delete(t.streams, id)
-}
-
-func (t *tracker) request(id int64, node *corev3.Node, typeURL, version, nonce, nack string, delta bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	st := t.streams[id]
-	if st == nil {
-		return
-	}
-	if node != nil && st.ID == "" {
-		v := ViewOf(node)
-		st.ID, st.Group, st.Role, st.Network = node.GetId(), v.Key(), v.Role, v.Network
-		t.s.metrics.connections.WithLabelValues(st.Stream, string(st.Network)).Inc()
-		st.counted = true
-	}
-	if typeURL == "" {
-		return
-	}
-	ts := st.Types[typeURL]
-	if ts == nil {
-		ts = &TypeSync{}
-		st.Types[typeURL] = ts
-	}
-	if nack != "" {
-		ts.LastNack, ts.LastNackAt = nack, time.Now()
-		ts.Nacks++
-		t.s.metrics.nacks.WithLabelValues(typeURL).Inc()
-		t.s.log.Warn("proxy rejected a response", "proxy", st.ID, "typeUrl", typeURL, "error", nack)
-		return
-	}
-	if delta {
-		if v, ok := st.nonces[nonce]; ok {
-			ts.Acked = v
-			delete(st.nonces, nonce)
-		}
-	} else if version != "" {
-		ts.Acked = version
-	}
-}
-
-func (t *tracker) response(id int64, typeURL, version, nonce string, triggered bool) {
-	if triggered {
-		if at := t.s.lastChange.Load(); at != 0 {
-			t.s.metrics.pushLatency.Observe(time.Since(time.Unix(0, at)).Seconds())
-		}
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	st := t.streams[id]
-	if st == nil {
-		return
-	}
-	ts := st.Types[typeURL]
-	if ts == nil {
-		ts = &TypeSync{}
-		st.Types[typeURL] = ts
-	}
-	ts.Sent = version
-	if nonce != "" {
-		st.nonces[nonce] = version
-	}
-}
-
 // Proxies describes every connected stream, sorted by proxy ID.
 func (s *Server) Proxies() []ProxyStatus {
-	s.pushMu.Lock()
-	current := map[string]map[string]string{} // group → type → version
-	for key, g := range s.groups {
-		current[key] = map[string]string{}
-		for typ, st := range g.sent {
-			current[key][typ] = fmt.Sprint(st.version)
-		}
+	s.streamsMu.Lock()
+	streams := make([]*xdsStream, 0, len(s.streams))
+	for st := range s.streams {
+		streams = append(streams, st)
 	}
-	s.pushMu.Unlock()
-
-	s.tracker.mu.Lock()
-	out := make([]ProxyStatus, 0, len(s.tracker.streams))
-	for _, st := range s.tracker.streams {
-		p := st.ProxyStatus
-		p.Types = map[string]*TypeSync{}
-		p.UpToDate = true
-		for typ, ts := range st.Types {
-			c := *ts
+	s.streamsMu.Unlock()
+	out := make([]ProxyStatus, 0, len(streams))
+	for _, st := range streams {
+		st.mu.Lock()
+		p := ProxyStatus{ID: st.proxyID, Stream: st.kind, Connected: st.connected, Types: map[string]*TypeSync{}, UpToDate: true}
+		var snap groupSnapshot
+		if g := st.group; g != nil {
+			p.Group, p.Role, p.Network = g.view.Key(), g.view.Role, g.view.Network
+			snap = g.current()
+		}
+		for typ, sb := range st.subs {
+			c := sb.sync
 			p.Types[typ] = &c
-			if c.Sent != "" && c.Acked != current[p.Group][typ] {
+			if c.Sent != "" && c.Acked != sb.lastSent || st.pending(sb, snap[typ]) {
 				p.UpToDate = false
 			}
 		}
+		st.mu.Unlock()
 		out = append(out, p)
 	}
-	s.tracker.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].ID != out[j].ID {
 			return out[i].ID < out[j].ID
@@ -228,31 +97,31 @@ func (s *Server) Proxies() []ProxyStatus {
 // ConfigDump returns what the group of proxy id holds now — what that proxy was
 // sent — as JSON resources by type URL. ok is false if no such proxy is connected.
 func (s *Server) ConfigDump(id string) (map[string][]json.RawMessage, bool, error) {
-	group := ""
-	s.tracker.mu.Lock()
-	for _, st := range s.tracker.streams {
-		if st.ID == id {
-			group = st.Group
+	var g *group
+	s.streamsMu.Lock()
+	for st := range s.streams {
+		st.mu.Lock()
+		if st.proxyID == id && st.group != nil {
+			g = st.group
+		}
+		st.mu.Unlock()
+		if g != nil {
 			break
 		}
 	}
-	s.tracker.mu.Unlock()
-	if group == "" {
+	s.streamsMu.Unlock()
+	if g == nil {
 		return nil, false, nil
 	}
-	snap, err := s.cache.GetSnapshot(group)
-	if err != nil {
-		return nil, true, err
-	}
+	snap := g.current()
 	out := map[string][]json.RawMessage{}
 	for _, typ := range []string{resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType} {
-		res := snap.GetResources(typ)
-		for _, name := range slices.Sorted(maps.Keys(res)) {
-			r, err := decode(res[name])
-			if err != nil {
-				return nil, true, err
-			}
-			b, err := protojson.Marshal(r)
+		ts := snap[typ]
+		if ts == nil {
+			continue
+		}
+		for _, name := range ts.names {
+			b, err := protojson.Marshal(ts.byName[name].msg)
 			if err != nil {
 				return nil, true, err
 			}

@@ -1,9 +1,11 @@
 package eds
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"maps"
 	"slices"
@@ -14,20 +16,13 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
-	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
-	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
-	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/network"
@@ -101,15 +96,51 @@ type group struct {
 	listeners, clusters []types.Resource
 	// What the last snapshot held per type URL, to version only what changed.
 	sent map[resourcev3.Type]*typeState
+
+	snap    atomic.Pointer[groupSnapshot] // published resources
+	mu      sync.Mutex
+	streams map[*xdsStream]struct{} // guarded by mu
+}
+
+// current returns the group's published resources (nil before its first push).
+func (g *group) current() groupSnapshot {
+	if p := g.snap.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (g *group) attach(st *xdsStream) {
+	g.mu.Lock()
+	g.streams[st] = struct{}{}
+	g.mu.Unlock()
+}
+
+func (g *group) detach(st *xdsStream) {
+	g.mu.Lock()
+	delete(g.streams, st)
+	g.mu.Unlock()
+}
+
+// publish makes snap the group's resources and wakes the streams it concerns.
+func (g *group) publish(snap groupSnapshot) {
+	g.mu.Lock()
+	g.snap.Store(&snap)
+	streams := make([]*xdsStream, 0, len(g.streams))
+	for st := range g.streams {
+		streams = append(streams, st)
+	}
+	g.mu.Unlock()
+	for _, st := range streams {
+		st.wake(snap)
+	}
 }
 
 // typeState is one resource type of a group's last snapshot.
 type typeState struct {
-	version  uint64
-	items    map[string]types.Resource // by name
-	versions map[string]string         // by name; handed to the cache, never modified
-	encoded  map[string]types.Resource // by name: pre-encoded items (see preencode)
-	list     []types.Resource          // the encoded items, as handed to the cache
+	version uint64
+	items   map[string]types.Resource // by name: the messages published
+	snap    *typeSnapshot             // as published
 }
 
 // hostState is what the last push built for one host.
@@ -137,13 +168,12 @@ type builtCLA struct {
 type Server struct {
 	opts  Options
 	log   *slog.Logger
-	cache cachev3.SnapshotCache
-	xds   serverv3.Server
 	built *lru.Cache[cacheKey, builtCLA]
 
 	metrics    *metrics
-	tracker    *tracker
-	lastChange atomic.Int64 // unix nanoseconds of the change that started the last push
+	streamsMu  sync.Mutex
+	streams    map[*xdsStream]struct{} // guarded by streamsMu
+	lastChange atomic.Int64            // unix nanoseconds of the change that started the last push
 
 	trigger chan struct{}
 
@@ -191,27 +221,11 @@ func New(opts Options) (*Server, error) {
 		pendingHosts: map[string]bool{},
 		groups:       map[string]*group{},
 		hosts:        map[string]*hostState{},
+		streams:      map[*xdsStream]struct{}{},
 	}
 	s.metrics = newMetrics(opts.Metrics)
-	s.tracker = &tracker{s: s, streams: map[int64]*stream{}}
-	s.cache = cachev3.NewSnapshotCache(false, groupHash{}, nil)
-	s.xds = serverv3.NewServer(context.Background(), s.cache, s.tracker.callbacks())
 	opts.Source.Subscribe(func(c clusterregistry.Change) { s.HostChanged(c.Host) })
 	return s, nil
-}
-
-// groupHash maps a proxy to its group.
-type groupHash struct{}
-
-func (groupHash) ID(node *corev3.Node) string { return ViewOf(node).Key() }
-
-// Register adds the ADS, EDS, CDS, LDS and RDS services to g.
-func (s *Server) Register(g *grpc.Server) {
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
-	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
-	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
-	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
-	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
 }
 
 // HostChanged schedules a push of host's resources.
@@ -495,10 +509,10 @@ func (s *Server) rebuildRouter(g *group) {
 	g.listeners, g.clusters = buildRouterResources(servers, s.hosts)
 }
 
-// setSnapshot hands the group's resources to the cache. Each type's version, and
-// each resource's version (for delta xDS), changes only when its content did, so
-// unchanged types are not re-sent to state-of-the-world proxies and unchanged
-// resources not to delta ones; and nothing is marshalled to compute them.
+// setSnapshot publishes the group's resources. Each type's version, and each
+// resource's version, changes only when its content did; a stream is woken only for
+// resources it subscribes to; and a resource is encoded once per group and change,
+// however many proxies are sent it.
 func (s *Server) setSnapshot(g *group) {
 	clas := make([]types.Resource, 0, len(g.clas))
 	for _, name := range slices.Sorted(maps.Keys(g.clas)) {
@@ -523,110 +537,104 @@ func (s *Server) setSnapshot(g *group) {
 	if g.sent == nil {
 		g.sent = map[resourcev3.Type]*typeState{}
 	}
-	snap := &cachev3.Snapshot{VersionMap: map[string]map[string]string{}}
+	snap := groupSnapshot{}
+	changed := false
 	for typ, items := range res {
 		st := g.sent[typ]
 		if st == nil {
-			st = &typeState{items: map[string]types.Resource{}, versions: map[string]string{}}
+			st = &typeState{items: map[string]types.Resource{}}
 			g.sent[typ] = st
 		}
-		s.versionType(st, items)
-		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(strconv.FormatUint(st.version, 10), st.list)
-		snap.VersionMap[typ] = st.versions
-	}
-	if err := s.cache.SetSnapshot(context.Background(), g.view.Key(), snap); err != nil {
-		s.log.Error("set snapshot", "group", g.view.Key(), "error", err)
-	}
-}
-
-// versionType updates st to items: resources whose content changed get this push's
-// version; if any changed, appeared or went, the type's version moves on. A rebuilt
-// resource equal to the one before counts as unchanged.
-func (s *Server) versionType(st *typeState, items []types.Resource) {
-	changed := len(items) != len(st.items)
-	next := make(map[string]types.Resource, len(items))
-	for _, r := range items {
-		name := cachev3.GetResourceName(r)
-		prev, ok := st.items[name]
-		if ok && prev != r && proto.Equal(prev, r) {
-			r = prev
-		}
-		next[name] = r
-		if prev != r {
+		if s.versionType(typ, st, items) {
 			changed = true
 		}
+		snap[typ] = st.snap
 	}
-	if !changed && st.list != nil {
-		return
+	if changed {
+		g.publish(snap)
 	}
-	versions := make(map[string]string, len(items))
-	encoded := make(map[string]types.Resource, len(items))
-	list := make([]types.Resource, 0, len(items))
-	v := strconv.FormatUint(s.version, 10)
-	for _, name := range slices.Sorted(maps.Keys(next)) {
-		r := next[name]
-		if prev, ok := st.items[name]; ok && prev == r {
-			versions[name], encoded[name] = st.versions[name], st.encoded[name]
-		} else {
-			versions[name], encoded[name] = v, preencode(r)
+}
+
+// versionType updates st to items and reports whether anything changed. Only a
+// resource that is new or was rebuilt is encoded; one whose bytes equal those
+// before keeps its version. A resource's version is a hash of its bytes, so it
+// means the same after a restart (a delta proxy reconnecting is not re-sent what
+// it holds); the type's version moves on when any resource changed, appeared or
+// went.
+func (s *Server) versionType(typ string, st *typeState, items []types.Resource) bool {
+	prev := st.snap
+	changed := prev == nil || len(items) != len(prev.byName)
+	next := &typeSnapshot{byName: make(map[string]*resource, len(items)), names: make([]string, 0, len(items))}
+	nextItems := make(map[string]types.Resource, len(items))
+	for _, r := range items {
+		name := resourceName(r)
+		nextItems[name] = r
+		var old *resource
+		if prev != nil {
+			old = prev.byName[name]
 		}
-		list = append(list, encoded[name])
+		if old != nil && st.items[name] == r {
+			next.byName[name] = old
+			continue
+		}
+		b, err := marshal(r)
+		if err != nil {
+			s.log.Error("cannot encode a resource; leaving it out", "type", typ, "name", name, "error", err)
+			continue
+		}
+		if old != nil && bytes.Equal(old.any.Value, b) {
+			next.byName[name] = old
+			continue
+		}
+		changed = true
+		version := strconv.FormatUint(fnvHash(b), 36)
+		a := &anypb.Any{TypeUrl: typ, Value: b}
+		next.byName[name] = &resource{version: version, any: a, msg: r,
+			delta: &discoverygrpc.Resource{Name: name, Version: version, Resource: a}}
 	}
+	st.items = nextItems
+	if !changed && prev != nil {
+		return false
+	}
+	next.names = slices.Sorted(maps.Keys(next.byName))
 	st.version++
-	st.items, st.versions, st.encoded, st.list = next, versions, encoded, list
+	next.version = strconv.FormatUint(st.version, 10)
+	st.snap = next
+	return true
 }
 
-// preencode returns a message of r's type that encodes to r's bytes but costs
-// almost nothing to encode again: its name field, and the rest of r, already
-// encoded, as unknown fields. The cache encodes every resource once per response,
-// that is once per proxy; with this, the real encoding happens once per group.
-// Field 1 is the name in every type served here (Cluster, Listener,
-// RouteConfiguration, ClusterLoadAssignment); the cache reads it to index resources.
-func preencode(r types.Resource) types.Resource {
-	m := r.ProtoReflect()
-	name := m.Descriptor().Fields().ByNumber(1)
-	rest := proto.Clone(r).ProtoReflect()
-	rest.Clear(name)
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(rest.Interface())
-	if err != nil {
-		return r // cannot happen for the messages built here; serve r as is
-	}
-	w := m.New()
-	w.Set(name, m.Get(name))
-	w.SetUnknown(b)
-	return w.Interface().(types.Resource)
+func fnvHash(b []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(b)
+	return h.Sum64()
 }
 
-// decode turns a pre-encoded resource back into a plain message.
-func decode(r types.Resource) (types.Resource, error) {
-	b, err := proto.Marshal(r)
-	if err != nil {
-		return nil, err
+// resourceName is the name of any resource served here: field 1 of Cluster,
+// Listener, RouteConfiguration and ClusterLoadAssignment.
+func resourceName(r types.Resource) string {
+	switch m := r.(type) {
+	case interface{ GetName() string }:
+		return m.GetName()
+	case interface{ GetClusterName() string }:
+		return m.GetClusterName()
 	}
-	m := r.ProtoReflect().New().Interface()
-	if err := proto.Unmarshal(b, m); err != nil {
-		return nil, err
-	}
-	return m.(types.Resource), nil
+	return ""
 }
 
 // ensureGroup creates the group of a newly seen view and gives it a snapshot before
 // its first watch is created.
-func (s *Server) ensureGroup(node *corev3.Node) {
-	if node == nil {
-		return
-	}
+func (s *Server) ensureGroup(node *corev3.Node) *group {
 	v := ViewOf(node)
 	key := v.Key()
 	s.pushMu.Lock()
 	defer s.pushMu.Unlock()
-	if _, ok := s.groups[key]; ok {
-		return
+	if g, ok := s.groups[key]; ok {
+		return g
 	}
-	g := &group{view: v, clas: map[string]*endpointv3.ClusterLoadAssignment{}}
+	g := &group{view: v, clas: map[string]*endpointv3.ClusterLoadAssignment{}, streams: map[*xdsStream]struct{}{}}
 	s.groups[key] = g
 	if s.topo == nil {
-		return // the first push builds it
+		return g // the first push builds it
 	}
 	for host, hs := range s.hosts {
 		shards := s.opts.Source.Services(host)
@@ -638,4 +646,5 @@ func (s *Server) ensureGroup(node *corev3.Node) {
 	s.rebuildRouter(g)
 	s.setSnapshot(g)
 	s.log.Info("new proxy group", "group", key)
+	return g
 }

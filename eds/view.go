@@ -46,7 +46,7 @@ type View struct {
 	Labels map[string]string
 }
 
-// Key identifies the view; it is the go-control-plane node hash of the group.
+// Key identifies the view: proxies with equal keys share one group.
 func (v View) Key() string {
 	var b strings.Builder
 	b.WriteString(string(v.Role))

@@ -1,0 +1,361 @@
+package eds
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/e2e/xdstest"
+	"github.com/horizon-mesh/horizon/network"
+)
+
+// The xDS protocol tests below drive the server over real gRPC streams. A response
+// that should not be sent is checked by order, not by waiting: after the change
+// that must not reach a proxy, a second change that must reach it is made, and the
+// next response the proxy reads has to be that second one.
+
+const (
+	hostA = "a.ns.svc.cluster.local"
+	hostB = "b.ns.svc.cluster.local"
+)
+
+var (
+	claA = ClusterName(hostA, 80)
+	claB = ClusterName(hostB, 80)
+)
+
+type xdsFixture struct {
+	t   *testing.T
+	src *fakeSource
+	s   *Server
+	ads discoverygrpc.AggregatedDiscoveryServiceClient
+}
+
+func newXDSFixture(t *testing.T) *xdsFixture {
+	t.Helper()
+	src := &fakeSource{shards: map[string]map[network.ClusterID]*clusterregistry.Shard{}}
+	src.set(hostA, "10.0.0.1")
+	src.set(hostB, "10.0.1.1")
+	s, err := New(Options{
+		Source: src, Networks: func() *network.Networks { return nil },
+		DebounceAfter: time.Millisecond, DebounceMax: time.Second, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.push(time.Now())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	s.Register(g)
+	go g.Serve(lis)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		g.Stop()
+	})
+	return &xdsFixture{t: t, src: src, s: s, ads: discoverygrpc.NewAggregatedDiscoveryServiceClient(conn)}
+}
+
+// change sets host's endpoints and pushes.
+func (f *xdsFixture) change(host string, ips ...string) {
+	f.src.set(host, ips...)
+	f.s.HostChanged(host)
+	f.s.push(time.Now())
+}
+
+func node(id string) *corev3.Node {
+	return xdstest.Node("sidecar~10.9.0.1~"+id+".ns~ns.svc.cluster.local", "")
+}
+
+// recvCLAs reads one state-of-the-world response and decodes its assignments.
+func recvSotw(t *testing.T, st discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient) (*discoverygrpc.DiscoveryResponse, map[string]*endpointv3.ClusterLoadAssignment) {
+	t.Helper()
+	resp, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, decodeCLAs(t, resp.GetResources())
+}
+
+func decodeCLAs[T interface{ GetValue() []byte }](t *testing.T, items []T) map[string]*endpointv3.ClusterLoadAssignment {
+	t.Helper()
+	out := map[string]*endpointv3.ClusterLoadAssignment{}
+	for _, a := range items {
+		cla := &endpointv3.ClusterLoadAssignment{}
+		if err := proto.Unmarshal(a.GetValue(), cla); err != nil {
+			t.Fatal(err)
+		}
+		out[cla.GetClusterName()] = cla
+	}
+	return out
+}
+
+func addresses(cla *endpointv3.ClusterLoadAssignment) []string {
+	var out []string
+	for _, l := range cla.GetEndpoints() {
+		for _, e := range l.GetLbEndpoints() {
+			out = append(out, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
+		}
+	}
+	return out
+}
+
+func sotwStreamFor(t *testing.T, f *xdsFixture) discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	st, err := f.ads.StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestSotwSendsOnlyWhatChangedForTheProxy: a state-of-the-world proxy watching A is
+// not sent a response when only B changes, nor when it ACKs; it is when A changes.
+func TestSotwSendsOnlyWhatChangedForTheProxy(t *testing.T) {
+	f := newXDSFixture(t)
+	st := sotwStreamFor(t, f)
+	send := func(req *discoverygrpc.DiscoveryRequest) {
+		t.Helper()
+		req.TypeUrl = resourcev3.EndpointType
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(&discoverygrpc.DiscoveryRequest{Node: node("p1"), ResourceNames: []string{claA}})
+	resp, clas := recvSotw(t, st)
+	if len(clas) != 1 || clas[claA] == nil {
+		t.Fatalf("first response holds %v, want only %s", clas, claA)
+	}
+	send(&discoverygrpc.DiscoveryRequest{ResourceNames: []string{claA}, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
+
+	f.change(hostB, "10.0.1.1", "10.0.1.2") // not watched: no response
+	// A stale request (an older nonce) changes nothing either.
+	send(&discoverygrpc.DiscoveryRequest{ResourceNames: []string{claA, claB}, ResponseNonce: "stale"})
+	stillAt(t, f.s, resp.GetVersionInfo())
+	f.change(hostA, "10.0.0.1", "10.0.0.2")
+
+	resp2, clas := recvSotw(t, st)
+	if got := addresses(clas[claA]); len(clas) != 1 || len(got) != 2 {
+		t.Fatalf("after B then A changed, the next response holds %v (A at %v); want only A with 2 endpoints", clas, got)
+	}
+	if resp2.GetVersionInfo() == resp.GetVersionInfo() {
+		t.Errorf("version %q did not move on", resp2.GetVersionInfo())
+	}
+	// A NACK is recorded and not answered; subscribing to B is, with both.
+	send(&discoverygrpc.DiscoveryRequest{ResourceNames: []string{claA}, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp2.GetNonce(),
+		ErrorDetail: &status.Status{Message: "bad endpoint"}})
+	send(&discoverygrpc.DiscoveryRequest{ResourceNames: []string{claA, claB}, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp2.GetNonce()})
+	_, clas = recvSotw(t, st)
+	if len(clas) != 2 || len(addresses(clas[claB])) != 2 {
+		t.Fatalf("after subscribing to B: %v, want A and B (2 endpoints)", clas)
+	}
+	ps := f.s.Proxies()
+	if len(ps) != 1 || ps[0].Types[resourcev3.EndpointType].Nacks != 1 || ps[0].Types[resourcev3.EndpointType].LastNack != "bad endpoint" {
+		t.Errorf("proxies = %+v, want one with one NACK recorded", ps)
+	}
+}
+
+// TestSotwUpToDate: a proxy is up to date once it ACKed the last response.
+func TestSotwUpToDate(t *testing.T) {
+	f := newXDSFixture(t)
+	st := sotwStreamFor(t, f)
+	if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: node("p1"), TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := recvSotw(t, st)
+	if ps := f.s.Proxies(); len(ps) != 1 || ps[0].UpToDate {
+		t.Fatalf("before the ACK: %+v, want one proxy not up to date", ps)
+	}
+	if err := st.Send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA},
+		VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the ACK to be recorded", func() bool {
+		ps := f.s.Proxies()
+		return len(ps) == 1 && ps[0].UpToDate && ps[0].Types[resourcev3.EndpointType].Acked == resp.GetVersionInfo()
+	})
+	f.change(hostB, "10.0.1.9") // B is not watched: still up to date
+	if ps := f.s.Proxies(); !ps[0].UpToDate {
+		t.Errorf("a change of a resource it does not watch made the proxy out of date: %+v", ps[0])
+	}
+	f.change(hostA, "10.0.0.9")
+	recvSotw(t, st)
+	if ps := f.s.Proxies(); ps[0].UpToDate {
+		t.Errorf("sent a change it has not ACKed, yet up to date: %+v", ps[0])
+	}
+}
+
+// TestDeltaProtocol: only changed resources are sent, removals are announced,
+// unsubscribed resources are not sent, and a reconnecting proxy is not re-sent
+// what it holds.
+func TestDeltaProtocol(t *testing.T) {
+	f := newXDSFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := f.ads.DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv := func() *discoverygrpc.DeltaDiscoveryResponse {
+		t.Helper()
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node("d1"), TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: []string{claA, claB}}); err != nil {
+		t.Fatal(err)
+	}
+	first := recv()
+	if len(first.GetResources()) != 2 {
+		t.Fatalf("first response: %d resources, want 2", len(first.GetResources()))
+	}
+	versions := map[string]string{}
+	for _, r := range first.GetResources() {
+		versions[r.GetName()] = r.GetVersion()
+	}
+
+	f.change(hostA, "10.0.0.1", "10.0.0.3")
+	resp := recv()
+	if len(resp.GetResources()) != 1 || resp.GetResources()[0].GetName() != claA || len(resp.GetRemovedResources()) != 0 {
+		t.Fatalf("after A changed: %v removed %v, want only A", resp.GetResources(), resp.GetRemovedResources())
+	}
+	versions[claA] = resp.GetResources()[0].GetVersion()
+
+	if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNamesUnsubscribe: []string{claA}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the unsubscription", func() bool {
+		st, ok := f.s.streamFor("d1")
+		return ok && len(st) == 1
+	})
+	f.change(hostA, "10.0.0.1") // unsubscribed: not sent
+	f.change(hostB)             // B removed
+	resp = recv()
+	if len(resp.GetResources()) != 0 || len(resp.GetRemovedResources()) != 1 || resp.GetRemovedResources()[0] != claB {
+		t.Fatalf("after A (unsubscribed) changed and B went: %v removed %v, want B removed only", resp.GetResources(), resp.GetRemovedResources())
+	}
+	cancel()
+
+	// Reconnect holding A at the version before its last change and B (gone).
+	f.change(hostB, "10.0.1.1")
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	st, err = f.ads.DeltaAggregatedResources(ctx2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node("d1"), TypeUrl: resourcev3.EndpointType,
+		ResourceNamesSubscribe: []string{claA, claB}, InitialResourceVersions: versions}); err != nil {
+		t.Fatal(err)
+	}
+	resp = recv()
+	got := decodeCLAs(t, resourceValues(resp.GetResources()))
+	if len(got) != 1 || got[claA] == nil || len(addresses(got[claA])) != 1 {
+		t.Fatalf("on reconnect: %v, want only A (changed since; B is as the proxy holds it)", got)
+	}
+}
+
+func resourceValues(rs []*discoverygrpc.Resource) []interface{ GetValue() []byte } {
+	out := make([]interface{ GetValue() []byte }, len(rs))
+	for i, r := range rs {
+		out[i] = r.GetResource()
+	}
+	return out
+}
+
+// streamFor returns the explicit EDS subscriptions of proxy id's stream.
+func (s *Server) streamFor(id string) (map[string]string, bool) {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	for st := range s.streams {
+		st.mu.Lock()
+		sb := st.subs[resourcev3.EndpointType]
+		match := st.proxyID != "" && sb != nil && strings.Contains(st.proxyID, id)
+		var have map[string]string
+		if match {
+			have = map[string]string{}
+			for k, v := range sb.have {
+				have[k] = v
+			}
+		}
+		st.mu.Unlock()
+		if match {
+			return have, true
+		}
+	}
+	return nil, false
+}
+
+// stillAt checks for a while that the only proxy was sent nothing after version.
+func stillAt(t *testing.T, s *Server, version string) {
+	t.Helper()
+	for range 40 {
+		if ps := s.Proxies(); len(ps) != 1 || ps[0].Types[resourcev3.EndpointType].Sent != version {
+			t.Fatalf("proxy was sent a response it should not have been: %+v", ps)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestSotwWildcardStaysAfterACK: a proxy that asked for every cluster (no names)
+// and ACKs with no names still gets every cluster, new ones included.
+func TestSotwWildcardStaysAfterACK(t *testing.T) {
+	f := newXDSFixture(t)
+	st := sotwStreamFor(t, f)
+	if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: node("w1"), TypeUrl: resourcev3.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.GetResources()); n != 2 {
+		t.Fatalf("first CDS response: %d clusters, want 2", n)
+	}
+	if err := st.Send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	f.change("c.ns.svc.cluster.local", "10.0.2.1")
+	if resp, err = st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.GetResources()); n != 3 {
+		t.Fatalf("after a service appeared: %d clusters, want 3", n)
+	}
+}
