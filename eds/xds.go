@@ -326,7 +326,7 @@ func (st *xdsStream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest
 		changed := len(names) != len(sb.have)
 		for _, n := range names {
 			if _, ok := sb.have[n]; !ok && n != "*" {
-				sb.have[n] = ""
+				sb.have[st.intern(typ, n)] = ""
 				changed = true
 			}
 		}
@@ -355,7 +355,7 @@ func (st *xdsStream) deltaRequest(typ string, req *discoverygrpc.DeltaDiscoveryR
 	sb, first := st.subFor(typ)
 	if first {
 		for n, v := range req.GetInitialResourceVersions() {
-			sb.have[n] = v
+			sb.have[st.intern(typ, n)] = v
 		}
 		sb.wildcard = len(req.GetResourceNamesSubscribe()) == 0 && wildcardType(typ)
 		sb.force = true
@@ -371,7 +371,7 @@ func (st *xdsStream) deltaRequest(typ string, req *discoverygrpc.DeltaDiscoveryR
 		if n == "*" {
 			sb.wildcard, sb.force = true, true
 		} else if _, ok := sb.have[n]; !ok {
-			sb.have[n] = ""
+			sb.have[st.intern(typ, n)] = ""
 			sb.force = true
 		}
 	}
@@ -385,6 +385,22 @@ func (st *xdsStream) deltaRequest(typ string, req *discoverygrpc.DeltaDiscoveryR
 	if sb.force {
 		st.kickLocked()
 	}
+}
+
+// intern returns the group's copy of a resource name when it has one, so that a
+// subscription does not keep the request's strings alive.
+func (st *xdsStream) intern(typ, name string) string {
+	if r := st.group.current()[typ].lookup(name); r != nil {
+		return r.delta.Name
+	}
+	return name
+}
+
+func (ts *typeSnapshot) lookup(name string) *resource {
+	if ts == nil {
+		return nil
+	}
+	return ts.byName[name]
 }
 
 func (st *xdsStream) nack(sb *sub, msg string) {
