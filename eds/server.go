@@ -97,9 +97,10 @@ type group struct {
 	// What the last snapshot held per type URL, to version only what changed.
 	sent map[resourcev3.Type]*typeState
 
-	snap    atomic.Pointer[groupSnapshot] // published resources
-	mu      sync.Mutex
-	streams map[*xdsStream]struct{} // guarded by mu
+	snap       atomic.Pointer[groupSnapshot] // published resources
+	mu         sync.Mutex
+	streams    map[*xdsStream]struct{} // guarded by mu
+	emptySince time.Time               // guarded by mu: when streams became empty
 }
 
 // current returns the group's published resources (nil before its first push).
@@ -110,10 +111,31 @@ func (g *group) current() groupSnapshot {
 	return nil
 }
 
+// groupIdleTimeout is how long a group without streams is kept (and rebuilt on
+// pushes) before it is dropped; a variable for tests.
+var groupIdleTimeout = time.Minute
+
+// attach adds st to the group; callers hold Server.pushMu, so that a push cannot
+// drop the group in between.
 func (g *group) attach(st *xdsStream) {
 	g.mu.Lock()
 	g.streams[st] = struct{}{}
+	g.emptySince = time.Time{}
 	g.mu.Unlock()
+}
+
+// idle returns how long the group has had no streams at now (0 if it has some).
+func (g *group) idle(now time.Time) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.streams) > 0 {
+		g.emptySince = time.Time{}
+		return 0
+	}
+	if g.emptySince.IsZero() {
+		g.emptySince = now
+	}
+	return now.Sub(g.emptySince)
 }
 
 func (g *group) detach(st *xdsStream) {
@@ -138,9 +160,8 @@ func (g *group) publish(snap groupSnapshot) {
 
 // typeState is one resource type of a group's last snapshot.
 type typeState struct {
-	version uint64
-	items   map[string]types.Resource // by name: the messages published
-	snap    *typeSnapshot             // as published
+	items map[string]types.Resource // by name: the messages published
+	snap  *typeSnapshot             // as published
 }
 
 // hostState is what the last push built for one host.
@@ -332,7 +353,12 @@ func (s *Server) push(changedAt time.Time) {
 	}
 	s.version++
 	s.lastChange.Store(changedAt.UnixNano())
-	for _, g := range s.groups {
+	for key, g := range s.groups {
+		if g.idle(start) > groupIdleTimeout {
+			delete(s.groups, key) // e.g. a router's pod labels from before a rollout
+			s.log.Info("dropped idle proxy group", "group", key)
+			continue
+		}
 		s.setSnapshot(g)
 	}
 	s.pushCount++
@@ -563,7 +589,7 @@ func (s *Server) setSnapshot(g *group) {
 // went.
 func (s *Server) versionType(typ string, st *typeState, items []types.Resource) bool {
 	prev := st.snap
-	changed := prev == nil || len(items) != len(prev.byName)
+	changed := prev == nil
 	next := &typeSnapshot{byName: make(map[string]*resource, len(items)), names: make([]string, 0, len(items))}
 	nextItems := make(map[string]types.Resource, len(items))
 	for _, r := range items {
@@ -593,12 +619,20 @@ func (s *Server) versionType(typ string, st *typeState, items []types.Resource) 
 			delta: &discoverygrpc.Resource{Name: name, Version: version, Resource: a}}
 	}
 	st.items = nextItems
-	if !changed && prev != nil {
+	if !changed && len(next.byName) == len(prev.byName) {
 		return false
 	}
 	next.names = slices.Sorted(maps.Keys(next.byName))
-	st.version++
-	next.version = strconv.FormatUint(st.version, 10)
+	// The type's version is a hash of its names and versions: equal contents,
+	// equal versions, here and after a restart.
+	h := fnv.New64a()
+	for _, n := range next.names {
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+		h.Write([]byte(next.byName[n].version))
+		h.Write([]byte{0})
+	}
+	next.version = strconv.FormatUint(h.Sum64(), 36)
 	st.snap = next
 	return true
 }
@@ -623,16 +657,23 @@ func resourceName(r types.Resource) string {
 
 // ensureGroup creates the group of a newly seen view and gives it a snapshot before
 // its first watch is created.
-func (s *Server) ensureGroup(node *corev3.Node) *group {
+// st, if not nil, joins the group.
+func (s *Server) ensureGroup(node *corev3.Node, st *xdsStream) *group {
 	v := ViewOf(node)
 	key := v.Key()
 	s.pushMu.Lock()
 	defer s.pushMu.Unlock()
 	if g, ok := s.groups[key]; ok {
+		if st != nil {
+			g.attach(st)
+		}
 		return g
 	}
 	g := &group{view: v, clas: map[string]*endpointv3.ClusterLoadAssignment{}, streams: map[*xdsStream]struct{}{}}
 	s.groups[key] = g
+	if st != nil {
+		g.attach(st)
+	}
 	if s.topo == nil {
 		return g // the first push builds it
 	}

@@ -2,12 +2,17 @@ package eds
 
 import (
 	"log/slog"
+	"maps"
+	"slices"
 
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"google.golang.org/protobuf/proto"
 	"sync"
 	"testing"
 	"time"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
@@ -72,7 +77,7 @@ func TestCacheHoldsOneEntryPerResource(t *testing.T) {
 	}
 	s.push(time.Now())
 	for _, n := range []string{"network1", "network2"} {
-		s.ensureGroup(xdstest.Node("sidecar~1.1.1.1~a.ns~ns.svc.cluster.local", n))
+		s.ensureGroup(xdstest.Node("sidecar~1.1.1.1~a.ns~ns.svc.cluster.local", n), nil)
 	}
 	for i := range 200 {
 		src.set(host, "10.0.0.1", "10.0.1."+string(rune('0'+i%10)))
@@ -126,5 +131,38 @@ func TestEncodedResourcesDecodeToThemselves(t *testing.T) {
 		if s.versionType(typ, st, []types.Resource{proto.Clone(r).(types.Resource)}) || st.snap.byName[name] != res {
 			t.Errorf("%T: an equal rebuilt resource counted as a change", r)
 		}
+	}
+}
+
+// TestIdleGroupsAreDropped: a group whose proxies all left (a router's labels
+// before a rollout) is dropped after groupIdleTimeout, and comes back when a proxy
+// of its view connects again.
+func TestIdleGroupsAreDropped(t *testing.T) {
+	defer func(d time.Duration) { groupIdleTimeout = d }(groupIdleTimeout)
+	groupIdleTimeout = 20 * time.Millisecond
+	f := newXDSFixture(t)
+	f.s.ensureGroup(xdstest.Node("router~10.0.0.1~gw-old.ns~ns.svc.cluster.local", "n1"), nil)
+	st := sotwStreamFor(t, f)
+	if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: node("p1"), TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}}); err != nil {
+		t.Fatal(err)
+	}
+	recvSotw(t, st)
+	groups := func() []string {
+		f.s.pushMu.Lock()
+		defer f.s.pushMu.Unlock()
+		return slices.Sorted(maps.Keys(f.s.groups))
+	}
+	if got := groups(); len(got) != 2 {
+		t.Fatalf("groups %v, want the router's and the sidecar's", got)
+	}
+	f.change(hostB, "10.0.1.5") // starts the idle clock
+	time.Sleep(2 * groupIdleTimeout)
+	f.change(hostB, "10.0.1.6")
+	if got := groups(); len(got) != 1 || got[0] != ViewOf(node("p1")).Key() {
+		t.Fatalf("groups %v, want only the connected sidecar's", got)
+	}
+	f.change(hostA, "10.0.0.7") // the sidecar's group still serves
+	if _, clas := recvSotw(t, st); len(addresses(clas[claA])) != 1 || addresses(clas[claA])[0] != "10.0.0.7" {
+		t.Fatalf("after its group survived the idle sweep, the sidecar got %v", clas)
 	}
 }

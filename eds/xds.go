@@ -67,6 +67,12 @@ type sub struct {
 	// have maps each subscribed name (and under a wildcard, each name the proxy
 	// holds) to the version the proxy was sent; "" when it was sent none.
 	have map[string]string
+	// explicit holds the names a delta wildcard subscription also names (nil
+	// without a wildcard: then every name in have is explicit).
+	explicit map[string]bool
+	// named: a state-of-the-world request named resources (an empty list no
+	// longer means the legacy wildcard).
+	named bool
 	// seen is the type version last compared with have: nothing to send at it.
 	seen string
 	// force makes the next flush respond even if nothing changed (a new
@@ -275,8 +281,7 @@ func (st *xdsStream) join(node *corev3.Node, typ string) error {
 	if joined {
 		return nil
 	}
-	g := st.s.ensureGroup(node)
-	g.attach(st)
+	g := st.s.ensureGroup(node, st)
 	st.mu.Lock()
 	st.group, st.proxyID, st.counted = g, node.GetId(), true
 	st.mu.Unlock()
@@ -294,8 +299,13 @@ func (st *xdsStream) subFor(typ string) (*sub, bool) {
 	return sb, true
 }
 
-// sotwRequest takes one state-of-the-world request: an ACK, a NACK or a change of
-// subscription. A request answering an older response than the last one sent is
+// unanswered is the version in have of a name subscribed to and not yet answered:
+// a response is owed whether or not the resource exists (it never equals a
+// resource's version, a base-36 hash).
+const unanswered = "\x00"
+
+// sotwRequest takes one state-of-the-world request: an ACK, a NACK and/or a change
+// of subscription. A request answering an older response than the last one sent is
 // stale and ignored: the proxy will answer the last one too.
 func (st *xdsStream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest) {
 	st.mu.Lock()
@@ -306,40 +316,43 @@ func (st *xdsStream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest
 	}
 	if detail := req.GetErrorDetail(); detail != nil {
 		st.nack(sb, detail.GetMessage())
-		return
-	}
-	if req.GetResponseNonce() != "" {
+	} else if req.GetResponseNonce() != "" {
 		sb.sync.Acked = req.GetVersionInfo()
 	}
-	// A first request with no names subscribes to a whole type (of the types that
-	// allow it), and later requests with no names keep it so; "*" asks for it
-	// explicitly, and names without "*" end it.
+	// The request lists every name the proxy wants. The first request with none
+	// subscribes to a whole type (of the types that allow it) and later requests
+	// with none keep it so; "*" asks for the whole type explicitly; once a request
+	// named anything, one with no names unsubscribes from everything.
 	names := req.GetResourceNames()
-	switch wildcard := slices.Contains(names, "*"); {
-	case first:
-		sb.wildcard, sb.force = wildcard || len(names) == 0 && wildcardType(typ), true
-	case len(names) > 0 && wildcard != sb.wildcard:
+	want := make(map[string]bool, len(names))
+	wildcard := false
+	for _, n := range names {
+		if n == "*" {
+			wildcard = true
+		} else {
+			want[n] = true
+		}
+	}
+	switch {
+	case first && len(names) == 0:
+		wildcard = wildcardType(typ)
+	case len(names) == 0 && !sb.named:
+		wildcard = sb.wildcard
+	}
+	if len(names) > 0 {
+		sb.named = true
+	}
+	if first || wildcard != sb.wildcard {
 		sb.wildcard, sb.force = wildcard, true
 	}
-	// The request lists every name the proxy wants; answer if that set changed.
-	if !sb.wildcard || len(names) > 0 {
-		changed := len(names) != len(sb.have)
-		for _, n := range names {
-			if _, ok := sb.have[n]; !ok && n != "*" {
-				sb.have[st.intern(typ, n)] = ""
-				changed = true
-			}
+	for n := range sb.have {
+		if !want[n] {
+			delete(sb.have, n)
 		}
-		if changed {
-			keep := make(map[string]bool, len(names))
-			for _, n := range names {
-				keep[n] = true
-			}
-			for n := range sb.have {
-				if !keep[n] {
-					delete(sb.have, n)
-				}
-			}
+	}
+	for n := range want {
+		if _, ok := sb.have[n]; !ok {
+			sb.have[st.intern(typ, n)] = unanswered
 			sb.force = true
 		}
 	}
@@ -349,15 +362,18 @@ func (st *xdsStream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest
 }
 
 // deltaRequest takes one delta request: subscription changes, an ACK or a NACK.
+// Every name subscribed to is answered, with the resource or as removed, even if
+// the server thinks the proxy holds it: the proxy may have dropped it.
 func (st *xdsStream) deltaRequest(typ string, req *discoverygrpc.DeltaDiscoveryRequest) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	sb, first := st.subFor(typ)
+	subscribe := req.GetResourceNamesSubscribe()
 	if first {
 		for n, v := range req.GetInitialResourceVersions() {
 			sb.have[st.intern(typ, n)] = v
 		}
-		sb.wildcard = len(req.GetResourceNamesSubscribe()) == 0 && wildcardType(typ)
+		sb.wildcard = len(subscribe) == 0 && wildcardType(typ)
 		sb.force = true
 	}
 	if nonce := req.GetResponseNonce(); nonce != "" {
@@ -367,18 +383,50 @@ func (st *xdsStream) deltaRequest(typ string, req *discoverygrpc.DeltaDiscoveryR
 			sb.sync.Acked = sb.lastSent
 		}
 	}
-	for _, n := range req.GetResourceNamesSubscribe() {
+	initial := req.GetInitialResourceVersions()
+	for _, n := range subscribe {
 		if n == "*" {
-			sb.wildcard, sb.force = true, true
-		} else if _, ok := sb.have[n]; !ok {
-			sb.have[st.intern(typ, n)] = ""
+			if !sb.wildcard {
+				sb.wildcard = true
+				sb.explicit = map[string]bool{}
+				for held := range sb.have {
+					sb.explicit[held] = true
+				}
+			}
 			sb.force = true
+			continue
 		}
+		n = st.intern(typ, n)
+		if _, ok := initial[n]; !(first && ok) {
+			sb.have[n] = unanswered
+		}
+		if sb.wildcard {
+			if sb.explicit == nil {
+				sb.explicit = map[string]bool{}
+			}
+			sb.explicit[n] = true
+		}
+		sb.force = true
 	}
 	for _, n := range req.GetResourceNamesUnsubscribe() {
-		if n == "*" {
-			sb.wildcard = false
-		} else {
+		switch {
+		case n == "*":
+			if sb.wildcard {
+				for held := range sb.have {
+					if !sb.explicit[held] {
+						delete(sb.have, held)
+					}
+				}
+				sb.wildcard, sb.explicit = false, nil
+			}
+		case sb.wildcard:
+			// Still wanted through the wildcard: sent again, as the proxy dropped it.
+			delete(sb.explicit, n)
+			if _, ok := sb.have[n]; ok {
+				sb.have[n] = unanswered
+				sb.force = true
+			}
+		default:
 			delete(sb.have, n)
 		}
 	}
@@ -583,7 +631,7 @@ func (st *xdsStream) deltaResponse(sb *sub, ts *typeSnapshot, nonce string) *dis
 		switch {
 		case r == nil && v != "":
 			removed = append(removed, n)
-			if sb.wildcard {
+			if sb.wildcard && !sb.explicit[n] {
 				delete(sb.have, n)
 			} else {
 				sb.have[n] = ""
@@ -609,7 +657,7 @@ func (st *xdsStream) deltaResponse(sb *sub, ts *typeSnapshot, nonce string) *dis
 
 // fetch answers a unary request with what the proxy's group holds now.
 func (s *Server) fetch(req *discoverygrpc.DiscoveryRequest, typ string) (*discoverygrpc.DiscoveryResponse, error) {
-	g := s.ensureGroup(req.GetNode())
+	g := s.ensureGroup(req.GetNode(), nil)
 	ts := g.current()[typ]
 	if ts == nil {
 		return nil, status.Error(codes.Unavailable, "no configuration yet")

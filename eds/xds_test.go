@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -121,7 +122,7 @@ func addresses(cla *endpointv3.ClusterLoadAssignment) []string {
 
 func sotwStreamFor(t *testing.T, f *xdsFixture) discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a missing response fails, not hangs
 	t.Cleanup(cancel)
 	st, err := f.ads.StreamAggregatedResources(ctx)
 	if err != nil {
@@ -211,7 +212,8 @@ func TestSotwUpToDate(t *testing.T) {
 // what it holds.
 func TestDeltaProtocol(t *testing.T) {
 	f := newXDSFixture(t)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	st, err := f.ads.DeltaAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -263,7 +265,7 @@ func TestDeltaProtocol(t *testing.T) {
 
 	// Reconnect holding A at the version before its last change and B (gone).
 	f.change(hostB, "10.0.1.1")
-	ctx2, cancel2 := context.WithCancel(context.Background())
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel2()
 	st, err = f.ads.DeltaAggregatedResources(ctx2)
 	if err != nil {
@@ -357,5 +359,92 @@ func TestSotwWildcardStaysAfterACK(t *testing.T) {
 	}
 	if n := len(resp.GetResources()); n != 3 {
 		t.Fatalf("after a service appeared: %d clusters, want 3", n)
+	}
+}
+
+// responsesSent returns how many responses the only stream was sent.
+func responsesSent(s *Server) uint64 {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	var n uint64
+	for st := range s.streams {
+		st.mu.Lock()
+		n += st.nonce
+		st.mu.Unlock()
+	}
+	return n
+}
+
+// TestSotwExplicitWildcardAndNackedNames: an ACK naming "*" is an ACK (not a new
+// subscription to answer again), and names added in a NACK request count.
+func TestSotwExplicitWildcardAndNackedNames(t *testing.T) {
+	f := newXDSFixture(t)
+	st := sotwStreamFor(t, f)
+	send := func(req *discoverygrpc.DiscoveryRequest) {
+		t.Helper()
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(&discoverygrpc.DiscoveryRequest{Node: node("p1"), TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"*"}})
+	resp, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetResources()) != 2 {
+		t.Fatalf("CDS for \"*\": %d clusters, want 2", len(resp.GetResources()))
+	}
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"*"}, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}})
+	resp, clas := recvSotw(t, st)
+	if len(clas) != 1 || clas[claA] == nil {
+		t.Fatalf("after the ACK naming \"*\", the next response is %s %v; want EDS of A", resp.GetTypeUrl(), clas)
+	}
+	for range 40 {
+		if n := responsesSent(f.s); n != 2 {
+			t.Fatalf("%d responses sent, want 2: an ACK naming \"*\" was answered", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA, claB}, ResponseNonce: resp.GetNonce(),
+		ErrorDetail: &status.Status{Message: "rejected"}})
+	if _, clas = recvSotw(t, st); len(clas) != 2 {
+		t.Fatalf("after a NACK naming A and B: %v, want both", clas)
+	}
+}
+
+// TestDeltaAnswersEverySubscription: a subscribed name that does not exist is
+// answered as removed, and subscribing again to a name the proxy holds sends it
+// again.
+func TestDeltaAnswersEverySubscription(t *testing.T) {
+	f := newXDSFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := f.ads.DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const missing = "outbound|80||missing.ns.svc.cluster.local"
+	recv := func() *discoverygrpc.DeltaDiscoveryResponse {
+		t.Helper()
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node("d1"), TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: []string{claA, missing}}); err != nil {
+		t.Fatal(err)
+	}
+	resp := recv()
+	if len(resp.GetResources()) != 1 || resp.GetResources()[0].GetName() != claA || !slices.Equal(resp.GetRemovedResources(), []string{missing}) {
+		t.Fatalf("first response: %v removed %v; want A, and %s removed", resp.GetResources(), resp.GetRemovedResources(), missing)
+	}
+	if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResponseNonce: resp.GetNonce(), ResourceNamesSubscribe: []string{claA}}); err != nil {
+		t.Fatal(err)
+	}
+	resp = recv()
+	if len(resp.GetResources()) != 1 || resp.GetResources()[0].GetName() != claA || len(resp.GetRemovedResources()) != 0 {
+		t.Fatalf("after subscribing to A again: %v removed %v; want A", resp.GetResources(), resp.GetRemovedResources())
 	}
 }
