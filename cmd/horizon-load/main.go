@@ -135,7 +135,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.Markdown, "markdown", "", "append a Markdown results table to this file")
 	fs.StringVar(&cfg.Horizon, "horizon", "", "horizon binary (default: next to this program, else built with go build into a temporary directory)")
 	fs.StringVar(&cfg.HorizonArgs, "horizon-args", "", "extra flags for horizon serve, space separated (e.g. \"--debounce-after=20ms\")")
-	fs.StringVar(&cfg.ProfileDir, "profile", "", "write Horizon's CPU profiles of its startup and of the connect and change phases, and heap profiles with the proxies connected and after churn, into this directory")
+	fs.StringVar(&cfg.ProfileDir, "profile", "", "write Horizon's CPU profiles of its startup and of the connect and change phases, and heap profiles before and with the proxies connected and after churn, into this directory")
 	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", cfg.ProfileSeconds, "length of each CPU profile, from the start of its phase")
 	fs.StringVar(&cfg.SelfProfile, "self-cpuprofile", "", "write this tool's own CPU profile (from connecting the proxies to the end) to this file")
 	if err := fs.Parse(args); err != nil {

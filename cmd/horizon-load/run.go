@@ -292,6 +292,11 @@ func (l *loadRun) connect(ctx context.Context) error {
 	if rep.MemBefore, err = h.memory(mctx); err != nil {
 		return err
 	}
+	if cfg.ProfileDir != "" {
+		if err := h.saveProfile(mctx, "heap", filepath.Join(cfg.ProfileDir, "startup.heap.pprof")); err != nil {
+			fmt.Fprintln(l.progress, "    profile:", err)
+		}
+	}
 	m0, err := h.metrics(mctx)
 	if err != nil {
 		return err
