@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -70,7 +71,7 @@ func startHorizon(bin, kubeconfig, dir string, extra []string) (*horizonProc, er
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"serve", "--kubeconfig", kubeconfig, "--cluster-id", clusterNames[0],
+	args := append([]string{"serve", "--kubeconfig", kubeconfig, "--cluster-id", clusterName(0),
 		"--namespace", systemNamespace, "--xds-address", h.xdsAddr, "--http-address", h.httpAddr, "--pprof"}, extra...)
 	h.cmd = exec.Command(bin, args...)
 	h.cmd.Stdout, h.cmd.Stderr = logf, logf
@@ -123,7 +124,27 @@ func (h *horizonProc) get(ctx context.Context, path string) ([]byte, int, error)
 	return b, resp.StatusCode, err
 }
 
-// waitReady polls /readyz until it answers 200.
+// waitHTTP polls /healthz every 10ms until Horizon answers HTTP.
+func (h *horizonProc) waitHTTP(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		if err := h.exited(); err != nil {
+			return err
+		}
+		_, code, err := h.get(ctx, "/healthz")
+		if err == nil && code == http.StatusOK {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("horizon did not answer HTTP within %s: %v (log %s)", timeout, err, h.logPath)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// waitReady polls /readyz every 20ms until it answers 200.
 func (h *horizonProc) waitReady(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -143,9 +164,38 @@ func (h *horizonProc) waitReady(ctx context.Context, timeout time.Duration) erro
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("horizon not ready within %s: %v (log %s)", timeout, last, h.logPath)
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// clusterSync is what Horizon's /debug/clusterz says of one cluster's initial sync.
+// SyncedAt is when its informers had synced and the startup backlog was processed.
+type clusterSync struct {
+	ID        string    `json:"id"`
+	State     string    `json:"state"`
+	Services  int       `json:"services"`
+	Endpoints int       `json:"endpoints"`
+	Started   time.Time `json:"started"`
+	SyncedAt  time.Time `json:"syncedAt"`
+}
+
+// clusters reads every cluster's sync from /debug/clusterz.
+func (h *horizonProc) clusters(ctx context.Context) ([]clusterSync, error) {
+	b, code, err := h.get(ctx, "/debug/clusterz")
+	if err != nil {
+		return nil, fmt.Errorf("read horizon /debug/clusterz: %w", err)
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("read horizon /debug/clusterz: status %d", code)
+	}
+	var resp struct {
+		Clusters []clusterSync `json:"clusters"`
+	}
+	if err := json.Unmarshal(b, &resp); err != nil {
+		return nil, fmt.Errorf("decode horizon /debug/clusterz: %w", err)
+	}
+	return resp.Clusters, nil
 }
 
 // metrics reads /metrics and sums each metric's samples over their labels.

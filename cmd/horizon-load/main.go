@@ -3,15 +3,16 @@
 // holds per connected proxy, how fast one remote EndpointSlice change reaches every
 // proxy that watches it, and whether Horizon converges and stays flat under churn.
 //
-// It starts one etcd and two API servers with e2e/kubetest (cluster1, the config
-// cluster, on network1; cluster2, remote, on network2), writes services, pods and
-// EndpointSlices into both, the meshNetworks ConfigMap (one gateway per network) and
-// cluster2's remote Secret, then runs the horizon binary against cluster1 and connects
-// simulated sidecars over ADS, half on each network, some state of the world and some
-// delta. Everything listens and connects on 127.0.0.1 only, and the run stops itself
-// after -duration.
+// It starts one etcd and -clusters (2) API servers with e2e/kubetest (cluster1, the
+// config cluster, on network1; cluster2, remote, on network2; and so on), writes
+// services, pods and EndpointSlices into each, the meshNetworks ConfigMap (one gateway
+// per network) and each remote cluster's remote Secret, then runs the horizon binary
+// against cluster1 and connects simulated sidecars over ADS, spread evenly over the
+// networks, some state of the world and some delta. Everything listens and connects
+// on 127.0.0.1 only, and the run stops itself after -duration.
 //
 //	go run ./cmd/horizon-load -proxies 1000
+//	go run ./cmd/horizon-load -clusters 3 -services 1000 -endpoints 10 -proxies 1000
 //
 // docs/load.md explains the measurements and the numbers to compare with.
 package main
@@ -51,6 +52,7 @@ func main() {
 
 // config is everything a run takes from its flags.
 type config struct {
+	Clusters       int
 	Services       int
 	Endpoints      int
 	Proxies        int
@@ -77,19 +79,23 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		Services: 100, Endpoints: 10, Proxies: 1000, Watch: 20, DeltaFraction: 0.5, ProxiesPerConn: 50,
+		Clusters: 2, Services: 100, Endpoints: 10, Proxies: 1000, Watch: 20, DeltaFraction: 0.5, ProxiesPerConn: 50,
 		Changes: 5, ChangeTimeout: 10 * time.Second, ServeTimeout: 2 * time.Minute,
 		ChurnDuration: 30 * time.Second, Duration: 5 * time.Minute, Settle: 2 * time.Second,
 		Writers: 32, ProfileSeconds: 10,
 	}
 }
 
-const usageText = `horizon-load measures Horizon with simulated proxies against two local Kubernetes
-API servers (cluster1: config cluster, network1; cluster2: remote, network2).
+const usageText = `horizon-load measures Horizon with simulated proxies against -clusters local
+Kubernetes API servers (cluster1: config cluster, network1; cluster2…N: remote,
+network2…N, one gateway each).
 
-It writes -services services with -endpoints endpoints each into both clusters,
-runs the horizon binary, connects -proxies sidecars (half per network, -delta-fraction
-of them on delta xDS) each watching -watch services' EDS, and reports:
+It writes -services services with -endpoints endpoints each into every cluster,
+runs the horizon binary, connects -proxies sidecars (spread evenly over the networks,
+-delta-fraction of them on delta xDS) each watching -watch services' EDS, and reports:
+  - Horizon's startup: time to ready, each cluster's sync, the time from the last
+    cluster synced until ready and serving every endpoint, and its heap and RSS
+    with no proxies connected;
   - time from connecting until every proxy holds all its watched endpoints;
   - Horizon's RSS and Go heap before and with the proxies, and the growth per proxy;
   - for -changes single-endpoint edits of a cluster2 EndpointSlice, the time from the
@@ -111,9 +117,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprint(fs.Output(), usageText)
 		fs.PrintDefaults()
 	}
-	fs.IntVar(&cfg.Services, "services", cfg.Services, "services per cluster (the same names in both clusters)")
+	fs.IntVar(&cfg.Clusters, "clusters", cfg.Clusters, fmt.Sprintf("clusters, each on its own network: cluster1 the config cluster, the others remote (2-%d)", maxClusters))
+	fs.IntVar(&cfg.Services, "services", cfg.Services, "services per cluster (the same names in every cluster)")
 	fs.IntVar(&cfg.Endpoints, "endpoints", cfg.Endpoints, "endpoints (ready mTLS pods) per service per cluster")
-	fs.IntVar(&cfg.Proxies, "proxies", cfg.Proxies, "simulated sidecars, half on network1 and half on network2")
+	fs.IntVar(&cfg.Proxies, "proxies", cfg.Proxies, "simulated sidecars, spread evenly over the networks")
 	fs.IntVar(&cfg.Watch, "watch", cfg.Watch, "services whose EDS each proxy subscribes to (spread so that every service is watched)")
 	fs.Float64Var(&cfg.DeltaFraction, "delta-fraction", cfg.DeltaFraction, "fraction of proxies on delta (incremental) xDS; the rest use state of the world")
 	fs.IntVar(&cfg.ProxiesPerConn, "proxies-per-conn", cfg.ProxiesPerConn, "ADS streams sharing one gRPC connection")
@@ -124,11 +131,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.ChurnDuration, "churn-duration", cfg.ChurnDuration, "length of the churn phase")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "cap on the whole run, setup included; the tool stops itself after it")
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "quiet time before each memory sample")
-	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "concurrent writers used to create the services, pods and EndpointSlices")
+	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "concurrent writers per cluster used to create the services, pods and EndpointSlices")
 	fs.StringVar(&cfg.Markdown, "markdown", "", "append a Markdown results table to this file")
 	fs.StringVar(&cfg.Horizon, "horizon", "", "horizon binary (default: next to this program, else built with go build into a temporary directory)")
 	fs.StringVar(&cfg.HorizonArgs, "horizon-args", "", "extra flags for horizon serve, space separated (e.g. \"--debounce-after=20ms\")")
-	fs.StringVar(&cfg.ProfileDir, "profile", "", "write Horizon's CPU profiles of the connect and change phases, and heap profiles with the proxies connected and after churn, into this directory")
+	fs.StringVar(&cfg.ProfileDir, "profile", "", "write Horizon's CPU profiles of its startup and of the connect and change phases, and heap profiles before and with the proxies connected and after churn, into this directory")
 	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", cfg.ProfileSeconds, "length of each CPU profile, from the start of its phase")
 	fs.StringVar(&cfg.SelfProfile, "self-cpuprofile", "", "write this tool's own CPU profile (from connecting the proxies to the end) to this file")
 	if err := fs.Parse(args); err != nil {
@@ -140,9 +147,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	return cfg, cfg.validate()
 }
 
-// Address plan limits: pod IPs are 10.<32*cluster + service/256>.<service%256>.<1+endpoint>,
-// with one spare endpoint per service; proxy IPs are 100.64.0.0/10.
+// Address plan limits: pod IPs are 10.<32*cluster + service/256>.<service%256>.<1+endpoint>
+// (cluster 1-7), with one spare endpoint per service; proxy IPs are 100.64.0.0/10.
 const (
+	maxClusters  = 7
 	maxServices  = 32 * 256
 	maxEndpoints = 250
 	maxProxies   = 1 << 22
@@ -155,6 +163,7 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
+	check(c.Clusters >= 2 && c.Clusters <= maxClusters, "-clusters: must be 2-%d, got %d", maxClusters, c.Clusters)
 	check(c.Services >= 1 && c.Services <= maxServices, "-services: must be 1-%d, got %d", maxServices, c.Services)
 	check(c.Endpoints >= 1 && c.Endpoints <= maxEndpoints, "-endpoints: must be 1-%d, got %d", maxEndpoints, c.Endpoints)
 	check(c.Proxies >= 1 && c.Proxies <= maxProxies, "-proxies: must be 1-%d, got %d", maxProxies, c.Proxies)

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,11 +14,15 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/horizon-mesh/horizon/eds"
+	"github.com/horizon-mesh/horizon/network"
 )
 
 // TestRunSmall runs the whole tool against real API servers and a real horizon with
-// tiny numbers: every proxy must be served, the change must reach every proxy that
-// watches the changed service, churn must converge, and nothing may be rejected.
+// tiny numbers, with two clusters and with three: every proxy must be served, the
+// change must reach every proxy that watches the changed service, churn must
+// converge, every cluster must be reported synced, and nothing may be rejected.
 func TestRunSmall(t *testing.T) {
 	bin := t.TempDir()
 	build := exec.Command("go", "build", "-o", filepath.Join(bin, "horizon"), "../horizon")
@@ -24,37 +30,57 @@ func TestRunSmall(t *testing.T) {
 		t.Fatalf("build horizon: %v\n%s", err, out)
 	}
 	baseline := goleak.IgnoreCurrent()
+	for _, tc := range []struct {
+		name      string
+		clusters  int
+		proxies   int
+		wantConns int
+	}{
+		{"two clusters", 2, 20, 3},
+		{"three clusters", 3, 30, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := defaultConfig()
+			cfg.Clusters = tc.clusters
+			cfg.Services, cfg.Endpoints, cfg.Proxies, cfg.Watch = 2, 2, tc.proxies, 2
+			cfg.ProxiesPerConn = 8
+			cfg.Changes = 1
+			cfg.ChurnRate, cfg.ChurnDuration = 10, time.Second
+			cfg.ChangeTimeout, cfg.ServeTimeout, cfg.Duration = 10*time.Second, 20*time.Second, 90*time.Second
+			cfg.Settle = 100 * time.Millisecond
+			cfg.Horizon = filepath.Join(bin, "horizon")
+			cfg.Markdown = filepath.Join(t.TempDir(), "results.md")
+			var progress, out bytes.Buffer
+			cfg.Progress = &progress
 
-	cfg := defaultConfig()
-	cfg.Services, cfg.Endpoints, cfg.Proxies, cfg.Watch = 2, 2, 20, 2
-	cfg.ProxiesPerConn = 8
-	cfg.Changes = 1
-	cfg.ChurnRate, cfg.ChurnDuration = 10, time.Second
-	cfg.ChangeTimeout, cfg.ServeTimeout, cfg.Duration = 10*time.Second, 20*time.Second, 90*time.Second
-	cfg.Settle = 100 * time.Millisecond
-	cfg.Horizon = filepath.Join(bin, "horizon")
-	cfg.Markdown = filepath.Join(t.TempDir(), "results.md")
-	var progress, out bytes.Buffer
-	cfg.Progress = &progress
+			rep, err := run(t.Context(), cfg, &out)
+			if err != nil {
+				t.Fatalf("run: %v\nprogress:\n%s", err, progress.String())
+			}
+			t.Logf("report:\n%s", out.String())
+			checkSmallRun(t, cfg, rep, tc.wantConns, out.String())
+		})
+	}
+	goleak.VerifyNone(t, baseline)
+}
 
-	rep, err := run(t.Context(), cfg, &out)
-	if err != nil {
-		t.Fatalf("run: %v\nprogress:\n%s", err, progress.String())
+// checkSmallRun checks a TestRunSmall run's report.
+func checkSmallRun(t *testing.T, cfg config, rep *report, wantConns int, out string) {
+	t.Helper()
+	n := cfg.Proxies
+	if rep.Served != n {
+		t.Errorf("served %d of %d proxies", rep.Served, n)
 	}
-	t.Logf("report:\n%s", out.String())
-	if rep.Served != cfg.Proxies {
-		t.Errorf("served %d of %d proxies", rep.Served, cfg.Proxies)
-	}
-	if rep.Conns != 3 || rep.DeltaProxies != 10 {
-		t.Errorf("%d connections and %d delta proxies, want 3 and 10", rep.Conns, rep.DeltaProxies)
+	if rep.Conns != wantConns || rep.DeltaProxies != n/2 {
+		t.Errorf("%d connections and %d delta proxies, want %d and %d", rep.Conns, rep.DeltaProxies, wantConns, n/2)
 	}
 	if len(rep.Changes) != 1 {
 		t.Fatalf("%d changes timed, want 1", len(rep.Changes))
 	}
-	if ch := rep.Changes[0]; ch.Watchers != cfg.Proxies || ch.Reached != ch.Watchers {
-		t.Errorf("change reached %d of %d watching proxies, want all %d proxies (each watches every service)", ch.Reached, ch.Watchers, cfg.Proxies)
+	if ch := rep.Changes[0]; ch.Watchers != n || ch.Reached != ch.Watchers {
+		t.Errorf("change reached %d of %d watching proxies, want all %d proxies (each watches every service)", ch.Reached, ch.Watchers, n)
 	}
-	if rep.ChangeTimeouts != 0 || rep.ChangeLatency.N != cfg.Proxies {
+	if rep.ChangeTimeouts != 0 || rep.ChangeLatency.N != n {
 		t.Errorf("%d change timeouts, %d latencies", rep.ChangeTimeouts, rep.ChangeLatency.N)
 	}
 	if rep.NACKs != 0 || rep.ClientNACKs != 0 {
@@ -66,17 +92,34 @@ func TestRunSmall(t *testing.T) {
 	if rep.MemBefore.RSS == 0 || rep.MemWith.Heap == 0 || rep.Pushes == 0 {
 		t.Errorf("memory %+v → %+v, %v pushes: want readings", rep.MemBefore, rep.MemWith, rep.Pushes)
 	}
+	if len(rep.ClusterSyncs) != cfg.Clusters {
+		t.Errorf("%d clusters reported synced, want %d: %+v", len(rep.ClusterSyncs), cfg.Clusters, rep.ClusterSyncs)
+	}
+	for c, s := range rep.ClusterSyncs {
+		// Services counts the API server's own "kubernetes" Service too.
+		if s.ID != clusterName(c) || s.State != "synced" || s.Services != cfg.Services+1 || s.Endpoints != cfg.Services*cfg.Endpoints {
+			t.Errorf("cluster %d: %+v; want %s synced with %d services and %d endpoints", c, s, clusterName(c), cfg.Services+1, cfg.Services*cfg.Endpoints)
+		}
+	}
+	if rep.SyncToReady < 0 || rep.SyncToServed < rep.SyncToReady || rep.ReadyToServed < rep.SyncToServed {
+		t.Errorf("last sync → ready %s, → served %s; start → served %s: want 0 ≤ ready ≤ served ≤ start → served",
+			rep.SyncToReady, rep.SyncToServed, rep.ReadyToServed)
+	}
 	if !rep.OK() {
 		t.Error("report is not OK")
 	}
 	for _, want := range []string{
-		"served          20 of 20 proxies",
-		"reached 20/20",
+		fmt.Sprintf("%d clusters on %d networks", cfg.Clusters, cfg.Clusters),
+		fmt.Sprintf("%-15s synced at", clusterName(cfg.Clusters-1)),
+		"last sync →     ready",
+		"no proxies      heap",
+		fmt.Sprintf("served          %d of %d proxies", n, n),
+		fmt.Sprintf("reached %d/%d", n, n),
 		"timeouts        0",
 		"horizon_xds_nacks_total 0",
 		"Result: every proxy converged and every change reached every watching proxy",
 	} {
-		if !strings.Contains(out.String(), want) {
+		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
@@ -84,25 +127,32 @@ func TestRunSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| proxies served | 20 / 20 | all |", "| change timeouts | 0 | 0 |"} {
+	for _, want := range []string{
+		fmt.Sprintf("| proxies served | %d / %d | all |", n, n),
+		"| change timeouts | 0 | 0 |",
+		"| last cluster synced → ready / serving every endpoint |",
+		"| Go heap / RSS with no proxies |",
+	} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
 	}
-	goleak.VerifyNone(t, baseline)
 }
 
 func TestExpected(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		network int
-		counts  [2]int
+		counts  []int
 		want    sig
 	}{
-		{"local and remote", 0, [2]int{10, 10}, sig{endpoints: 11, weight: 20}},
-		{"remote added", 0, [2]int{10, 11}, sig{endpoints: 11, weight: 21}},
-		{"remote added, seen from the remote network", 1, [2]int{10, 11}, sig{endpoints: 12, weight: 21}},
-		{"no remote endpoints: no gateway", 0, [2]int{10, 0}, sig{endpoints: 10, weight: 10}},
+		{"local and remote", 0, []int{10, 10}, sig{endpoints: 11, weight: 20}},
+		{"remote added", 0, []int{10, 11}, sig{endpoints: 11, weight: 21}},
+		{"remote added, seen from the remote network", 1, []int{10, 11}, sig{endpoints: 12, weight: 21}},
+		{"no remote endpoints: no gateway", 0, []int{10, 0}, sig{endpoints: 10, weight: 10}},
+		{"three networks: a gateway for each other network", 0, []int{10, 10, 10}, sig{endpoints: 12, weight: 30}},
+		{"three networks, cluster2 added, seen from network3", 2, []int{10, 11, 10}, sig{endpoints: 12, weight: 31}},
+		{"three networks, cluster2 empty", 2, []int{10, 0, 10}, sig{endpoints: 11, weight: 20}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := expected(tc.network, tc.counts); got != tc.want {
@@ -130,32 +180,88 @@ func TestSigOf(t *testing.T) {
 }
 
 func TestSpecs(t *testing.T) {
-	const n, k, services = 1000, 20, 100
-	sp := specs(n, k, services, 0.5)
-	watched := map[string]int{}
-	var perNetwork, delta [2]int
-	for _, s := range sp {
-		perNetwork[s.network]++
-		if s.delta {
-			delta[s.network]++
-		}
-		seen := map[string]bool{}
-		for _, name := range s.names {
-			if seen[name] {
-				t.Fatalf("proxy %d watches %s twice", s.index, name)
+	const n, k, services = 1200, 20, 100
+	for _, tc := range []struct {
+		name       string
+		networks   int
+		perNetwork []int
+		delta      []int
+	}{
+		{"two networks: even on network1, odd on network2", 2, []int{600, 600}, []int{300, 300}},
+		{"three networks", 3, []int{400, 400, 400}, []int{200, 200, 200}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sp := specs(n, k, services, tc.networks, 0.5)
+			watched := map[string]int{}
+			perNetwork, delta := make([]int, tc.networks), make([]int, tc.networks)
+			for _, s := range sp {
+				if s.network != s.index%tc.networks {
+					t.Fatalf("proxy %d on network %d", s.index, s.network)
+				}
+				perNetwork[s.network]++
+				if s.delta {
+					delta[s.network]++
+				}
+				seen := map[string]bool{}
+				for _, name := range s.names {
+					if seen[name] {
+						t.Fatalf("proxy %d watches %s twice", s.index, name)
+					}
+					seen[name] = true
+					watched[name]++
+				}
 			}
-			seen[name] = true
-			watched[name]++
-		}
+			if len(watched) != services {
+				t.Errorf("%d services watched, want all %d", len(watched), services)
+			}
+			if !slices.Equal(perNetwork, tc.perNetwork) || !slices.Equal(delta, tc.delta) {
+				t.Errorf("per network %v, delta %v; want %v and %v", perNetwork, delta, tc.perNetwork, tc.delta)
+			}
+			if id := sp[3].node().GetId(); id != "sidecar~100.64.0.3~load-3.loadtest~loadtest.svc.cluster.local" {
+				t.Errorf("node id %q", id)
+			}
+			if got, want := sp[3].node().GetMetadata().GetFields()[eds.MetaNetwork].GetStringValue(), networkName(3%tc.networks); got != want {
+				t.Errorf("proxy 3 on network %q, want %q", got, want)
+			}
+		})
 	}
-	if len(watched) != services {
-		t.Errorf("%d services watched, want all %d", len(watched), services)
+}
+
+func TestMeshNetworks(t *testing.T) {
+	// Two clusters: the meshNetworks the tool has always written.
+	const two = `networks:
+  network1:
+    endpoints:
+    - fromRegistry: cluster1
+    gateways:
+    - address: 192.0.2.1
+      port: 15443
+  network2:
+    endpoints:
+    - fromRegistry: cluster2
+    gateways:
+    - address: 192.0.2.2
+      port: 15443
+`
+	if got := meshNetworks(2); got != two {
+		t.Errorf("meshNetworks(2) =\n%s\nwant\n%s", got, two)
 	}
-	if perNetwork != [2]int{500, 500} || delta != [2]int{250, 250} {
-		t.Errorf("per network %v, delta %v; want half and half, a quarter each", perNetwork, delta)
+	three := meshNetworks(3)
+	if !strings.HasPrefix(three, two) || !strings.HasSuffix(three, `  network3:
+    endpoints:
+    - fromRegistry: cluster3
+    gateways:
+    - address: 192.0.2.3
+      port: 15443
+`) {
+		t.Errorf("meshNetworks(3) =\n%s", three)
 	}
-	if id := sp[3].node().GetId(); id != "sidecar~100.64.0.3~load-3.loadtest~loadtest.svc.cluster.local" {
-		t.Errorf("node id %q", id)
+	mn, err := network.ParseMeshNetworks([]byte(meshNetworks(maxClusters)))
+	if err != nil {
+		t.Fatalf("meshNetworks(%d): %v", maxClusters, err)
+	}
+	if got := len(mn.GetNetworks()); got != maxClusters {
+		t.Errorf("meshNetworks(%d) has %d networks", maxClusters, got)
 	}
 }
 
@@ -195,8 +301,19 @@ func TestParseFlags(t *testing.T) {
 	if cfg.Proxies != 10000 || cfg.DeltaFraction != 0.25 || cfg.ChurnRate != 20 || cfg.Services != 100 {
 		t.Errorf("parsed %+v", cfg)
 	}
+	if cfg.Clusters != 2 {
+		t.Errorf("default -clusters %d, want 2", cfg.Clusters)
+	}
+	if cfg, err := parseFlags([]string{"-clusters", "3"}, &stderr); err != nil || cfg.Clusters != 3 {
+		t.Errorf("-clusters 3: %d, %v", cfg.Clusters, err)
+	}
 	if _, err := parseFlags([]string{"-endpoints", "0", "-delta-fraction", "2"}, &stderr); err == nil ||
 		!strings.Contains(err.Error(), "-endpoints") || !strings.Contains(err.Error(), "-delta-fraction") {
 		t.Errorf("invalid flags: error %v, want both named", err)
+	}
+	for _, n := range []string{"1", "8"} {
+		if _, err := parseFlags([]string{"-clusters", n}, &stderr); err == nil || !strings.Contains(err.Error(), "-clusters") {
+			t.Errorf("-clusters %s: error %v, want -clusters named", n, err)
+		}
 	}
 }

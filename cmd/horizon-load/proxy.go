@@ -27,9 +27,9 @@ const typeCLA = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignm
 // sig is what the tool checks of a ClusterLoadAssignment: how many endpoints it
 // lists and their total weight. With one gateway per network every endpoint in the
 // mesh carries weight 1, so a proxy on network n expects its own network's endpoints
-// plus one gateway standing for the other network's, and a total weight equal to
+// plus one gateway standing for each other network's, and a total weight equal to
 // all endpoints of the service. Adding or removing a remote endpoint changes the
-// count on the remote network and the gateway's weight on the other.
+// count on the remote network and that network's gateway weight on the others.
 type sig struct {
 	endpoints int
 	weight    uint64
@@ -50,29 +50,41 @@ func sigOf(cla *endpointv3.ClusterLoadAssignment) sig {
 	return s
 }
 
-// expected is what a sidecar on network n (0 or 1) should be sent for a service with
-// counts[c] endpoints in cluster c.
-func expected(n int, counts [2]int) sig {
-	local, remote := counts[n], counts[1-n]
-	s := sig{endpoints: local, weight: uint64(local + remote)}
-	if remote > 0 {
-		s.endpoints++ // the other network's gateway
+// expected is what a sidecar on network n should be sent for a service with
+// counts[c] endpoints in cluster c (cluster c is on network c).
+func expected(n int, counts []int) sig {
+	s := sig{endpoints: counts[n]}
+	for c, count := range counts {
+		s.weight += uint64(count)
+		if c != n && count > 0 {
+			s.endpoints++ // network c's gateway
+		}
 	}
 	return s
+}
+
+// expectedAll is what a sidecar on each network should be sent for a service with
+// counts[c] endpoints in cluster c, indexed by network.
+func expectedAll(counts []int) []sig {
+	out := make([]sig, len(counts))
+	for n := range counts {
+		out[n] = expected(n, counts)
+	}
+	return out
 }
 
 // truth is what every proxy should hold. Guarded by mu.
 type truth struct {
 	mu     sync.RWMutex
-	want   map[string][2]sig // by resource name, per network
-	change *change           // the change being timed, or nil
+	want   map[string][]sig // by resource name, then by network
+	change *change          // the change being timed, or nil
 }
 
 // change is one timed EndpointSlice write and who has seen its result.
 type change struct {
 	name   string
-	want   [2]sig
-	wanted int // proxies watching name
+	want   []sig // by network
+	wanted int   // proxies watching name
 	at     time.Time
 
 	mu   sync.Mutex
@@ -105,14 +117,14 @@ func (c *change) latencies() []time.Duration {
 // proxySpec is one simulated sidecar.
 type proxySpec struct {
 	index   int
-	network int // 0 or 1
+	network int // 0-based; network c holds cluster c
 	delta   bool
 	names   []string
 }
 
 func (s proxySpec) node() *corev3.Node {
 	ip := fmt.Sprintf("100.%d.%d.%d", 64+s.index>>16, (s.index>>8)&255, s.index&255)
-	md, _ := structpb.NewStruct(map[string]any{eds.MetaNetwork: networkNames[s.network]})
+	md, _ := structpb.NewStruct(map[string]any{eds.MetaNetwork: networkName(s.network)})
 	return &corev3.Node{
 		Id:       fmt.Sprintf("sidecar~%s~load-%d.loadtest~loadtest.svc.cluster.local", ip, s.index),
 		Cluster:  "loadtest",
@@ -502,19 +514,20 @@ func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) boo
 	}
 }
 
-// specs lays out n proxies: even indexes on network1, odd on network2; within each
-// network an even spread of deltaFraction on delta xDS; proxy i watches k services
-// starting at i*k, so that every service is watched once n*k >= services.
-func specs(n, k, services int, deltaFraction float64) []proxySpec {
+// specs lays out n proxies over networks networks, proxy i on network i%networks
+// (with two: even indexes on network1, odd on network2); within each network an even
+// spread of deltaFraction on delta xDS; proxy i watches k services starting at i*k,
+// so that every service is watched once n*k >= services.
+func specs(n, k, services, networks int, deltaFraction float64) []proxySpec {
 	out := make([]proxySpec, n)
 	for i := range n {
-		rank := i / 2 // index within its network
+		rank := i / networks // index within its network
 		delta := int(float64(rank+1)*deltaFraction) > int(float64(rank)*deltaFraction)
 		names := make([]string, k)
 		for w := range k {
 			names[w] = claName((i*k + w) % services)
 		}
-		out[i] = proxySpec{index: i, network: i % 2, delta: delta, names: names}
+		out[i] = proxySpec{index: i, network: i % networks, delta: delta, names: names}
 	}
 	return out
 }

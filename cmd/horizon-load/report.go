@@ -10,10 +10,14 @@ import (
 
 // Comparison targets (docs/load.md): Istio's numbers on a 2-core machine with this
 // topology were 40s to serve every proxy, 112 KB per proxy and p99 0.41s per change.
+// The startup targets are the performance issue's for 3 clusters × 1,000 services ×
+// 10 endpoints: ready within 10s of the informers' sync, and a heap under 200 MB.
 const (
-	targetServed    = 2 * time.Second
-	targetPerProxy  = 20 << 10
-	targetChangeP99 = 200 * time.Millisecond
+	targetServed      = 2 * time.Second
+	targetPerProxy    = 20 << 10
+	targetChangeP99   = 200 * time.Millisecond
+	targetSyncToReady = 10 * time.Second
+	targetStartupHeap = 200_000_000
 )
 
 // report is everything one run measured.
@@ -25,9 +29,16 @@ type report struct {
 	// TimedOut: -duration ended the run early.
 	TimedOut bool
 
-	SetupTime     time.Duration // clusters, objects, meshNetworks and Secret
+	SetupTime     time.Duration // clusters, objects, meshNetworks and Secrets
 	ReadyTime     time.Duration // horizon start → /readyz
-	ReadyToServed time.Duration // horizon start → both probes hold every endpoint
+	ReadyToServed time.Duration // horizon start → a probe on each network holds every endpoint
+	// HorizonStarted is when horizon serve was started; ClusterSyncs is what it
+	// reported of each cluster's sync once serving.
+	HorizonStarted time.Time
+	ClusterSyncs   []clusterSync
+	// From the last cluster's sync (informers synced, startup backlog processed) to
+	// /readyz and to a probe on each network holding every endpoint.
+	SyncToReady, SyncToServed time.Duration
 
 	DeltaProxies int
 	Conns        int
@@ -136,14 +147,30 @@ func (c *churnResult) heapPerWrite() float64 {
 	return (float64(c.HeapAfter.Heap) - float64(c.HeapBefore.Heap)) / float64(c.Writes)
 }
 
+// startupOK reports whether Horizon was ready and served every endpoint within the
+// target after the last cluster synced.
+func (r *report) startupOK() bool {
+	return len(r.ClusterSyncs) > 0 && r.SyncToServed < targetSyncToReady
+}
+
 func (r *report) write(w io.Writer) {
 	c := r.Config
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("")
-	p("Horizon load: %d services × %d endpoints per cluster, 2 clusters on 2 networks (one gateway each)", c.Services, c.Endpoints)
+	p("Horizon load: %d services × %d endpoints per cluster, %d clusters on %d networks (one gateway each)", c.Services, c.Endpoints, c.Clusters, c.Clusters)
 	p("  %d proxies (%d delta, %d state of the world) on %d gRPC connections, each watching %d services; %d CPUs shared by Horizon, the API servers, etcd and the proxies",
 		c.Proxies, r.DeltaProxies, c.Proxies-r.DeltaProxies, r.Conns, c.watchCount(), r.CPUs)
 	p("  setup %s; horizon ready in %s, serving every endpoint in %s", secs(r.SetupTime), secs(r.ReadyTime), secs(r.ReadyToServed))
+	p("")
+	p("Horizon's startup (from starting horizon serve; a cluster is synced once its informers have synced and its startup backlog is processed):")
+	for _, s := range r.ClusterSyncs {
+		p("  %-15s synced at %s (its sync %s): %d services, %d ready endpoints", s.ID, secs(s.SyncedAt.Sub(r.HorizonStarted)),
+			secs(s.SyncedAt.Sub(s.Started)), s.Services, s.Endpoints)
+	}
+	p("  last sync →     ready %s, serving every endpoint on every network %s   (target < %s; %s)",
+		secs(r.SyncToReady), secs(r.SyncToServed), secs(targetSyncToReady), verdict(r.startupOK()))
+	p("  no proxies      heap %s (target < %.0f MB; %s)  RSS %s", mib(r.MemBefore.Heap), float64(targetStartupHeap)/1e6,
+		verdict(r.MemBefore.Heap > 0 && r.MemBefore.Heap < targetStartupHeap), mib(r.MemBefore.RSS))
 	p("")
 	p("Serving the fleet (from opening the streams until a proxy holds every watched endpoint):")
 	p("  served          %d of %d proxies", r.Served, c.Proxies)
@@ -213,14 +240,18 @@ func (r *report) appendMarkdown(path string) error {
 	p("")
 	p("### horizon-load %s", r.Started.UTC().Format("2006-01-02 15:04 MST"))
 	p("")
-	p("%d services × %d endpoints per cluster, 2 clusters / 2 networks; %d proxies (%d delta) watching %d services each; %d CPUs shared with the API servers and the proxies (load average %s before connecting, %s at the end).",
-		c.Services, c.Endpoints, c.Proxies, r.DeltaProxies, c.watchCount(), r.CPUs, r.LoadBefore, r.LoadAfter)
+	p("%d services × %d endpoints per cluster, %d clusters / %d networks; %d proxies (%d delta) watching %d services each; %d CPUs shared with the API servers and the proxies (load average %s before connecting, %s at the end).",
+		c.Services, c.Endpoints, c.Clusters, c.Clusters, c.Proxies, r.DeltaProxies, c.watchCount(), r.CPUs, r.LoadBefore, r.LoadAfter)
 	if c.HorizonArgs != "" {
 		p("Horizon flags: `%s`.", c.HorizonArgs)
 	}
 	p("")
 	p("| measure | value | target |")
 	p("| --- | --- | --- |")
+	p("| setup (clusters and objects) | %s | |", secs(r.SetupTime))
+	p("| horizon start → ready / serving every endpoint | %s / %s | |", secs(r.ReadyTime), secs(r.ReadyToServed))
+	p("| last cluster synced → ready / serving every endpoint | %s / %s | < %s |", secs(r.SyncToReady), secs(r.SyncToServed), secs(targetSyncToReady))
+	p("| Go heap / RSS with no proxies | %s / %s | heap < %.0f MB |", mib(r.MemBefore.Heap), mib(r.MemBefore.RSS), float64(targetStartupHeap)/1e6)
 	p("| proxies served | %d / %d | all |", r.Served, c.Proxies)
 	p("| per-proxy time to all endpoints, p50 | %s | |", secs(r.ServeTimes.P50))
 	p("| all proxies served | %s | < %s |", secs(r.ServeTimes.Max), secs(targetServed))

@@ -119,55 +119,76 @@ func (l *loadRun) step(format string, args ...any) {
 	fmt.Fprintf(l.progress, "==> "+format+"\n", args...)
 }
 
-// setup starts etcd and both clusters and writes the services, meshNetworks and the
-// remote Secret. The environment is returned even with an error, to be closed.
+// setup starts etcd and every cluster and writes the services, meshNetworks and the
+// remote Secrets. The environment is returned even with an error, to be closed.
 func (l *loadRun) setup(ctx context.Context) (*kubetest.Environment, *kubetest.Cluster, error) {
 	cfg := l.cfg
+	n := cfg.Clusters
 	t0 := time.Now()
-	l.step("starting etcd and two kube-apiservers (%s)", kubetest.BinDir())
+	l.step("starting etcd and %d kube-apiservers (%s)", n, kubetest.BinDir())
 	env, err := kubetest.Start()
 	if err != nil {
 		return nil, nil, err
 	}
-	var clusters [2]*kubetest.Cluster
-	for c := range clusters {
-		if clusters[c], err = env.StartCluster(ctx, clusterNames[c]); err != nil {
-			return env, nil, err
-		}
-	}
-	l.step("writing %d services × %d endpoints into each cluster (%d writers)", cfg.Services, cfg.Endpoints, cfg.Writers)
-	var (
-		wg     sync.WaitGroup
-		errs   [2]error
-		slices [2][]*discoveryv1.EndpointSlice
-	)
+	clusters := make([]*kubetest.Cluster, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
 	for c := range clusters {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			slices[c], errs[c] = writeCluster(ctx, clusters[c].Client, c, cfg)
+			clusters[c], errs[c] = env.StartCluster(ctx, clusterName(c))
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs[:]...); err != nil {
+	if err := errors.Join(errs...); err != nil {
 		return env, nil, err
 	}
-	l.remote = &remoteSlices{cs: clusters[1].Client, slices: slices[1], spare: make([]bool, cfg.Services), n: cfg.Endpoints}
-	if err := writeMeshConfig(ctx, clusters[0], clusters[1]); err != nil {
+	l.step("writing %d services × %d endpoints into each cluster (%d writers)", cfg.Services, cfg.Endpoints, cfg.Writers)
+	slices := make([][]*discoveryv1.EndpointSlice, n)
+	for c := range clusters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cs, err := writeClient(clusters[c].Config)
+			if err != nil {
+				errs[c] = err
+				return
+			}
+			slices[c], errs[c] = writeCluster(ctx, cs, c, cfg)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return env, nil, err
 	}
-	l.truth = &truth{want: map[string][2]sig{}}
+	l.remote = &remoteSlices{cs: clusters[changedCluster].Client, slices: slices[changedCluster], spare: make([]bool, cfg.Services), n: cfg.Endpoints}
+	if err := writeMeshConfig(ctx, clusters); err != nil {
+		return env, nil, err
+	}
+	l.truth = &truth{want: map[string][]sig{}}
 	for j := range cfg.Services {
-		counts := [2]int{cfg.Endpoints, cfg.Endpoints}
-		l.truth.want[claName(j)] = [2]sig{expected(0, counts), expected(1, counts)}
+		l.truth.want[claName(j)] = l.want(cfg.Endpoints)
 	}
 	l.rep.SetupTime = time.Since(t0)
 	return env, clusters[0], nil
 }
 
+// want is what a sidecar on each network should hold for a service with changed
+// endpoints in cluster2 and -endpoints in every other cluster.
+func (l *loadRun) want(changed int) []sig {
+	counts := make([]int, l.cfg.Clusters)
+	for c := range counts {
+		counts[c] = l.cfg.Endpoints
+	}
+	counts[changedCluster] = changed
+	return expectedAll(counts)
+}
+
 // startHorizon runs horizon against cluster1 and waits until it is ready and a probe
 // on each network holds every service: the fleet then measures serving, not
-// Horizon's initial sync.
+// Horizon's initial sync. It records when each cluster synced, as Horizon's
+// /debug/clusterz says.
 func (l *loadRun) startHorizon(ctx context.Context, bin, work string, c1 *kubetest.Cluster) error {
 	kc := filepath.Join(work, "cluster1.kubeconfig")
 	b, err := c1.Kubeconfig(c1.Config.BearerToken)
@@ -177,35 +198,69 @@ func (l *loadRun) startHorizon(ctx context.Context, bin, work string, c1 *kubete
 	if err != nil {
 		return err
 	}
+	if l.cfg.ProfileDir != "" {
+		if err := os.MkdirAll(l.cfg.ProfileDir, 0o755); err != nil {
+			return err
+		}
+	}
 	l.step("starting horizon serve (%s)", bin)
 	if l.h, err = startHorizon(bin, kc, work, strings.Fields(l.cfg.HorizonArgs)); err != nil {
 		return err
 	}
 	t0 := time.Now()
+	if l.cfg.ProfileDir != "" {
+		// From the moment Horizon answers HTTP: its sync, readiness and the probes.
+		if err := l.h.waitHTTP(ctx, time.Minute); err != nil {
+			return err
+		}
+		l.profileCPU(ctx, "startup.cpu.pprof")
+	}
 	if err := l.h.waitReady(ctx, time.Minute); err != nil {
 		return err
 	}
-	l.rep.ReadyTime = time.Since(t0)
+	readyAt := time.Now()
+	l.rep.ReadyTime = readyAt.Sub(t0)
 
 	all := make([]string, l.cfg.Services)
 	for j := range all {
 		all[j] = claName(j)
 	}
-	probes, err := newFleet(l.h.xdsAddr, []proxySpec{
-		{index: maxProxies - 1, network: 0, names: all},
-		{index: maxProxies - 2, network: 1, names: all},
-	}, 2, l.truth)
+	probeSpecs := make([]proxySpec, l.cfg.Clusters)
+	for n := range probeSpecs {
+		probeSpecs[n] = proxySpec{index: maxProxies - 1 - n, network: n, names: all}
+	}
+	probes, err := newFleet(l.h.xdsAddr, probeSpecs, len(probeSpecs), l.truth)
 	if err != nil {
 		return err
 	}
 	probes.start(ctx)
-	ok := waitUntil(ctx, time.Minute, func() bool { return probes.served.Load() == 2 })
+	ok := waitUntil(ctx, time.Minute, func() bool { return probes.served.Load() == int64(len(probeSpecs)) })
+	servedAt := time.Now()
 	probes.close()
 	if !ok {
 		return fmt.Errorf("horizon did not serve every endpoint to a probe on each network within a minute (log %s)", l.h.logPath)
 	}
-	l.rep.ReadyToServed = time.Since(t0)
-	l.step("horizon ready and serving %d services × 2 clusters (setup %s, horizon ready %s)", l.cfg.Services,
+	l.rep.ReadyToServed = servedAt.Sub(t0)
+
+	syncs, err := l.h.clusters(ctx)
+	if err != nil {
+		return err
+	}
+	l.rep.HorizonStarted, l.rep.ClusterSyncs = t0, syncs
+	var last time.Time
+	for _, s := range syncs {
+		if s.SyncedAt.IsZero() {
+			return fmt.Errorf("horizon serves every endpoint but reports cluster %s %s, not synced (log %s)", s.ID, s.State, l.h.logPath)
+		}
+		if s.SyncedAt.After(last) {
+			last = s.SyncedAt
+		}
+	}
+	if len(syncs) != l.cfg.Clusters {
+		return fmt.Errorf("horizon reports %d clusters, want %d (log %s)", len(syncs), l.cfg.Clusters, l.h.logPath)
+	}
+	l.rep.SyncToReady, l.rep.SyncToServed = readyAt.Sub(last), servedAt.Sub(last)
+	l.step("horizon ready and serving %d services × %d clusters (setup %s, horizon ready %s)", l.cfg.Services, l.cfg.Clusters,
 		l.rep.SetupTime.Round(time.Millisecond), l.rep.ReadyToServed.Round(time.Millisecond))
 	return nil
 }
@@ -231,10 +286,16 @@ func (l *loadRun) profileCPU(ctx context.Context, name string) {
 func (l *loadRun) connect(ctx context.Context) error {
 	cfg, rep, h := l.cfg, l.rep, l.h
 	mctx := context.WithoutCancel(ctx) // measurements still taken if ctx ends
+	l.profiles.Wait()                  // the startup CPU profile: Horizon takes one at a time
 	sleep(ctx, cfg.Settle)
 	var err error
 	if rep.MemBefore, err = h.memory(mctx); err != nil {
 		return err
+	}
+	if cfg.ProfileDir != "" {
+		if err := h.saveProfile(mctx, "heap", filepath.Join(cfg.ProfileDir, "startup.heap.pprof")); err != nil {
+			fmt.Fprintln(l.progress, "    profile:", err)
+		}
 	}
 	m0, err := h.metrics(mctx)
 	if err != nil {
@@ -242,7 +303,7 @@ func (l *loadRun) connect(ctx context.Context) error {
 	}
 
 	k := cfg.watchCount()
-	sp := specs(cfg.Proxies, k, cfg.Services, cfg.DeltaFraction)
+	sp := specs(cfg.Proxies, k, cfg.Services, cfg.Clusters, cfg.DeltaFraction)
 	for _, s := range sp {
 		if s.delta {
 			rep.DeltaProxies++
@@ -255,11 +316,6 @@ func (l *loadRun) connect(ctx context.Context) error {
 	rep.Conns = len(f.conns)
 	l.step("connecting %d proxies (%d delta, %d state of the world) on %d connections, each watching %d services",
 		cfg.Proxies, rep.DeltaProxies, cfg.Proxies-rep.DeltaProxies, rep.Conns, k)
-	if cfg.ProfileDir != "" {
-		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
-			return err
-		}
-	}
 	l.profileCPU(ctx, "connect.cpu.pprof")
 	if cfg.SelfProfile != "" {
 		stop, err := startSelfProfile(cfg.SelfProfile)
@@ -326,7 +382,7 @@ func (l *loadRun) timeChanges(ctx context.Context) error {
 		r0, _, _, _ := f.totals()
 		var ch *change
 		count, _, took, err := l.remote.toggle(ctx, j, func(count int) {
-			w := [2]sig{expected(0, [2]int{cfg.Endpoints, count}), expected(1, [2]int{cfg.Endpoints, count})}
+			w := l.want(count)
 			ch = &change{name: name, want: w, wanted: len(f.byName[name]), seen: map[int]time.Duration{}, done: make(chan struct{})}
 			tr.mu.Lock()
 			tr.want[name] = w
@@ -450,7 +506,7 @@ func (l *loadRun) churn(ctx context.Context) (*churnResult, error) {
 		j := watched[res.Writes%len(watched)]
 		_, started, _, err := l.remote.toggle(ctx, j, func(count int) {
 			tr.mu.Lock()
-			tr.want[claName(j)] = [2]sig{expected(0, [2]int{cfg.Endpoints, count}), expected(1, [2]int{cfg.Endpoints, count})}
+			tr.want[claName(j)] = l.want(count)
 			tr.mu.Unlock()
 		})
 		if err != nil {

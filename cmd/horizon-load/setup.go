@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -10,8 +11,10 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
@@ -28,28 +31,27 @@ const (
 	domain          = "cluster.local"
 )
 
-// The two clusters and their networks; index 0 is cluster1 (the config cluster).
-var (
-	clusterNames = [2]string{"cluster1", "cluster2"}
-	networkNames = [2]string{"network1", "network2"}
-	gatewayAddrs = [2]string{"192.0.2.1", "192.0.2.2"}
-)
+// Cluster c (0-based) is cluster<c+1> on network<c+1>, whose one gateway is
+// 192.0.2.<c+1>:15443. Cluster 0 (cluster1) is the config cluster; the others are
+// remote clusters, each with its remote Secret.
+func clusterName(c int) string { return fmt.Sprintf("cluster%d", c+1) }
+func networkName(c int) string { return fmt.Sprintf("network%d", c+1) }
+func gatewayAddr(c int) string { return fmt.Sprintf("192.0.2.%d", c+1) }
 
-// meshNetworks puts each cluster on its own network, each with one gateway.
-const meshNetworks = `networks:
-  network1:
-    endpoints:
-    - fromRegistry: cluster1
-    gateways:
-    - address: 192.0.2.1
-      port: 15443
-  network2:
-    endpoints:
-    - fromRegistry: cluster2
-    gateways:
-    - address: 192.0.2.2
-      port: 15443
-`
+// changedCluster is the remote cluster whose EndpointSlices the changes and the churn
+// edit: cluster2. Its services have a spare ready pod outside their EndpointSlice.
+const changedCluster = 1
+
+// meshNetworks puts each of n clusters on its own network, each with one gateway.
+func meshNetworks(n int) string {
+	var b strings.Builder
+	b.WriteString("networks:\n")
+	for c := range n {
+		fmt.Fprintf(&b, "  %s:\n    endpoints:\n    - fromRegistry: %s\n    gateways:\n    - address: %s\n      port: %d\n",
+			networkName(c), clusterName(c), gatewayAddr(c), gatewayPort)
+	}
+	return b.String()
+}
 
 func serviceName(j int) string { return fmt.Sprintf("svc-%d", j) }
 
@@ -61,7 +63,7 @@ func hostName(j int) string {
 func claName(j int) string { return eds.ClusterName(hostName(j), servicePort) }
 
 // podIP is the address of endpoint e (0-based; e == Endpoints is the spare) of
-// service j in cluster c (0 or 1).
+// service j in cluster c (0-based).
 func podIP(c, j, e int) string {
 	return fmt.Sprintf("10.%d.%d.%d", 32*(c+1)+j/256, j%256, e+1)
 }
@@ -71,14 +73,16 @@ func podName(j, e int) string { return fmt.Sprintf("%s-%d", serviceName(j), e) }
 // writeCluster creates the namespace, a node, and every service with its ready pods
 // and one EndpointSlice, using cfg.Writers writers. In cluster2 each service also
 // gets a spare ready pod outside the EndpointSlice, which changes add and remove.
-// It returns the EndpointSlices as created.
+// It returns the EndpointSlices as created. cs should speak protobuf (writeClient):
+// setup time is mostly the API servers' CPU, and they decode and encode protobuf
+// faster than JSON.
 func writeCluster(ctx context.Context, cs kubernetes.Interface, c int, cfg config) ([]*discoveryv1.EndpointSlice, error) {
 	if err := kubetest.EnsureNamespace(ctx, cs, namespace, nil); err != nil {
-		return nil, fmt.Errorf("create namespace %s in %s: %w", namespace, clusterNames[c], err)
+		return nil, fmt.Errorf("create namespace %s in %s: %w", namespace, clusterName(c), err)
 	}
 	node := "load-node"
-	if err := kubetest.CreateNode(ctx, cs, node, "region-"+networkNames[c], "zone-a", ""); err != nil {
-		return nil, fmt.Errorf("in %s: %w", clusterNames[c], err)
+	if err := kubetest.CreateNode(ctx, cs, node, "region-"+networkName(c), "zone-a", ""); err != nil {
+		return nil, fmt.Errorf("in %s: %w", clusterName(c), err)
 	}
 	slices := make([]*discoveryv1.EndpointSlice, cfg.Services)
 	work := make(chan int)
@@ -92,7 +96,7 @@ func writeCluster(ctx context.Context, cs kubernetes.Interface, c int, cfg confi
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				s, err := writeService(ctx, cs, c, j, node, cfg.Endpoints, c == 1)
+				s, err := writeService(ctx, cs, c, j, node, cfg.Endpoints, c == changedCluster)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
@@ -128,7 +132,7 @@ func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node s
 		},
 	}
 	if _, err := cs.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		return nil, fmt.Errorf("create service %s in %s: %w", name, clusterNames[c], err)
+		return nil, fmt.Errorf("create service %s in %s: %w", name, clusterName(c), err)
 	}
 	n := endpoints
 	if spare {
@@ -143,10 +147,10 @@ func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node s
 		}
 		created, err := cs.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{})
 		if err != nil {
-			return nil, fmt.Errorf("create pod %s in %s: %w", pod.Name, clusterNames[c], err)
+			return nil, fmt.Errorf("create pod %s in %s: %w", pod.Name, clusterName(c), err)
 		}
 		if err := kubetest.SetPodStatus(ctx, cs, created, podIP(c, j, e), true); err != nil {
-			return nil, fmt.Errorf("in %s: %w", clusterNames[c], err)
+			return nil, fmt.Errorf("in %s: %w", clusterName(c), err)
 		}
 	}
 	slice := &discoveryv1.EndpointSlice{
@@ -158,7 +162,7 @@ func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node s
 	}
 	created, err := cs.DiscoveryV1().EndpointSlices(namespace).Create(ctx, slice, metav1.CreateOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("create endpointslice %s in %s: %w", name, clusterNames[c], err)
+		return nil, fmt.Errorf("create endpointslice %s in %s: %w", name, clusterName(c), err)
 	}
 	return created, nil
 }
@@ -178,33 +182,45 @@ func sliceEndpoints(c, j int, node string, n int) []discoveryv1.Endpoint {
 	return out
 }
 
-// writeMeshConfig writes the meshNetworks ConfigMap and cluster2's remote Secret into
-// cluster1's system namespace.
-func writeMeshConfig(ctx context.Context, c1, c2 *kubetest.Cluster) error {
+// writeClient is a clientset for cfg's cluster that sends and accepts protobuf.
+func writeClient(cfg *rest.Config) (kubernetes.Interface, error) {
+	pc := rest.CopyConfig(cfg)
+	pc.ContentType = runtime.ContentTypeProtobuf
+	pc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	return kubernetes.NewForConfig(pc)
+}
+
+// writeMeshConfig writes the meshNetworks ConfigMap and every remote cluster's remote
+// Secret into cluster1's system namespace.
+func writeMeshConfig(ctx context.Context, clusters []*kubetest.Cluster) error {
+	c1 := clusters[0]
 	if err := kubetest.EnsureNamespace(ctx, c1.Client, systemNamespace, nil); err != nil {
 		return fmt.Errorf("create namespace %s in cluster1: %w", systemNamespace, err)
 	}
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "istio", Namespace: systemNamespace},
-		Data:       map[string]string{"meshNetworks": meshNetworks},
+		Data:       map[string]string{"meshNetworks": meshNetworks(len(clusters))},
 	}
 	if _, err := c1.Client.CoreV1().ConfigMaps(systemNamespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create ConfigMap %s/istio: %w", systemNamespace, err)
 	}
-	kc, _, err := c2.MintKubeconfig(ctx, systemNamespace, "horizon-load-reader")
-	if err != nil {
-		return err
-	}
-	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: "istio-remote-secret-cluster2", Namespace: systemNamespace,
-			Labels:      map[string]string{network.LabelMultiCluster: "true"},
-			Annotations: map[string]string{"networking.istio.io/cluster": "cluster2"},
-		},
-		Data: map[string][]byte{"cluster2": kc},
-	}
-	if _, err := c1.Client.CoreV1().Secrets(systemNamespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create remote Secret for cluster2: %w", err)
+	for c := 1; c < len(clusters); c++ {
+		name := clusterName(c)
+		kc, _, err := clusters[c].MintKubeconfig(ctx, systemNamespace, "horizon-load-reader")
+		if err != nil {
+			return err
+		}
+		secret := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Name: "istio-remote-secret-" + name, Namespace: systemNamespace,
+				Labels:      map[string]string{network.LabelMultiCluster: "true"},
+				Annotations: map[string]string{"networking.istio.io/cluster": name},
+			},
+			Data: map[string][]byte{name: kc},
+		}
+		if _, err := c1.Client.CoreV1().Secrets(systemNamespace).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+			return fmt.Errorf("create remote Secret for %s: %w", name, err)
+		}
 	}
 	return nil
 }
@@ -229,7 +245,7 @@ func (r *remoteSlices) toggle(ctx context.Context, j int, onWrite func(count int
 	}
 	for attempt := 0; ; attempt++ {
 		s := r.slices[j].DeepCopy()
-		s.Endpoints = sliceEndpoints(1, j, "load-node", count)
+		s.Endpoints = sliceEndpoints(changedCluster, j, "load-node", count)
 		onWrite(count)
 		started = time.Now()
 		updated, err := r.cs.DiscoveryV1().EndpointSlices(namespace).Update(ctx, s, metav1.UpdateOptions{})
