@@ -11,7 +11,8 @@ import (
 // BenchmarkEndpointGeneration builds the ClusterLoadAssignments one proxy asks for,
 // and encodes them as the server does (marshal): every service, seen from network1,
 // with four networks of one gateway each and the endpoints spread over the networks
-// round-robin. Every iteration builds and encodes every one afresh.
+// round-robin. Every iteration builds and encodes every one afresh. make bench runs
+// it with the vtprotobuf tag, like the binaries.
 func BenchmarkEndpointGeneration(b *testing.B) {
 	mn, err := network.ParseMeshNetworks([]byte(`
 networks:
