@@ -68,7 +68,16 @@ type gatewayShare struct {
 	weight   uint64
 	locality clusterregistry.Locality
 	mixed    bool // stands for endpoints in more than one locality
-	seen     bool
+}
+
+// lbRow is one LbEndpoint to build: an endpoint sent as it is, or a gateway standing
+// for endpoints of another network.
+type lbRow struct {
+	loc    clusterregistry.Locality
+	addr   string
+	port   uint32
+	weight uint64
+	mtls   bool
 }
 
 // BuildLoadAssignment builds the ClusterLoadAssignment named clusterName for a proxy
@@ -83,19 +92,32 @@ type gatewayShare struct {
 // once, however many localities it stands for. A router sees only its own network's
 // mTLS endpoints. Output is sorted: localities by region, zone, subzone; endpoints by
 // address and port.
+//
+// The mTLS endpoints of every result share one Metadata message: treat results as
+// immutable.
 func BuildLoadAssignment(clusterName string, endpoints map[network.ClusterID][]clusterregistry.Endpoint, topo *Topology, v View) *endpointv3.ClusterLoadAssignment {
-	type direct struct {
-		ep *clusterregistry.Endpoint
+	// Working slices start in buffers on the stack, which fit small services.
+	var shardBuf [8][]clusterregistry.Endpoint
+	shards, total := shardBuf[:0], 0
+	for _, eps := range endpoints {
+		shards = append(shards, eps)
+		total += len(eps)
 	}
-	var directs []direct
-	type remote struct {
+	// picks holds the endpoints sent directly from the front, those behind gateways
+	// from the back.
+	type pick struct {
 		ep  *clusterregistry.Endpoint
 		gws []network.Gateway
 	}
-	var remotes []remote
+	var pickBuf [16]pick
+	picks := pickBuf[:]
+	if total > len(picks) {
+		picks = make([]pick, total)
+	}
+	nDirect, nRemote := 0, 0
 	scale := uint64(1)
 
-	for _, eps := range endpoints {
+	for _, eps := range shards {
 		for i := range eps {
 			ep := &eps[i]
 			if !ep.Ready {
@@ -108,113 +130,212 @@ func BuildLoadAssignment(clusterName string, endpoints map[network.ClusterID][]c
 			mtls := ep.TLSMode == network.TLSModeIstio
 			if v.Role == RoleRouter {
 				if mtls && (n == v.Network || n == "" || v.Network == "") {
-					directs = append(directs, direct{ep})
+					picks[nDirect] = pick{ep: ep}
+					nDirect++
 				}
 				continue
 			}
-			if n == v.Network || n == "" || v.Network == "" {
-				directs = append(directs, direct{ep})
-				continue
+			var gws []network.Gateway
+			if n != v.Network && n != "" && v.Network != "" {
+				gws = topo.gatewaysFor(n, ep.Cluster)
 			}
-			gws := topo.gatewaysFor(n, ep.Cluster)
 			if len(gws) == 0 {
-				directs = append(directs, direct{ep})
+				picks[nDirect] = pick{ep: ep}
+				nDirect++
 				continue
 			}
 			if !mtls {
 				continue // cannot cross a passthrough gateway
 			}
-			remotes = append(remotes, remote{ep, gws})
+			nRemote++
+			picks[len(picks)-nRemote] = pick{ep, gws}
 			if next := lcm(scale, uint64(len(gws))); next <= maxScale {
 				scale = next
 			}
 		}
 	}
 
-	type lbKey = clusterregistry.Locality
-	groups := map[lbKey][]*endpointv3.LbEndpoint{}
-	weights := map[lbKey]uint64{}
-	for _, d := range directs {
-		groups[d.ep.Locality] = append(groups[d.ep.Locality], lbEndpoint(d.ep.Address, d.ep.Port, scale, d.ep.TLSMode == network.TLSModeIstio))
-		weights[d.ep.Locality] += scale
+	var shareBuf [4]gatewayShare
+	shares := shareBuf[:0]
+	var index map[gatewayKey]int // into shares
+	if nRemote > 0 {
+		index = map[gatewayKey]int{}
 	}
-	shares := map[gatewayKey]*gatewayShare{}
-	for _, r := range remotes {
-		w := scale / uint64(len(r.gws))
-		if w == 0 {
-			w = 1
-		}
+	for _, r := range picks[len(picks)-nRemote:] {
+		w := max(scale/uint64(len(r.gws)), 1)
 		for _, gw := range r.gws {
 			k := gatewayKey{gw.Address, gw.Port}
-			s := shares[k]
-			if s == nil {
-				s = &gatewayShare{gw: gw}
-				shares[k] = s
+			i, ok := index[k]
+			if !ok {
+				i = len(shares)
+				index[k] = i
+				shares = append(shares, gatewayShare{gw: gw, locality: r.ep.Locality})
 			}
+			s := &shares[i]
 			s.weight += w
-			if !s.seen {
-				s.locality, s.seen = r.ep.Locality, true
-			} else if s.locality != r.ep.Locality {
+			if s.locality != r.ep.Locality {
 				s.mixed = true
 			}
 		}
 	}
-	for _, s := range shares {
-		loc := s.locality
-		if s.gw.Locality != "" {
-			loc = parseLocality(s.gw.Locality)
-		} else if s.mixed {
-			loc = clusterregistry.Locality{}
-		}
-		groups[loc] = append(groups[loc], lbEndpoint(s.gw.Address, s.gw.Port, s.weight, true))
-		weights[loc] += s.weight
-	}
 
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: clusterName}
-	locs := make([]lbKey, 0, len(groups))
-	for l := range groups {
-		locs = append(locs, l)
+	var rowBuf [8]lbRow
+	rows := rowBuf[:0]
+	if n := nDirect + len(shares); n > len(rowBuf) {
+		rows = make([]lbRow, 0, n)
 	}
-	slices.SortFunc(locs, func(a, b lbKey) int {
-		return cmp.Or(cmp.Compare(a.Region, b.Region), cmp.Compare(a.Zone, b.Zone), cmp.Compare(a.Subzone, b.Subzone))
-	})
-	for _, l := range locs {
-		eps := groups[l]
-		slices.SortFunc(eps, func(a, b *endpointv3.LbEndpoint) int {
-			sa, sb := a.GetEndpoint().GetAddress().GetSocketAddress(), b.GetEndpoint().GetAddress().GetSocketAddress()
-			return cmp.Or(cmp.Compare(sa.GetAddress(), sb.GetAddress()), cmp.Compare(sa.GetPortValue(), sb.GetPortValue()))
-		})
-		cla.Endpoints = append(cla.Endpoints, &endpointv3.LocalityLbEndpoints{
-			Locality:            &corev3.Locality{Region: l.Region, Zone: l.Zone, SubZone: l.Subzone},
-			LbEndpoints:         eps,
-			LoadBalancingWeight: wrapperspb.UInt32(clampWeight(weights[l])),
-		})
+	for _, d := range picks[:nDirect] {
+		ep := d.ep
+		rows = append(rows, lbRow{loc: ep.Locality, addr: ep.Address, port: ep.Port, weight: scale, mtls: ep.TLSMode == network.TLSModeIstio})
+	}
+	for i := range shares {
+		s := &shares[i]
+		if s.gw.Locality != "" {
+			s.locality = parseLocality(s.gw.Locality)
+		} else if s.mixed {
+			s.locality = clusterregistry.Locality{}
+		}
+		rows = append(rows, lbRow{loc: s.locality, addr: s.gw.Address, port: s.gw.Port, weight: s.weight, mtls: true})
+	}
+	slices.SortFunc(rows, compareRows)
+	return assemble(clusterName, rows)
+}
+
+// compareRows orders by locality, address and port, then weight and mTLS so that
+// the order is total.
+func compareRows(a, b lbRow) int {
+	if c := compareLocality(&a.loc, &b.loc); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.addr, b.addr); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.port, b.port); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.weight, b.weight); c != 0 {
+		return c
+	}
+	switch {
+	case a.mtls == b.mtls:
+		return 0
+	case b.mtls:
+		return -1
+	}
+	return 1
+}
+
+func compareLocality(a, b *clusterregistry.Locality) int {
+	if c := strings.Compare(a.Region, b.Region); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Zone, b.Zone); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Subzone, b.Subzone)
+}
+
+// assemble builds the ClusterLoadAssignment of sorted rows, one LocalityLbEndpoints
+// per run of rows in the same locality. The messages of all endpoints are allocated
+// together, and those of all localities, rather than eight per endpoint.
+func assemble(clusterName string, rows []lbRow) *endpointv3.ClusterLoadAssignment {
+	switch len(rows) {
+	case 0:
+		return &endpointv3.ClusterLoadAssignment{ClusterName: clusterName}
+	case 1: // a common case, in one allocation
+		m := new(oneEndpointCLA)
+		r := &rows[0]
+		m.lbs[0] = m.ep.build(r.addr, r.port, r.weight, r.mtls)
+		m.lles[0] = m.loc.build(&r.loc, m.lbs[:], r.weight)
+		m.cla.ClusterName, m.cla.Endpoints = clusterName, m.lles[:]
+		return &m.cla
+	}
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: clusterName}
+	nloc := 1
+	for i := 1; i < len(rows); i++ {
+		if rows[i-1].loc != rows[i].loc {
+			nloc++
+		}
+	}
+	eps := make([]lbEndpointMsgs, len(rows))
+	lbs := make([]*endpointv3.LbEndpoint, len(rows))
+	locs := make([]localityMsgs, nloc)
+	cla.Endpoints = make([]*endpointv3.LocalityLbEndpoints, nloc)
+	first, l := 0, 0
+	var weight uint64
+	for i := range rows {
+		r := &rows[i]
+		lbs[i] = eps[i].build(r.addr, r.port, r.weight, r.mtls)
+		weight += r.weight
+		if i+1 == len(rows) || r.loc != rows[i+1].loc {
+			cla.Endpoints[l] = locs[l].build(&r.loc, lbs[first:i+1:i+1], weight)
+			first, weight = i+1, 0
+			l++
+		}
 	}
 	return cla
 }
 
 // tlsModeMetadata marks an endpoint that accepts Istio mTLS, for the cluster's
-// transport socket match.
+// transport socket match. Every such endpoint shares it.
 var tlsModeMetadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
 	"envoy.transport_socket_match": {Fields: map[string]*structpb.Value{"tlsMode": structpb.NewStringValue(network.TLSModeIstio)}},
 }}
 
-func lbEndpoint(addr string, port uint32, weight uint64, mtls bool) *endpointv3.LbEndpoint {
-	ep := &endpointv3.LbEndpoint{
-		HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Protocol:      corev3.SocketAddress_TCP,
-				Address:       addr,
-				PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
-			}}},
-		}},
-		HealthStatus:        corev3.HealthStatus_HEALTHY,
-		LoadBalancingWeight: wrapperspb.UInt32(clampWeight(weight)),
-	}
+// oneEndpointCLA holds the messages of a ClusterLoadAssignment with one endpoint.
+type oneEndpointCLA struct {
+	cla  endpointv3.ClusterLoadAssignment
+	lles [1]*endpointv3.LocalityLbEndpoints
+	loc  localityMsgs
+	lbs  [1]*endpointv3.LbEndpoint
+	ep   lbEndpointMsgs
+}
+
+// lbEndpointMsgs holds the messages of one LbEndpoint.
+type lbEndpointMsgs struct {
+	lb       endpointv3.LbEndpoint
+	host     endpointv3.LbEndpoint_Endpoint
+	endpoint endpointv3.Endpoint
+	address  corev3.Address
+	socket   corev3.Address_SocketAddress
+	sockAddr corev3.SocketAddress
+	port     corev3.SocketAddress_PortValue
+	weight   wrapperspb.UInt32Value
+}
+
+func (m *lbEndpointMsgs) build(addr string, port uint32, weight uint64, mtls bool) *endpointv3.LbEndpoint {
+	m.port.PortValue = port
+	m.sockAddr.Protocol = corev3.SocketAddress_TCP
+	m.sockAddr.Address = addr
+	m.sockAddr.PortSpecifier = &m.port
+	m.socket.SocketAddress = &m.sockAddr
+	m.address.Address = &m.socket
+	m.endpoint.Address = &m.address
+	m.host.Endpoint = &m.endpoint
+	m.weight.Value = clampWeight(weight)
+	m.lb.HostIdentifier = &m.host
+	m.lb.HealthStatus = corev3.HealthStatus_HEALTHY
+	m.lb.LoadBalancingWeight = &m.weight
 	if mtls {
-		ep.Metadata = tlsModeMetadata
+		m.lb.Metadata = tlsModeMetadata
 	}
-	return ep
+	return &m.lb
+}
+
+// localityMsgs holds the messages of one LocalityLbEndpoints but its endpoints.
+type localityMsgs struct {
+	lle      endpointv3.LocalityLbEndpoints
+	locality corev3.Locality
+	weight   wrapperspb.UInt32Value
+}
+
+func (m *localityMsgs) build(l *clusterregistry.Locality, eps []*endpointv3.LbEndpoint, weight uint64) *endpointv3.LocalityLbEndpoints {
+	m.locality.Region, m.locality.Zone, m.locality.SubZone = l.Region, l.Zone, l.Subzone
+	m.weight.Value = clampWeight(weight)
+	m.lle.Locality = &m.locality
+	m.lle.LbEndpoints = eps
+	m.lle.LoadBalancingWeight = &m.weight
+	return &m.lle
 }
 
 func clampWeight(w uint64) uint32 {
