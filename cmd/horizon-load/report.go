@@ -28,6 +28,7 @@ func targetChangeP99(proxies int) time.Duration {
 	}
 	return time.Second
 }
+
 const (
 	targetPerProxy    = 20 << 10
 	targetSyncToReady = 10 * time.Second
