@@ -68,7 +68,7 @@ type Options struct {
 // AddFlags binds the options that come from the command line.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.DebounceAfter, "debounce-after", 100*time.Millisecond, "quiet time after an endpoint or config change before pushing")
-	fs.DurationVar(&o.DebounceMax, "debounce-max", 10*time.Second, "longest a stream of changes may delay a push")
+	fs.DurationVar(&o.DebounceMax, "debounce-max", time.Second, "longest a stream of changes may delay a push")
 	fs.BoolVar(&o.DefaultPassthrough, "default-passthrough", true, "give gateways that no AUTO_PASSTHROUGH Gateway resource selects a passthrough listener on 15443 for every service")
 	fs.BoolVar(&o.ProxylessMTLS, "proxyless-mtls", true, "send proxyless gRPC clients mTLS clusters using their certificate provider instance \"default\"")
 }
