@@ -16,13 +16,11 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/network"
@@ -192,6 +190,7 @@ type Server struct {
 	built *lru.Cache[cacheKey, builtCLA]
 
 	metrics    *metrics
+	wire       bool // responses go out pre-assembled (GRPCOptions)
 	streamsMu  sync.Mutex
 	streams    map[*xdsStream]struct{} // guarded by streamsMu
 	lastChange atomic.Int64            // unix nanoseconds of the change that started the last push
@@ -613,10 +612,7 @@ func (s *Server) versionType(typ string, st *typeState, items []types.Resource) 
 			continue
 		}
 		changed = true
-		version := strconv.FormatUint(fnvHash(b), 36)
-		a := &anypb.Any{TypeUrl: typ, Value: b}
-		next.byName[name] = &resource{version: version, any: a, msg: r,
-			delta: &discoverygrpc.Resource{Name: name, Version: version, Resource: a}}
+		next.byName[name] = newResource(typ, name, strconv.FormatUint(fnvHash(b), 36), r, b)
 	}
 	st.items = nextItems
 	if !changed && len(next.byName) == len(prev.byName) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,8 @@ type resource struct {
 	any     *anypb.Any
 	delta   *discoverygrpc.Resource // the same, as delta responses carry it
 	msg     types.Resource          // the message itself, for config_dump
+	// What puts the encoding in a response without copying it (wire.go).
+	sotwPrefix, deltaPrefix []byte
 }
 
 // typeSnapshot is what a group holds of one type. Immutable once published.
@@ -91,8 +94,7 @@ type xdsStream struct {
 	delta     bool
 	fixedType string // the type URL of a per-type stream; "" for ADS
 	connected time.Time
-	sendSotw  func(*discoverygrpc.DiscoveryResponse) error
-	sendDelta func(*discoverygrpc.DeltaDiscoveryResponse) error
+	send      func(*outgoing) error
 
 	mu       sync.Mutex
 	proxyID  string
@@ -127,12 +129,14 @@ func (s *Server) Register(g *grpc.Server) {
 
 type sotwStream interface {
 	Context() context.Context
+	SendMsg(any) error
 	Send(*discoverygrpc.DiscoveryResponse) error
 	Recv() (*discoverygrpc.DiscoveryRequest, error)
 }
 
 type deltaStream interface {
 	Context() context.Context
+	SendMsg(any) error
 	Send(*discoverygrpc.DeltaDiscoveryResponse) error
 	Recv() (*discoverygrpc.DeltaDiscoveryRequest, error)
 }
@@ -225,7 +229,12 @@ func (s *Server) closeStream(st *xdsStream) {
 
 func (s *Server) serveSotw(stream sotwStream, fixedType string) error {
 	st := s.openStream(streamKind(fixedType, false), false, fixedType)
-	st.sendSotw = stream.Send
+	st.send = func(o *outgoing) error {
+		if s.wire {
+			return stream.SendMsg(o.wire())
+		}
+		return stream.Send(o.sotw())
+	}
 	defer s.closeStream(st)
 	for {
 		req, err := stream.Recv()
@@ -245,7 +254,12 @@ func (s *Server) serveSotw(stream sotwStream, fixedType string) error {
 
 func (s *Server) serveDelta(stream deltaStream, fixedType string) error {
 	st := s.openStream(streamKind(fixedType, true), true, fixedType)
-	st.sendDelta = stream.Send
+	st.send = func(o *outgoing) error {
+		if s.wire {
+			return stream.SendMsg(o.wire())
+		}
+		return stream.Send(o.deltaMsg())
+	}
 	defer s.closeStream(st)
 	for {
 		req, err := stream.Recv()
@@ -516,19 +530,14 @@ func (st *xdsStream) flush() {
 			st.mu.Unlock()
 			return
 		}
-		sotw, delta, pushed := st.next()
-		if sotw == nil && delta == nil {
+		out, pushed := st.next()
+		if out == nil {
 			st.flushing = false
 			st.mu.Unlock()
 			return
 		}
 		st.mu.Unlock()
-		var err error
-		if sotw != nil {
-			err = st.sendSotw(sotw)
-		} else {
-			err = st.sendDelta(delta)
-		}
+		err := st.send(out)
 		if err != nil {
 			st.s.log.Debug("send failed; the stream ends", "proxy", st.proxyID, "error", err)
 			st.mu.Lock()
@@ -546,7 +555,7 @@ func (st *xdsStream) flush() {
 
 // next builds the next response owed, in typeOrder, and records it as sent. pushed
 // says it answers a change rather than a request. st.mu is held.
-func (st *xdsStream) next() (*discoverygrpc.DiscoveryResponse, *discoverygrpc.DeltaDiscoveryResponse, bool) {
+func (st *xdsStream) next() (*outgoing, bool) {
 	snap := st.group.current()
 	for _, typ := range st.order() {
 		sb := st.subs[typ]
@@ -558,15 +567,17 @@ func (st *xdsStream) next() (*discoverygrpc.DiscoveryResponse, *discoverygrpc.De
 		sb.force = false
 		sb.seen = ts.version
 		st.nonce++
-		nonce := strconv.FormatUint(st.nonce, 10)
-		sb.lastNonce, sb.lastSent = nonce, ts.version
+		out := &outgoing{typ: typ, version: ts.version, nonce: strconv.FormatUint(st.nonce, 10), delta: st.delta}
+		sb.lastNonce, sb.lastSent = out.nonce, ts.version
 		sb.sync.Sent = ts.version
 		if st.delta {
-			return nil, st.deltaResponse(sb, ts, nonce), pushed
+			st.deltaResponse(sb, ts, out)
+		} else {
+			st.sotwResponse(sb, ts, out)
 		}
-		return st.sotwResponse(sb, ts, nonce), nil, pushed
+		return out, pushed
 	}
-	return nil, nil, false
+	return nil, false
 }
 
 // order is the stream's subscribed types in typeOrder, then any others by name.
@@ -590,69 +601,56 @@ func (st *xdsStream) order() []string {
 	return out
 }
 
-func (st *xdsStream) sotwResponse(sb *sub, ts *typeSnapshot, nonce string) *discoverygrpc.DiscoveryResponse {
-	resp := &discoverygrpc.DiscoveryResponse{VersionInfo: ts.version, TypeUrl: sb.typ, Nonce: nonce}
+func (st *xdsStream) sotwResponse(sb *sub, ts *typeSnapshot, out *outgoing) {
 	if sb.wildcard {
-		resp.Resources = make([]*anypb.Any, 0, len(ts.names))
+		out.res = make([]*resource, 0, len(ts.names))
 		for _, n := range ts.names {
-			resp.Resources = append(resp.Resources, ts.byName[n].any)
+			out.res = append(out.res, ts.byName[n])
 		}
-		return resp
+		return
 	}
 	names := make([]string, 0, len(sb.have))
 	for n := range sb.have {
 		names = append(names, n)
 	}
 	slices.Sort(names)
+	out.res = make([]*resource, 0, len(names))
 	for _, n := range names {
 		if r := ts.byName[n]; r != nil {
-			resp.Resources = append(resp.Resources, r.any)
+			out.res = append(out.res, r)
 			sb.have[n] = r.version
 		} else {
 			sb.have[n] = ""
 		}
 	}
-	return resp
 }
 
-func (st *xdsStream) deltaResponse(sb *sub, ts *typeSnapshot, nonce string) *discoverygrpc.DeltaDiscoveryResponse {
-	resp := &discoverygrpc.DeltaDiscoveryResponse{SystemVersionInfo: ts.version, TypeUrl: sb.typ, Nonce: nonce}
+func (st *xdsStream) deltaResponse(sb *sub, ts *typeSnapshot, out *outgoing) {
 	if sb.wildcard {
 		for _, n := range ts.names {
 			if r := ts.byName[n]; sb.have[n] != r.version {
-				resp.Resources = append(resp.Resources, r.delta)
+				out.res = append(out.res, r)
 				sb.have[n] = r.version
 			}
 		}
 	}
-	var removed []string
 	for n, v := range sb.have {
 		r := ts.byName[n]
 		switch {
 		case r == nil && v != "":
-			removed = append(removed, n)
+			out.removed = append(out.removed, n)
 			if sb.wildcard && !sb.explicit[n] {
 				delete(sb.have, n)
 			} else {
 				sb.have[n] = ""
 			}
 		case r != nil && v != r.version:
-			resp.Resources = append(resp.Resources, r.delta)
+			out.res = append(out.res, r)
 			sb.have[n] = r.version
 		}
 	}
-	slices.Sort(removed)
-	resp.RemovedResources = removed
-	slices.SortFunc(resp.Resources, func(a, b *discoverygrpc.Resource) int {
-		switch {
-		case a.Name < b.Name:
-			return -1
-		case a.Name > b.Name:
-			return 1
-		}
-		return 0
-	})
-	return resp
+	slices.Sort(out.removed)
+	slices.SortFunc(out.res, func(a, b *resource) int { return strings.Compare(a.delta.Name, b.delta.Name) })
 }
 
 // fetch answers a unary request with what the proxy's group holds now.

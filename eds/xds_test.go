@@ -38,6 +38,20 @@ var (
 	claB = ClusterName(hostB, 80)
 )
 
+// fixtureWire: the fixture's server sends pre-assembled responses (GRPCOptions),
+// as horizon serve does; bothEncodings runs a test with and without.
+var fixtureWire = true
+
+func bothEncodings(t *testing.T, test func(*testing.T)) {
+	for _, wire := range []bool{true, false} {
+		t.Run(map[bool]string{true: "wire", false: "encoded"}[wire], func(t *testing.T) {
+			defer func() { fixtureWire = true }()
+			fixtureWire = wire
+			test(t)
+		})
+	}
+}
+
 type xdsFixture struct {
 	t   *testing.T
 	src *fakeSource
@@ -62,7 +76,11 @@ func newXDSFixture(t *testing.T) *xdsFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	var opts []grpc.ServerOption
+	if fixtureWire {
+		opts = s.GRPCOptions()
+	}
+	g := grpc.NewServer(opts...)
 	s.Register(g)
 	go g.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -134,6 +152,10 @@ func sotwStreamFor(t *testing.T, f *xdsFixture) discoverygrpc.AggregatedDiscover
 // TestSotwSendsOnlyWhatChangedForTheProxy: a state-of-the-world proxy watching A is
 // not sent a response when only B changes, nor when it ACKs; it is when A changes.
 func TestSotwSendsOnlyWhatChangedForTheProxy(t *testing.T) {
+	bothEncodings(t, testSotwSendsOnlyWhatChangedForTheProxy)
+}
+
+func testSotwSendsOnlyWhatChangedForTheProxy(t *testing.T) {
 	f := newXDSFixture(t)
 	st := sotwStreamFor(t, f)
 	send := func(req *discoverygrpc.DiscoveryRequest) {
@@ -210,7 +232,9 @@ func TestSotwUpToDate(t *testing.T) {
 // TestDeltaProtocol: only changed resources are sent, removals are announced,
 // unsubscribed resources are not sent, and a reconnecting proxy is not re-sent
 // what it holds.
-func TestDeltaProtocol(t *testing.T) {
+func TestDeltaProtocol(t *testing.T) { bothEncodings(t, testDeltaProtocol) }
+
+func testDeltaProtocol(t *testing.T) {
 	f := newXDSFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -417,6 +441,10 @@ func TestSotwExplicitWildcardAndNackedNames(t *testing.T) {
 // answered as removed, and subscribing again to a name the proxy holds sends it
 // again.
 func TestDeltaAnswersEverySubscription(t *testing.T) {
+	bothEncodings(t, testDeltaAnswersEverySubscription)
+}
+
+func testDeltaAnswersEverySubscription(t *testing.T) {
 	f := newXDSFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -244,9 +244,12 @@ func parseMetrics(b []byte) map[string]float64 {
 
 // memSample is Horizon's memory at one moment.
 type memSample struct {
-	RSS        uint64 // VmRSS, bytes
-	Heap       uint64 // go_memstats_heap_alloc_bytes right after forced GCs
-	Stacks     uint64 // go_memstats_stack_inuse_bytes
+	RSS    uint64 // VmRSS, bytes
+	Heap   uint64 // go_memstats_heap_alloc_bytes right after forced GCs
+	Stacks uint64 // go_memstats_stack_inuse_bytes
+	// FreeHeld is heap the runtime has freed but not yet returned to the OS
+	// (heap_idle − heap_released): counted in RSS, reusable without asking the OS.
+	FreeHeld   uint64
 	Goroutines int
 }
 
@@ -269,7 +272,8 @@ func (h *horizonProc) memory(ctx context.Context) (memSample, error) {
 		return memSample{}, err
 	}
 	return memSample{RSS: rss, Heap: uint64(m["go_memstats_heap_alloc_bytes"]),
-		Stacks: uint64(m["go_memstats_stack_inuse_bytes"]), Goroutines: int(m["go_goroutines"])}, nil
+		Stacks: uint64(m["go_memstats_stack_inuse_bytes"]), Goroutines: int(m["go_goroutines"]),
+		FreeHeld: uint64(max(m["go_memstats_heap_idle_bytes"]-m["go_memstats_heap_released_bytes"], 0))}, nil
 }
 
 // rss reads VmRSS of the horizon process.

@@ -201,7 +201,7 @@ func (r *report) write(w io.Writer) {
 		label string
 		s     memSample
 	}{{"before proxies", r.MemBefore}, {"with proxies", r.MemWith}} {
-		p("  %-15s RSS %s  heap %s  goroutine stacks %s (%d goroutines)", m.label, mib(m.s.RSS), mib(m.s.Heap), mib(m.s.Stacks), m.s.Goroutines)
+		p("  %-15s RSS %s  heap %s  goroutine stacks %s (%d goroutines)  freed heap not yet returned to the OS %s", m.label, mib(m.s.RSS), mib(m.s.Heap), mib(m.s.Stacks), m.s.Goroutines, mib(m.s.FreeHeld))
 	}
 	rssPer, heapPer := r.perProxy(r.MemBefore.RSS, r.MemWith.RSS), r.perProxy(r.MemBefore.Heap, r.MemWith.Heap)
 	stacksPer := r.perProxy(r.MemBefore.Stacks, r.MemWith.Stacks)

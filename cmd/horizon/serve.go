@@ -216,14 +216,14 @@ func runServer(ctx context.Context, o serveOptions, cfg *rest.Config, xdsLis, ht
 		wg.Wait()
 		return err
 	}
-	g := grpc.NewServer(creds,
+	g := grpc.NewServer(append([]grpc.ServerOption{creds,
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Most proxies hold one connection each and are idle between pushes: return
 		// a connection's write buffer to a shared pool after each flush instead of
 		// keeping 32 KiB per connection.
 		grpc.SharedWriteBuffer(true),
-	)
+	}, srv.GRPCOptions()...)...)
 	srv.Register(g)
 	ready := func() error {
 		switch {
