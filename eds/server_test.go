@@ -61,13 +61,9 @@ func (f *fakeSource) set(host string, ips ...string) {
 	f.shards[host] = map[network.ClusterID]*clusterregistry.Shard{"c1": sh}
 }
 
-// TestCacheHoldsOneEntryPerResource churns one service's endpoints: the cache of
-// built assignments must keep one entry per (group, resource), not one per version,
-// and drop a deleted service's entries.
-func TestCacheHoldsOneEntryPerResource(t *testing.T) {
-	src := &fakeSource{shards: map[string]map[network.ClusterID]*clusterregistry.Shard{}}
-	const host = "web.ns.svc.cluster.local"
-	src.set(host, "10.0.0.1")
+// newTestServer returns a Server on src, with no networks, after its first push.
+func newTestServer(t *testing.T, src EndpointSource) *Server {
+	t.Helper()
 	s, err := New(Options{
 		Source: src, Networks: func() *network.Networks { return nil },
 		DebounceAfter: time.Millisecond, DebounceMax: time.Second, Logger: slog.New(slog.DiscardHandler),
@@ -76,6 +72,17 @@ func TestCacheHoldsOneEntryPerResource(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.push(time.Now())
+	return s
+}
+
+// TestCacheHoldsOneEntryPerResource churns one service's endpoints: the cache of
+// built assignments must keep one entry per (group, resource), not one per version,
+// and drop a deleted service's entries.
+func TestCacheHoldsOneEntryPerResource(t *testing.T) {
+	src := &fakeSource{shards: map[string]map[network.ClusterID]*clusterregistry.Shard{}}
+	const host = "web.ns.svc.cluster.local"
+	src.set(host, "10.0.0.1")
+	s := newTestServer(t, src)
 	for _, n := range []string{"network1", "network2"} {
 		s.ensureGroup(xdstest.Node("sidecar~1.1.1.1~a.ns~ns.svc.cluster.local", n), nil)
 	}

@@ -2,7 +2,6 @@ package eds
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -64,14 +63,7 @@ func newXDSFixture(t *testing.T) *xdsFixture {
 	src := &fakeSource{shards: map[string]map[network.ClusterID]*clusterregistry.Shard{}}
 	src.set(hostA, "10.0.0.1")
 	src.set(hostB, "10.0.1.1")
-	s, err := New(Options{
-		Source: src, Networks: func() *network.Networks { return nil },
-		DebounceAfter: time.Millisecond, DebounceMax: time.Second, Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.push(time.Now())
+	s := newTestServer(t, src)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +84,16 @@ func newXDSFixture(t *testing.T) *xdsFixture {
 		g.Stop()
 	})
 	return &xdsFixture{t: t, src: src, s: s, ads: discoverygrpc.NewAggregatedDiscoveryServiceClient(conn)}
+}
+
+// deltaStream opens a delta ADS stream that ends with ctx.
+func (f *xdsFixture) deltaStream(ctx context.Context) discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesClient {
+	f.t.Helper()
+	st, err := f.ads.DeltaAggregatedResources(ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return st
 }
 
 // change sets host's endpoints and pushes.
@@ -236,12 +238,9 @@ func TestDeltaProtocol(t *testing.T) { bothEncodings(t, testDeltaProtocol) }
 
 func testDeltaProtocol(t *testing.T) {
 	f := newXDSFixture(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a missing response fails, not hangs
 	defer cancel()
-	st, err := f.ads.DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := f.deltaStream(ctx)
 	recv := func() *discoverygrpc.DeltaDiscoveryResponse {
 		t.Helper()
 		resp, err := st.Recv()
@@ -291,10 +290,7 @@ func testDeltaProtocol(t *testing.T) {
 	f.change(hostB, "10.0.1.1")
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel2()
-	st, err = f.ads.DeltaAggregatedResources(ctx2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = f.deltaStream(ctx2)
 	if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node("d1"), TypeUrl: resourcev3.EndpointType,
 		ResourceNamesSubscribe: []string{claA, claB}, InitialResourceVersions: versions}); err != nil {
 		t.Fatal(err)
@@ -446,12 +442,9 @@ func TestDeltaAnswersEverySubscription(t *testing.T) {
 
 func testDeltaAnswersEverySubscription(t *testing.T) {
 	f := newXDSFixture(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a missing response fails, not hangs
 	defer cancel()
-	st, err := f.ads.DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := f.deltaStream(ctx)
 	const missing = "outbound|80||missing.ns.svc.cluster.local"
 	recv := func() *discoverygrpc.DeltaDiscoveryResponse {
 		t.Helper()
