@@ -11,10 +11,13 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
@@ -56,6 +59,7 @@ type xdsFixture struct {
 	src *fakeSource
 	s   *Server
 	ads discoverygrpc.AggregatedDiscoveryServiceClient
+	eds endpointservice.EndpointDiscoveryServiceClient
 }
 
 func newXDSFixture(t *testing.T) *xdsFixture {
@@ -83,7 +87,8 @@ func newXDSFixture(t *testing.T) *xdsFixture {
 		conn.Close()
 		g.Stop()
 	})
-	return &xdsFixture{t: t, src: src, s: s, ads: discoverygrpc.NewAggregatedDiscoveryServiceClient(conn)}
+	return &xdsFixture{t: t, src: src, s: s, ads: discoverygrpc.NewAggregatedDiscoveryServiceClient(conn),
+		eds: endpointservice.NewEndpointDiscoveryServiceClient(conn)}
 }
 
 // deltaStream opens a delta ADS stream that ends with ctx.
@@ -467,5 +472,30 @@ func testDeltaAnswersEverySubscription(t *testing.T) {
 	resp = recv()
 	if len(resp.GetResources()) != 1 || resp.GetResources()[0].GetName() != claA || len(resp.GetRemovedResources()) != 0 {
 		t.Fatalf("after subscribing to A again: %v removed %v; want A", resp.GetResources(), resp.GetRemovedResources())
+	}
+}
+
+// TestFetch: a unary fetch answers with the requested resources, and tells a
+// client that already holds the current version that it is up to date.
+func TestFetch(t *testing.T) {
+	f := newXDSFixture(t)
+	resp, err := f.eds.FetchEndpoints(t.Context(), &discoverygrpc.DiscoveryRequest{Node: node("f1"), ResourceNames: []string{claB}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clas := decodeCLAs(t, resp.GetResources()); len(clas) != 1 || len(addresses(clas[claB])) != 1 {
+		t.Fatalf("fetch of B: %v", clas)
+	}
+	_, err = f.eds.FetchEndpoints(t.Context(), &discoverygrpc.DiscoveryRequest{Node: node("f1"), ResourceNames: []string{claB}, VersionInfo: resp.GetVersionInfo()})
+	if grpcstatus.Code(err) != codes.Unavailable {
+		t.Fatalf("fetch at the current version: %v, want Unavailable (up to date)", err)
+	}
+	f.change(hostB, "10.0.1.1", "10.0.1.2")
+	resp, err = f.eds.FetchEndpoints(t.Context(), &discoverygrpc.DiscoveryRequest{Node: node("f1"), ResourceNames: []string{claB}, VersionInfo: resp.GetVersionInfo()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clas := decodeCLAs(t, resp.GetResources()); len(addresses(clas[claB])) != 2 {
+		t.Fatalf("fetch after B changed: %v", clas)
 	}
 }
