@@ -338,15 +338,18 @@ func (st *xdsStream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest
 	// with none keep it so; "*" asks for the whole type explicitly; once a request
 	// named anything, one with no names unsubscribes from everything.
 	names := req.GetResourceNames()
-	want := make(map[string]bool, len(names))
-	wildcard := false
+	wildcard, same := false, true // same: names are exactly the names in have
+	distinct := 0
 	for _, n := range names {
 		if n == "*" {
 			wildcard = true
+		} else if _, ok := sb.have[n]; ok {
+			distinct++
 		} else {
-			want[n] = true
+			same = false
 		}
 	}
+	same = same && distinct == len(sb.have) && distinctNames(names)
 	switch {
 	case first && len(names) == 0:
 		wildcard = wildcardType(typ)
@@ -359,20 +362,43 @@ func (st *xdsStream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest
 	if first || wildcard != sb.wildcard {
 		sb.wildcard, sb.force = wildcard, true
 	}
-	for n := range sb.have {
-		if !want[n] {
-			delete(sb.have, n)
+	if !same { // most requests are ACKs naming what they named before: no set built
+		want := make(map[string]bool, len(names))
+		for _, n := range names {
+			want[n] = n != "*"
 		}
-	}
-	for n := range want {
-		if _, ok := sb.have[n]; !ok {
-			sb.have[st.intern(typ, n)] = unanswered
-			sb.force = true
+		for n := range sb.have {
+			if !want[n] {
+				delete(sb.have, n)
+			}
+		}
+		for n, ok := range want {
+			if _, held := sb.have[n]; ok && !held {
+				sb.have[st.intern(typ, n)] = unanswered
+				sb.force = true
+			}
 		}
 	}
 	if sb.force {
 		st.kickLocked()
 	}
+}
+
+// distinctNames reports whether no name is listed twice. Short lists, the usual
+// case, are checked without allocating; long ones are reported as not distinct,
+// which sends the caller down its general path.
+func distinctNames(names []string) bool {
+	if len(names) > 64 {
+		return false
+	}
+	for i := range names {
+		for j := i + 1; j < len(names); j++ {
+			if names[i] == names[j] {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // deltaRequest takes one delta request: subscription changes, an ACK or a NACK.

@@ -499,3 +499,22 @@ func TestFetch(t *testing.T) {
 		t.Fatalf("fetch after B changed: %v", clas)
 	}
 }
+
+// TestSotwDuplicateNames: a request naming A twice, after A and B, unsubscribes B.
+func TestSotwDuplicateNames(t *testing.T) {
+	f := newXDSFixture(t)
+	st := sotwStreamFor(t, f)
+	if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: node("p1"), TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA, claB}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := recvSotw(t, st)
+	if err := st.Send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA, claA},
+		VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "B to be unsubscribed", func() bool {
+		have, ok := f.s.streamFor("p1")
+		_, hasB := have[claB]
+		return ok && len(have) == 1 && !hasB
+	})
+}
