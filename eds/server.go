@@ -110,8 +110,8 @@ func (g *group) current() groupSnapshot {
 }
 
 // groupIdleTimeout is how long a group without streams is kept (and rebuilt on
-// pushes) before it is dropped; a variable for tests.
-var groupIdleTimeout = time.Minute
+// pushes) before it is dropped.
+const groupIdleTimeout = time.Minute
 
 // attach adds st to the group; callers hold Server.pushMu, so that a push cannot
 // drop the group in between.

@@ -145,8 +145,6 @@ func TestEncodedResourcesDecodeToThemselves(t *testing.T) {
 // before a rollout) is dropped after groupIdleTimeout, and comes back when a proxy
 // of its view connects again.
 func TestIdleGroupsAreDropped(t *testing.T) {
-	defer func(d time.Duration) { groupIdleTimeout = d }(groupIdleTimeout)
-	groupIdleTimeout = 20 * time.Millisecond
 	f := newXDSFixture(t)
 	f.s.ensureGroup(xdstest.Node("router~10.0.0.1~gw-old.ns~ns.svc.cluster.local", "n1"), nil)
 	st := sotwStreamFor(t, f)
@@ -163,7 +161,15 @@ func TestIdleGroupsAreDropped(t *testing.T) {
 		t.Fatalf("groups %v, want the router's and the sidecar's", got)
 	}
 	f.change(hostB, "10.0.1.5") // starts the idle clock
-	time.Sleep(2 * groupIdleTimeout)
+	f.s.pushMu.Lock()
+	for _, g := range f.s.groups {
+		g.mu.Lock()
+		if !g.emptySince.IsZero() {
+			g.emptySince = g.emptySince.Add(-2 * groupIdleTimeout) // as if idle that long
+		}
+		g.mu.Unlock()
+	}
+	f.s.pushMu.Unlock()
 	f.change(hostB, "10.0.1.6")
 	if got := groups(); len(got) != 1 || got[0] != ViewOf(node("p1")).Key() {
 		t.Fatalf("groups %v, want only the connected sidecar's", got)
