@@ -539,9 +539,9 @@ func (s *Server) rebuildRouter(g *group) {
 // resources it subscribes to; and a resource is encoded once per group and change,
 // however many proxies are sent it.
 func (s *Server) setSnapshot(g *group) {
-	clas := make([]types.Resource, 0, len(g.clas))
-	for _, name := range slices.Sorted(maps.Keys(g.clas)) {
-		clas = append(clas, g.clas[name])
+	clas := make([]types.Resource, 0, len(g.clas)) // any order: versionType sorts names
+	for _, cla := range g.clas {
+		clas = append(clas, cla)
 	}
 	res := map[resourcev3.Type][]types.Resource{resourcev3.EndpointType: clas}
 	switch g.view.Role {
