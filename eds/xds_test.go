@@ -2,6 +2,8 @@ package eds
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
 	"github.com/horizon-mesh/horizon/network"
 )
@@ -182,7 +185,12 @@ func testSotwSendsOnlyWhatChangedForTheProxy(t *testing.T) {
 	f.change(hostB, "10.0.1.1", "10.0.1.2") // not watched: no response
 	// A stale request (an older nonce) changes nothing either.
 	send(&discoverygrpc.DiscoveryRequest{ResourceNames: []string{claA, claB}, ResponseNonce: "stale"})
-	stillAt(t, f.s, resp.GetVersionInfo())
+	kubetest.Consistently(t, 200*time.Millisecond, func() error {
+		if ps := f.s.Proxies(); len(ps) != 1 || ps[0].Types[resourcev3.EndpointType].Sent != resp.GetVersionInfo() {
+			return fmt.Errorf("proxy was sent a response it should not have been: %+v", ps)
+		}
+		return nil
+	})
 	f.change(hostA, "10.0.0.1", "10.0.0.2")
 
 	resp2, clas := recvSotw(t, st)
@@ -221,9 +229,12 @@ func TestSotwUpToDate(t *testing.T) {
 		VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the ACK to be recorded", func() bool {
+	kubetest.Eventually(t, 10*time.Second, func() error {
 		ps := f.s.Proxies()
-		return len(ps) == 1 && ps[0].UpToDate && ps[0].Types[resourcev3.EndpointType].Acked == resp.GetVersionInfo()
+		if len(ps) == 1 && ps[0].UpToDate && ps[0].Types[resourcev3.EndpointType].Acked == resp.GetVersionInfo() {
+			return nil
+		}
+		return errors.New("not yet: the ACK to be recorded")
 	})
 	f.change(hostB, "10.0.1.9") // B is not watched: still up to date
 	if ps := f.s.Proxies(); !ps[0].UpToDate {
@@ -279,9 +290,12 @@ func testDeltaProtocol(t *testing.T) {
 	if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNamesUnsubscribe: []string{claA}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the unsubscription", func() bool {
+	kubetest.Eventually(t, 10*time.Second, func() error {
 		st, ok := f.s.streamFor("d1")
-		return ok && len(st) == 1
+		if ok && len(st) == 1 {
+			return nil
+		}
+		return errors.New("not yet: the unsubscription")
 	})
 	f.change(hostA, "10.0.0.1") // unsubscribed: not sent
 	f.change(hostB)             // B removed
@@ -336,28 +350,6 @@ func (s *Server) streamFor(id string) (map[string]string, bool) {
 		}
 	}
 	return nil, false
-}
-
-// stillAt checks for a while that the only proxy was sent nothing after version.
-func stillAt(t *testing.T, s *Server, version string) {
-	t.Helper()
-	for range 40 {
-		if ps := s.Proxies(); len(ps) != 1 || ps[0].Types[resourcev3.EndpointType].Sent != version {
-			t.Fatalf("proxy was sent a response it should not have been: %+v", ps)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // TestSotwWildcardStaysAfterACK: a proxy that asked for every cluster (no names)
@@ -425,12 +417,12 @@ func TestSotwExplicitWildcardAndNackedNames(t *testing.T) {
 	if len(clas) != 1 || clas[claA] == nil {
 		t.Fatalf("after the ACK naming \"*\", the next response is %s %v; want EDS of A", resp.GetTypeUrl(), clas)
 	}
-	for range 40 {
+	kubetest.Consistently(t, 200*time.Millisecond, func() error {
 		if n := responsesSent(f.s); n != 2 {
-			t.Fatalf("%d responses sent, want 2: an ACK naming \"*\" was answered", n)
+			return fmt.Errorf("%d responses sent, want 2: an ACK naming \"*\" was answered", n)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA, claB}, ResponseNonce: resp.GetNonce(),
 		ErrorDetail: &status.Status{Message: "rejected"}})
 	if _, clas = recvSotw(t, st); len(clas) != 2 {
@@ -512,9 +504,12 @@ func TestSotwDuplicateNames(t *testing.T) {
 		VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "B to be unsubscribed", func() bool {
+	kubetest.Eventually(t, 10*time.Second, func() error {
 		have, ok := f.s.streamFor("p1")
 		_, hasB := have[claB]
-		return ok && len(have) == 1 && !hasB
+		if ok && len(have) == 1 && !hasB {
+			return nil
+		}
+		return errors.New("not yet: B to be unsubscribed")
 	})
 }
