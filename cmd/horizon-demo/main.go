@@ -228,6 +228,19 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer client.Close()
+	// grpc-go sends calls only to localities it has connected to; the one behind
+	// the gateway (mTLS through nginx) can connect a moment after the local pod.
+	// Call until both have answered once, then count.
+	seen := map[string]bool{}
+	warmup := 0
+	for deadline := time.Now().Add(15 * time.Second); !(seen["v1"] && seen["v2"]) && time.Now().Before(deadline); warmup++ {
+		v, _, err := client.Call(ctx)
+		if err != nil {
+			return fmt.Errorf("call failed: %w", err)
+		}
+		seen[v] = true
+	}
+	fmt.Printf("    (%d warm-up calls until both localities were connected)\n", warmup)
 	counts := map[string]int{}
 	for range 20 {
 		v, pod, err := client.Call(ctx)
