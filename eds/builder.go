@@ -27,6 +27,22 @@ type Topology struct {
 	byCluster map[network.NetworkID]map[network.ClusterID][]network.Gateway
 	// registryServices are the hosts of registryServiceName gateways.
 	registryServices map[string]bool
+	// ClusterNetworks is the network of each cluster from the topology.istio.io/network
+	// label on its system namespace; set it before the Topology is used.
+	ClusterNetworks map[network.ClusterID]network.NetworkID
+}
+
+// ProxyNetwork returns the network of a proxy with view v: its NETWORK metadata; else
+// its cluster's network (the cluster's system-namespace label, then the meshNetworks
+// network whose fromRegistry names it); else "", the unnamed network.
+func (t *Topology) ProxyNetwork(v View) network.NetworkID {
+	if v.Network != "" || v.Cluster == "" {
+		return v.Network
+	}
+	if n := t.ClusterNetworks[v.Cluster]; n != "" {
+		return n
+	}
+	return t.Networks.ClusterNetwork(v.Cluster)
 }
 
 // NewTopology indexes gateways by network and by cluster.
@@ -83,10 +99,13 @@ type lbRow struct {
 // BuildLoadAssignment builds the ClusterLoadAssignment named clusterName for a proxy
 // group with view v, from the ready endpoints of one service port in every cluster.
 //
-// Split horizon: endpoints on the proxy's network, or on a network without gateways,
-// or where either network is unknown, are sent directly. Endpoints on another network
-// with gateways are replaced by those gateways (the endpoint's own cluster's gateways
-// when it has any); endpoints that are not mTLS-capable are dropped there. Every
+// Split horizon: the proxy's network is Topology.ProxyNetwork. Endpoints on the
+// proxy's network, on a network without gateways, or whose own network is unknown are
+// sent directly. Endpoints on another network with gateways are replaced by those
+// gateways (the endpoint's own cluster's gateways when it has any) — for a proxy on
+// the unnamed network too, as in Istio 1.1; endpoints that are not mTLS-capable are
+// dropped there. Endpoints on a network whose only gateways are the placeholder
+// 0.0.0.0 are unreachable from other networks and dropped. Every
 // endpoint carries the same total weight: weights are scaled by the least common
 // multiple of the gateway counts and each gateway gets its share. A gateway appears
 // once, however many localities it stands for. A router sees only its own network's
@@ -116,6 +135,7 @@ func BuildLoadAssignment(clusterName string, endpoints map[network.ClusterID][]c
 	}
 	nDirect, nRemote := 0, 0
 	scale := uint64(1)
+	pn := topo.ProxyNetwork(v)
 
 	for _, eps := range shards {
 		for i := range eps {
@@ -129,15 +149,18 @@ func BuildLoadAssignment(clusterName string, endpoints map[network.ClusterID][]c
 			}
 			mtls := ep.TLSMode == network.TLSModeIstio
 			if v.Role == RoleRouter {
-				if mtls && (n == v.Network || n == "" || v.Network == "") {
+				if mtls && (n == pn || n == "" || pn == "") {
 					picks[nDirect] = pick{ep: ep}
 					nDirect++
 				}
 				continue
 			}
 			var gws []network.Gateway
-			if n != v.Network && n != "" && v.Network != "" {
+			if n != pn && n != "" {
 				gws = topo.gatewaysFor(n, ep.Cluster)
+				if len(gws) == 0 && topo.Networks.AwaitingGateway(n) {
+					continue // its gateway's address is not set yet
+				}
 			}
 			if len(gws) == 0 {
 				picks[nDirect] = pick{ep: ep}

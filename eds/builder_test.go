@@ -20,7 +20,8 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
 
 // meshYAML: cluster c1 is network1, c2 and c3 are network2, c4 is network3 (no
-// gateway), and 10.9.0.0/16 is network4.
+// gateway), 10.9.0.0/16 is network4, and c6 is network5, whose gateway address is
+// the placeholder 0.0.0.0 (not known yet).
 const meshYAML = `
 networks:
   network1:
@@ -32,6 +33,9 @@ networks:
     endpoints: [{fromRegistry: c4}]
   network4:
     endpoints: [{fromCidr: 10.9.0.0/16}]
+  network5:
+    endpoints: [{fromRegistry: c6}]
+    gateways: [{address: 0.0.0.0, port: 443}]
 `
 
 func testNetworks(t *testing.T) *network.Networks {
@@ -136,14 +140,56 @@ func TestBuildLoadAssignment(t *testing.T) {
 			want:     []string{"//(2): 10.1.0.1:5000*1 192.0.2.20:15443*1+mtls"},
 		},
 		{
-			name: "a proxy with no network sees every endpoint directly",
+			// Istio 1.1's rule, which the reference scenario relies on: the unnamed
+			// network is a network like any other.
+			name: "a proxy on the unnamed network reaches a gateway network through its gateways",
 			eps: byCluster(
 				ep("c1", "10.1.0.1", true),
-				ep("c2", "10.2.0.1", false),
+				ep("c2", "10.2.0.1", true), ep("c2", "10.2.0.2", false),
+				ep("c4", "10.4.0.1", false),
+				ep("c9", "172.16.0.1", false), // in no network
+				ep("c9", "10.9.0.1", true),    // network4 by CIDR, no gateway
 			),
-			gateways: twoGateways,
+			gateways: twoGateways[:1],
 			view:     View{Role: RoleSidecar},
-			want:     []string{"//(2): 10.1.0.1:5000*1+mtls 10.2.0.1:5000*1"},
+			want:     []string{"//(5): 10.1.0.1:5000*1+mtls 10.4.0.1:5000*1 10.9.0.1:5000*1+mtls 172.16.0.1:5000*1 192.0.2.20:15443*1+mtls"},
+		},
+		{
+			name: "a proxy with no NETWORK is on its cluster's meshNetworks network",
+			eps: byCluster(
+				ep("c1", "10.1.0.1", true),
+				ep("c3", "10.3.0.1", true),
+			),
+			gateways: twoGateways[:1],
+			view:     View{Role: RoleSidecar, Cluster: "c2"},
+			want:     []string{"//(2): 10.1.0.1:5000*1+mtls 10.3.0.1:5000*1+mtls"},
+		},
+		{
+			name: "a proxy's cluster with no network leaves it on the unnamed network",
+			eps: byCluster(
+				ep("c3", "10.3.0.1", true),
+			),
+			gateways: twoGateways[:1],
+			view:     View{Role: RoleSidecar, Cluster: "c9"},
+			want:     []string{"//(1): 192.0.2.20:15443*1+mtls"},
+		},
+		{
+			name: "a network whose gateway address is the placeholder is unreachable from others",
+			eps: byCluster(
+				ep("c1", "10.1.0.1", true),
+				ep("c6", "10.6.0.1", true),
+			),
+			view: View{Role: RoleSidecar, Network: "network1"},
+			want: []string{"//(1): 10.1.0.1:5000*1+mtls"},
+		},
+		{
+			name: "a network whose gateway address is the placeholder sees its own endpoints",
+			eps: byCluster(
+				ep("c1", "10.1.0.1", true),
+				ep("c6", "10.6.0.1", true),
+			),
+			view: View{Role: RoleSidecar, Cluster: "c6"},
+			want: []string{"//(2): 10.1.0.1:5000*1+mtls 10.6.0.1:5000*1+mtls"},
 		},
 		{
 			name: "multiple localities: a gateway appears once with the summed weight",

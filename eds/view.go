@@ -31,13 +31,19 @@ const (
 	MetaGenerator   = "GENERATOR"
 	MetaNetworkView = "REQUESTED_NETWORK_VIEW"
 	MetaLabels      = "LABELS"
+	MetaClusterID   = "CLUSTER_ID"
 )
 
 // View is where a group of proxies sees the mesh from. Proxies with equal views get
 // identical resources.
 type View struct {
-	Role    Role
+	Role Role
+	// Network is the proxy's NETWORK metadata; "" if it sent none.
 	Network network.NetworkID
+	// Cluster is the proxy's CLUSTER_ID metadata when it sent no NETWORK: the proxy
+	// is then on its cluster's network (Topology.ProxyNetwork), or on the unnamed
+	// network if the cluster has none.
+	Cluster network.ClusterID
 	// NetworkView, if not empty, limits the proxy to endpoints on these networks (and
 	// endpoints with no network), sorted.
 	NetworkView []network.NetworkID
@@ -52,6 +58,10 @@ func (v View) Key() string {
 	b.WriteString(string(v.Role))
 	b.WriteByte('~')
 	b.WriteString(string(v.Network))
+	if v.Cluster != "" {
+		b.WriteString("~cluster:")
+		b.WriteString(string(v.Cluster))
+	}
 	for i, n := range v.NetworkView {
 		if i == 0 {
 			b.WriteByte('~')
@@ -73,8 +83,8 @@ func (v View) Key() string {
 }
 
 // ViewOf reads a proxy's view from its node: role from the node ID (router~…) or
-// ROUTER_MODE, or GENERATOR=grpc; network from NETWORK; view from
-// REQUESTED_NETWORK_VIEW (comma separated).
+// ROUTER_MODE, or GENERATOR=grpc; network from NETWORK, else cluster from CLUSTER_ID;
+// view from REQUESTED_NETWORK_VIEW (comma separated).
 func ViewOf(node *corev3.Node) View {
 	v := View{Role: RoleSidecar}
 	if node == nil {
@@ -89,6 +99,9 @@ func ViewOf(node *corev3.Node) View {
 		v.Role = RoleGRPC
 	}
 	v.Network = network.NetworkID(str(MetaNetwork))
+	if v.Network == "" {
+		v.Cluster = network.ClusterID(str(MetaClusterID))
+	}
 	if v.Role == RoleRouter {
 		for k, val := range md[MetaLabels].GetStructValue().GetFields() {
 			if v.Labels == nil {

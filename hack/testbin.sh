@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Builds the etcd and kube-apiserver binaries the tests run, from the Go module proxy at
-# pinned versions, into a cache outside the checkout. Idempotent: a binary already in
-# the cache is not rebuilt.
+# Builds the etcd, kube-apiserver and kube-controller-manager binaries the tests run,
+# from the Go module proxy at pinned versions, into a cache outside the checkout.
+# Idempotent: a binary already in the cache is not rebuilt.
 #
-# Prints the directory holding both binaries on its last line; with --dir, only prints
+# Prints the directory holding the binaries on its last line; with --dir, only prints
 # that directory and builds nothing.
 set -euo pipefail
 
@@ -36,9 +36,15 @@ build_etcd() {
   mv "$OUT/etcd.tmp" "$OUT/etcd"
 }
 
-build_kube_apiserver() {
-  if [ -x "$OUT/kube-apiserver" ]; then return; fi
-  log "building kube-apiserver $KUBE_VERSION (about 8 minutes the first time on 2 cores)"
+# The kube-apiserver and kube-controller-manager come from one k8s.io/kubernetes
+# module; both are built in the same throwaway module so that the second build reuses
+# the first one's compiled packages.
+build_kube() {
+  local want=()
+  [ -x "$OUT/kube-apiserver" ] || want+=(kube-apiserver)
+  [ -x "$OUT/kube-controller-manager" ] || want+=(kube-controller-manager)
+  [ ${#want[@]} -gt 0 ] || return 0
+  log "building ${want[*]} $KUBE_VERSION (about 8 minutes each the first time on 2 cores)"
   local work staging gomod
   work=$(mktemp -d)
   trap 'rm -rf "$work"' RETURN
@@ -59,14 +65,18 @@ build_kube_apiserver() {
         awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
     } >go.mod
     echo 'package main' >tools.go
-    echo 'import _ "k8s.io/kubernetes/cmd/kube-apiserver"' >>tools.go
+    for bin in "${want[@]}"; do
+      echo "import _ \"k8s.io/kubernetes/cmd/$bin\"" >>tools.go
+    done
     GOFLAGS=-mod=mod go mod tidy >/dev/null
-    CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$OUT/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+    for bin in "${want[@]}"; do
+      CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -o "$OUT/$bin.tmp" "k8s.io/kubernetes/cmd/$bin"
+      mv "$OUT/$bin.tmp" "$OUT/$bin"
+    done
   )
-  mv "$OUT/kube-apiserver.tmp" "$OUT/kube-apiserver"
 }
 
 build_etcd
-build_kube_apiserver
+build_kube
 log "binaries ready in $OUT"
 echo "$OUT"

@@ -53,7 +53,8 @@ type GatewayService struct {
 // address and port, without duplicates. The gateways come from:
 //
 //   - a meshNetworks gateway with an address: the address if it is an IP, else each IP
-//     that lookup returns for it (none: no gateway);
+//     that lookup returns for it (none: no gateway); the placeholder 0.0.0.0 gives
+//     none (see AwaitingGateway);
 //   - a meshNetworks gateway with a registryServiceName: the Service with that Host in
 //     each fromRegistry cluster of the network; each of its Addresses (host names
 //     through lookup) is a gateway of that cluster, on the meshNetworks port;
@@ -63,6 +64,9 @@ type GatewayService struct {
 //     among them, the Service is no gateway. An unparsable gatewayPort falls back to
 //     the default, and Source says so.
 //
+// Loopback, link-local, multicast, broadcast and unspecified addresses, whether
+// resolved or found on a Service, are never gateways.
+//
 // When the same (network, cluster, address, port) comes from several places, a
 // meshNetworks gateway is kept over a labelled Service. lookup may be nil (no DNS
 // names are resolved); it must return addresses, anything else is ignored. n may be
@@ -70,6 +74,9 @@ type GatewayService struct {
 func (n *Networks) Gateways(services []GatewayService, lookup func(host string) []string) []Gateway {
 	var out []rankedGateway
 	add := func(rank int, g Gateway, addr string) {
+		if IsPlaceholderGateway(addr) {
+			return // the address is not known yet: nothing can connect to it
+		}
 		ips := []string{addr}
 		if !isIP(addr) {
 			if lookup == nil {
@@ -79,8 +86,8 @@ func (n *Networks) Gateways(services []GatewayService, lookup func(host string) 
 		}
 		for _, ip := range ips {
 			a, err := netip.ParseAddr(ip)
-			if err != nil || a.Zone() != "" {
-				continue
+			if err != nil || a.Zone() != "" || unusableGatewayIP(ip) != "" || a.Unmap().IsUnspecified() {
+				continue // not an address other networks can reach
 			}
 			g.Address = a.Unmap().String()
 			out = append(out, rankedGateway{Gateway: g, rank: rank})
@@ -179,4 +186,27 @@ func gatewayPort(s GatewayService) (uint32, string) {
 		return DefaultGatewayPort, fmt.Sprintf(" (invalid %s %q, using %d)", LabelGatewayPort, v, DefaultGatewayPort)
 	}
 	return uint32(p), ""
+}
+
+// AwaitingGateway reports whether network id declares gateways in meshNetworks and
+// every one of them is the placeholder address (0.0.0.0 or ::): its gateway is not
+// known yet, so its endpoints are unreachable from other networks.
+func (n *Networks) AwaitingGateway(id NetworkID) bool {
+	if n == nil {
+		return false
+	}
+	return n.awaiting[id]
+}
+
+// Notes returns what people should know about the configuration in force, one line
+// per network that needs it, sorted, e.g. "network2: gateway address not set yet; its
+// endpoints are unreachable from other networks".
+func (n *Networks) Notes() []string {
+	var out []string
+	for _, id := range n.Names() {
+		if n.awaiting[id] {
+			out = append(out, fmt.Sprintf("%s: gateway address not set yet; its endpoints are unreachable from other networks", id))
+		}
+	}
+	return out
 }

@@ -37,9 +37,10 @@ func eastwest(cluster network.ClusterID, net string, labels, annotations map[str
 
 func TestGateways(t *testing.T) {
 	dns := fakeDNS(map[string][]string{
-		"gw.example.com":  {"203.0.113.9", "203.0.113.8", "not-an-ip"},
-		"lb.example.com":  {"198.51.100.2"},
-		"gw6.example.com": {"2001:db8::5"},
+		"gw.example.com":    {"203.0.113.9", "203.0.113.8", "not-an-ip"},
+		"lb.example.com":    {"198.51.100.2"},
+		"gw6.example.com":   {"2001:db8::5"},
+		"local.example.com": {"127.0.0.1", "224.0.0.5"},
 	})
 	const src2 = "meshNetworks networks.network2.gateways"
 	for _, tc := range []struct {
@@ -61,6 +62,19 @@ func TestGateways(t *testing.T) {
 			{Network: "network2", Address: "203.0.113.8", Port: 15443, Source: src2 + "[0]"},
 			{Network: "network2", Address: "203.0.113.9", Port: 15443, Source: src2 + "[0]"},
 			{Network: "network2", Address: "2001:db8::5", Port: 15443, Source: src2 + "[1]"},
+		}},
+		{name: "placeholder address 0.0.0.0 or :: is no gateway", mn: mesh(nets{
+			"network2": {Gateways: []*meshv1alpha1.Network_IstioNetworkGateway{addrGW("0.0.0.0", 443), addrGW("::", 443)}},
+			"network3": {Gateways: []*meshv1alpha1.Network_IstioNetworkGateway{addrGW("0.0.0.0", 443), addrGW("192.0.2.30", 443)}},
+		}), want: []network.Gateway{
+			{Network: "network3", Address: "192.0.2.30", Port: 443, Source: "meshNetworks networks.network3.gateways[1]"},
+		}},
+		{name: "unreachable resolved and Service addresses are no gateways", mn: mesh(nets{
+			"network2": {Gateways: []*meshv1alpha1.Network_IstioNetworkGateway{addrGW("local.example.com", 443)}},
+		}), services: []network.GatewayService{
+			eastwest("c3", "network3", nil, nil, nil, "127.0.0.1", "169.254.169.254", "0.0.0.0", "192.0.2.33"),
+		}, want: []network.Gateway{
+			{Network: "network3", Cluster: "c3", Address: "192.0.2.33", Port: 15443, Source: "service istio-system/eastwest in c3"},
 		}},
 		{name: "address DNS name that does not resolve", mn: mesh(nets{
 			"network2": {Gateways: []*meshv1alpha1.Network_IstioNetworkGateway{addrGW("gone.example.com", 443)}},
@@ -187,4 +201,37 @@ func fmtGateways(gws []network.Gateway) string {
 		fmt.Fprintf(&b, "  %+v\n", g)
 	}
 	return b.String()
+}
+
+func TestAwaitingGateway(t *testing.T) {
+	n, err := network.Compile(mesh(nets{
+		"network1": {Endpoints: []*meshv1alpha1.Network_NetworkEndpoints{registry("c1")}},
+		"network2": {
+			Endpoints: []*meshv1alpha1.Network_NetworkEndpoints{registry("remote_kubecfg")},
+			Gateways:  []*meshv1alpha1.Network_IstioNetworkGateway{addrGW("0.0.0.0", 443)},
+		},
+		"network3": {Gateways: []*meshv1alpha1.Network_IstioNetworkGateway{addrGW("::", 443), addrGW("192.0.2.30", 443)}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[network.NetworkID]bool{"network1": false, "network2": true, "network3": false, "unknown": false} {
+		if got := n.AwaitingGateway(id); got != want {
+			t.Errorf("AwaitingGateway(%s) = %v, want %v", id, got, want)
+		}
+	}
+	wantNotes := []string{"network2: gateway address not set yet; its endpoints are unreachable from other networks"}
+	if got := n.Notes(); fmt.Sprint(got) != fmt.Sprint(wantNotes) {
+		t.Errorf("Notes() = %q, want %q", got, wantNotes)
+	}
+	if got := n.ClusterNetwork("remote_kubecfg"); got != "network2" {
+		t.Errorf("ClusterNetwork(remote_kubecfg) = %q, want network2", got)
+	}
+	if got := n.ClusterNetwork("c9"); got != "" {
+		t.Errorf("ClusterNetwork(c9) = %q, want none", got)
+	}
+	var none *network.Networks
+	if none.AwaitingGateway("network2") || none.Notes() != nil || none.ClusterNetwork("c1") != "" {
+		t.Error("a nil Networks awaits nothing and knows no cluster")
+	}
 }

@@ -50,7 +50,9 @@ func ParseMeshNetworks(data []byte) (*meshv1alpha1.MeshNetworks, error) {
 // most one network); each gateway has exactly one of address (an IP address or a DNS
 // name) and registryServiceName (a service host <name>.<namespace>.svc.<domain>, looked
 // up in the network's fromRegistry clusters, so the network needs at least one), and a
-// port 1-65535.
+// port 1-65535. A gateway address may not be a loopback, link-local, multicast or
+// broadcast IP; 0.0.0.0 (or ::) is Istio's placeholder for an address not known yet
+// (see IsPlaceholderGateway).
 func ValidateMeshNetworks(mn *meshv1alpha1.MeshNetworks) error {
 	var errs []error
 	fail := func(path, format string, args ...any) {
@@ -94,6 +96,8 @@ func ValidateMeshNetworks(mn *meshv1alpha1.MeshNetworks) error {
 			case addr != "":
 				if !isIP(addr) && !isDNSName(addr) {
 					fail(gwPath+".address", "%q is neither an IP address nor a valid DNS name", addr)
+				} else if why := unusableGatewayIP(addr); why != "" {
+					fail(gwPath+".address", "%q is %s; a gateway must be reachable from other networks", addr, why)
 				}
 			default:
 				if !isServiceHost(svc) {
@@ -168,6 +172,35 @@ func parseCIDR(s string) (netip.Prefix, error) {
 		}
 	}
 	return p.Masked(), nil
+}
+
+// IsPlaceholderGateway reports whether a meshNetworks gateway address is Istio's
+// documented placeholder for "address not known yet": 0.0.0.0 or ::. Such a gateway
+// is accepted but never served; nothing can connect to it.
+func IsPlaceholderGateway(addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	return err == nil && a.Unmap().IsUnspecified()
+}
+
+// unusableGatewayIP says why addr, if it is an IP address, cannot be a gateway that
+// other networks connect to; "" if it can (or is a DNS name, or the placeholder).
+func unusableGatewayIP(addr string) string {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return ""
+	}
+	a = a.Unmap()
+	switch {
+	case a.IsLoopback():
+		return "a loopback address"
+	case a.IsLinkLocalUnicast():
+		return "a link-local address"
+	case a.IsMulticast() || a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast():
+		return "a multicast address"
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "the broadcast address"
+	}
+	return ""
 }
 
 func isIP(s string) bool {

@@ -152,6 +152,22 @@ func TestValidateMeshNetworks(t *testing.T) {
 			"networks.n.gateways[0]: exactly one of address or registryServiceName is required",
 			"networks.n.gateways[1]: exactly one of address or registryServiceName is required",
 		}},
+		{name: "gateway addresses other networks cannot reach", in: mesh(nets{
+			"n": {Gateways: []*meshv1alpha1.Network_IstioNetworkGateway{
+				addrGW("127.0.0.1", 443), addrGW("::1", 443), addrGW("169.254.169.254", 443), addrGW("fe80::1", 443),
+				addrGW("224.0.0.1", 443), addrGW("ff02::1", 443), addrGW("255.255.255.255", 443), addrGW("::ffff:127.0.0.2", 443),
+				addrGW("0.0.0.0", 443), addrGW("::", 443), addrGW("192.0.2.1", 443),
+			}},
+		}), want: []string{
+			`networks.n.gateways[0].address: "127.0.0.1" is a loopback address; a gateway must be reachable from other networks`,
+			`networks.n.gateways[1].address: "::1" is a loopback address; a gateway must be reachable from other networks`,
+			`networks.n.gateways[2].address: "169.254.169.254" is a link-local address; a gateway must be reachable from other networks`,
+			`networks.n.gateways[3].address: "fe80::1" is a link-local address; a gateway must be reachable from other networks`,
+			`networks.n.gateways[4].address: "224.0.0.1" is a multicast address; a gateway must be reachable from other networks`,
+			`networks.n.gateways[5].address: "ff02::1" is a multicast address; a gateway must be reachable from other networks`,
+			`networks.n.gateways[6].address: "255.255.255.255" is the broadcast address; a gateway must be reachable from other networks`,
+			`networks.n.gateways[7].address: "::ffff:127.0.0.2" is a loopback address; a gateway must be reachable from other networks`,
+		}},
 		{name: "bad gateway address", in: mesh(nets{
 			"n": {Gateways: []*meshv1alpha1.Network_IstioNetworkGateway{addrGW("gw_1.example.com", 443), addrGW("1.2.3.4:443", 443), addrGW("-gw.example.com", 443)}},
 		}), want: []string{

@@ -20,6 +20,8 @@ type Networks struct {
 	// match is the answer.
 	cidrs    []cidrNetwork
 	clusters map[NetworkID][]ClusterID // fromRegistry clusters of each network, sorted
+	// awaiting holds the networks whose meshNetworks gateways are all placeholders.
+	awaiting map[NetworkID]bool
 }
 
 type cidrNetwork struct {
@@ -37,6 +39,7 @@ func Compile(mn *meshv1alpha1.MeshNetworks) (*Networks, error) {
 		config:   &meshv1alpha1.MeshNetworks{},
 		registry: map[ClusterID]NetworkID{},
 		clusters: map[NetworkID][]ClusterID{},
+		awaiting: map[NetworkID]bool{},
 	}
 	if mn != nil {
 		n.config = proto.Clone(mn).(*meshv1alpha1.MeshNetworks)
@@ -57,6 +60,14 @@ func Compile(mn *meshv1alpha1.MeshNetworks) (*Networks, error) {
 			n.cidrs = append(n.cidrs, cidrNetwork{prefix: p, network: id})
 		}
 		sort.Slice(n.clusters[id], func(i, j int) bool { return n.clusters[id][i] < n.clusters[id][j] })
+		gws := n.config.GetNetworks()[name].GetGateways()
+		placeholders := 0
+		for _, gw := range gws {
+			if IsPlaceholderGateway(gw.GetAddress()) {
+				placeholders++
+			}
+		}
+		n.awaiting[id] = len(gws) > 0 && placeholders == len(gws)
 	}
 	sort.SliceStable(n.cidrs, func(i, j int) bool {
 		a, b := n.cidrs[i], n.cidrs[j]
@@ -75,6 +86,14 @@ func appendUnique(s []ClusterID, c ClusterID) []ClusterID {
 		}
 	}
 	return append(s, c)
+}
+
+// ClusterNetwork returns the network whose fromRegistry names cluster, or "".
+func (n *Networks) ClusterNetwork(cluster ClusterID) NetworkID {
+	if n == nil {
+		return ""
+	}
+	return n.registry[cluster]
 }
 
 // EndpointNetwork resolves the network of an endpoint with address ip in cluster.
