@@ -101,9 +101,10 @@ type KeyStatus struct {
 
 // keyRecord is what the worker remembers of one data key.
 type keyRecord struct {
-	status KeyStatus
-	hash   [sha256.Size]byte // of the kubeconfig last handed to the handler
-	active bool              // this key's cluster is registered with the handler
+	status   KeyStatus
+	hash     [sha256.Size]byte // of the kubeconfig last handed to the handler
+	rejected [sha256.Size]byte // of the kubeconfig last refused
+	active   bool              // this key's cluster is registered with the handler
 }
 
 // Controller watches remote Secrets and keeps the handler's clusters in step with them.
@@ -326,12 +327,12 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 		set(KeyAccepted, "")
 		return // unchanged kubeconfig: nothing to do
 	}
-	if rec.status.State == KeyRejected && sum == rec.hash {
+	if rec.status.State == KeyRejected && sum == rec.rejected {
 		return // the same bad kubeconfig again
 	}
 	cfg, err := LoadKubeconfig(kubeconfig, c.opts.Load)
 	if err != nil {
-		rec.hash = sum
+		rec.rejected = sum
 		msg := fmt.Sprintf("secret %s key %q: %v", name, key, err)
 		if rec.active {
 			msg += "; the cluster keeps its previous credentials"

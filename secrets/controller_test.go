@@ -161,6 +161,23 @@ func TestController(t *testing.T) {
 			}},
 		},
 		{
+			name: "a bad edit reverted: the cluster already has that kubeconfig",
+			steps: []step{{
+				do:    apply(remoteSecret("a", kv{"c1": remoteA.kubeconfig})),
+				calls: []call{set("c1", "a", remoteA)},
+			}, {
+				name:   "bad edit",
+				do:     apply(remoteSecret("a", kv{"c1": execKubeconfig})),
+				status: []key{rejected("a", "c1", "keeps its previous credentials")},
+			}, {
+				name:   "reverted",
+				do:     apply(remoteSecret("a", kv{"c1": remoteA.kubeconfig})),
+				status: []key{accepted("a", "c1")},
+				logs:   map[string]int{logChanged: 0},
+				events: map[string]uint64{"updated": 0},
+			}},
+		},
+		{
 			name: "rotation: a changed kubeconfig updates the cluster, the same one again does nothing",
 			steps: []step{{
 				do:    apply(remoteSecret("a", kv{"c1": remoteA.kubeconfig})),
