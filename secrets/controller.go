@@ -371,18 +371,25 @@ func (c *Controller) Events() map[string]uint64 {
 	return maps.Clone(c.events)
 }
 
-// requeueDuplicates enqueues every Secret holding a key refused as a duplicate.
+// requeueDuplicates enqueues every Secret holding a key refused as a duplicate, in
+// name order, so that of several Secrets waiting for one cluster ID the first by name
+// takes it, as at start.
 func (c *Controller) requeueDuplicates(except types.NamespacedName) {
+	var waiting []types.NamespacedName
 	for name, records := range c.keys {
 		if name == except {
 			continue
 		}
 		for _, rec := range records {
 			if rec.status.State == KeyDuplicate {
-				c.queue.Add(name)
+				waiting = append(waiting, name)
 				break
 			}
 		}
+	}
+	sort.Slice(waiting, func(i, j int) bool { return waiting[i].String() < waiting[j].String() })
+	for _, name := range waiting {
+		c.queue.Add(name)
 	}
 }
 

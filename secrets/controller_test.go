@@ -243,6 +243,28 @@ func TestController(t *testing.T) {
 			}},
 		},
 		{
+			name: "duplicate cluster ID: of several waiting, the first by name takes over",
+			steps: []step{{
+				do:    apply(remoteSecret("a", kv{"c1": remoteA.kubeconfig})),
+				calls: []call{set("c1", "a", remoteA)},
+			}, {
+				name: "two more claims",
+				do: all(
+					apply(remoteSecret("c", kv{"c1": remoteB.kubeconfig})),
+					apply(remoteSecret("b", kv{"c1": remoteARotated.kubeconfig}))),
+				status: []key{
+					accepted("a", "c1"),
+					duplicate("b", "c1", "already claimed by secret istio-system/a"),
+					duplicate("c", "c1", "already claimed by secret istio-system/a"),
+				},
+			}, {
+				name:   "first claim deleted",
+				do:     del("a"),
+				calls:  []call{remove("c1"), set("c1", "b", remoteARotated)},
+				status: []key{accepted("b", "c1"), duplicate("c", "c1", "already claimed by secret istio-system/b")},
+			}},
+		},
+		{
 			name: "duplicate cluster ID: a rejected kubeconfig claims nothing",
 			steps: []step{{
 				do:     apply(remoteSecret("a", kv{"c1": execKubeconfig})),
