@@ -114,7 +114,7 @@ type Controller struct {
 	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
 	lister   listersv1.SecretLister
-	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName] // made by Run
 
 	// Owned by the worker goroutine.
 	owners map[network.ClusterID]types.NamespacedName     // cluster ID → Secret that claims it
@@ -149,11 +149,8 @@ func New(opts Options) (*Controller, error) {
 		factory:  factory,
 		informer: si.Informer(),
 		lister:   si.Lister(),
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
-			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "remote-secrets"}),
-		owners: map[network.ClusterID]types.NamespacedName{},
-		keys:   map[types.NamespacedName]map[string]*keyRecord{},
+		owners:   map[network.ClusterID]types.NamespacedName{},
+		keys:     map[types.NamespacedName]map[string]*keyRecord{},
 	}
 	_, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: c.enqueue,
@@ -187,6 +184,12 @@ func (c *Controller) enqueue(obj any) {
 // Run watches Secrets until ctx is done, then stops the informer and the worker and
 // returns. It does not remove the clusters it added: the caller owns their lifetime.
 func (c *Controller) Run(ctx context.Context) {
+	// The queue starts a goroutine of its own: made here rather than in New, so that a
+	// controller that is never run leaves nothing behind. The event handlers that use
+	// it run only once the factory is started below.
+	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
+		workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "remote-secrets"})
 	var wg sync.WaitGroup
 	defer func() {
 		c.queue.ShutDown()
