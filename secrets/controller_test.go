@@ -340,6 +340,23 @@ func TestController(t *testing.T) {
 			}},
 		},
 		{
+			name: "changes missed while the watch was down are caught up by the relist",
+			steps: []step{{
+				do: all(
+					apply(remoteSecret("a", kv{"c1": remoteA.kubeconfig, "c2": remoteB.kubeconfig})),
+					apply(remoteSecret("b", kv{"c3": remoteA.kubeconfig}))),
+				calls: []call{set("c1", "a", remoteA), set("c2", "a", remoteB), set("c3", "b", remoteA)},
+			}, {
+				name: "a deleted (seen as a tombstone), b rotated, c created",
+				do: whileDisconnected(
+					del("a"),
+					apply(remoteSecret("b", kv{"c3": remoteARotated.kubeconfig})),
+					apply(remoteSecret("c", kv{"c4": remoteB.kubeconfig}))),
+				calls:  []call{remove("c1"), remove("c2"), set("c3", "b", remoteARotated), set("c4", "c", remoteB)},
+				status: []key{accepted("b", "c3"), accepted("c", "c4")},
+			}},
+		},
+		{
 			name: "a Secret without the remote-secret label is ignored until it has it",
 			steps: []step{{
 				do: all(
@@ -352,6 +369,11 @@ func TestController(t *testing.T) {
 				do:     apply(remoteSecret("unlabelled", kv{"c1": remoteA.kubeconfig})),
 				calls:  []call{set("c1", "unlabelled", remoteA)},
 				status: []key{accepted("unlabelled", "c1")},
+			}, {
+				name:   "label set to false",
+				do:     apply(withLabel(remoteSecret("unlabelled", kv{"c1": remoteA.kubeconfig}), "false")),
+				calls:  []call{remove("c1")},
+				status: []key{},
 			}},
 		},
 	}

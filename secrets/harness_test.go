@@ -245,6 +245,7 @@ func (s *logSink) count(msg string) int {
 // harness runs a Controller against a fake config cluster until the test ends.
 type harness struct {
 	client   *fake.Clientset
+	server   *apiServer
 	ctrl     *secrets.Controller
 	handler  *recorder
 	logs     *logSink
@@ -263,7 +264,7 @@ func start(t *testing.T, initial ...*corev1.Secret) (*harness, []call) {
 		objs = append(objs, h.stamp(s))
 	}
 	h.client = fake.NewClientset(objs...)
-	watching := watchLikeAPIServer(h.client)
+	h.server = newAPIServer(h.client)
 	ctrl, err := secrets.New(secrets.Options{
 		Client:    h.client,
 		Handler:   h.handler,
@@ -283,11 +284,12 @@ func start(t *testing.T, initial ...*corev1.Secret) (*harness, []call) {
 		}
 		return nil
 	})
-	select {
-	case <-watching:
-	case <-time.After(timeout):
-		t.Fatal("controller never watched Secrets")
-	}
+	eventually(t, func() error {
+		if h.server.watchesOpened() == 0 {
+			return errors.New("controller not watching Secrets yet")
+		}
+		return nil
+	})
 	return h, h.handler.beforeSync()
 }
 
@@ -372,6 +374,24 @@ func resync(name string) action {
 	return func(t *testing.T, h *harness) {
 		t.Helper()
 		h.write(t, h.get(t, name))
+	}
+}
+
+// whileDisconnected takes the actions while the controller's watch is broken, then
+// waits for the informer to relist and watch again.
+func whileDisconnected(actions ...action) action {
+	return func(t *testing.T, h *harness) {
+		t.Helper()
+		opened := h.server.watchesOpened()
+		h.server.disconnect()
+		all(actions...)(t, h)
+		h.server.reconnect()
+		eventually(t, func() error {
+			if h.server.watchesOpened() == opened {
+				return errors.New("controller not watching Secrets again yet")
+			}
+			return nil
+		})
 	}
 }
 
@@ -527,15 +547,34 @@ func eventually(t *testing.T, cond func() error) {
 	}
 }
 
-// watchLikeAPIServer makes the fake clientset's Secret watches honour their label
-// selector as the API server does (the fake's lists already do): an object that does
-// not match is not seen, and one that stops matching is seen as deleted. The returned
-// channel is closed when the first watch opens; a write before that could fall
-// between the informer's list and its watch, which the fake would not replay.
-func watchLikeAPIServer(cs *fake.Clientset) <-chan struct{} {
-	opened := make(chan struct{})
-	var once sync.Once
+// apiServer makes the fake clientset's Secret lists and watches behave as the API
+// server's do where the controller depends on it:
+//   - a watch honours its label selector (the fake's lists already do): an object that
+//     does not match is not seen, and one that stops matching is seen as deleted;
+//   - a disconnection ends every watch with "resource version too old" and fails lists
+//     and watches until reconnected, so that the informer relists.
+type apiServer struct {
+	client *fake.Clientset
+	down   atomic.Bool
+
+	mu      sync.Mutex
+	watches []*selectedWatch // guarded by mu; every watch opened
+}
+
+var errUnavailable = apierrors.NewServiceUnavailable("config cluster disconnected")
+
+func newAPIServer(cs *fake.Clientset) *apiServer {
+	s := &apiServer{client: cs}
+	cs.PrependReactor("list", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if s.down.Load() {
+			return true, nil, errUnavailable
+		}
+		return false, nil, nil
+	})
 	cs.PrependWatchReactor("secrets", func(action k8stesting.Action) (bool, watch.Interface, error) {
+		if s.down.Load() {
+			return true, nil, errUnavailable
+		}
 		wa, ok := action.(k8stesting.WatchActionImpl)
 		if !ok {
 			return false, nil, nil
@@ -544,23 +583,48 @@ func watchLikeAPIServer(cs *fake.Clientset) <-chan struct{} {
 		if err != nil {
 			return true, nil, err
 		}
-		w, err := cs.Tracker().Watch(action.GetResource(), action.GetNamespace())
+		in, err := cs.Tracker().Watch(action.GetResource(), action.GetNamespace())
 		if err != nil {
 			return true, nil, err
 		}
-		once.Do(func() { close(opened) })
-		return true, newSelectedWatch(w, sel), nil
+		w := newSelectedWatch(in, sel)
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.watches = append(s.watches, w)
+		return true, w, nil
 	})
-	return opened
+	return s
 }
+
+// watchesOpened counts the watches opened so far. A write made before the informer's
+// first watch opens could fall between its list and its watch, which the fake would
+// not replay.
+func (s *apiServer) watchesOpened() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.watches)
+}
+
+// disconnect ends every watch and fails lists and watches until reconnect.
+func (s *apiServer) disconnect() {
+	s.down.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, w := range s.watches {
+		w.expire()
+	}
+}
+
+func (s *apiServer) reconnect() { s.down.Store(false) }
 
 // selectedWatch passes on the events of a watch that concern objects matching a
 // label selector.
 type selectedWatch struct {
-	in   watch.Interface
-	out  chan watch.Event
-	stop chan struct{}
-	once sync.Once
+	in      watch.Interface
+	out     chan watch.Event
+	stop    chan struct{}
+	once    sync.Once
+	expired atomic.Bool
 }
 
 func newSelectedWatch(in watch.Interface, sel labels.Selector) *selectedWatch {
@@ -578,6 +642,13 @@ func (w *selectedWatch) Stop() {
 	})
 }
 
+// expire ends the watch as the API server does when the watcher has fallen too far
+// behind: no further event, then a "410 Gone: too old resource version" error.
+func (w *selectedWatch) expire() {
+	w.expired.Store(true)
+	w.in.Stop()
+}
+
 func (w *selectedWatch) loop(sel labels.Selector) {
 	defer close(w.out)
 	for {
@@ -587,6 +658,9 @@ func (w *selectedWatch) loop(sel labels.Selector) {
 			return
 		case e, ok := <-w.in.ResultChan():
 			if !ok {
+				if w.expired.Load() {
+					w.send(watch.Event{Type: watch.Error, Object: &apierrors.NewResourceExpired("too old resource version").ErrStatus})
+				}
 				return
 			}
 			ev = e
@@ -597,10 +671,17 @@ func (w *selectedWatch) loop(sel labels.Selector) {
 			}
 			ev.Type = watch.Deleted // it left the selection
 		}
-		select {
-		case w.out <- ev:
-		case <-w.stop:
+		if !w.send(ev) {
 			return
 		}
+	}
+}
+
+func (w *selectedWatch) send(ev watch.Event) bool {
+	select {
+	case w.out <- ev:
+		return true
+	case <-w.stop:
+		return false
 	}
 }
