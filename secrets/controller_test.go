@@ -68,9 +68,10 @@ type controllerCase struct {
 }
 
 // TestController drives the controller through a fake config cluster and records
-// what it tells its handler. The same behaviours against a real API server, with
-// real remote clusters behind the kubeconfigs, are in e2e/remotesecret_test.go and
-// e2e/badsecret_test.go.
+// what it tells its handler, and when: exactly which calls each change causes and
+// that nothing else follows. What a user sees end to end (real API servers, real
+// remote clusters behind the kubeconfigs, endpoints served) is tested in
+// e2e/remotesecret_test.go and e2e/badsecret_test.go.
 func TestController(t *testing.T) {
 	tests := []controllerCase{
 		{

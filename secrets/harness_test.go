@@ -447,6 +447,9 @@ func (h *harness) status() []secrets.KeyStatus {
 // (one "ignored" each).
 func (h *harness) events() map[string]uint64 {
 	ev := h.ctrl.Events()
+	if ev == nil {
+		ev = map[string]uint64{}
+	}
 	ev["ignored"] -= uint64(h.barriers)
 	return ev
 }
