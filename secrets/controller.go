@@ -101,9 +101,10 @@ type KeyStatus struct {
 
 // keyRecord is what the worker remembers of one data key.
 type keyRecord struct {
-	status KeyStatus
-	hash   [sha256.Size]byte // of the kubeconfig last handed to the handler
-	active bool              // this key's cluster is registered with the handler
+	status   KeyStatus
+	hash     [sha256.Size]byte // of the kubeconfig last handed to the handler
+	rejected [sha256.Size]byte // of the kubeconfig last refused
+	active   bool              // this key's cluster is registered with the handler
 }
 
 // Controller watches remote Secrets and keeps the handler's clusters in step with them.
@@ -113,7 +114,7 @@ type Controller struct {
 	factory  informers.SharedInformerFactory
 	informer cache.SharedIndexInformer
 	lister   listersv1.SecretLister
-	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName] // made by Run
 
 	// Owned by the worker goroutine.
 	owners map[network.ClusterID]types.NamespacedName     // cluster ID → Secret that claims it
@@ -148,11 +149,8 @@ func New(opts Options) (*Controller, error) {
 		factory:  factory,
 		informer: si.Informer(),
 		lister:   si.Lister(),
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
-			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
-			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "remote-secrets"}),
-		owners: map[network.ClusterID]types.NamespacedName{},
-		keys:   map[types.NamespacedName]map[string]*keyRecord{},
+		owners:   map[network.ClusterID]types.NamespacedName{},
+		keys:     map[types.NamespacedName]map[string]*keyRecord{},
 	}
 	_, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: c.enqueue,
@@ -186,6 +184,12 @@ func (c *Controller) enqueue(obj any) {
 // Run watches Secrets until ctx is done, then stops the informer and the worker and
 // returns. It does not remove the clusters it added: the caller owns their lifetime.
 func (c *Controller) Run(ctx context.Context) {
+	// The queue starts a goroutine of its own: made here rather than in New, so that a
+	// controller that is never run leaves nothing behind. The event handlers that use
+	// it run only once the factory is started below.
+	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
+		workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "remote-secrets"})
 	var wg sync.WaitGroup
 	defer func() {
 		c.queue.ShutDown()
@@ -326,12 +330,12 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 		set(KeyAccepted, "")
 		return // unchanged kubeconfig: nothing to do
 	}
-	if rec.status.State == KeyRejected && sum == rec.hash {
+	if rec.status.State == KeyRejected && sum == rec.rejected {
 		return // the same bad kubeconfig again
 	}
 	cfg, err := LoadKubeconfig(kubeconfig, c.opts.Load)
 	if err != nil {
-		rec.hash = sum
+		rec.rejected = sum
 		msg := fmt.Sprintf("secret %s key %q: %v", name, key, err)
 		if rec.active {
 			msg += "; the cluster keeps its previous credentials"
@@ -370,18 +374,25 @@ func (c *Controller) Events() map[string]uint64 {
 	return maps.Clone(c.events)
 }
 
-// requeueDuplicates enqueues every Secret holding a key refused as a duplicate.
+// requeueDuplicates enqueues every Secret holding a key refused as a duplicate, in
+// name order, so that of several Secrets waiting for one cluster ID the first by name
+// takes it, as at start.
 func (c *Controller) requeueDuplicates(except types.NamespacedName) {
+	var waiting []types.NamespacedName
 	for name, records := range c.keys {
 		if name == except {
 			continue
 		}
 		for _, rec := range records {
 			if rec.status.State == KeyDuplicate {
-				c.queue.Add(name)
+				waiting = append(waiting, name)
 				break
 			}
 		}
+	}
+	sort.Slice(waiting, func(i, j int) bool { return waiting[i].String() < waiting[j].String() })
+	for _, name := range waiting {
+		c.queue.Add(name)
 	}
 }
 
