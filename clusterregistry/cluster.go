@@ -200,50 +200,22 @@ func (c *Cluster) setupInformers(w *watchSet) error {
 	if err := pod.Informer().SetTransform(trimPod); err != nil {
 		return err
 	}
-	if err := slice.Informer().AddIndexers(cache.Indexers{serviceIndex: func(obj any) ([]string, error) {
-		s, ok := obj.(*discoveryv1.EndpointSlice)
-		if !ok {
-			return nil, nil
-		}
-		name := s.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
-			return nil, nil
-		}
-		return []string{s.Namespace + "/" + name}, nil
-	}}); err != nil {
+	if err := slice.Informer().AddIndexers(sliceIndexers()); err != nil {
 		return err
 	}
 
 	handlers := []struct {
 		inf cache.SharedIndexInformer
-		fn  func(obj any)
+		fn  func(w *watchSet, obj any)
 	}{
-		{svc.Informer(), func(obj any) {
-			if s, ok := obj.(*corev1.Service); ok {
-				c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
-			}
-		}},
-		{slice.Informer(), func(obj any) {
-			if s, ok := obj.(*discoveryv1.EndpointSlice); ok && s.Labels[discoveryv1.LabelServiceName] != "" {
-				c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]})
-			}
-		}},
-		{pod.Informer(), func(obj any) {
-			if p, ok := obj.(*corev1.Pod); ok {
-				c.enqueueFor(func() map[types.NamespacedName]bool {
-					return c.podSvcs[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]
-				})
-			}
-		}},
-		{node.Informer(), func(obj any) {
-			if n, ok := obj.(*corev1.Node); ok {
-				c.enqueueFor(func() map[types.NamespacedName]bool { return c.nodeSvcs[n.Name] })
-			}
-		}},
-		{ns.Informer(), func(any) { c.enqueueAll() }},
+		{svc.Informer(), c.serviceEvent},
+		{slice.Informer(), c.sliceEvent},
+		{pod.Informer(), c.podEvent},
+		{node.Informer(), c.nodeEvent},
+		{ns.Informer(), c.namespaceEvent},
 	}
 	for _, h := range handlers {
-		fn := h.fn
+		fn := func(obj any) { h.fn(w, obj) }
 		reg, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc: fn,
 			UpdateFunc: func(old, cur any) {
@@ -275,6 +247,51 @@ func (c *Cluster) setupInformers(w *watchSet) error {
 	}
 	return nil
 }
+
+// sliceIndexers index EndpointSlices by the service they belong to.
+func sliceIndexers() cache.Indexers {
+	return cache.Indexers{serviceIndex: func(obj any) ([]string, error) {
+		s, ok := obj.(*discoveryv1.EndpointSlice)
+		if !ok {
+			return nil, nil
+		}
+		name := s.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			return nil, nil
+		}
+		return []string{s.Namespace + "/" + name}, nil
+	}}
+}
+
+// The event handlers of w's informers; obj is never a tombstone.
+
+func (c *Cluster) serviceEvent(_ *watchSet, obj any) {
+	if s, ok := obj.(*corev1.Service); ok {
+		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+	}
+}
+
+func (c *Cluster) sliceEvent(_ *watchSet, obj any) {
+	if s, ok := obj.(*discoveryv1.EndpointSlice); ok && s.Labels[discoveryv1.LabelServiceName] != "" {
+		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]})
+	}
+}
+
+func (c *Cluster) podEvent(_ *watchSet, obj any) {
+	if p, ok := obj.(*corev1.Pod); ok {
+		c.enqueueFor(func() map[types.NamespacedName]bool {
+			return c.podSvcs[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]
+		})
+	}
+}
+
+func (c *Cluster) nodeEvent(_ *watchSet, obj any) {
+	if n, ok := obj.(*corev1.Node); ok {
+		c.enqueueFor(func() map[types.NamespacedName]bool { return c.nodeSvcs[n.Name] })
+	}
+}
+
+func (c *Cluster) namespaceEvent(_ *watchSet, _ any) { c.enqueueAll() }
 
 // start runs the informers; synced is closed once they have synced.
 func (w *watchSet) start() {
