@@ -29,7 +29,20 @@ import (
 	"github.com/horizon-mesh/horizon/network"
 )
 
-const serviceIndex = "service"
+// Indexes of the informer caches. An event handler finds the services an object
+// affects through them, and the informer updates them before it calls the handler:
+// whatever a worker read before an event, the event re-queues every service that
+// depends on the object as it is now, so the worker runs again after it.
+const (
+	// serviceIndex: EndpointSlices by "namespace/service".
+	serviceIndex = "service"
+	// podIndex: EndpointSlices by "namespace/name" of the pods their endpoints
+	// reference.
+	podIndex = "pod"
+	// nodeIndex: EndpointSlices by the nodeName of their endpoints, and Pods by
+	// spec.nodeName.
+	nodeIndex = "node"
+)
 
 // syncMarker is queued once the caches have synced; when the worker reaches it, every
 // key queued during the initial list has been processed. No Service has an empty
@@ -70,20 +83,17 @@ type Cluster struct {
 	ws *watchSet
 	// handover is a relisted watchSet waiting for the worker; guarded by mu.
 	handover    *handover
-	stale       bool                                                   // guarded by mu
-	staleSince  time.Time                                              // guarded by mu
-	withdrawn   bool                                                   // guarded by mu; shards hidden
-	shards      map[string]*Shard                                      // host → shard; guarded by mu
-	podSvcs     map[types.NamespacedName]map[types.NamespacedName]bool // pod → services whose slices name it; guarded by mu
-	nodeSvcs    map[string]map[types.NamespacedName]bool               // node → services with endpoints on it; guarded by mu
-	deps        map[types.NamespacedName]deps                          // service → what its shard was built from; guarded by mu
-	started     time.Time                                              // guarded by mu
-	syncedAt    time.Time                                              // guarded by mu
-	timedOut    bool                                                   // guarded by mu
-	lastErr     string                                                 // guarded by mu
-	lastErrAt   time.Time                                              // guarded by mu
-	nsNetwork   network.NetworkID                                      // guarded by mu
-	endpointCnt int                                                    // guarded by mu
+	stale       bool              // guarded by mu
+	staleSince  time.Time         // guarded by mu
+	withdrawn   bool              // guarded by mu; shards hidden
+	shards      map[string]*Shard // host → shard; guarded by mu
+	started     time.Time         // guarded by mu
+	syncedAt    time.Time         // guarded by mu
+	timedOut    bool              // guarded by mu
+	lastErr     string            // guarded by mu
+	lastErrAt   time.Time         // guarded by mu
+	nsNetwork   network.NetworkID // guarded by mu
+	endpointCnt int               // guarded by mu
 }
 
 func newCluster(reg *Registry, id network.ClusterID, source string, cfg *rest.Config) (*Cluster, error) {
@@ -133,11 +143,8 @@ func newCluster(reg *Registry, id network.ClusterID, source string, cfg *rest.Co
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "cluster-" + string(id)}),
-		synced:   make(chan struct{}),
-		shards:   map[string]*Shard{},
-		podSvcs:  map[types.NamespacedName]map[types.NamespacedName]bool{},
-		nodeSvcs: map[string]map[types.NamespacedName]bool{},
-		deps:     map[types.NamespacedName]deps{},
+		synced: make(chan struct{}),
+		shards: map[string]*Shard{},
 	}
 	ws, err := c.newWatchSet()
 	if err != nil {
@@ -163,6 +170,7 @@ type watchSet struct {
 	handlersSynced []cache.InformerSynced
 	services       listersv1.ServiceLister
 	pods           listersv1.PodLister
+	podCache       cache.Indexer // the pods, indexed by nodeIndex
 	nodes          listersv1.NodeLister
 	namespaces     listersv1.NamespaceLister
 	slices         cache.Indexer
@@ -196,8 +204,12 @@ func (c *Cluster) setupInformers(w *watchSet) error {
 	ns := w.nsFactory.Core().V1().Namespaces()
 	w.services, w.pods, w.nodes, w.namespaces = svc.Lister(), pod.Lister(), node.Lister(), ns.Lister()
 	w.slices = slice.Informer().GetIndexer()
+	w.podCache = pod.Informer().GetIndexer()
 
 	if err := pod.Informer().SetTransform(trimPod); err != nil {
+		return err
+	}
+	if err := pod.Informer().AddIndexers(podIndexers()); err != nil {
 		return err
 	}
 	if err := slice.Informer().AddIndexers(sliceIndexers()); err != nil {
@@ -207,12 +219,15 @@ func (c *Cluster) setupInformers(w *watchSet) error {
 	handlers := []struct {
 		inf cache.SharedIndexInformer
 		fn  func(w *watchSet, obj any)
+		// old: an update also calls fn with the old object (it may have affected
+		// other services than the new one).
+		old bool
 	}{
-		{svc.Informer(), c.serviceEvent},
-		{slice.Informer(), c.sliceEvent},
-		{pod.Informer(), c.podEvent},
-		{node.Informer(), c.nodeEvent},
-		{ns.Informer(), c.namespaceEvent},
+		{svc.Informer(), c.serviceEvent, false},
+		{slice.Informer(), c.sliceEvent, true},
+		{pod.Informer(), c.podEvent, false},
+		{node.Informer(), c.nodeEvent, false},
+		{ns.Informer(), c.namespaceEvent, false},
 	}
 	for _, h := range handlers {
 		fn := func(obj any) { h.fn(w, obj) }
@@ -223,6 +238,9 @@ func (c *Cluster) setupInformers(w *watchSet) error {
 					if n, ok := cur.(metav1.Object); ok && o.GetResourceVersion() == n.GetResourceVersion() {
 						return // resync with nothing changed
 					}
+				}
+				if h.old {
+					fn(old)
 				}
 				fn(cur)
 			},
@@ -248,19 +266,72 @@ func (c *Cluster) setupInformers(w *watchSet) error {
 	return nil
 }
 
-// sliceIndexers index EndpointSlices by the service they belong to.
+// sliceIndexers index EndpointSlices by their service, the pods their endpoints
+// reference and the nodes their endpoints name.
 func sliceIndexers() cache.Indexers {
-	return cache.Indexers{serviceIndex: func(obj any) ([]string, error) {
-		s, ok := obj.(*discoveryv1.EndpointSlice)
-		if !ok {
+	return cache.Indexers{
+		serviceIndex: func(obj any) ([]string, error) {
+			s, ok := obj.(*discoveryv1.EndpointSlice)
+			if !ok {
+				return nil, nil
+			}
+			name := s.Labels[discoveryv1.LabelServiceName]
+			if name == "" {
+				return nil, nil
+			}
+			return []string{s.Namespace + "/" + name}, nil
+		},
+		podIndex: func(obj any) ([]string, error) {
+			s, ok := obj.(*discoveryv1.EndpointSlice)
+			if !ok {
+				return nil, nil
+			}
+			var out []string
+			for _, ep := range s.Endpoints {
+				if key, ok := endpointPod(s, ep); ok {
+					out = append(out, key.String())
+				}
+			}
+			return out, nil
+		},
+		nodeIndex: func(obj any) ([]string, error) {
+			s, ok := obj.(*discoveryv1.EndpointSlice)
+			if !ok {
+				return nil, nil
+			}
+			var out []string
+			for _, ep := range s.Endpoints {
+				if ep.NodeName != nil && *ep.NodeName != "" {
+					out = append(out, *ep.NodeName)
+				}
+			}
+			return out, nil
+		},
+	}
+}
+
+// podIndexers index pods by the node they run on.
+func podIndexers() cache.Indexers {
+	return cache.Indexers{nodeIndex: func(obj any) ([]string, error) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok || p.Spec.NodeName == "" {
 			return nil, nil
 		}
-		name := s.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
-			return nil, nil
-		}
-		return []string{s.Namespace + "/" + name}, nil
+		return []string{p.Spec.NodeName}, nil
 	}}
+}
+
+// endpointPod returns the pod an endpoint of slice s references, if any.
+func endpointPod(s *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint) (types.NamespacedName, bool) {
+	ref := ep.TargetRef
+	if ref == nil || ref.Kind != "Pod" {
+		return types.NamespacedName{}, false
+	}
+	key := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
+	if key.Namespace == "" {
+		key.Namespace = s.Namespace
+	}
+	return key, true
 }
 
 // The event handlers of w's informers; obj is never a tombstone.
@@ -277,21 +348,45 @@ func (c *Cluster) sliceEvent(_ *watchSet, obj any) {
 	}
 }
 
-func (c *Cluster) podEvent(_ *watchSet, obj any) {
+// podEvent re-queues the services whose slices reference the pod.
+func (c *Cluster) podEvent(w *watchSet, obj any) {
 	if p, ok := obj.(*corev1.Pod); ok {
-		c.enqueueFor(func() map[types.NamespacedName]bool {
-			return c.podSvcs[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]
-		})
+		c.enqueueSlices(w, podIndex, p.Namespace+"/"+p.Name)
 	}
 }
 
-func (c *Cluster) nodeEvent(_ *watchSet, obj any) {
-	if n, ok := obj.(*corev1.Node); ok {
-		c.enqueueFor(func() map[types.NamespacedName]bool { return c.nodeSvcs[n.Name] })
+// nodeEvent re-queues the services with endpoints on the node: those whose slices
+// name it, and those whose slices reference a pod on it (an endpoint's node is its
+// pod's, when the pod names one).
+func (c *Cluster) nodeEvent(w *watchSet, obj any) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return
+	}
+	c.enqueueSlices(w, nodeIndex, n.Name)
+	pods, _ := w.podCache.ByIndex(nodeIndex, n.Name)
+	for _, obj := range pods {
+		if p, ok := obj.(*corev1.Pod); ok {
+			c.enqueueSlices(w, podIndex, p.Namespace+"/"+p.Name)
+		}
 	}
 }
 
-func (c *Cluster) namespaceEvent(_ *watchSet, _ any) { c.enqueueAll() }
+// enqueueSlices queues the services of the slices that w's slice index names value.
+func (c *Cluster) enqueueSlices(w *watchSet, index, value string) {
+	slices, _ := w.slices.ByIndex(index, value)
+	for _, obj := range slices {
+		c.sliceEvent(w, obj)
+	}
+}
+
+// namespaceEvent re-queues every service: the system namespace names their network.
+func (c *Cluster) namespaceEvent(w *watchSet, _ any) {
+	svcs, _ := w.services.List(labels.Everything())
+	for _, s := range svcs {
+		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+	}
+}
 
 // start runs the informers; synced is closed once they have synced.
 func (w *watchSet) start() {
@@ -319,27 +414,6 @@ func (c *Cluster) watches() *watchSet {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.ws
-}
-
-// enqueueFor queues the services of the set that lookup returns under c.mu.
-func (c *Cluster) enqueueFor(lookup func() map[types.NamespacedName]bool) {
-	c.mu.RLock()
-	set := lookup()
-	keys := make([]types.NamespacedName, 0, len(set))
-	for k := range set {
-		keys = append(keys, k)
-	}
-	c.mu.RUnlock()
-	for _, k := range keys {
-		c.queue.Add(k)
-	}
-}
-
-func (c *Cluster) enqueueAll() {
-	svcs, _ := c.watches().services.List(labels.Everything())
-	for _, s := range svcs {
-		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
-	}
 }
 
 // start runs the informers, the worker and the health check until stop.
@@ -496,15 +570,12 @@ func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) 
 	host := c.reg.host(key)
 	svc, err := ws.services.Services(key.Namespace).Get(key.Name)
 	var shard *Shard
-	var pods map[types.NamespacedName]bool
-	var nodes map[string]bool
 	if err == nil && svc.Spec.Type != corev1.ServiceTypeExternalName {
-		shard, pods, nodes = c.buildShard(ws, host, svc)
+		shard = c.buildShard(ws, host, svc)
 	}
 
 	c.mu.Lock()
 	old := c.shards[host]
-	c.updateIndex(key, pods, nodes)
 	changed := !reflect.DeepEqual(old, shard)
 	if changed {
 		if old != nil {
@@ -522,53 +593,6 @@ func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) 
 	return host, served
 }
 
-// deps is what one service's shard was built from.
-type deps struct {
-	pods  map[types.NamespacedName]bool
-	nodes map[string]bool
-}
-
-// updateIndex records which pods and nodes the service's endpoints depend on, so that
-// a change to one of them re-queues the service. Called with c.mu held.
-func (c *Cluster) updateIndex(key types.NamespacedName, pods map[types.NamespacedName]bool, nodes map[string]bool) {
-	old := c.deps[key]
-	for p := range old.pods {
-		if !pods[p] {
-			unlink(c.podSvcs, p, key)
-		}
-	}
-	for n := range old.nodes {
-		if !nodes[n] {
-			unlink(c.nodeSvcs, n, key)
-		}
-	}
-	for p := range pods {
-		link(c.podSvcs, p, key)
-	}
-	for n := range nodes {
-		link(c.nodeSvcs, n, key)
-	}
-	if len(pods) == 0 && len(nodes) == 0 {
-		delete(c.deps, key)
-	} else {
-		c.deps[key] = deps{pods: pods, nodes: nodes}
-	}
-}
-
-func link[K comparable](m map[K]map[types.NamespacedName]bool, k K, svc types.NamespacedName) {
-	if m[k] == nil {
-		m[k] = map[types.NamespacedName]bool{}
-	}
-	m[k][svc] = true
-}
-
-func unlink[K comparable](m map[K]map[types.NamespacedName]bool, k K, svc types.NamespacedName) {
-	delete(m[k], svc)
-	if len(m[k]) == 0 {
-		delete(m, k)
-	}
-}
-
 func countReady(s *Shard) int {
 	n := 0
 	for _, eps := range s.Endpoints {
@@ -581,9 +605,8 @@ func countReady(s *Shard) int {
 	return n
 }
 
-// buildShard computes what this cluster serves for svc, and which pods and nodes that
-// depends on.
-func (c *Cluster) buildShard(ws *watchSet, host string, svc *corev1.Service) (*Shard, map[types.NamespacedName]bool, map[string]bool) {
+// buildShard computes what this cluster serves for svc.
+func (c *Cluster) buildShard(ws *watchSet, host string, svc *corev1.Service) *Shard {
 	shard := &Shard{
 		Service: Service{
 			Host:        host,
@@ -607,8 +630,6 @@ func (c *Cluster) buildShard(ws *watchSet, host string, svc *corev1.Service) (*S
 		shard.Service.Ports = append(shard.Service.Ports, ServicePort{Name: p.Name, Port: p.Port, Protocol: string(p.Protocol)})
 	}
 	nsNetwork := c.systemNamespaceNetwork(ws)
-	pods := map[types.NamespacedName]bool{}
-	nodes := map[string]bool{}
 
 	objs, _ := ws.slices.ByIndex(serviceIndex, svc.Namespace+"/"+svc.Name)
 	for _, obj := range objs {
@@ -632,16 +653,11 @@ func (c *Cluster) buildShard(ws *watchSet, host string, svc *corev1.Service) (*S
 			if ep.NodeName != nil {
 				nodeName = *ep.NodeName
 			}
-			if ref := ep.TargetRef; ref != nil && ref.Kind == "Pod" {
-				podKey := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
-				if podKey.Namespace == "" {
-					podKey.Namespace = slice.Namespace
-				}
-				pods[podKey] = true
+			if podKey, ok := endpointPod(slice, ep); ok {
 				pod, err := ws.pods.Pods(podKey.Namespace).Get(podKey.Name)
 				if err != nil || pod.DeletionTimestamp != nil {
 					// Not seen yet, gone, or terminating: not served. Its arrival
-					// re-queues this service through the pod index.
+					// re-queues this service through the slices' pod index.
 					continue
 				}
 				base.Pod = podKey.String()
@@ -659,7 +675,6 @@ func (c *Cluster) buildShard(ws *watchSet, host string, svc *corev1.Service) (*S
 				}
 			}
 			if nodeName != "" {
-				nodes[nodeName] = true
 				if node, err := ws.nodes.Get(nodeName); err == nil {
 					base.Locality = Locality{
 						Region:  node.Labels[corev1.LabelTopologyRegion],
@@ -686,7 +701,7 @@ func (c *Cluster) buildShard(ws *watchSet, host string, svc *corev1.Service) (*S
 	for port, eps := range shard.Endpoints {
 		shard.Endpoints[port] = dedupe(eps)
 	}
-	return shard, pods, nodes
+	return shard
 }
 
 // slicePort finds the slice port serving service port sp: same name and protocol.
