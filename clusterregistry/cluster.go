@@ -52,6 +52,38 @@ var syncMarker = types.NamespacedName{}
 // relistMarker tells the worker that a relisted watchSet waits in Cluster.handover.
 var relistMarker = types.NamespacedName{Name: "relist"}
 
+// clusterOptions is what a Cluster is given by the registry that owns it: its
+// settings, and the sink it reports to. A Cluster knows nothing else of the registry.
+type clusterOptions struct {
+	// namespace is the system namespace; its network label names the network of the
+	// cluster's endpoints.
+	namespace string
+	// syncTimeout is how long the initial sync may take before the cluster reports
+	// that it timed out; zero: no limit.
+	syncTimeout time.Duration
+	// staleGrace is how long a stale cluster's shards are served before they are
+	// withdrawn; zero: until it answers again.
+	staleGrace time.Duration
+	// probeInterval is how often a stale cluster is probed.
+	probeInterval time.Duration
+	// host names a service's host.
+	host func(types.NamespacedName) string
+	// log already names the cluster.
+	log  *slog.Logger
+	sink clusterSink
+}
+
+// clusterSink is where a Cluster reports. It is called from the cluster's worker and
+// health goroutines, possibly concurrently, without the cluster's lock held; it must
+// not block.
+type clusterSink interface {
+	// notify says that what c serves for hosts changed.
+	notify(c *Cluster, hosts []string)
+	// changed says that c's state changed: synced, timed out, failed, stale,
+	// withdrawn or back.
+	changed()
+}
+
 // Cluster is one Kubernetes cluster: its client, informers and the shards of every
 // service it has. Its shards are rebuilt by one worker goroutine; one health
 // goroutine marks it stale when it stops answering and relists it when it answers
@@ -61,7 +93,7 @@ type Cluster struct {
 	source string
 	server string
 	token  string // only to scrub it from error text; never logged
-	reg    *Registry
+	opts   clusterOptions
 	log    *slog.Logger
 
 	httpClient *http.Client
@@ -96,7 +128,7 @@ type Cluster struct {
 	endpointCnt int               // guarded by mu
 }
 
-func newCluster(reg *Registry, id network.ClusterID, source string, cfg *rest.Config) (*Cluster, error) {
+func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *rest.Config) (*Cluster, error) {
 	cfg = rest.CopyConfig(cfg)
 	// A dialer of our own keeps client-go from handing us a shared, cached transport
 	// and tracks every connection, so that stopping the cluster closes them all.
@@ -134,8 +166,8 @@ func newCluster(reg *Registry, id network.ClusterID, source string, cfg *rest.Co
 		source:     source,
 		server:     cfg.Host,
 		token:      cfg.BearerToken,
-		reg:        reg,
-		log:        reg.log.With("cluster", id),
+		opts:       opts,
+		log:        opts.log,
 		httpClient: hc,
 		dialer:     dialer,
 		client:     client,
@@ -186,7 +218,7 @@ func (c *Cluster) newWatchSet() (*watchSet, error) {
 		factory: informers.NewSharedInformerFactory(c.client, 0),
 		nsFactory: informers.NewSharedInformerFactoryWithOptions(c.client, 0,
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", c.reg.opts.Namespace).String()
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", c.opts.namespace).String()
 			})),
 	}
 	if err := c.setupInformers(w); err != nil {
@@ -442,7 +474,7 @@ func (c *Cluster) start() {
 		defer c.wg.Done()
 		c.watchHealth(ctx)
 	}()
-	if t := c.reg.opts.SyncTimeout; t > 0 {
+	if t := c.opts.syncTimeout; t > 0 {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -457,7 +489,7 @@ func (c *Cluster) start() {
 				lastErr := c.lastErr
 				c.mu.Unlock()
 				c.log.Warn("cluster did not sync in time; serving the others and retrying", "timeout", t, "lastError", lastErr)
-				c.reg.changed()
+				c.opts.sink.changed()
 			}
 		}()
 	}
@@ -515,7 +547,7 @@ func (c *Cluster) recordError(err error) {
 	if first {
 		c.log.Warn("list or watch failed", "error", msg)
 	}
-	c.reg.changed()
+	c.opts.sink.changed()
 }
 
 // redact returns err's text without the cluster's token.
@@ -552,14 +584,14 @@ func (c *Cluster) finishSync() {
 	c.mu.Unlock()
 	close(c.synced)
 	c.log.Info("cluster synced", "took", took.Round(time.Millisecond), "services", services)
-	c.reg.changed()
+	c.opts.sink.changed()
 }
 
 // rebuild recomputes the shard of one service and notifies the registry if what the
 // cluster serves changed.
 func (c *Cluster) rebuild(key types.NamespacedName) {
 	if host, served := c.update(c.watches(), key); served {
-		c.reg.notify(c, []string{host})
+		c.opts.sink.notify(c, []string{host})
 	}
 }
 
@@ -567,7 +599,7 @@ func (c *Cluster) rebuild(key types.NamespacedName) {
 // and whether the change is served (it changed, and the cluster's shards are not
 // withdrawn).
 func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) {
-	host := c.reg.host(key)
+	host := c.opts.host(key)
 	svc, err := ws.services.Services(key.Namespace).Get(key.Name)
 	var shard *Shard
 	if err == nil && svc.Spec.Type != corev1.ServiceTypeExternalName {
@@ -759,7 +791,7 @@ func podNotReady(p *corev1.Pod) bool {
 }
 
 func (c *Cluster) systemNamespaceNetwork(ws *watchSet) network.NetworkID {
-	ns, err := ws.namespaces.Get(c.reg.opts.Namespace)
+	ns, err := ws.namespaces.Get(c.opts.namespace)
 	n := network.NetworkID("")
 	if err == nil {
 		n = network.NetworkID(ns.Labels[network.LabelNetwork])

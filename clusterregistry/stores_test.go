@@ -2,6 +2,7 @@ package clusterregistry
 
 import (
 	"log/slog"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -10,8 +11,6 @@ import (
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
-
-	"github.com/horizon-mesh/horizon/network"
 )
 
 // stores are informer caches that a test fills by hand. A test stands in for the
@@ -72,15 +71,18 @@ func (s *stores) add(t *testing.T, objs ...any) {
 // runs by hand: nothing runs in the background.
 func newTestCluster(t *testing.T, ws *watchSet) *Cluster {
 	t.Helper()
-	reg := &Registry{
-		opts:     Options{DomainSuffix: "cluster.local", Namespace: "istio-system"},
-		log:      slog.New(slog.DiscardHandler),
-		clusters: map[network.ClusterID]*entry{},
-	}
+	log := slog.New(slog.DiscardHandler)
 	c := &Cluster{
-		id:  "c1",
-		reg: reg,
-		log: reg.log,
+		id: "c1",
+		opts: clusterOptions{
+			namespace: "istio-system",
+			host: func(k types.NamespacedName) string {
+				return k.Name + "." + k.Namespace + ".svc.cluster.local"
+			},
+			log:  log,
+			sink: &recordingSink{},
+		},
+		log: log,
 		queue: workqueue.NewTypedRateLimitingQueue(
 			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName]()),
 		ws:     ws,
@@ -89,6 +91,25 @@ func newTestCluster(t *testing.T, ws *watchSet) *Cluster {
 	}
 	t.Cleanup(c.queue.ShutDown)
 	return c
+}
+
+// recordingSink records what a cluster reports.
+type recordingSink struct {
+	mu       sync.Mutex
+	notified []string // hosts, in the order notified
+	changes  int
+}
+
+func (s *recordingSink) notify(_ *Cluster, hosts []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notified = append(s.notified, hosts...)
+}
+
+func (s *recordingSink) changed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.changes++
 }
 
 // drain runs the worker until the queue is empty.
