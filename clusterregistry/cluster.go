@@ -303,8 +303,8 @@ func (c *Cluster) finishSync() {
 	c.opts.sink.changed()
 }
 
-// rebuild recomputes the shard of one service and notifies the registry if what the
-// cluster serves changed.
+// rebuild recomputes the shard of one service and tells the sink if what the cluster
+// serves changed.
 func (c *Cluster) rebuild(key types.NamespacedName) {
 	if host, served := c.update(c.watches(), key); served {
 		c.opts.sink.notify(c, []string{host})
