@@ -8,28 +8,17 @@ import (
 	"net"
 	"net/http"
 	"reflect"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/horizon-mesh/horizon/network"
 )
-
-const serviceIndex = "service"
 
 // syncMarker is queued once the caches have synced; when the worker reaches it, every
 // key queued during the initial list has been processed. No Service has an empty
@@ -39,16 +28,49 @@ var syncMarker = types.NamespacedName{}
 // relistMarker tells the worker that a relisted watchSet waits in Cluster.handover.
 var relistMarker = types.NamespacedName{Name: "relist"}
 
+// clusterOptions is what a Cluster is given by the registry that owns it: its
+// settings, and the sink it reports to. A Cluster knows nothing else of the registry.
+type clusterOptions struct {
+	// namespace is the system namespace; its network label names the network of the
+	// cluster's endpoints.
+	namespace string
+	// syncTimeout is how long the initial sync may take before the cluster reports
+	// that it timed out; zero: no limit.
+	syncTimeout time.Duration
+	// staleGrace is how long a stale cluster's shards are served before they are
+	// withdrawn; zero: until it answers again.
+	staleGrace time.Duration
+	// probeInterval is how often a stale cluster is probed.
+	probeInterval time.Duration
+	// host names a service's host.
+	host func(types.NamespacedName) string
+	// log already names the cluster.
+	log  *slog.Logger
+	sink clusterSink
+}
+
+// clusterSink is where a Cluster reports. It is called from the cluster's worker and
+// health goroutines, possibly concurrently, without the cluster's lock held; it must
+// not block.
+type clusterSink interface {
+	// notify says that what c serves for hosts changed.
+	notify(c *Cluster, hosts []string)
+	// changed says that c's state changed: synced, timed out, failed, stale,
+	// withdrawn or back.
+	changed()
+}
+
 // Cluster is one Kubernetes cluster: its client, informers and the shards of every
-// service it has. Its shards are rebuilt by one worker goroutine; one health
-// goroutine marks it stale when it stops answering and relists it when it answers
-// again (stale.go).
+// service it has. Its shards are rebuilt by one worker goroutine, which translates
+// (shard.go) what its informers cache (watch.go); one health goroutine marks it
+// stale when it stops answering and relists it when it answers again (stale.go).
+// What it reports of itself is in status.go.
 type Cluster struct {
 	id     network.ClusterID
 	source string
 	server string
 	token  string // only to scrub it from error text; never logged
-	reg    *Registry
+	opts   clusterOptions
 	log    *slog.Logger
 
 	httpClient *http.Client
@@ -70,23 +92,20 @@ type Cluster struct {
 	ws *watchSet
 	// handover is a relisted watchSet waiting for the worker; guarded by mu.
 	handover    *handover
-	stale       bool                                                   // guarded by mu
-	staleSince  time.Time                                              // guarded by mu
-	withdrawn   bool                                                   // guarded by mu; shards hidden
-	shards      map[string]*Shard                                      // host → shard; guarded by mu
-	podSvcs     map[types.NamespacedName]map[types.NamespacedName]bool // pod → services whose slices name it; guarded by mu
-	nodeSvcs    map[string]map[types.NamespacedName]bool               // node → services with endpoints on it; guarded by mu
-	deps        map[types.NamespacedName]deps                          // service → what its shard was built from; guarded by mu
-	started     time.Time                                              // guarded by mu
-	syncedAt    time.Time                                              // guarded by mu
-	timedOut    bool                                                   // guarded by mu
-	lastErr     string                                                 // guarded by mu
-	lastErrAt   time.Time                                              // guarded by mu
-	nsNetwork   network.NetworkID                                      // guarded by mu
-	endpointCnt int                                                    // guarded by mu
+	stale       bool              // guarded by mu
+	staleSince  time.Time         // guarded by mu
+	withdrawn   bool              // guarded by mu; shards hidden
+	shards      map[string]*Shard // host → shard; guarded by mu
+	started     time.Time         // guarded by mu
+	syncedAt    time.Time         // guarded by mu
+	timedOut    bool              // guarded by mu
+	lastErr     string            // guarded by mu
+	lastErrAt   time.Time         // guarded by mu
+	nsNetwork   network.NetworkID // guarded by mu
+	endpointCnt int               // guarded by mu
 }
 
-func newCluster(reg *Registry, id network.ClusterID, source string, cfg *rest.Config) (*Cluster, error) {
+func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *rest.Config) (*Cluster, error) {
 	cfg = rest.CopyConfig(cfg)
 	// A dialer of our own keeps client-go from handing us a shared, cached transport
 	// and tracks every connection, so that stopping the cluster closes them all.
@@ -124,8 +143,8 @@ func newCluster(reg *Registry, id network.ClusterID, source string, cfg *rest.Co
 		source:     source,
 		server:     cfg.Host,
 		token:      cfg.BearerToken,
-		reg:        reg,
-		log:        reg.log.With("cluster", id),
+		opts:       opts,
+		log:        opts.log,
 		httpClient: hc,
 		dialer:     dialer,
 		client:     client,
@@ -133,11 +152,8 @@ func newCluster(reg *Registry, id network.ClusterID, source string, cfg *rest.Co
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "cluster-" + string(id)}),
-		synced:   make(chan struct{}),
-		shards:   map[string]*Shard{},
-		podSvcs:  map[types.NamespacedName]map[types.NamespacedName]bool{},
-		nodeSvcs: map[string]map[types.NamespacedName]bool{},
-		deps:     map[types.NamespacedName]deps{},
+		synced: make(chan struct{}),
+		shards: map[string]*Shard{},
 	}
 	ws, err := c.newWatchSet()
 	if err != nil {
@@ -146,183 +162,6 @@ func newCluster(reg *Registry, id network.ClusterID, source string, cfg *rest.Co
 	}
 	c.ws = ws
 	return c, nil
-}
-
-// watchSet is one generation of a cluster's informers and the listers over their
-// caches. A cluster starts with one; when it answers again after being stale, it
-// lists everything into a fresh one, whose caches cannot have missed anything, and
-// drops the old one.
-type watchSet struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	synced chan struct{} // closed once every handler has been given the initial list
-
-	factory        informers.SharedInformerFactory
-	nsFactory      informers.SharedInformerFactory
-	handlersSynced []cache.InformerSynced
-	services       listersv1.ServiceLister
-	pods           listersv1.PodLister
-	nodes          listersv1.NodeLister
-	namespaces     listersv1.NamespaceLister
-	slices         cache.Indexer
-}
-
-// newWatchSet sets up (without starting) informers whose handlers feed c's queue.
-func (c *Cluster) newWatchSet() (*watchSet, error) {
-	ctx, cancel := context.WithCancel(c.ctx)
-	w := &watchSet{
-		ctx:     ctx,
-		cancel:  cancel,
-		synced:  make(chan struct{}),
-		factory: informers.NewSharedInformerFactory(c.client, 0),
-		nsFactory: informers.NewSharedInformerFactoryWithOptions(c.client, 0,
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", c.reg.opts.Namespace).String()
-			})),
-	}
-	if err := c.setupInformers(w); err != nil {
-		cancel()
-		return nil, err
-	}
-	return w, nil
-}
-
-func (c *Cluster) setupInformers(w *watchSet) error {
-	svc := w.factory.Core().V1().Services()
-	pod := w.factory.Core().V1().Pods()
-	node := w.factory.Core().V1().Nodes()
-	slice := w.factory.Discovery().V1().EndpointSlices()
-	ns := w.nsFactory.Core().V1().Namespaces()
-	w.services, w.pods, w.nodes, w.namespaces = svc.Lister(), pod.Lister(), node.Lister(), ns.Lister()
-	w.slices = slice.Informer().GetIndexer()
-
-	if err := pod.Informer().SetTransform(trimPod); err != nil {
-		return err
-	}
-	if err := slice.Informer().AddIndexers(cache.Indexers{serviceIndex: func(obj any) ([]string, error) {
-		s, ok := obj.(*discoveryv1.EndpointSlice)
-		if !ok {
-			return nil, nil
-		}
-		name := s.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
-			return nil, nil
-		}
-		return []string{s.Namespace + "/" + name}, nil
-	}}); err != nil {
-		return err
-	}
-
-	handlers := []struct {
-		inf cache.SharedIndexInformer
-		fn  func(obj any)
-	}{
-		{svc.Informer(), func(obj any) {
-			if s, ok := obj.(*corev1.Service); ok {
-				c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
-			}
-		}},
-		{slice.Informer(), func(obj any) {
-			if s, ok := obj.(*discoveryv1.EndpointSlice); ok && s.Labels[discoveryv1.LabelServiceName] != "" {
-				c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]})
-			}
-		}},
-		{pod.Informer(), func(obj any) {
-			if p, ok := obj.(*corev1.Pod); ok {
-				c.enqueueFor(func() map[types.NamespacedName]bool {
-					return c.podSvcs[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}]
-				})
-			}
-		}},
-		{node.Informer(), func(obj any) {
-			if n, ok := obj.(*corev1.Node); ok {
-				c.enqueueFor(func() map[types.NamespacedName]bool { return c.nodeSvcs[n.Name] })
-			}
-		}},
-		{ns.Informer(), func(any) { c.enqueueAll() }},
-	}
-	for _, h := range handlers {
-		fn := h.fn
-		reg, err := h.inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc: fn,
-			UpdateFunc: func(old, cur any) {
-				if o, ok := old.(metav1.Object); ok {
-					if n, ok := cur.(metav1.Object); ok && o.GetResourceVersion() == n.GetResourceVersion() {
-						return // resync with nothing changed
-					}
-				}
-				fn(cur)
-			},
-			DeleteFunc: func(obj any) {
-				if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-					obj = t.Obj
-				}
-				fn(obj)
-			},
-		})
-		if err != nil {
-			return err
-		}
-		// The registration, not the informer, says when this handler has been given
-		// every object of the initial list.
-		w.handlersSynced = append(w.handlersSynced, reg.HasSynced)
-		if err := h.inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-			c.recordError(err)
-		}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// start runs the informers; synced is closed once they have synced.
-func (w *watchSet) start() {
-	w.factory.Start(w.ctx.Done())
-	w.nsFactory.Start(w.ctx.Done())
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		if cache.WaitForCacheSync(w.ctx.Done(), w.handlersSynced...) {
-			close(w.synced)
-		}
-	}()
-}
-
-// stop stops the informers and waits for them.
-func (w *watchSet) stop() {
-	w.cancel()
-	w.factory.Shutdown()
-	w.nsFactory.Shutdown()
-	w.wg.Wait()
-}
-
-// watches returns the informers the worker reads.
-func (c *Cluster) watches() *watchSet {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.ws
-}
-
-// enqueueFor queues the services of the set that lookup returns under c.mu.
-func (c *Cluster) enqueueFor(lookup func() map[types.NamespacedName]bool) {
-	c.mu.RLock()
-	set := lookup()
-	keys := make([]types.NamespacedName, 0, len(set))
-	for k := range set {
-		keys = append(keys, k)
-	}
-	c.mu.RUnlock()
-	for _, k := range keys {
-		c.queue.Add(k)
-	}
-}
-
-func (c *Cluster) enqueueAll() {
-	svcs, _ := c.watches().services.List(labels.Everything())
-	for _, s := range svcs {
-		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
-	}
 }
 
 // start runs the informers, the worker and the health check until stop.
@@ -351,7 +190,7 @@ func (c *Cluster) start() {
 		defer c.wg.Done()
 		c.watchHealth(ctx)
 	}()
-	if t := c.reg.opts.SyncTimeout; t > 0 {
+	if t := c.opts.syncTimeout; t > 0 {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -366,7 +205,7 @@ func (c *Cluster) start() {
 				lastErr := c.lastErr
 				c.mu.Unlock()
 				c.log.Warn("cluster did not sync in time; serving the others and retrying", "timeout", t, "lastError", lastErr)
-				c.reg.changed()
+				c.opts.sink.changed()
 			}
 		}()
 	}
@@ -424,7 +263,7 @@ func (c *Cluster) recordError(err error) {
 	if first {
 		c.log.Warn("list or watch failed", "error", msg)
 	}
-	c.reg.changed()
+	c.opts.sink.changed()
 }
 
 // redact returns err's text without the cluster's token.
@@ -461,14 +300,14 @@ func (c *Cluster) finishSync() {
 	c.mu.Unlock()
 	close(c.synced)
 	c.log.Info("cluster synced", "took", took.Round(time.Millisecond), "services", services)
-	c.reg.changed()
+	c.opts.sink.changed()
 }
 
-// rebuild recomputes the shard of one service and notifies the registry if what the
-// cluster serves changed.
+// rebuild recomputes the shard of one service and tells the sink if what the cluster
+// serves changed.
 func (c *Cluster) rebuild(key types.NamespacedName) {
 	if host, served := c.update(c.watches(), key); served {
-		c.reg.notify(c, []string{host})
+		c.opts.sink.notify(c, []string{host})
 	}
 }
 
@@ -476,18 +315,22 @@ func (c *Cluster) rebuild(key types.NamespacedName) {
 // and whether the change is served (it changed, and the cluster's shards are not
 // withdrawn).
 func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) {
-	host := c.reg.host(key)
-	svc, err := ws.services.Services(key.Namespace).Get(key.Name)
+	host := c.opts.host(key)
+	nsNetwork := namespaceNetwork(ws.namespaces, c.opts.namespace)
 	var shard *Shard
-	var pods map[types.NamespacedName]bool
-	var nodes map[string]bool
-	if err == nil && svc.Spec.Type != corev1.ServiceTypeExternalName {
-		shard, pods, nodes = c.buildShard(ws, host, svc)
+	if svc, err := ws.services.Services(key.Namespace).Get(key.Name); err == nil {
+		shard = translate(shardSource{
+			cluster: c.id,
+			slices:  ws.slices,
+			pods:    ws.pods,
+			nodes:   ws.nodes,
+			network: nsNetwork,
+		}, host, svc)
 	}
 
 	c.mu.Lock()
+	c.nsNetwork = nsNetwork
 	old := c.shards[host]
-	c.updateIndex(key, pods, nodes)
 	changed := !reflect.DeepEqual(old, shard)
 	if changed {
 		if old != nil {
@@ -503,335 +346,4 @@ func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) 
 	served := changed && !c.withdrawn
 	c.mu.Unlock()
 	return host, served
-}
-
-// deps is what one service's shard was built from.
-type deps struct {
-	pods  map[types.NamespacedName]bool
-	nodes map[string]bool
-}
-
-// updateIndex records which pods and nodes the service's endpoints depend on, so that
-// a change to one of them re-queues the service. Called with c.mu held.
-func (c *Cluster) updateIndex(key types.NamespacedName, pods map[types.NamespacedName]bool, nodes map[string]bool) {
-	old := c.deps[key]
-	for p := range old.pods {
-		if !pods[p] {
-			unlink(c.podSvcs, p, key)
-		}
-	}
-	for n := range old.nodes {
-		if !nodes[n] {
-			unlink(c.nodeSvcs, n, key)
-		}
-	}
-	for p := range pods {
-		link(c.podSvcs, p, key)
-	}
-	for n := range nodes {
-		link(c.nodeSvcs, n, key)
-	}
-	if len(pods) == 0 && len(nodes) == 0 {
-		delete(c.deps, key)
-	} else {
-		c.deps[key] = deps{pods: pods, nodes: nodes}
-	}
-}
-
-func link[K comparable](m map[K]map[types.NamespacedName]bool, k K, svc types.NamespacedName) {
-	if m[k] == nil {
-		m[k] = map[types.NamespacedName]bool{}
-	}
-	m[k][svc] = true
-}
-
-func unlink[K comparable](m map[K]map[types.NamespacedName]bool, k K, svc types.NamespacedName) {
-	delete(m[k], svc)
-	if len(m[k]) == 0 {
-		delete(m, k)
-	}
-}
-
-func countReady(s *Shard) int {
-	n := 0
-	for _, eps := range s.Endpoints {
-		for _, ep := range eps {
-			if ep.Ready {
-				n++
-			}
-		}
-	}
-	return n
-}
-
-// buildShard computes what this cluster serves for svc, and which pods and nodes that
-// depends on.
-func (c *Cluster) buildShard(ws *watchSet, host string, svc *corev1.Service) (*Shard, map[types.NamespacedName]bool, map[string]bool) {
-	shard := &Shard{
-		Service: Service{
-			Host:        host,
-			Name:        svc.Name,
-			Namespace:   svc.Namespace,
-			Cluster:     c.id,
-			Labels:      svc.Labels,
-			Annotations: svc.Annotations,
-			ExternalIPs: append([]string(nil), svc.Spec.ExternalIPs...),
-		},
-		Endpoints: map[int32][]Endpoint{},
-	}
-	for _, in := range svc.Status.LoadBalancer.Ingress {
-		if in.IP != "" {
-			shard.Service.LoadBalancer = append(shard.Service.LoadBalancer, in.IP)
-		} else if in.Hostname != "" {
-			shard.Service.LoadBalancer = append(shard.Service.LoadBalancer, in.Hostname)
-		}
-	}
-	for _, p := range svc.Spec.Ports {
-		shard.Service.Ports = append(shard.Service.Ports, ServicePort{Name: p.Name, Port: p.Port, Protocol: string(p.Protocol)})
-	}
-	nsNetwork := c.systemNamespaceNetwork(ws)
-	pods := map[types.NamespacedName]bool{}
-	nodes := map[string]bool{}
-
-	objs, _ := ws.slices.ByIndex(serviceIndex, svc.Namespace+"/"+svc.Name)
-	for _, obj := range objs {
-		slice := obj.(*discoveryv1.EndpointSlice)
-		if slice.AddressType == discoveryv1.AddressTypeFQDN {
-			continue
-		}
-		for _, ep := range slice.Endpoints {
-			if len(ep.Addresses) == 0 {
-				continue
-			}
-			base := Endpoint{
-				Ready:   ep.Conditions.Ready == nil || *ep.Conditions.Ready,
-				Cluster: c.id,
-				Network: nsNetwork,
-			}
-			if ep.Conditions.Terminating != nil && *ep.Conditions.Terminating {
-				continue
-			}
-			nodeName := ""
-			if ep.NodeName != nil {
-				nodeName = *ep.NodeName
-			}
-			if ref := ep.TargetRef; ref != nil && ref.Kind == "Pod" {
-				podKey := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
-				if podKey.Namespace == "" {
-					podKey.Namespace = slice.Namespace
-				}
-				pods[podKey] = true
-				pod, err := ws.pods.Pods(podKey.Namespace).Get(podKey.Name)
-				if err != nil || pod.DeletionTimestamp != nil {
-					// Not seen yet, gone, or terminating: not served. Its arrival
-					// re-queues this service through the pod index.
-					continue
-				}
-				base.Pod = podKey.String()
-				base.Labels = pod.Labels
-				base.ServiceAccount = pod.Spec.ServiceAccountName
-				base.TLSMode = pod.Labels[network.LabelTLSMode]
-				if n := pod.Labels[network.LabelNetwork]; n != "" {
-					base.Network = network.NetworkID(n)
-				}
-				if pod.Spec.NodeName != "" {
-					nodeName = pod.Spec.NodeName
-				}
-				if podNotReady(pod) {
-					base.Ready = false
-				}
-			}
-			if nodeName != "" {
-				nodes[nodeName] = true
-				if node, err := ws.nodes.Get(nodeName); err == nil {
-					base.Locality = Locality{
-						Region:  node.Labels[corev1.LabelTopologyRegion],
-						Zone:    node.Labels[corev1.LabelTopologyZone],
-						Subzone: node.Labels[network.LabelSubzone],
-					}
-				}
-			}
-			if base.Locality.Zone == "" && ep.Zone != nil {
-				base.Locality.Zone = *ep.Zone
-			}
-			for _, sp := range svc.Spec.Ports {
-				target, ok := slicePort(slice, sp)
-				if !ok {
-					continue
-				}
-				e := base
-				e.Address = ep.Addresses[0]
-				e.Port = uint32(target)
-				shard.Endpoints[sp.Port] = append(shard.Endpoints[sp.Port], e)
-			}
-		}
-	}
-	for port, eps := range shard.Endpoints {
-		shard.Endpoints[port] = dedupe(eps)
-	}
-	return shard, pods, nodes
-}
-
-// slicePort finds the slice port serving service port sp: same name and protocol.
-func slicePort(slice *discoveryv1.EndpointSlice, sp corev1.ServicePort) (int32, bool) {
-	for _, p := range slice.Ports {
-		name, proto := "", corev1.ProtocolTCP
-		if p.Name != nil {
-			name = *p.Name
-		}
-		if p.Protocol != nil {
-			proto = *p.Protocol
-		}
-		spProto := sp.Protocol
-		if spProto == "" {
-			spProto = corev1.ProtocolTCP
-		}
-		if name == sp.Name && proto == spProto && p.Port != nil {
-			return *p.Port, true
-		}
-	}
-	return 0, false
-}
-
-// dedupe sorts endpoints by address and port and keeps one per pair, preferring a
-// ready one: an address can sit in two slices while the endpoint moves between them.
-func dedupe(eps []Endpoint) []Endpoint {
-	sort.SliceStable(eps, func(i, j int) bool {
-		if eps[i].Address != eps[j].Address {
-			return eps[i].Address < eps[j].Address
-		}
-		if eps[i].Port != eps[j].Port {
-			return eps[i].Port < eps[j].Port
-		}
-		return eps[i].Ready && !eps[j].Ready
-	})
-	out := eps[:0]
-	for i, e := range eps {
-		if i > 0 && e.Address == eps[i-1].Address && e.Port == eps[i-1].Port {
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
-// podNotReady reports whether the pod says it is not ready. A pod without a Ready
-// condition defers to the EndpointSlice.
-func podNotReady(p *corev1.Pod) bool {
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			return cond.Status != corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
-func (c *Cluster) systemNamespaceNetwork(ws *watchSet) network.NetworkID {
-	ns, err := ws.namespaces.Get(c.reg.opts.Namespace)
-	n := network.NetworkID("")
-	if err == nil {
-		n = network.NetworkID(ns.Labels[network.LabelNetwork])
-	}
-	c.mu.Lock()
-	c.nsNetwork = n
-	c.mu.Unlock()
-	return n
-}
-
-// trimPod keeps only what Horizon reads of a pod, so that the cache of a large cluster
-// stays small.
-func trimPod(obj any) (any, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	out := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:              p.Name,
-			Namespace:         p.Namespace,
-			UID:               p.UID,
-			ResourceVersion:   p.ResourceVersion,
-			Labels:            p.Labels,
-			DeletionTimestamp: p.DeletionTimestamp,
-		},
-		Spec: corev1.PodSpec{
-			NodeName:           p.Spec.NodeName,
-			ServiceAccountName: p.Spec.ServiceAccountName,
-		},
-		Status: corev1.PodStatus{
-			Phase:  p.Status.Phase,
-			PodIP:  p.Status.PodIP,
-			PodIPs: p.Status.PodIPs,
-		},
-	}
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			out.Status.Conditions = []corev1.PodCondition{{Type: cond.Type, Status: cond.Status}}
-		}
-	}
-	return out, nil
-}
-
-// status describes the cluster. Called without c.mu held.
-func (c *Cluster) status() ClusterStatus {
-	synced := c.hasSynced()
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	st := ClusterStatus{
-		ID:          c.id,
-		Source:      c.source,
-		Server:      c.server,
-		Services:    len(c.shards),
-		Endpoints:   c.endpointCnt,
-		Started:     c.started,
-		SyncedAt:    c.syncedAt,
-		LastError:   c.lastErr,
-		LastErrorAt: c.lastErrAt,
-		Network:     c.nsNetwork,
-		Stale:       c.stale,
-		StaleSince:  c.staleSince,
-		Withdrawn:   c.withdrawn,
-	}
-	if c.withdrawn {
-		st.Services, st.Endpoints = 0, 0
-	}
-	switch {
-	case c.stale:
-		st.State = StateStale
-		st.SyncDuration = c.syncedAt.Sub(c.started)
-	case synced:
-		st.State = StateSynced
-		st.SyncDuration = c.syncedAt.Sub(c.started)
-	case c.timedOut:
-		st.State = StateTimedOut
-	case c.lastErr != "":
-		st.State = StateError
-	default:
-		st.State = StatePending
-	}
-	return st
-}
-
-// shard returns what the cluster serves for host: nothing while withdrawn.
-func (c *Cluster) shard(host string) *Shard {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.withdrawn {
-		return nil
-	}
-	return c.shards[host]
-}
-
-// hosts returns the hosts the cluster serves: none while withdrawn.
-func (c *Cluster) hosts() []string {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.withdrawn {
-		return nil
-	}
-	out := make([]string, 0, len(c.shards))
-	for h := range c.shards {
-		out = append(out, h)
-	}
-	return out
 }

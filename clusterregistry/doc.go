@@ -7,6 +7,21 @@
 // worker goroutine per cluster rebuilds the shard of the affected service and, when it
 // changed, tells the registry's subscribers which (host, cluster) changed.
 //
+// A handler finds the services an object affects through the informers' own indexes:
+// EndpointSlices by service, by the pods their endpoints reference and by the nodes
+// they name, and Pods by node. A pod event queues the services whose slices reference
+// the pod; a node event those whose slices name the node or reference a pod on it.
+// An informer updates its indexes before it calls a handler, and a key queued while
+// the worker builds it is built again, so an event cannot be lost between the
+// worker's reads and the end of its build.
+//
+// The files follow the jobs: registry.go holds the clusters and answers reads;
+// cluster.go a Cluster's lifecycle and worker; watch.go its informers, indexes and
+// event handlers; shard.go the translation of a Service and a cluster's caches into
+// a Shard, a pure function; stale.go what happens when a synced cluster stops
+// answering; status.go what a Cluster reports. A Cluster is given its settings and a
+// narrow sink (notify, changed) by the registry, not the registry itself.
+//
 // A cluster that synced and then stops answering (its list or watch calls fail, and a
 // direct check of the server fails too) is stale: its last known endpoints are still
 // served, for Options.StaleGrace, then withdrawn. It is probed until it answers; then
@@ -17,5 +32,6 @@
 // Concurrency: Registry is safe for concurrent use. Values returned by its read methods
 // are shared and must not be modified. Subscribers are called from cluster worker
 // goroutines (and a cluster's health goroutine, when its endpoints are withdrawn),
-// possibly concurrently, and must not block.
+// possibly concurrently, and must not block. Lock order: Registry.mu before
+// Cluster.mu; a Cluster calls its sink without its own lock held.
 package clusterregistry

@@ -133,7 +133,7 @@ func (r *Registry) SetCluster(id network.ClusterID, source string, cfg *rest.Con
 	if r.closed {
 		return
 	}
-	c, err := newCluster(r, id, source, cfg)
+	c, err := newCluster(r.clusterOptions(id), id, source, cfg)
 	if err != nil {
 		// Only a malformed rest.Config gets here; the loader has already checked it.
 		r.log.Error("cluster not added", "cluster", id, "source", source, "error", err)
@@ -290,6 +290,22 @@ func (r *Registry) Hosts() []string {
 	sort.Strings(out)
 	return out
 }
+
+// clusterOptions is what the registry gives cluster id.
+func (r *Registry) clusterOptions(id network.ClusterID) clusterOptions {
+	return clusterOptions{
+		namespace:     r.opts.Namespace,
+		syncTimeout:   r.opts.SyncTimeout,
+		staleGrace:    r.opts.StaleGrace,
+		probeInterval: r.opts.ProbeInterval,
+		host:          r.host,
+		log:           r.log.With("cluster", id),
+		sink:          r,
+	}
+}
+
+// The registry is the sink of each of its clusters.
+var _ clusterSink = (*Registry)(nil)
 
 func (r *Registry) host(key types.NamespacedName) string {
 	return key.Name + "." + key.Namespace + ".svc." + r.opts.DomainSuffix

@@ -83,7 +83,7 @@ func (c *Cluster) probe(ctx context.Context) error {
 	return c.client.CoreV1().RESTClient().Get().
 		Resource("namespaces").
 		VersionedParams(&metav1.ListOptions{
-			FieldSelector:   fields.OneTermEqualSelector("metadata.name", c.reg.opts.Namespace).String(),
+			FieldSelector:   fields.OneTermEqualSelector("metadata.name", c.opts.namespace).String(),
 			ResourceVersion: "0",
 		}, scheme.ParameterCodec).
 		MaxRetries(0).
@@ -99,8 +99,8 @@ func (c *Cluster) markStale(err error) {
 	c.stale, c.staleSince = true, now
 	c.lastErr, c.lastErrAt = msg, now
 	c.mu.Unlock()
-	c.log.Warn("cluster unreachable; serving its last known endpoints", "grace", c.reg.opts.StaleGrace, "error", msg)
-	c.reg.changed()
+	c.log.Warn("cluster unreachable; serving its last known endpoints", "grace", c.opts.staleGrace, "error", msg)
+	c.opts.sink.changed()
 }
 
 // notAnswering records a failed probe of a stale cluster.
@@ -120,9 +120,9 @@ func (c *Cluster) withdraw() {
 	}
 	c.withdrawn = true
 	c.mu.Unlock()
-	c.log.Warn("cluster unreachable past its grace; withdrawing its endpoints", "grace", c.reg.opts.StaleGrace, "services", len(hosts))
-	c.reg.notify(c, hosts)
-	c.reg.changed()
+	c.log.Warn("cluster unreachable past its grace; withdrawing its endpoints", "grace", c.opts.staleGrace, "services", len(hosts))
+	c.opts.sink.notify(c, hosts)
+	c.opts.sink.changed()
 }
 
 // untilReachable probes the stale cluster until it answers, withdrawing its shards if
@@ -130,12 +130,12 @@ func (c *Cluster) withdraw() {
 // informers to the worker. It returns false if ctx ended first.
 func (c *Cluster) untilReachable(ctx context.Context) bool {
 	var grace <-chan time.Time
-	if g := c.reg.opts.StaleGrace; g > 0 {
+	if g := c.opts.staleGrace; g > 0 {
 		t := time.NewTimer(g)
 		defer t.Stop()
 		grace = t.C
 	}
-	tick := time.NewTicker(c.reg.opts.ProbeInterval)
+	tick := time.NewTicker(c.opts.probeInterval)
 	defer tick.Stop()
 
 	// fresh is a watchSet listing the cluster after it answered; this goroutine owns
@@ -244,8 +244,8 @@ func (c *Cluster) finishRelist() {
 		}
 	}
 	c.log.Info("cluster reachable again", "staleFor", staleFor.Round(time.Millisecond), "services", len(after), "changedServices", len(changed))
-	c.reg.notify(c, changed)
-	c.reg.changed()
+	c.opts.sink.notify(c, changed)
+	c.opts.sink.changed()
 	old.stop()
 	close(h.done)
 }

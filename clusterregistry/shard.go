@@ -1,0 +1,200 @@
+package clusterregistry
+
+import (
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/horizon-mesh/horizon/network"
+)
+
+// Translation of Services, EndpointSlices, Pods and Nodes into shards: pure
+// functions of one cluster's caches, which the worker calls (cluster.go) and tests
+// call with caches they fill by hand.
+
+// shardSource is what a service's shard is translated from: one cluster's caches.
+type shardSource struct {
+	cluster network.ClusterID
+	// slices holds EndpointSlices indexed by serviceIndex.
+	slices cache.Indexer
+	pods   listersv1.PodLister
+	nodes  listersv1.NodeLister
+	// network is the system namespace's network label: the network of the endpoints
+	// whose pod names none.
+	network network.NetworkID
+}
+
+// translate returns what src serves for svc under host; nil for an ExternalName
+// Service, which has no endpoints. It reads src and svc and changes neither.
+//
+// An endpoint is served for each service port its slice has a port for (same name
+// and protocol), at the slice port's number. Endpoints of FQDN slices, terminating
+// endpoints, and endpoints whose pod is not seen yet, gone or terminating are not.
+// The pod's labels, service account and network label, and its Ready condition
+// when it has one (the slice's otherwise), describe the endpoint. Its locality is
+// its node's (the pod's node, else the slice's); the slice's zone hint stands in for
+// a zone the node does not have.
+func translate(src shardSource, host string, svc *corev1.Service) *Shard {
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return nil
+	}
+	shard := &Shard{
+		Service: Service{
+			Host:        host,
+			Name:        svc.Name,
+			Namespace:   svc.Namespace,
+			Cluster:     src.cluster,
+			Labels:      svc.Labels,
+			Annotations: svc.Annotations,
+			ExternalIPs: append([]string(nil), svc.Spec.ExternalIPs...),
+		},
+		Endpoints: map[int32][]Endpoint{},
+	}
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if in.IP != "" {
+			shard.Service.LoadBalancer = append(shard.Service.LoadBalancer, in.IP)
+		} else if in.Hostname != "" {
+			shard.Service.LoadBalancer = append(shard.Service.LoadBalancer, in.Hostname)
+		}
+	}
+	for _, p := range svc.Spec.Ports {
+		shard.Service.Ports = append(shard.Service.Ports, ServicePort{Name: p.Name, Port: p.Port, Protocol: string(p.Protocol)})
+	}
+	objs, _ := src.slices.ByIndex(serviceIndex, svc.Namespace+"/"+svc.Name)
+	for _, obj := range objs {
+		slice, ok := obj.(*discoveryv1.EndpointSlice)
+		if !ok || slice.AddressType == discoveryv1.AddressTypeFQDN {
+			continue
+		}
+		for _, ep := range slice.Endpoints {
+			if len(ep.Addresses) == 0 {
+				continue
+			}
+			base := Endpoint{
+				Ready:   ep.Conditions.Ready == nil || *ep.Conditions.Ready,
+				Cluster: src.cluster,
+				Network: src.network,
+			}
+			if ep.Conditions.Terminating != nil && *ep.Conditions.Terminating {
+				continue
+			}
+			nodeName := ""
+			if ep.NodeName != nil {
+				nodeName = *ep.NodeName
+			}
+			if podKey, ok := endpointPod(slice, ep); ok {
+				pod, err := src.pods.Pods(podKey.Namespace).Get(podKey.Name)
+				if err != nil || pod.DeletionTimestamp != nil {
+					// Not seen yet, gone, or terminating: not served. Its arrival
+					// re-queues this service through the slices' pod index.
+					continue
+				}
+				base.Pod = podKey.String()
+				base.Labels = pod.Labels
+				base.ServiceAccount = pod.Spec.ServiceAccountName
+				base.TLSMode = pod.Labels[network.LabelTLSMode]
+				if n := pod.Labels[network.LabelNetwork]; n != "" {
+					base.Network = network.NetworkID(n)
+				}
+				if pod.Spec.NodeName != "" {
+					nodeName = pod.Spec.NodeName
+				}
+				if podNotReady(pod) {
+					base.Ready = false
+				}
+			}
+			if nodeName != "" {
+				if node, err := src.nodes.Get(nodeName); err == nil {
+					base.Locality = Locality{
+						Region:  node.Labels[corev1.LabelTopologyRegion],
+						Zone:    node.Labels[corev1.LabelTopologyZone],
+						Subzone: node.Labels[network.LabelSubzone],
+					}
+				}
+			}
+			if base.Locality.Zone == "" && ep.Zone != nil {
+				base.Locality.Zone = *ep.Zone
+			}
+			for _, sp := range svc.Spec.Ports {
+				target, ok := slicePort(slice, sp)
+				if !ok {
+					continue
+				}
+				e := base
+				e.Address = ep.Addresses[0]
+				e.Port = uint32(target)
+				shard.Endpoints[sp.Port] = append(shard.Endpoints[sp.Port], e)
+			}
+		}
+	}
+	for port, eps := range shard.Endpoints {
+		shard.Endpoints[port] = dedupe(eps)
+	}
+	return shard
+}
+
+// slicePort finds the slice port serving service port sp: same name and protocol.
+func slicePort(slice *discoveryv1.EndpointSlice, sp corev1.ServicePort) (int32, bool) {
+	for _, p := range slice.Ports {
+		name, proto := "", corev1.ProtocolTCP
+		if p.Name != nil {
+			name = *p.Name
+		}
+		if p.Protocol != nil {
+			proto = *p.Protocol
+		}
+		spProto := sp.Protocol
+		if spProto == "" {
+			spProto = corev1.ProtocolTCP
+		}
+		if name == sp.Name && proto == spProto && p.Port != nil {
+			return *p.Port, true
+		}
+	}
+	return 0, false
+}
+
+// dedupe sorts endpoints by address and port and keeps one per pair, preferring a
+// ready one: an address can sit in two slices while the endpoint moves between them.
+func dedupe(eps []Endpoint) []Endpoint {
+	sort.SliceStable(eps, func(i, j int) bool {
+		if eps[i].Address != eps[j].Address {
+			return eps[i].Address < eps[j].Address
+		}
+		if eps[i].Port != eps[j].Port {
+			return eps[i].Port < eps[j].Port
+		}
+		return eps[i].Ready && !eps[j].Ready
+	})
+	out := eps[:0]
+	for i, e := range eps {
+		if i > 0 && e.Address == eps[i-1].Address && e.Port == eps[i-1].Port {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// podNotReady reports whether the pod says it is not ready. A pod without a Ready
+// condition defers to the EndpointSlice.
+func podNotReady(p *corev1.Pod) bool {
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodReady {
+			return cond.Status != corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// namespaceNetwork returns the network label of namespace name, if it has one.
+func namespaceNetwork(namespaces listersv1.NamespaceLister, name string) network.NetworkID {
+	ns, err := namespaces.Get(name)
+	if err != nil {
+		return ""
+	}
+	return network.NetworkID(ns.Labels[network.LabelNetwork])
+}

@@ -1,0 +1,351 @@
+package clusterregistry
+
+import (
+	"reflect"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	"github.com/horizon-mesh/horizon/network"
+)
+
+const testHost = "web.sample.svc.cluster.local"
+
+// translateStores translates svc from caches holding objs.
+func translateStores(t *testing.T, svc *corev1.Service, nsNetwork network.NetworkID, objs ...any) *Shard {
+	t.Helper()
+	s := newStores()
+	s.add(t, objs...)
+	ws := s.watchSet()
+	return translate(shardSource{
+		cluster: "c1",
+		slices:  ws.slices,
+		pods:    ws.pods,
+		nodes:   ws.nodes,
+		network: nsNetwork,
+	}, testHost, svc)
+}
+
+// served is the endpoint translate makes of a ready pod web-N with service account
+// "sa", no network and no locality.
+func served(ip string, port uint32, podName string, labels map[string]string) Endpoint {
+	return Endpoint{
+		Address: ip, Port: port, Ready: true, Cluster: "c1",
+		Pod: testNS + "/" + podName, Labels: labels, ServiceAccount: "sa",
+	}
+}
+
+func with(e Endpoint, edit func(*Endpoint)) Endpoint {
+	edit(&e)
+	return e
+}
+
+func TestTranslateEndpoints(t *testing.T) {
+	httpPort := corev1.ServicePort{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(8080)}
+	grpcPort := corev1.ServicePort{Name: "grpc", Port: 7070, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromInt32(17070)}
+	v1 := map[string]string{"app": "web", "version": "v1"}
+	mtls := map[string]string{"app": "web", network.LabelTLSMode: network.TLSModeIstio}
+	onNet := map[string]string{"app": "web", network.LabelNetwork: "net-pod"}
+
+	withPorts := func(s *discoveryv1.EndpointSlice, ports ...discoveryv1.EndpointPort) *discoveryv1.EndpointSlice {
+		s.Ports = ports
+		return s
+	}
+	slicePort := func(name string, port int32, proto corev1.Protocol) discoveryv1.EndpointPort {
+		return discoveryv1.EndpointPort{Name: ptr.To(name), Port: ptr.To(port), Protocol: ptr.To(proto)}
+	}
+	ipv6 := func(s *discoveryv1.EndpointSlice) *discoveryv1.EndpointSlice {
+		s.AddressType = discoveryv1.AddressTypeIPv6
+		return s
+	}
+	edit := func(ep discoveryv1.Endpoint, f func(*discoveryv1.Endpoint)) discoveryv1.Endpoint {
+		f(&ep)
+		return ep
+	}
+	editPod := func(p *corev1.Pod, f func(*corev1.Pod)) *corev1.Pod {
+		f(p)
+		return p
+	}
+	zoneless := node("node-b", "region-1", "")
+	subzoned := node("node-c", "region-2", "zone-c")
+	subzoned.Labels[network.LabelSubzone] = "rack-7"
+
+	tests := []struct {
+		name      string
+		svc       *corev1.Service // service("web") when nil
+		nsNetwork network.NetworkID
+		objs      []any
+		want      map[int32][]Endpoint
+	}{
+		{
+			name: "named target port: the slice's port number",
+			svc: service("web", corev1.ServicePort{
+				Name: "http", Port: 80, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromString("web-http"),
+			}),
+			objs: []any{slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", "")), pod("web-1", "", v1)},
+			want: map[int32][]Endpoint{80: {served("10.0.0.1", 8080, "web-1", v1)}},
+		},
+		{
+			name: "several ports, each by name and protocol",
+			svc: service("web", httpPort, grpcPort,
+				corev1.ServicePort{Name: "metrics", Port: 9090, Protocol: corev1.ProtocolTCP},
+				corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP}),
+			objs: []any{
+				withPorts(slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", "")),
+					slicePort("http", 8080, corev1.ProtocolTCP),
+					slicePort("grpc", 17070, corev1.ProtocolTCP),
+					slicePort("dns", 5353, corev1.ProtocolTCP)), // not the service's UDP port
+				pod("web-1", "", v1),
+			},
+			want: map[int32][]Endpoint{
+				80:   {served("10.0.0.1", 8080, "web-1", v1)},
+				7070: {served("10.0.0.1", 17070, "web-1", v1)},
+			},
+		},
+		{
+			name: "unnamed port, protocol defaulting to TCP",
+			svc:  service("web", corev1.ServicePort{Port: 80, TargetPort: intstr.FromInt32(8080)}),
+			objs: []any{
+				withPorts(slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", "")),
+					discoveryv1.EndpointPort{Port: ptr.To[int32](8080)}),
+				pod("web-1", "", v1),
+			},
+			want: map[int32][]Endpoint{80: {served("10.0.0.1", 8080, "web-1", v1)}},
+		},
+		{
+			name: "terminating endpoints and pods are not served",
+			objs: []any{
+				slice("web-x", "web",
+					podEndpoint("10.0.0.1", "web-1", ""),
+					edit(podEndpoint("10.0.0.2", "web-2", ""), func(e *discoveryv1.Endpoint) {
+						e.Conditions.Terminating = ptr.To(true)
+					}),
+					podEndpoint("10.0.0.3", "web-3", "")),
+				pod("web-1", "", v1), pod("web-2", "", v1),
+				editPod(pod("web-3", "", v1), func(p *corev1.Pod) {
+					p.DeletionTimestamp = &metav1.Time{}
+				}),
+			},
+			want: map[int32][]Endpoint{80: {served("10.0.0.1", 8080, "web-1", v1)}},
+		},
+		{
+			name: "not ready: by the slice, or by the pod's Ready condition",
+			objs: []any{
+				slice("web-x", "web",
+					edit(podEndpoint("10.0.0.1", "web-1", ""), func(e *discoveryv1.Endpoint) {
+						e.Conditions.Ready = ptr.To(false)
+					}),
+					podEndpoint("10.0.0.2", "web-2", ""),
+					podEndpoint("10.0.0.3", "web-3", ""),
+					edit(podEndpoint("10.0.0.4", "web-4", ""), func(e *discoveryv1.Endpoint) {
+						e.Conditions.Ready = nil
+					})),
+				pod("web-1", "", v1),
+				editPod(pod("web-2", "", v1), func(p *corev1.Pod) {
+					p.Status.Conditions[0].Status = corev1.ConditionFalse
+				}),
+				editPod(pod("web-3", "", v1), func(p *corev1.Pod) { p.Status.Conditions = nil }),
+				pod("web-4", "", v1),
+			},
+			want: map[int32][]Endpoint{80: {
+				with(served("10.0.0.1", 8080, "web-1", v1), func(e *Endpoint) { e.Ready = false }),
+				with(served("10.0.0.2", 8080, "web-2", v1), func(e *Endpoint) { e.Ready = false }),
+				served("10.0.0.3", 8080, "web-3", v1), // no condition: the slice says ready
+				served("10.0.0.4", 8080, "web-4", v1), // the slice says nothing
+			}},
+		},
+		{
+			name:      "pods not seen yet are not served; endpoints without a pod are",
+			nsNetwork: "net-ns",
+			objs: []any{
+				slice("web-x", "web",
+					podEndpoint("10.0.0.1", "web-1", ""),
+					discoveryv1.Endpoint{Addresses: []string{"10.0.0.9"}},
+					discoveryv1.Endpoint{}), // no address
+			},
+			want: map[int32][]Endpoint{80: {
+				{Address: "10.0.0.9", Port: 8080, Ready: true, Cluster: "c1", Network: "net-ns"},
+			}},
+		},
+		{
+			name: "a targetRef without namespace is in the slice's",
+			objs: []any{
+				slice("web-x", "web", edit(podEndpoint("10.0.0.1", "web-1", ""), func(e *discoveryv1.Endpoint) {
+					e.TargetRef.Namespace = ""
+				})),
+				pod("web-1", "", v1),
+			},
+			want: map[int32][]Endpoint{80: {served("10.0.0.1", 8080, "web-1", v1)}},
+		},
+		{
+			name: "FQDN slices are not served",
+			objs: []any{
+				func() *discoveryv1.EndpointSlice {
+					s := slice("web-fqdn", "web", discoveryv1.Endpoint{Addresses: []string{"web.example.com"}})
+					s.AddressType = discoveryv1.AddressTypeFQDN
+					return s
+				}(),
+				slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", "")),
+				pod("web-1", "", v1),
+			},
+			want: map[int32][]Endpoint{80: {served("10.0.0.1", 8080, "web-1", v1)}},
+		},
+		{
+			name: "dual stack: one endpoint per address family, sorted",
+			objs: []any{
+				ipv6(slice("web-v6", "web", podEndpoint("fd00::1", "web-1", ""), podEndpoint("fd00::2", "web-2", ""))),
+				slice("web-v4", "web", podEndpoint("10.0.0.2", "web-2", ""), podEndpoint("10.0.0.1", "web-1", "")),
+				pod("web-1", "", v1), pod("web-2", "", mtls),
+			},
+			want: map[int32][]Endpoint{80: {
+				served("10.0.0.1", 8080, "web-1", v1),
+				with(served("10.0.0.2", 8080, "web-2", mtls), func(e *Endpoint) { e.TLSMode = network.TLSModeIstio }),
+				served("fd00::1", 8080, "web-1", v1),
+				with(served("fd00::2", 8080, "web-2", mtls), func(e *Endpoint) { e.TLSMode = network.TLSModeIstio }),
+			}},
+		},
+		{
+			name: "an address in two slices once, the ready one",
+			objs: []any{
+				slice("web-old", "web", edit(podEndpoint("10.0.0.1", "web-1", ""), func(e *discoveryv1.Endpoint) {
+					e.Conditions.Ready = ptr.To(false)
+				})),
+				slice("web-new", "web", podEndpoint("10.0.0.1", "web-1", "")),
+				pod("web-1", "", v1),
+			},
+			want: map[int32][]Endpoint{80: {served("10.0.0.1", 8080, "web-1", v1)}},
+		},
+		{
+			name: "locality: node labels, the slice's zone hint in place of a zone the node lacks",
+			objs: []any{
+				slice("web-x", "web",
+					edit(podEndpoint("10.0.0.1", "web-1", "node-a"), func(e *discoveryv1.Endpoint) {
+						e.Zone = ptr.To("hinted") // the node's own zone wins
+					}),
+					edit(podEndpoint("10.0.0.2", "web-2", "node-b"), func(e *discoveryv1.Endpoint) {
+						e.Zone = ptr.To("hinted")
+					}),
+					edit(podEndpoint("10.0.0.3", "web-3", "node-unknown"), func(e *discoveryv1.Endpoint) {
+						e.Zone = ptr.To("hinted")
+					}),
+					podEndpoint("10.0.0.4", "web-4", "node-a")), // the pod's node wins
+				node("node-a", "region-1", "zone-a"), zoneless, subzoned,
+				pod("web-1", "", v1), pod("web-2", "", v1), pod("web-3", "", v1), pod("web-4", "node-c", v1),
+			},
+			want: map[int32][]Endpoint{80: {
+				with(served("10.0.0.1", 8080, "web-1", v1), func(e *Endpoint) {
+					e.Locality = Locality{Region: "region-1", Zone: "zone-a"}
+				}),
+				with(served("10.0.0.2", 8080, "web-2", v1), func(e *Endpoint) {
+					e.Locality = Locality{Region: "region-1", Zone: "hinted"}
+				}),
+				with(served("10.0.0.3", 8080, "web-3", v1), func(e *Endpoint) {
+					e.Locality = Locality{Zone: "hinted"}
+				}),
+				with(served("10.0.0.4", 8080, "web-4", v1), func(e *Endpoint) {
+					e.Locality = Locality{Region: "region-2", Zone: "zone-c", Subzone: "rack-7"}
+				}),
+			}},
+		},
+		{
+			name:      "network: the pod's label over the system namespace's",
+			nsNetwork: "net-ns",
+			objs: []any{
+				slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", ""), podEndpoint("10.0.0.2", "web-2", "")),
+				pod("web-1", "", onNet), pod("web-2", "", v1),
+			},
+			want: map[int32][]Endpoint{80: {
+				with(served("10.0.0.1", 8080, "web-1", onNet), func(e *Endpoint) { e.Network = "net-pod" }),
+				with(served("10.0.0.2", 8080, "web-2", v1), func(e *Endpoint) { e.Network = "net-ns" }),
+			}},
+		},
+		{
+			name: "network: the pod's label without a system namespace label",
+			objs: []any{
+				slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", ""), podEndpoint("10.0.0.2", "web-2", "")),
+				pod("web-1", "", onNet), pod("web-2", "", v1),
+			},
+			want: map[int32][]Endpoint{80: {
+				with(served("10.0.0.1", 8080, "web-1", onNet), func(e *Endpoint) { e.Network = "net-pod" }),
+				served("10.0.0.2", 8080, "web-2", v1),
+			}},
+		},
+		{
+			name: "slices of other services are not read",
+			objs: []any{
+				slice("other-x", "other", podEndpoint("10.0.0.1", "web-1", "")),
+				pod("web-1", "", v1),
+			},
+			want: map[int32][]Endpoint{},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			svc := tt.svc
+			if svc == nil {
+				svc = service("web", httpPort)
+			}
+			shard := translateStores(t, svc, tt.nsNetwork, tt.objs...)
+			if shard == nil {
+				t.Fatal("no shard")
+			}
+			if !reflect.DeepEqual(shard.Endpoints, tt.want) {
+				t.Errorf("endpoints\n got %+v\nwant %+v", shard.Endpoints, tt.want)
+			}
+		})
+	}
+}
+
+func TestTranslateService(t *testing.T) {
+	tests := []struct {
+		name string
+		svc  func(*corev1.Service)
+		want *Shard // Endpoints are empty
+	}{
+		{
+			name: "ports, labels, annotations and where it is reachable from outside",
+			svc: func(s *corev1.Service) {
+				s.Labels = map[string]string{network.LabelNetwork: "net-1"}
+				s.Annotations = map[string]string{"networking.istio.io/gatewayPort": "15443"}
+				s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: "tls", Port: 15443, Protocol: corev1.ProtocolTCP})
+				s.Spec.ExternalIPs = []string{"192.0.2.1"}
+				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.1"}, {Hostname: "lb.example.com"}, {}}
+			},
+			want: &Shard{
+				Service: Service{
+					Host: testHost, Name: "web", Namespace: testNS, Cluster: "c1",
+					Labels:      map[string]string{network.LabelNetwork: "net-1"},
+					Annotations: map[string]string{"networking.istio.io/gatewayPort": "15443"},
+					Ports: []ServicePort{
+						{Name: "http", Port: 80, Protocol: "TCP"},
+						{Name: "tls", Port: 15443, Protocol: "TCP"},
+					},
+					ExternalIPs:  []string{"192.0.2.1"},
+					LoadBalancer: []string{"198.51.100.1", "lb.example.com"},
+				},
+				Endpoints: map[int32][]Endpoint{},
+			},
+		},
+		{
+			name: "an ExternalName service has no shard",
+			svc: func(s *corev1.Service) {
+				s.Spec.Type = corev1.ServiceTypeExternalName
+				s.Spec.ExternalName = "web.example.com"
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			svc := service("web")
+			tt.svc(svc)
+			got := translateStores(t, svc, "")
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("shard\n got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,120 @@
+package clusterregistry
+
+import (
+	"log/slog"
+	"sync"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/types"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/workqueue"
+)
+
+// stores are informer caches that a test fills by hand. A test stands in for the
+// informer: it changes a store, then calls the handler the informer would call.
+type stores struct {
+	services, slices, pods, nodes, namespaces cache.Indexer
+}
+
+func newStores() *stores {
+	return &stores{
+		services:   cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
+		slices:     cache.NewIndexer(cache.MetaNamespaceKeyFunc, sliceIndexers()),
+		pods:       cache.NewIndexer(cache.MetaNamespaceKeyFunc, podIndexers()),
+		nodes:      cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
+		namespaces: cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
+	}
+}
+
+// watchSet returns a watchSet reading the stores, with no informers behind it.
+func (s *stores) watchSet() *watchSet {
+	return &watchSet{
+		services:   listersv1.NewServiceLister(s.services),
+		pods:       listersv1.NewPodLister(s.pods),
+		podCache:   s.pods,
+		nodes:      listersv1.NewNodeLister(s.nodes),
+		namespaces: listersv1.NewNamespaceLister(s.namespaces),
+		slices:     s.slices,
+	}
+}
+
+// add puts objects in their stores, as an informer's initial list would, without
+// calling handlers.
+func (s *stores) add(t *testing.T, objs ...any) {
+	t.Helper()
+	for _, obj := range objs {
+		var store cache.Indexer
+		switch obj.(type) {
+		case *corev1.Service:
+			store = s.services
+		case *discoveryv1.EndpointSlice:
+			store = s.slices
+		case *corev1.Pod:
+			store = s.pods
+		case *corev1.Node:
+			store = s.nodes
+		case *corev1.Namespace:
+			store = s.namespaces
+		default:
+			t.Fatalf("no store for %T", obj)
+		}
+		if err := store.Update(obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// newTestCluster returns a cluster whose worker reads ws and whose steps the test
+// runs by hand: nothing runs in the background.
+func newTestCluster(t *testing.T, ws *watchSet) *Cluster {
+	t.Helper()
+	log := slog.New(slog.DiscardHandler)
+	c := &Cluster{
+		id: "c1",
+		opts: clusterOptions{
+			namespace: "istio-system",
+			host: func(k types.NamespacedName) string {
+				return k.Name + "." + k.Namespace + ".svc.cluster.local"
+			},
+			log:  log,
+			sink: &recordingSink{},
+		},
+		log: log,
+		queue: workqueue.NewTypedRateLimitingQueue(
+			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName]()),
+		ws:     ws,
+		synced: make(chan struct{}),
+		shards: map[string]*Shard{},
+	}
+	t.Cleanup(c.queue.ShutDown)
+	return c
+}
+
+// recordingSink records what a cluster reports.
+type recordingSink struct {
+	mu       sync.Mutex
+	notified []string // hosts, in the order notified
+	changes  int
+}
+
+func (s *recordingSink) notify(_ *Cluster, hosts []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notified = append(s.notified, hosts...)
+}
+
+func (s *recordingSink) changed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.changes++
+}
+
+// drain runs the worker until the queue is empty.
+func drain(c *Cluster) {
+	for c.queue.Len() > 0 {
+		c.processNext()
+	}
+}

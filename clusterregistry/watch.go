@@ -1,0 +1,332 @@
+package clusterregistry
+
+import (
+	"context"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Indexes of the informer caches. An event handler finds the services an object
+// affects through them, and the informer updates them before it calls the handler:
+// whatever a worker read before an event, the event re-queues every service that
+// depends on the object as it is now, so the worker runs again after it.
+const (
+	// serviceIndex: EndpointSlices by "namespace/service".
+	serviceIndex = "service"
+	// podIndex: EndpointSlices by "namespace/name" of the pods their endpoints
+	// reference.
+	podIndex = "pod"
+	// nodeIndex: EndpointSlices by the nodeName of their endpoints, and Pods by
+	// spec.nodeName.
+	nodeIndex = "node"
+)
+
+// watchSet is one generation of a cluster's informers and the listers over their
+// caches. A cluster starts with one; when it answers again after being stale, it
+// lists everything into a fresh one, whose caches cannot have missed anything, and
+// drops the old one.
+type watchSet struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	synced chan struct{} // closed once every handler has been given the initial list
+
+	factory        informers.SharedInformerFactory
+	nsFactory      informers.SharedInformerFactory
+	handlersSynced []cache.InformerSynced
+	services       listersv1.ServiceLister
+	pods           listersv1.PodLister
+	podCache       cache.Indexer // the pods, indexed by nodeIndex
+	nodes          listersv1.NodeLister
+	namespaces     listersv1.NamespaceLister
+	slices         cache.Indexer
+}
+
+// newWatchSet sets up (without starting) informers whose handlers feed c's queue.
+func (c *Cluster) newWatchSet() (*watchSet, error) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	w := &watchSet{
+		ctx:     ctx,
+		cancel:  cancel,
+		synced:  make(chan struct{}),
+		factory: informers.NewSharedInformerFactory(c.client, 0),
+		nsFactory: informers.NewSharedInformerFactoryWithOptions(c.client, 0,
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", c.opts.namespace).String()
+			})),
+	}
+	if err := c.setupInformers(w); err != nil {
+		cancel()
+		return nil, err
+	}
+	return w, nil
+}
+
+func (c *Cluster) setupInformers(w *watchSet) error {
+	svc := w.factory.Core().V1().Services()
+	pod := w.factory.Core().V1().Pods()
+	node := w.factory.Core().V1().Nodes()
+	slice := w.factory.Discovery().V1().EndpointSlices()
+	ns := w.nsFactory.Core().V1().Namespaces()
+	w.services, w.pods, w.nodes, w.namespaces = svc.Lister(), pod.Lister(), node.Lister(), ns.Lister()
+	w.slices = slice.Informer().GetIndexer()
+	w.podCache = pod.Informer().GetIndexer()
+
+	if err := pod.Informer().SetTransform(trimPod); err != nil {
+		return err
+	}
+	if err := pod.Informer().AddIndexers(podIndexers()); err != nil {
+		return err
+	}
+	if err := slice.Informer().AddIndexers(sliceIndexers()); err != nil {
+		return err
+	}
+
+	handlers := []struct {
+		inf cache.SharedIndexInformer
+		fn  func(w *watchSet, obj any)
+		// old: an update also calls fn with the old object (it may have affected
+		// other services than the new one).
+		old bool
+	}{
+		{svc.Informer(), c.serviceEvent, false},
+		{slice.Informer(), c.sliceEvent, true},
+		{pod.Informer(), c.podEvent, false},
+		{node.Informer(), c.nodeEvent, false},
+		{ns.Informer(), c.namespaceEvent, false},
+	}
+	for _, h := range handlers {
+		reg, err := h.inf.AddEventHandler(eventHandler(func(obj any) { h.fn(w, obj) }, h.old))
+		if err != nil {
+			return err
+		}
+		// The registration, not the informer, says when this handler has been given
+		// every object of the initial list.
+		w.handlersSynced = append(w.handlersSynced, reg.HasSynced)
+		if err := h.inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+			c.recordError(err)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// eventHandler calls fn with each object added, updated or deleted, unwrapping
+// tombstones and skipping resyncs that changed nothing; with old, an update also
+// calls fn with the old object.
+func eventHandler(fn func(obj any), old bool) cache.ResourceEventHandlerFuncs {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: fn,
+		UpdateFunc: func(prev, cur any) {
+			if o, ok := prev.(metav1.Object); ok {
+				if n, ok := cur.(metav1.Object); ok && o.GetResourceVersion() == n.GetResourceVersion() {
+					return // resync with nothing changed
+				}
+			}
+			if old {
+				fn(prev)
+			}
+			fn(cur)
+		},
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			fn(obj)
+		},
+	}
+}
+
+// start runs the informers; synced is closed once they have synced.
+func (w *watchSet) start() {
+	w.factory.Start(w.ctx.Done())
+	w.nsFactory.Start(w.ctx.Done())
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		if cache.WaitForCacheSync(w.ctx.Done(), w.handlersSynced...) {
+			close(w.synced)
+		}
+	}()
+}
+
+// stop stops the informers and waits for them.
+func (w *watchSet) stop() {
+	w.cancel()
+	w.factory.Shutdown()
+	w.nsFactory.Shutdown()
+	w.wg.Wait()
+}
+
+// watches returns the informers the worker reads.
+func (c *Cluster) watches() *watchSet {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.ws
+}
+
+// sliceIndexers index EndpointSlices by their service, the pods their endpoints
+// reference and the nodes their endpoints name.
+func sliceIndexers() cache.Indexers {
+	return cache.Indexers{
+		serviceIndex: func(obj any) ([]string, error) {
+			s, ok := obj.(*discoveryv1.EndpointSlice)
+			if !ok {
+				return nil, nil
+			}
+			name := s.Labels[discoveryv1.LabelServiceName]
+			if name == "" {
+				return nil, nil
+			}
+			return []string{s.Namespace + "/" + name}, nil
+		},
+		podIndex: func(obj any) ([]string, error) {
+			s, ok := obj.(*discoveryv1.EndpointSlice)
+			if !ok {
+				return nil, nil
+			}
+			var out []string
+			for _, ep := range s.Endpoints {
+				if key, ok := endpointPod(s, ep); ok {
+					out = append(out, key.String())
+				}
+			}
+			return out, nil
+		},
+		nodeIndex: func(obj any) ([]string, error) {
+			s, ok := obj.(*discoveryv1.EndpointSlice)
+			if !ok {
+				return nil, nil
+			}
+			var out []string
+			for _, ep := range s.Endpoints {
+				if ep.NodeName != nil && *ep.NodeName != "" {
+					out = append(out, *ep.NodeName)
+				}
+			}
+			return out, nil
+		},
+	}
+}
+
+// podIndexers index pods by the node they run on.
+func podIndexers() cache.Indexers {
+	return cache.Indexers{nodeIndex: func(obj any) ([]string, error) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok || p.Spec.NodeName == "" {
+			return nil, nil
+		}
+		return []string{p.Spec.NodeName}, nil
+	}}
+}
+
+// endpointPod returns the pod an endpoint of slice s references, if any.
+func endpointPod(s *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint) (types.NamespacedName, bool) {
+	ref := ep.TargetRef
+	if ref == nil || ref.Kind != "Pod" {
+		return types.NamespacedName{}, false
+	}
+	key := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
+	if key.Namespace == "" {
+		key.Namespace = s.Namespace
+	}
+	return key, true
+}
+
+// The event handlers of w's informers; obj is never a tombstone.
+
+func (c *Cluster) serviceEvent(_ *watchSet, obj any) {
+	if s, ok := obj.(*corev1.Service); ok {
+		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+	}
+}
+
+func (c *Cluster) sliceEvent(_ *watchSet, obj any) {
+	if s, ok := obj.(*discoveryv1.EndpointSlice); ok && s.Labels[discoveryv1.LabelServiceName] != "" {
+		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]})
+	}
+}
+
+// podEvent re-queues the services whose slices reference the pod.
+func (c *Cluster) podEvent(w *watchSet, obj any) {
+	if p, ok := obj.(*corev1.Pod); ok {
+		c.enqueueSlices(w, podIndex, p.Namespace+"/"+p.Name)
+	}
+}
+
+// nodeEvent re-queues the services with endpoints on the node: those whose slices
+// name it, and those whose slices reference a pod on it (an endpoint's node is its
+// pod's, when the pod names one).
+func (c *Cluster) nodeEvent(w *watchSet, obj any) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return
+	}
+	c.enqueueSlices(w, nodeIndex, n.Name)
+	pods, _ := w.podCache.ByIndex(nodeIndex, n.Name)
+	for _, obj := range pods {
+		if p, ok := obj.(*corev1.Pod); ok {
+			c.enqueueSlices(w, podIndex, p.Namespace+"/"+p.Name)
+		}
+	}
+}
+
+// enqueueSlices queues the services of the slices that w's slice index names value.
+func (c *Cluster) enqueueSlices(w *watchSet, index, value string) {
+	slices, _ := w.slices.ByIndex(index, value)
+	for _, obj := range slices {
+		c.sliceEvent(w, obj)
+	}
+}
+
+// namespaceEvent re-queues every service: the system namespace names their network.
+func (c *Cluster) namespaceEvent(w *watchSet, _ any) {
+	svcs, _ := w.services.List(labels.Everything())
+	for _, s := range svcs {
+		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+	}
+}
+
+// trimPod keeps only what Horizon reads of a pod, so that the cache of a large cluster
+// stays small.
+func trimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:              p.Name,
+			Namespace:         p.Namespace,
+			UID:               p.UID,
+			ResourceVersion:   p.ResourceVersion,
+			Labels:            p.Labels,
+			DeletionTimestamp: p.DeletionTimestamp,
+		},
+		Spec: corev1.PodSpec{
+			NodeName:           p.Spec.NodeName,
+			ServiceAccountName: p.Spec.ServiceAccountName,
+		},
+		Status: corev1.PodStatus{
+			Phase:  p.Status.Phase,
+			PodIP:  p.Status.PodIP,
+			PodIPs: p.Status.PodIPs,
+		},
+	}
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodReady {
+			out.Status.Conditions = []corev1.PodCondition{{Type: cond.Type, Status: cond.Status}}
+		}
+	}
+	return out, nil
+}
