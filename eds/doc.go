@@ -1,17 +1,27 @@
-// Package eds turns the aggregated endpoint index into Envoy xDS and serves it.
+// Package eds decides what each proxy is sent: it turns the aggregated endpoint
+// index into Envoy resources, per group of proxies, and publishes them to its xDS
+// protocol server, package xdsserver.
 //
 // BuildLoadAssignment (builder.go) is a pure function from one service port's
-// endpoints, the networks and gateways, and a proxy group's view to a
-// ClusterLoadAssignment. The Server (server.go) groups proxies by (role, network,
-// network view), keeps one set of resources per group, rebuilds only what a change
-// touched after debouncing, and encodes each changed resource once per group. Its
-// own xDS server (xds.go) serves them over ADS and the per-type services, state of
-// the world and delta: one goroutine per stream, and a response only to the streams
-// that subscribe to a resource that changed. This is the only package that imports
-// go-control-plane (for the Envoy API types).
+// endpoints, the networks and gateways, and a proxy group's view (view.go) to a
+// ClusterLoadAssignment; clusters.go, gateway.go and grpc.go build the clusters,
+// listeners and routes that go with it. The Server (server.go) takes changes and
+// debounces them; a push (push.go) rebuilds only what a change touched, for every
+// group. A group (group.go) is every proxy with one view — (role, network, network
+// view, and a router's labels) — and holds one set of resources; snapshot.go
+// encodes each changed resource once per group (marshal.go), versions it by its
+// bytes, and publishes the group's immutable xdsserver.Snapshot on the group's Feed.
+// The Server tells xdsserver which group a node belongs to through
+// xdsserver.Groups; xdsserver streams the snapshots and knows nothing of networks.
+// proxies.go reports connected proxies and what their groups hold.
+//
+// eds and its sub-packages are the only packages that import go-control-plane (for
+// the Envoy API types).
 //
 // Concurrency: the builder is pure. The Server is safe for concurrent use; its pushes
-// run on one goroutine, so groups are never rebuilt concurrently. Lock order:
-// Server.pushMu, then group.mu, then xdsStream.mu; Server.streamsMu before
-// xdsStream.mu.
+// run on one goroutine (Run), so groups are never rebuilt concurrently; a group's
+// fields are guarded by Server.pushMu, and new groups are made under it when a
+// proxy of a new view connects. Lock order: Server.mu and Server.pushMu are never
+// held together; Server.pushMu, then xdsserver's locks (a Feed's, then a
+// stream's).
 package eds

@@ -123,19 +123,19 @@ func TestEncodedResourcesDecodeToThemselves(t *testing.T) {
 			t.Fatalf("%T: first publish reported no change", r)
 		}
 		name := resourceName(r)
-		res := st.snap.byName[name]
-		if name == "" || res == nil || res.delta.GetName() != name {
-			t.Fatalf("%T: published as %v, want name %q", r, st.snap.names, name)
+		res := st.snap.Get(name)
+		if name == "" || res == nil || res.Name() != name {
+			t.Fatalf("%T: published as %v, want name %q", r, st.snap.Names(), name)
 		}
 		dec := r.ProtoReflect().New().Interface()
-		if err := res.any.UnmarshalTo(dec); err != nil {
+		if err := res.Any().UnmarshalTo(dec); err != nil {
 			t.Fatal(err)
 		}
 		if !proto.Equal(dec, r) {
 			t.Errorf("%T changed by encoding:\n got %v\nwant %v", r, dec, r)
 		}
 		// Rebuilt but equal: same version, same encoded resource, no new type version.
-		if s.versionType(typ, st, []types.Resource{proto.Clone(r).(types.Resource)}) || st.snap.byName[name] != res {
+		if s.versionType(typ, st, []types.Resource{proto.Clone(r).(types.Resource)}) || st.snap.Get(name) != res {
 			t.Errorf("%T: an equal rebuilt resource counted as a change", r)
 		}
 	}
@@ -163,11 +163,9 @@ func TestIdleGroupsAreDropped(t *testing.T) {
 	f.change(hostB, "10.0.1.5") // starts the idle clock
 	f.s.pushMu.Lock()
 	for _, g := range f.s.groups {
-		g.mu.Lock()
 		if !g.emptySince.IsZero() {
 			g.emptySince = g.emptySince.Add(-2 * groupIdleTimeout) // as if idle that long
 		}
-		g.mu.Unlock()
 	}
 	f.s.pushMu.Unlock()
 	f.change(hostB, "10.0.1.6")

@@ -1,22 +1,19 @@
-package eds
+package xdsserver
 
 import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
-	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Responses without encoding. A resource is encoded once per group when it
-// changes (versionType); with the codec below, a response is handed to gRPC's
-// transport as a list of byte slices — a few header bytes of its own, then each
-// resource's shared bytes — instead of being encoded, copied, into a buffer of its
-// own for every proxy. Serving a fleet then allocates next to nothing per
-// response, which keeps the heap's peak, and so the process's memory, low.
+// changes, before it reaches a snapshot; with the codec below, a response is handed
+// to gRPC's transport as a list of byte slices — a few header bytes of its own,
+// then each resource's shared bytes — instead of being encoded, copied, into a
+// buffer of its own for every proxy. Serving a fleet then allocates next to nothing
+// per response, which keeps the heap's peak, and so the process's memory, low.
 
 // Field numbers of the messages assembled here (envoy/service/discovery/v3).
 const (
@@ -29,24 +26,20 @@ const (
 	resVersion, resResource, resName = 1, 2, 3
 )
 
-// newResource returns a published resource: its encoding b as an Any, the delta
-// form, and the prefixes that put b in a response without copying it.
-func newResource(typ, name, version string, msg types.Resource, b []byte) *resource {
-	a := &anypb.Any{TypeUrl: typ, Value: b}
-	r := &resource{version: version, any: a, msg: msg,
-		delta: &discoverygrpc.Resource{Name: name, Version: version, Resource: a}}
-
+// wirePrefixes returns what puts a resource's encoding, of n bytes, in a state of
+// the world and in a delta response without copying it.
+func wirePrefixes(typeURL, name, version string, n int) (sotwPrefix, deltaPrefix []byte) {
 	// Any{type_url, value} up to value's bytes.
 	anyHead := protowire.AppendTag(nil, anyTypeURL, protowire.BytesType)
-	anyHead = protowire.AppendString(anyHead, typ)
+	anyHead = protowire.AppendString(anyHead, typeURL)
 	anyHead = protowire.AppendTag(anyHead, anyValue, protowire.BytesType)
-	anyHead = protowire.AppendVarint(anyHead, uint64(len(b)))
-	anyLen := len(anyHead) + len(b)
+	anyHead = protowire.AppendVarint(anyHead, uint64(n))
+	anyLen := len(anyHead) + n
 
 	// DiscoveryResponse.resources: one Any.
-	r.sotwPrefix = protowire.AppendTag(nil, sotwResources, protowire.BytesType)
-	r.sotwPrefix = protowire.AppendVarint(r.sotwPrefix, uint64(anyLen))
-	r.sotwPrefix = append(r.sotwPrefix, anyHead...)
+	sotwPrefix = protowire.AppendTag(nil, sotwResources, protowire.BytesType)
+	sotwPrefix = protowire.AppendVarint(sotwPrefix, uint64(anyLen))
+	sotwPrefix = append(sotwPrefix, anyHead...)
 
 	// DeltaDiscoveryResponse.resources: Resource{version, name, resource: Any}.
 	inner := protowire.AppendTag(nil, resVersion, protowire.BytesType)
@@ -55,17 +48,17 @@ func newResource(typ, name, version string, msg types.Resource, b []byte) *resou
 	inner = protowire.AppendString(inner, name)
 	inner = protowire.AppendTag(inner, resResource, protowire.BytesType)
 	inner = protowire.AppendVarint(inner, uint64(anyLen))
-	r.deltaPrefix = protowire.AppendTag(nil, deltaResources, protowire.BytesType)
-	r.deltaPrefix = protowire.AppendVarint(r.deltaPrefix, uint64(len(inner)+anyLen))
-	r.deltaPrefix = append(append(r.deltaPrefix, inner...), anyHead...)
-	return r
+	deltaPrefix = protowire.AppendTag(nil, deltaResources, protowire.BytesType)
+	deltaPrefix = protowire.AppendVarint(deltaPrefix, uint64(len(inner)+anyLen))
+	deltaPrefix = append(append(deltaPrefix, inner...), anyHead...)
+	return sotwPrefix, deltaPrefix
 }
 
 // outgoing is one response to send, state of the world or delta.
 type outgoing struct {
 	delta               bool
 	typ, version, nonce string
-	res                 []*resource
+	res                 []*Resource
 	removed             []string // delta only
 }
 
@@ -131,12 +124,4 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 		return w.bufs, nil
 	}
 	return c.CodecV2.Marshal(v)
-}
-
-// GRPCOptions returns the options the gRPC server that Register is given should be
-// created with: they let the server send responses without encoding them for each
-// proxy. A server created without them works too, encoding every response.
-func (s *Server) GRPCOptions() []grpc.ServerOption {
-	s.wire = true
-	return []grpc.ServerOption{grpc.ForceServerCodecV2(codec{encoding.GetCodecV2(protocodec.Name)})}
 }

@@ -1,0 +1,258 @@
+package eds
+
+import (
+	"maps"
+	"slices"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+
+	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/network"
+)
+
+// hostState is what the last push built for one host.
+type hostState struct {
+	gen       uint64
+	namespace string
+	ports     []int32
+}
+
+// cacheKey names one built ClusterLoadAssignment; builtCLA says from which inputs
+// it was built. Keying by name only (not by inputs) keeps one entry per resource, so
+// a stream of changes replaces entries instead of piling up outdated ones.
+type cacheKey struct {
+	group string
+	name  string
+}
+
+type builtCLA struct {
+	gen  uint64 // host generation
+	topo uint64 // topology generation
+	cla  *endpointv3.ClusterLoadAssignment
+}
+
+// push rebuilds what changed since changedAt and hands every group its new
+// snapshot.
+func (s *Server) push(changedAt time.Time) {
+	s.mu.Lock()
+	pending, full := s.pendingHosts, s.pendingFull
+	s.pendingHosts, s.pendingFull = map[string]bool{}, false
+	s.mu.Unlock()
+
+	s.pushMu.Lock()
+	defer s.pushMu.Unlock()
+	start := time.Now()
+
+	if full || s.topo == nil || s.gatewayHostChanged(pending) {
+		topo, gws := s.buildTopology()
+		if s.topo == nil || !slices.Equal(gws, s.gateways) || topo.Networks != s.topo.Networks {
+			s.topo, s.gateways = topo, gws
+			s.topoGen++
+			full = true
+		}
+	}
+	if full {
+		for _, h := range s.opts.Source.Hosts() {
+			pending[h] = true
+		}
+		for h := range s.hosts {
+			pending[h] = true
+		}
+	}
+	cdsChanged := false
+	for host := range pending {
+		if s.updateHost(host) {
+			cdsChanged = true
+		}
+	}
+	if cdsChanged || full || s.clusters == nil {
+		s.rebuildShared()
+		for _, g := range s.groups {
+			s.rebuildRouter(g)
+		}
+	}
+	s.version++
+	s.xds.ChangeStarted(changedAt)
+	for key, g := range s.groups {
+		if g.idle(start) > groupIdleTimeout {
+			delete(s.groups, key) // e.g. a router's pod labels from before a rollout
+			s.log.Info("dropped idle proxy group", "group", key)
+			continue
+		}
+		s.setSnapshot(g)
+	}
+	s.pushCount++
+	s.metrics.pushes.Inc()
+	s.metrics.build.Observe(time.Since(start).Seconds())
+	s.log.Debug("pushed", "hosts", len(pending), "full", full, "groups", len(s.groups), "took", time.Since(start))
+}
+
+// gatewayHostChanged reports whether a changed host may be a gateway Service.
+func (s *Server) gatewayHostChanged(hosts map[string]bool) bool {
+	for h := range hosts {
+		for _, shard := range s.opts.Source.Services(h) {
+			if shard.Service.Labels[network.LabelNetwork] != "" {
+				return true
+			}
+		}
+		if s.topo != nil && s.topo.registryServices[h] {
+			return true
+		}
+	}
+	for _, gw := range s.gateways {
+		if gw.Cluster != "" {
+			return true // cannot tell cheaply whether a removed Service was a gateway
+		}
+	}
+	return false
+}
+
+func (s *Server) buildTopology() (*Topology, []network.Gateway) {
+	nets := s.opts.Networks()
+	regSvcs := registryServices(nets)
+	var svcs []network.GatewayService
+	for _, h := range s.opts.Source.Hosts() {
+		for id, shard := range s.opts.Source.Services(h) {
+			if shard.Service.Labels[network.LabelNetwork] == "" && !regSvcs[h] {
+				continue
+			}
+			gs := network.GatewayService{
+				Cluster: id, Name: shard.Service.Name, Namespace: shard.Service.Namespace, Host: h,
+				Labels: shard.Service.Labels, Annotations: shard.Service.Annotations,
+			}
+			for _, p := range shard.Service.Ports {
+				gs.Ports = append(gs.Ports, p.Port)
+			}
+			gs.Addresses = append(append(gs.Addresses, shard.Service.LoadBalancer...), shard.Service.ExternalIPs...)
+			svcs = append(svcs, gs)
+		}
+	}
+	lookup := s.opts.Lookup
+	if lookup == nil {
+		lookup = func(string) []string { return nil }
+	}
+	gws := nets.Gateways(svcs, lookup)
+	topo := NewTopology(nets, gws)
+	topo.registryServices = regSvcs
+	return topo, gws
+}
+
+// registryServices returns the hosts named by meshNetworks registryServiceName
+// gateways.
+func registryServices(nets *network.Networks) map[string]bool {
+	out := map[string]bool{}
+	for _, n := range nets.MeshNetworks().GetNetworks() {
+		for _, gw := range n.GetGateways() {
+			if h := gw.GetRegistryServiceName(); h != "" {
+				out[h] = true
+			}
+		}
+	}
+	return out
+}
+
+// updateHost rebuilds host's ClusterLoadAssignments in every group. It reports
+// whether the host's set of ports changed (so CDS must change).
+func (s *Server) updateHost(host string) bool {
+	shards := s.opts.Source.Services(host)
+	portSet := map[int32]bool{}
+	for _, sh := range shards {
+		for _, p := range sh.Service.Ports {
+			portSet[p.Port] = true
+		}
+	}
+	ports := slices.Sorted(maps.Keys(portSet))
+	old := s.hosts[host]
+	s.hostGen++
+	if len(ports) == 0 {
+		delete(s.hosts, host)
+	} else {
+		ns := ""
+		for _, sh := range shards {
+			ns = sh.Service.Namespace
+		}
+		s.hosts[host] = &hostState{gen: s.hostGen, namespace: ns, ports: ports}
+	}
+	for _, g := range s.groups {
+		if old != nil {
+			for _, p := range old.ports {
+				name := s.claName(g.view, host, p)
+				delete(g.clas, name)
+				if !slices.Contains(ports, p) {
+					s.built.Remove(cacheKey{group: g.view.Key(), name: name})
+				}
+			}
+		}
+		for _, p := range ports {
+			name := s.claName(g.view, host, p)
+			g.clas[name] = s.build(g.view, host, p, name, shards)
+		}
+	}
+	return old == nil || !slices.Equal(old.ports, ports)
+}
+
+func (s *Server) claName(v View, host string, port int32) string {
+	if v.Role == RoleRouter {
+		return SNIName(host, port)
+	}
+	return ClusterName(host, port)
+}
+
+// build returns the ClusterLoadAssignment for one group and service port, from the
+// cache when neither the host nor the topology changed since it was built.
+func (s *Server) build(v View, host string, port int32, name string, shards map[network.ClusterID]*clusterregistry.Shard) *endpointv3.ClusterLoadAssignment {
+	key := cacheKey{group: v.Key(), name: name}
+	gen := s.hosts[host].gen
+	if b, ok := s.built.Get(key); ok && b.gen == gen && b.topo == s.topoGen {
+		s.metrics.cacheHits.Inc()
+		return b.cla
+	}
+	s.metrics.cacheMisses.Inc()
+	cla := BuildLoadAssignment(name, endpointsOf(shards, port), s.topo, v)
+	s.built.Add(key, builtCLA{gen: gen, topo: s.topoGen, cla: cla})
+	return cla
+}
+
+// endpointsOf picks one service port's endpoints out of each cluster's shard.
+func endpointsOf(shards map[network.ClusterID]*clusterregistry.Shard, port int32) map[network.ClusterID][]clusterregistry.Endpoint {
+	eps := make(map[network.ClusterID][]clusterregistry.Endpoint, len(shards))
+	for id, sh := range shards {
+		if e := sh.Endpoints[port]; len(e) > 0 {
+			eps[id] = e
+		}
+	}
+	return eps
+}
+
+// rebuildShared rebuilds the resources every sidecar, and every proxyless client,
+// shares: one cluster (and for gRPC one listener and route) per service port. Fresh
+// slices each time: snapshots already handed out keep the old ones.
+func (s *Server) rebuildShared() {
+	hosts := slices.Sorted(maps.Keys(s.hosts))
+	s.clusters = []types.Resource{}
+	s.grpc.listeners, s.grpc.routes, s.grpc.clusters = nil, nil, nil
+	for _, h := range hosts {
+		for _, p := range s.hosts[h].ports {
+			s.clusters = append(s.clusters, BuildCluster(h, p))
+			s.grpc.listeners = append(s.grpc.listeners, buildGRPCListener(h, p))
+			s.grpc.routes = append(s.grpc.routes, buildGRPCRoute(h, p))
+			s.grpc.clusters = append(s.grpc.clusters, buildGRPCCluster(h, p, s.opts.ProxylessMTLS))
+		}
+	}
+}
+
+// rebuildRouter rebuilds a router group's listeners and clusters from the
+// passthrough servers that select it.
+func (s *Server) rebuildRouter(g *group) {
+	if g.view.Role != RoleRouter {
+		return
+	}
+	var all []PassthroughServer
+	if s.opts.Gateways != nil {
+		all = s.opts.Gateways.PassthroughServers()
+	}
+	servers := routerServers(all, g.view.Labels, s.opts.DefaultPassthrough)
+	g.listeners, g.clusters = buildRouterResources(servers, s.hosts)
+}

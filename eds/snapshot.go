@@ -1,0 +1,121 @@
+package eds
+
+import (
+	"bytes"
+	"hash/fnv"
+	"strconv"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"github.com/horizon-mesh/horizon/eds/xdsserver"
+)
+
+// typeState is one resource type of a group's last snapshot.
+type typeState struct {
+	items map[string]types.Resource // by name: the messages published
+	snap  *xdsserver.Resources      // as published
+}
+
+// setSnapshot publishes the group's resources. Each type's version, and each
+// resource's version, changes only when its content did; a stream is woken only for
+// resources it subscribes to; and a resource is encoded once per group and change,
+// however many proxies are sent it.
+func (s *Server) setSnapshot(g *group) {
+	clas := make([]types.Resource, 0, len(g.clas)) // any order: the snapshot sorts names
+	for _, cla := range g.clas {
+		clas = append(clas, cla)
+	}
+	res := map[resourcev3.Type][]types.Resource{resourcev3.EndpointType: clas}
+	switch g.view.Role {
+	case RoleRouter:
+		res[resourcev3.ClusterType] = g.clusters
+		res[resourcev3.ListenerType] = g.listeners
+	case RoleGRPC:
+		res[resourcev3.ClusterType] = s.grpc.clusters
+		res[resourcev3.ListenerType] = s.grpc.listeners
+		res[resourcev3.RouteType] = s.grpc.routes
+	default:
+		res[resourcev3.ClusterType] = s.clusters
+		// Sidecars get no listeners or routes from Horizon; an empty answer lets an
+		// Envoy that asks for them finish starting without its fetch timeout.
+		res[resourcev3.ListenerType] = nil
+		res[resourcev3.RouteType] = nil
+	}
+	if g.sent == nil {
+		g.sent = map[resourcev3.Type]*typeState{}
+	}
+	snap := make(map[string]*xdsserver.Resources, len(res))
+	changed := false
+	for typ, items := range res {
+		st := g.sent[typ]
+		if st == nil {
+			st = &typeState{items: map[string]types.Resource{}}
+			g.sent[typ] = st
+		}
+		if s.versionType(typ, st, items) {
+			changed = true
+		}
+		snap[typ] = st.snap
+	}
+	if changed {
+		g.feed.Publish(xdsserver.NewSnapshot(snap))
+	}
+}
+
+// versionType updates st to items and reports whether anything changed. Only a
+// resource that is new or was rebuilt is encoded; one whose bytes equal those
+// before keeps its version. A resource's version is a hash of its bytes, so it
+// means the same after a restart (a delta proxy reconnecting is not re-sent what
+// it holds); the type's version (xdsserver.NewResources) moves on when any resource
+// changed, appeared or went.
+func (s *Server) versionType(typ string, st *typeState, items []types.Resource) bool {
+	prev := st.snap
+	changed := prev == nil
+	next := make(map[string]*xdsserver.Resource, len(items))
+	nextItems := make(map[string]types.Resource, len(items))
+	for _, r := range items {
+		name := resourceName(r)
+		nextItems[name] = r
+		old := prev.Get(name)
+		if old != nil && st.items[name] == r {
+			next[name] = old
+			continue
+		}
+		b, err := marshal(r)
+		if err != nil {
+			s.log.Error("cannot encode a resource; leaving it out", "type", typ, "name", name, "error", err)
+			continue
+		}
+		if old != nil && bytes.Equal(old.Bytes(), b) {
+			next[name] = old
+			continue
+		}
+		changed = true
+		next[name] = xdsserver.NewResource(typ, name, strconv.FormatUint(fnvHash(b), 36), r, b)
+	}
+	st.items = nextItems
+	if !changed && len(next) == prev.Len() {
+		return false
+	}
+	st.snap = xdsserver.NewResources(next)
+	return true
+}
+
+func fnvHash(b []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(b)
+	return h.Sum64()
+}
+
+// resourceName is the name of any resource served here: field 1 of Cluster,
+// Listener, RouteConfiguration and ClusterLoadAssignment.
+func resourceName(r types.Resource) string {
+	switch m := r.(type) {
+	case interface{ GetName() string }:
+		return m.GetName()
+	case interface{ GetClusterName() string }:
+		return m.GetClusterName()
+	}
+	return ""
+}

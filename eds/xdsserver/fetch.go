@@ -1,0 +1,30 @@
+package xdsserver
+
+import (
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// fetch answers a unary request with what the proxy's group holds now.
+func (s *Server) fetch(req *discoverygrpc.DiscoveryRequest, typ string) (*discoverygrpc.DiscoveryResponse, error) {
+	g := s.groups.Group(req.GetNode(), nil)
+	rs := g.Feed().Current().Resources(typ)
+	if rs == nil {
+		return nil, status.Error(codes.Unavailable, "no configuration yet")
+	}
+	if req.GetVersionInfo() == rs.version {
+		return nil, status.Error(codes.Unavailable, "up to date") // the protocol's "skip"
+	}
+	resp := &discoverygrpc.DiscoveryResponse{VersionInfo: rs.version, TypeUrl: typ}
+	names := req.GetResourceNames()
+	if len(names) == 0 {
+		names = rs.names
+	}
+	for _, n := range names {
+		if r := rs.byName[n]; r != nil {
+			resp.Resources = append(resp.Resources, r.any)
+		}
+	}
+	return resp, nil
+}

@@ -1,0 +1,85 @@
+package xdsserver
+
+import (
+	"sync"
+	"sync/atomic"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+)
+
+// Groups tells the server which group of proxies a node belongs to: all the server
+// knows of groups. What sets groups apart, and when one is made or dropped, is the
+// implementation's business.
+type Groups interface {
+	// Group returns the group node belongs to (never nil), making it if there is
+	// none; node is nil when a proxy's first request omits it. If attach is not
+	// nil, Group calls it with the group before returning, at a time the group
+	// cannot be dropped (a group with streams attached to its Feed is kept): the
+	// server attaches a new stream there. Group is called from many goroutines at
+	// once.
+	Group(node *corev3.Node, attach func(Group)) Group
+}
+
+// GroupsFunc is a function that serves as Groups.
+type GroupsFunc func(node *corev3.Node, attach func(Group)) Group
+
+// Group calls f.
+func (f GroupsFunc) Group(node *corev3.Node, attach func(Group)) Group { return f(node, attach) }
+
+// Group is one group of proxies: every proxy in it is sent the snapshots published
+// on its Feed.
+type Group interface {
+	// Feed is where the group's snapshots are published; the same Feed every call.
+	Feed() *Feed
+	// MetricLabel is the group's value of the network label of the connections
+	// metric; the same value every call.
+	MetricLabel() string
+}
+
+// Feed holds a group's current snapshot and the streams that serve it. The zero
+// Feed is ready to use: no snapshot yet, no streams. It is safe for concurrent use.
+type Feed struct {
+	snap    atomic.Pointer[Snapshot]
+	mu      sync.Mutex
+	streams map[*stream]struct{} // guarded by mu
+}
+
+// Current returns the snapshot published last (nil before the first).
+func (f *Feed) Current() *Snapshot { return f.snap.Load() }
+
+// Publish makes snap the group's snapshot and wakes the streams that subscribe to
+// a resource that changed.
+func (f *Feed) Publish(snap *Snapshot) {
+	f.mu.Lock()
+	f.snap.Store(snap)
+	streams := make([]*stream, 0, len(f.streams))
+	for st := range f.streams {
+		streams = append(streams, st)
+	}
+	f.mu.Unlock()
+	for _, st := range streams {
+		st.wake(snap)
+	}
+}
+
+// Streams returns how many streams are attached.
+func (f *Feed) Streams() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.streams)
+}
+
+func (f *Feed) attach(st *stream) {
+	f.mu.Lock()
+	if f.streams == nil {
+		f.streams = map[*stream]struct{}{}
+	}
+	f.streams[st] = struct{}{}
+	f.mu.Unlock()
+}
+
+func (f *Feed) detach(st *stream) {
+	f.mu.Lock()
+	delete(f.streams, st)
+	f.mu.Unlock()
+}

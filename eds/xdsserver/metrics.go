@@ -1,0 +1,31 @@
+package xdsserver
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the protocol's Prometheus metrics.
+type metrics struct {
+	connections *prometheus.GaugeVec   // by stream type and the group's MetricLabel
+	pushLatency prometheus.Histogram   // change → response sent to a proxy
+	nacks       *prometheus.CounterVec // by type URL
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "horizon_xds_connections", Help: "Connected xDS streams, by stream type (ads, ads-delta, eds, cds, lds, rds) and proxy network.",
+		}, []string{"type", "network"}),
+		pushLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "horizon_xds_push_latency_seconds", Help: "Time from the change that started a push to a response sent to a proxy.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "horizon_xds_nacks_total", Help: "Responses rejected by proxies, by type URL.",
+		}, []string{"type_url"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.connections, m.pushLatency, m.nacks)
+	}
+	return m
+}

@@ -1,0 +1,127 @@
+package xdsserver
+
+import (
+	"hash/fnv"
+	"maps"
+	"slices"
+	"strconv"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Resource is one encoded resource. Immutable: it is shared by every snapshot that
+// holds it and every response that carries it.
+type Resource struct {
+	version string
+	any     *anypb.Any
+	delta   *discoverygrpc.Resource // the same, as delta responses carry it
+	msg     proto.Message           // the message itself, for config dumps
+	// What puts the encoding in a response without copying it (wire.go).
+	sotwPrefix, deltaPrefix []byte
+}
+
+// NewResource returns resource msg of type typeURL, named name, at version, whose
+// encoding is b. The Resource owns b from then on: nothing may change it.
+func NewResource(typeURL, name, version string, msg proto.Message, b []byte) *Resource {
+	a := &anypb.Any{TypeUrl: typeURL, Value: b}
+	r := &Resource{version: version, any: a, msg: msg,
+		delta: &discoverygrpc.Resource{Name: name, Version: version, Resource: a}}
+	r.sotwPrefix, r.deltaPrefix = wirePrefixes(typeURL, name, version, len(b))
+	return r
+}
+
+// Name is the resource's name.
+func (r *Resource) Name() string { return r.delta.Name }
+
+// Version is the resource's version.
+func (r *Resource) Version() string { return r.version }
+
+// Bytes is the resource's encoding; callers must not change it.
+func (r *Resource) Bytes() []byte { return r.any.Value }
+
+// Any is the resource as responses carry it; callers must not change it.
+func (r *Resource) Any() *anypb.Any { return r.any }
+
+// Message is the resource as it was built; callers must not change it.
+func (r *Resource) Message() proto.Message { return r.msg }
+
+// Resources is what a snapshot holds of one type: resources by name and the type's
+// version. Immutable. Its methods accept a nil *Resources, which holds nothing.
+type Resources struct {
+	version string
+	byName  map[string]*Resource
+	names   []string // sorted
+}
+
+// NewResources returns the resources in byName (keyed by their names), which it owns
+// from then on. The type's version is a hash of the names and resource versions:
+// equal contents give equal versions, here, after a restart and on another replica,
+// and any resource that changes, appears or goes changes it.
+func NewResources(byName map[string]*Resource) *Resources {
+	rs := &Resources{byName: byName, names: slices.Sorted(maps.Keys(byName))}
+	h := fnv.New64a()
+	for _, n := range rs.names {
+		h.Write([]byte(n))
+		h.Write([]byte{0})
+		h.Write([]byte(byName[n].version))
+		h.Write([]byte{0})
+	}
+	rs.version = strconv.FormatUint(h.Sum64(), 36)
+	return rs
+}
+
+// Version is the type's version.
+func (rs *Resources) Version() string {
+	if rs == nil {
+		return ""
+	}
+	return rs.version
+}
+
+// Get returns the resource named name, or nil.
+func (rs *Resources) Get(name string) *Resource {
+	if rs == nil {
+		return nil
+	}
+	return rs.byName[name]
+}
+
+// Len is the number of resources.
+func (rs *Resources) Len() int {
+	if rs == nil {
+		return 0
+	}
+	return len(rs.names)
+}
+
+// Names returns the resources' names, sorted; callers must not change the slice.
+func (rs *Resources) Names() []string {
+	if rs == nil {
+		return nil
+	}
+	return rs.names
+}
+
+// Snapshot is what a group of proxies is served: its resources by type URL.
+// Immutable. Its methods accept a nil *Snapshot, which holds nothing.
+type Snapshot struct {
+	byType map[string]*Resources
+}
+
+// NewSnapshot returns the snapshot of byType (resources by type URL), which it owns
+// from then on.
+func NewSnapshot(byType map[string]*Resources) *Snapshot {
+	return &Snapshot{byType: byType}
+}
+
+// Resources returns the snapshot's resources of type typeURL; nil if it has none,
+// which is not the same as having an empty set: a type without resources is not
+// answered.
+func (s *Snapshot) Resources(typeURL string) *Resources {
+	if s == nil {
+		return nil
+	}
+	return s.byType[typeURL]
+}

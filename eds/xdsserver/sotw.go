@@ -1,0 +1,151 @@
+package xdsserver
+
+import (
+	"context"
+	"slices"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+)
+
+// State of the world: every request lists every name the proxy wants of a type, and
+// every response holds every resource of the type it subscribes to. A stream is
+// sent a response only when one of them changed (or a request must be answered).
+
+type sotwStream interface {
+	Context() context.Context
+	SendMsg(any) error
+	Send(*discoverygrpc.DiscoveryResponse) error
+	Recv() (*discoverygrpc.DiscoveryRequest, error)
+}
+
+func (s *Server) serveSotw(stream sotwStream, fixedType string) error {
+	st := s.openStream(streamKind(fixedType, false), false, fixedType)
+	st.send = func(o *outgoing) error {
+		if s.wire {
+			return stream.SendMsg(o.wire())
+		}
+		return stream.Send(o.sotw())
+	}
+	defer s.closeStream(st)
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return recvErr(err)
+		}
+		typ := req.GetTypeUrl()
+		if fixedType != "" {
+			typ = fixedType
+		}
+		if err := st.join(req.GetNode(), typ); err != nil {
+			return err
+		}
+		st.sotwRequest(typ, req)
+	}
+}
+
+// sotwRequest takes one state-of-the-world request: an ACK, a NACK and/or a change
+// of subscription. A request answering an older response than the last one sent is
+// stale and ignored: the proxy will answer the last one too.
+func (st *stream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	sb, first := st.subFor(typ)
+	if !first && req.GetResponseNonce() != sb.lastNonce {
+		return
+	}
+	if detail := req.GetErrorDetail(); detail != nil {
+		st.nack(sb, detail.GetMessage())
+	} else if req.GetResponseNonce() != "" {
+		sb.sync.Acked = req.GetVersionInfo()
+	}
+	// The request lists every name the proxy wants. The first request with none
+	// subscribes to a whole type (of the types that allow it) and later requests
+	// with none keep it so; "*" asks for the whole type explicitly; once a request
+	// named anything, one with no names unsubscribes from everything.
+	names := req.GetResourceNames()
+	wildcard, same := false, true // same: names are exactly the names in have
+	distinct := 0
+	for _, n := range names {
+		if n == "*" {
+			wildcard = true
+		} else if _, ok := sb.have[n]; ok {
+			distinct++
+		} else {
+			same = false
+		}
+	}
+	same = same && distinct == len(sb.have) && distinctNames(names)
+	switch {
+	case first && len(names) == 0:
+		wildcard = wildcardType(typ)
+	case len(names) == 0 && !sb.named:
+		wildcard = sb.wildcard
+	}
+	if len(names) > 0 {
+		sb.named = true
+	}
+	if first || wildcard != sb.wildcard {
+		sb.wildcard, sb.force = wildcard, true
+	}
+	if !same { // most requests are ACKs naming what they named before: no set built
+		want := make(map[string]bool, len(names))
+		for _, n := range names {
+			want[n] = n != "*"
+		}
+		for n := range sb.have {
+			if !want[n] {
+				delete(sb.have, n)
+			}
+		}
+		for n, ok := range want {
+			if _, held := sb.have[n]; ok && !held {
+				sb.have[st.intern(typ, n)] = unanswered
+				sb.force = true
+			}
+		}
+	}
+	if sb.force {
+		st.kickLocked()
+	}
+}
+
+// distinctNames reports whether no name is listed twice. Short lists, the usual
+// case, are checked without allocating; long ones are reported as not distinct,
+// which sends the caller down its general path.
+func distinctNames(names []string) bool {
+	if len(names) > 64 {
+		return false
+	}
+	for i := range names {
+		for j := i + 1; j < len(names); j++ {
+			if names[i] == names[j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (st *stream) sotwResponse(sb *sub, rs *Resources, out *outgoing) {
+	if sb.wildcard {
+		out.res = make([]*Resource, 0, len(rs.names))
+		for _, n := range rs.names {
+			out.res = append(out.res, rs.byName[n])
+		}
+		return
+	}
+	names := make([]string, 0, len(sb.have))
+	for n := range sb.have {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out.res = make([]*Resource, 0, len(names))
+	for _, n := range names {
+		if r := rs.byName[n]; r != nil {
+			out.res = append(out.res, r)
+			sb.have[n] = r.version
+		} else {
+			sb.have[n] = ""
+		}
+	}
+}
