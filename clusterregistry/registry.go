@@ -242,6 +242,21 @@ func (r *Registry) Clusters() []ClusterStatus {
 	return out
 }
 
+// ClusterNetworks returns the network each cluster's system namespace is labelled
+// with (topology.istio.io/network), read from its informer's cache; clusters without
+// the label are left out.
+func (r *Registry) ClusterNetworks() map[network.ClusterID]network.NetworkID {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := map[network.ClusterID]network.NetworkID{}
+	for id, e := range r.clusters {
+		if n := e.active.network(); n != "" {
+			out[id] = n
+		}
+	}
+	return out
+}
+
 // Services returns what each cluster knows of host.
 func (r *Registry) Services(host string) map[network.ClusterID]*Shard {
 	r.mu.RLock()

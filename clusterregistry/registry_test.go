@@ -154,6 +154,11 @@ func TestEndpointsFromRealCluster(t *testing.T) {
 		}
 		return nil
 	})
+	// The label is also the cluster's own network, which proxies naming only their
+	// cluster (CLUSTER_ID) are on.
+	if got := r.ClusterNetworks(); len(got) != 1 || got["c1"] != "net-ns" {
+		t.Errorf("ClusterNetworks() = %v, want c1: net-ns", got)
+	}
 
 	// A pod that turns not-ready leaves; a new ready one arrives.
 	pod, err := cs.CoreV1().Pods(ns).Get(ctx, "hw-v1b", metav1.GetOptions{})

@@ -1,5 +1,7 @@
 package clusterregistry
 
+import "github.com/horizon-mesh/horizon/network"
+
 // What a Cluster reports of itself, and the shards it serves.
 
 // status describes the cluster. Called without c.mu held.
@@ -76,4 +78,10 @@ func countReady(s *Shard) int {
 		}
 	}
 	return n
+}
+
+// network returns the network label on the cluster's system namespace, as its
+// informer's cache holds it now.
+func (c *Cluster) network() network.NetworkID {
+	return namespaceNetwork(c.watches().namespaces, c.opts.namespace)
 }

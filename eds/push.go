@@ -45,9 +45,13 @@ func (s *Server) push(changedAt time.Time) {
 	defer s.pushMu.Unlock()
 	start := time.Now()
 
-	if full || s.topo == nil || s.gatewayHostChanged(pending) {
+	// A cluster's network label decides the network of proxies that name only their
+	// cluster; it is read on every push (one lookup per cluster).
+	if full || s.topo == nil || s.gatewayHostChanged(pending) ||
+		!maps.Equal(s.opts.Source.ClusterNetworks(), s.topo.ClusterNetworks) {
 		topo, gws := s.buildTopology()
-		if s.topo == nil || !slices.Equal(gws, s.gateways) || topo.Networks != s.topo.Networks {
+		if s.topo == nil || !slices.Equal(gws, s.gateways) || topo.Networks != s.topo.Networks ||
+			!maps.Equal(topo.ClusterNetworks, s.topo.ClusterNetworks) {
 			s.topo, s.gateways = topo, gws
 			s.topoGen++
 			full = true
@@ -136,6 +140,7 @@ func (s *Server) buildTopology() (*Topology, []network.Gateway) {
 	gws := nets.Gateways(svcs, lookup)
 	topo := NewTopology(nets, gws)
 	topo.registryServices = regSvcs
+	topo.ClusterNetworks = s.opts.Source.ClusterNetworks()
 	return topo, gws
 }
 

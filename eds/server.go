@@ -28,6 +28,10 @@ type EndpointSource interface {
 	Hosts() []string
 	// Subscribe registers fn to learn of changed (host, cluster) pairs.
 	Subscribe(fn func(clusterregistry.Change))
+	// ClusterNetworks returns the network each cluster's system namespace is
+	// labelled with (topology.istio.io/network); clusters without the label are left
+	// out.
+	ClusterNetworks() map[network.ClusterID]network.NetworkID
 }
 
 // Options configures a Server.

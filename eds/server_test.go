@@ -44,6 +44,8 @@ func (f *fakeSource) Hosts() []string {
 
 func (f *fakeSource) Subscribe(func(clusterregistry.Change)) {}
 
+func (f *fakeSource) ClusterNetworks() map[network.ClusterID]network.NetworkID { return nil }
+
 func (f *fakeSource) set(host string, ips ...string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
