@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -28,7 +27,6 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/tls/certprovider"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
@@ -56,13 +54,13 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/cmd/horizon/app"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
 	"github.com/horizon-mesh/horizon/eds"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
 	"github.com/horizon-mesh/horizon/network/meshsource"
-	"github.com/horizon-mesh/horizon/secrets"
 )
 
 // examplesDir is the repository's examples/, seen from this package.
@@ -518,29 +516,29 @@ func TestExamplesReferenceScenario(t *testing.T) {
 	applySecret(t, remoteSecret("istio-remote-secret-cluster2", map[string][]byte{"cluster2": kc}))
 
 	h := startLeastPrivilegeHorizon(t)
-	kubetest.Eventually(t, 30*time.Second, h.ready)
-	for _, c := range h.registry.Clusters() {
+	kubetest.Eventually(t, 30*time.Second, func() error { return scenarioReady(h) })
+	for _, c := range h.Registry().Clusters() {
 		if c.State != clusterregistry.StateSynced || c.LastError != "" {
 			t.Errorf("cluster %s: %s %s", c.ID, c.State, c.LastError)
 		}
 	}
-	if got := len(h.registry.Clusters()); got != 2 {
+	if got := len(h.Registry().Clusters()); got != 2 {
 		t.Errorf("%d clusters, want cluster1 and cluster2", got)
 	}
-	if st := h.mesh.Status(); st.Rejected != "" {
+	if st := h.MeshNetworks().Status(); st.Rejected != "" {
 		t.Errorf("meshNetworks rejected: %s", st.Rejected)
 	}
-	if p := h.gateways.Problems(); len(p) > 0 {
+	if p := h.Gateways().Problems(); len(p) > 0 {
 		t.Errorf("Gateway resources not read: %q", p)
 	}
 	wantServers := []gatewaysource.Server{{Gateway: "sample/helloworld-gateway", Selector: map[string]string{"istio": "ingressgateway"}, Port: 443, Hosts: []string{"*"}}}
-	if got := h.gateways.Servers(); !reflect.DeepEqual(got, wantServers) {
+	if got := h.Gateways().Servers(); !reflect.DeepEqual(got, wantServers) {
 		t.Errorf("Gateway servers = %+v, want %+v", got, wantServers)
 	}
 
 	sidecarBoot := loadBootstrap(t, "envoy-sidecar-bootstrap.yaml")
 	claName := eds.ClusterName(helloHost, 5000)
-	sidecar := xdstest.Connect(t, h.xdsAddr, sidecarBoot.GetNode(), xdstest.Options{CDS: true, LDS: true, EDS: []string{claName}})
+	sidecar := xdstest.Connect(t, h.XDSAddr().String(), sidecarBoot.GetNode(), xdstest.Options{CDS: true, LDS: true, EDS: []string{claName}})
 	kubetest.Eventually(t, 20*time.Second, func() error {
 		return wantAddresses(sidecar.CLA(claName), v1PodIP+":5000", network2Gateway+":443")
 	})
@@ -560,7 +558,7 @@ func TestExamplesReferenceScenario(t *testing.T) {
 	}
 
 	sni := eds.SNIName(helloHost, 5000)
-	gateway := xdstest.Connect(t, h.xdsAddr, loadBootstrap(t, "envoy-gateway-bootstrap.yaml").GetNode(),
+	gateway := xdstest.Connect(t, h.XDSAddr().String(), loadBootstrap(t, "envoy-gateway-bootstrap.yaml").GetNode(),
 		xdstest.Options{CDS: true, LDS: true, EDS: []string{sni}})
 	kubetest.Eventually(t, 20*time.Second, func() error {
 		if err := wantAddresses(gateway.CLA(sni), v2PodIP+":5000"); err != nil {
@@ -685,98 +683,32 @@ func (nopClientConn) ParseServiceConfig(string) *serviceconfig.ParseResult {
 	return &serviceconfig.ParseResult{Err: errors.New("no service config expected")}
 }
 
-// leastPrivilegeHorizon is Horizon's components, wired as `horizon serve` wires them,
-// reading the config cluster as the service account of horizon.yaml.
-type leastPrivilegeHorizon struct {
-	registry *clusterregistry.Registry
-	secrets  *secrets.Controller
-	mesh     *meshsource.Source
-	gateways *gatewaysource.Source
-	server   *eds.Server
-	xdsAddr  string
-}
-
-func (h *leastPrivilegeHorizon) ready() error {
-	switch {
-	case !h.secrets.HasSynced():
-		return errors.New("remote secrets not synced")
-	case !h.mesh.HasSynced():
-		return errors.New("meshNetworks not loaded")
-	case !h.gateways.HasSynced():
-		return errors.New("Gateway resources not synced")
-	case !h.registry.HasSynced():
-		return fmt.Errorf("clusters not synced: %+v", h.registry.Clusters())
-	case len(h.registry.Clusters()) < 2:
-		return fmt.Errorf("clusters: %+v, want cluster1 and cluster2", h.registry.Clusters())
-	case h.server.Pushes() == 0:
-		return errors.New("no xDS push yet")
-	}
-	return nil
-}
-
-func startLeastPrivilegeHorizon(t *testing.T) *leastPrivilegeHorizon {
+// startLeastPrivilegeHorizon runs Horizon as `horizon serve` does (package app),
+// reading the config cluster as the service account of horizon.yaml, until the test
+// ends.
+func startLeastPrivilegeHorizon(t *testing.T) *app.Horizon {
 	t.Helper()
 	cfg := impersonate(t, config, systemNamespace, horizonSA).cfg
 	logs := &kubetest.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	client, err := kubernetes.NewForConfig(cfg)
+	opts := app.NewOptions()
+	opts.XDSAddress, opts.HTTPAddress = "127.0.0.1:0", "127.0.0.1:0"
+	opts.Secrets.Namespace, opts.Secrets.ClusterID = systemNamespace, "cluster1"
+	opts.EDS.DebounceAfter, opts.EDS.DebounceMax = 10*time.Millisecond, 200*time.Millisecond
+	opts.EDS.DefaultPassthrough, opts.EDS.ProxylessMTLS = true, true
+	opts.Gateways.Retry = time.Second
+	h, err := app.New(opts, cfg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	disc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &leastPrivilegeHorizon{}
-	changed := func() {
-		if h.server != nil {
-			h.server.ConfigChanged()
-		}
-	}
-	if h.registry, err = clusterregistry.New(clusterregistry.Options{DomainSuffix: "cluster.local", Namespace: systemNamespace, Logger: logger}); err != nil {
-		t.Fatal(err)
-	}
-	if h.mesh, err = meshsource.New(meshsource.Options{Client: client, Namespace: systemNamespace, Logger: logger,
-		OnChange: func(*network.Networks) { changed() }}); err != nil {
-		t.Fatal(err)
-	}
-	if h.gateways, err = gatewaysource.New(gatewaysource.Options{Dynamic: dyn, Discovery: disc, Retry: time.Second, Logger: logger, OnChange: changed}); err != nil {
-		t.Fatal(err)
-	}
-	if h.server, err = eds.New(eds.Options{
-		Source: h.registry, Networks: h.mesh.Current, Gateways: passthroughServers{h.gateways},
-		DebounceAfter: 10 * time.Millisecond, DebounceMax: 200 * time.Millisecond,
-		DefaultPassthrough: true, ProxylessMTLS: true, Logger: logger,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if h.secrets, err = secrets.New(secrets.Options{Client: client, Handler: h.registry, Namespace: systemNamespace, ClusterID: "cluster1", Logger: logger}); err != nil {
-		t.Fatal(err)
-	}
-	h.registry.SetCluster("cluster1", "config cluster", cfg)
-
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.xdsAddr = lis.Addr().String()
-	g := grpc.NewServer()
-	h.server.Register(g)
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, run := range []func(context.Context){h.mesh.Run, h.gateways.Run, h.secrets.Run, h.server.Run} {
-		wg.Go(func() { run(ctx) })
-	}
-	wg.Go(func() { _ = g.Serve(lis) })
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
 	t.Cleanup(func() {
-		g.Stop()
 		cancel()
-		wg.Wait()
-		h.registry.Close()
+		if err := <-done; err != nil {
+			t.Errorf("horizon: %v", err)
+		}
 		if t.Failed() {
 			t.Logf("horizon logs:\n%s", logs.String())
 		}
@@ -784,16 +716,15 @@ func startLeastPrivilegeHorizon(t *testing.T) *leastPrivilegeHorizon {
 	return h
 }
 
-// passthroughServers hands the Gateway resources' AUTO_PASSTHROUGH servers to the
-// xDS server, as `horizon serve` does.
-type passthroughServers struct{ src *gatewaysource.Source }
-
-func (p passthroughServers) PassthroughServers() []eds.PassthroughServer {
-	var out []eds.PassthroughServer
-	for _, s := range p.src.Servers() {
-		out = append(out, eds.PassthroughServer{Gateway: s.Gateway, Selector: s.Selector, Port: s.Port, Hosts: s.Hosts})
+// scenarioReady is nil once h is ready with both of the scenario's clusters.
+func scenarioReady(h *app.Horizon) error {
+	if err := h.Ready(); err != nil {
+		return fmt.Errorf("%w: clusters %+v", err, h.Registry().Clusters())
 	}
-	return out
+	if len(h.Registry().Clusters()) < 2 {
+		return fmt.Errorf("clusters: %+v, want cluster1 and cluster2", h.Registry().Clusters())
+	}
+	return nil
 }
 
 // playHelloworld does what the kubelet and the EndpointSlice controller would for
