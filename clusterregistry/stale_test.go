@@ -437,5 +437,5 @@ func TestStaleClusterLifecycleLeaksNothing(t *testing.T) {
 		t.Fatalf("removed cluster remains: %+v", r.Clusters())
 	}
 	// The restarted API server's process is waited for by a goroutine of kubetest.
-	goleak.VerifyNone(t, baseline, goleak.IgnoreAnyFunction("github.com/horizon-mesh/horizon/e2e/kubetest.startProcess.func1"))
+	goleak.VerifyNone(t, baseline, goleak.IgnoreAnyFunction("github.com/horizon-mesh/horizon/cmd/localmesh.startProcess.func1"))
 }

@@ -11,26 +11,37 @@ import (
 // TestPackageDirections enforces DESIGN.md's data flow: secrets → clusterregistry →
 // eds, network a leaf shared by all, only eds (and its protocol server,
 // eds/xdsserver, which knows nothing of networks, the registry or eds) speaking
-// xDS, and only cmd/ wiring everything together.
+// xDS, and only cmd/ wiring everything together (cmd/horizon/app assembles Horizon).
+// The local-cluster runner (cmd/localmesh) stands in for the world around Horizon and
+// knows none of it. What is under e2e/ is for tests only: no other package imports
+// it, and nothing shipped links package testing.
 func TestPackageDirections(t *testing.T) {
 	const mod = "github.com/horizon-mesh/horizon/"
-	out, err := exec.Command("go", "list", "-json=ImportPath,Imports", "../...").Output()
+	out, err := exec.Command("go", "list", "-json=ImportPath,Name,Imports,Deps", "../...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
 	imports := map[string][]string{}
+	deps := map[string][]string{} // transitive, without tests
+	var commands []string
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	for {
 		var p struct {
 			ImportPath string
+			Name       string
 			Imports    []string
+			Deps       []string
 		}
 		if err := dec.Decode(&p); err == io.EOF {
 			break
 		} else if err != nil {
 			t.Fatal(err)
 		}
-		imports[strings.TrimPrefix(p.ImportPath, mod)] = p.Imports
+		pkg := strings.TrimPrefix(p.ImportPath, mod)
+		imports[pkg], deps[pkg] = p.Imports, p.Deps
+		if p.Name == "main" {
+			commands = append(commands, pkg)
+		}
 	}
 	// What each package must not import (prefix match; module-relative for ours).
 	forbidden := map[string][]string{
@@ -41,6 +52,14 @@ func TestPackageDirections(t *testing.T) {
 		"clusterregistry":       {mod + "secrets", mod + "eds", "github.com/envoyproxy/"},
 		"eds":                   {mod + "secrets", mod + "network/meshsource", mod + "network/gatewaysource"},
 		"eds/xdsserver":         {mod + "secrets", mod + "clusterregistry", mod + "network", mod + "eds"},
+	}
+
+	// The assembly is Horizon itself: the local-cluster runner is not part of it. The
+	// runner and its data plane stand in for clusters, pods and gateways: they know
+	// nothing of Horizon's own packages.
+	forbidden["cmd/horizon/app"] = []string{mod + "cmd/localmesh"}
+	for _, pkg := range []string{"cmd/localmesh", "cmd/localmesh/dataplane"} {
+		forbidden[pkg] = []string{mod + "secrets", mod + "clusterregistry", mod + "eds", mod + "network", mod + "cmd/horizon"}
 	}
 	for pkg, bad := range forbidden {
 		got, ok := imports[pkg]
@@ -65,6 +84,29 @@ func TestPackageDirections(t *testing.T) {
 		for _, imp := range got {
 			if strings.HasPrefix(imp, "github.com/envoyproxy/go-control-plane") {
 				t.Errorf("%s imports %s: only eds speaks xDS", pkg, imp)
+			}
+		}
+	}
+	// Helpers only tests use live under e2e/; no package outside it imports them, and
+	// no command (horizon, horizon-demo, horizon-load) links them or package testing,
+	// directly or through a dependency.
+	for pkg, got := range imports {
+		if pkg == "e2e" || strings.HasPrefix(pkg, "e2e/") {
+			continue
+		}
+		for _, imp := range got {
+			if strings.HasPrefix(imp, mod+"e2e/") {
+				t.Errorf("%s imports %s: packages under e2e/ are for tests only", pkg, imp)
+			}
+		}
+	}
+	if len(commands) == 0 {
+		t.Error("no command found")
+	}
+	for _, cmd := range commands {
+		for _, dep := range deps[cmd] {
+			if dep == "testing" || strings.HasPrefix(dep, mod+"e2e/") {
+				t.Errorf("command %s links %s", cmd, dep)
 			}
 		}
 	}

@@ -1,6 +1,9 @@
-// Package e2e holds Horizon's end-to-end tests: real API servers (see kubetest),
-// Horizon's components wired as the command wires them, and users' actions — labelled
-// remote Secrets, Services, Pods, EndpointSlices — applied through the Kubernetes API.
+// Package e2e holds Horizon's end-to-end tests: real API servers (cmd/localmesh, through
+// kubetest), Horizon as `horizon serve` assembles it (cmd/horizon/app) or the parts a
+// test looks at, and users' actions — labelled remote Secrets, Services, Pods,
+// EndpointSlices — applied through the Kubernetes API. Its sub-packages are helpers
+// that only tests import: kubetest (clusters, polling, TestMain), xdstest (an xDS
+// proxy) and tlstest (certificates and TLS checks).
 package e2e
 
 import (

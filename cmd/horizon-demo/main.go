@@ -34,8 +34,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/horizon-mesh/horizon/e2e/kubetest"
-	"github.com/horizon-mesh/horizon/e2e/meshtest"
+	"github.com/horizon-mesh/horizon/cmd/localmesh"
+	"github.com/horizon-mesh/horizon/cmd/localmesh/dataplane"
 	"github.com/horizon-mesh/horizon/network"
 )
 
@@ -59,10 +59,10 @@ func main() {
 func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
 func run(ctx context.Context) error {
-	if !meshtest.InNetns() {
+	if !dataplane.InNetns() {
 		// grpc-go reads GRPC_EXPERIMENTAL_XDS_SNI at start: it makes the proxyless
 		// client send the SNI that the passthrough gateway routes on.
-		cmd, err := meshtest.ReexecCommand(os.Args, "GRPC_EXPERIMENTAL_XDS_SNI=true")
+		cmd, err := dataplane.ReexecCommand(os.Args, "GRPC_EXPERIMENTAL_XDS_SNI=true")
 		if err != nil {
 			return err
 		}
@@ -77,7 +77,7 @@ func run(ctx context.Context) error {
 		}()
 		return cmd.Wait()
 	}
-	if err := meshtest.SetupNetns(v1Addr, v2Addr, gwAddr); err != nil {
+	if err := dataplane.SetupNetns(v1Addr, v2Addr, gwAddr); err != nil {
 		return err
 	}
 	bin, err := binDir()
@@ -97,8 +97,8 @@ func run(ctx context.Context) error {
 		defer os.RemoveAll(work)
 	}
 
-	step("starting two Kubernetes API servers (etcd + kube-apiserver from %s)", kubetest.BinDir())
-	env, err := kubetest.Start()
+	step("starting two Kubernetes API servers (etcd + kube-apiserver from %s)", localmesh.BinDir())
+	env, err := localmesh.Start()
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	kc1, kc2 := filepath.Join(work, "cluster1.kubeconfig"), filepath.Join(work, "cluster2.kubeconfig")
-	for path, c := range map[string]*kubetest.Cluster{kc1: c1, kc2: c2} {
+	for path, c := range map[string]*localmesh.Cluster{kc1: c1, kc2: c2} {
 		b, err := c.Kubeconfig(c.Config.BearerToken)
 		if err == nil {
 			err = os.WriteFile(path, b, 0o600)
@@ -125,31 +125,31 @@ func run(ctx context.Context) error {
 
 	step("applying examples/ — cluster1: Gateway CRD, Horizon's RBAC, meshNetworks, helloworld v1, the AUTO_PASSTHROUGH Gateway; cluster2: reader RBAC, helloworld v2")
 	for _, a := range []struct {
-		c    *kubetest.Cluster
+		c    *localmesh.Cluster
 		file string
 	}{
 		{c1, "gateway-crd.yaml"}, {c1, "horizon.yaml"}, {c1, "mesh-networks.yaml"}, {c1, "helloworld-v1.yaml"}, {c1, "cross-network-gateway.yaml"},
 		{c2, "remote-reader.yaml"}, {c2, "helloworld-v2.yaml"},
 	} {
-		if err := kubetest.ApplyFile(ctx, a.c.Config, filepath.Join(examples, a.file)); err != nil {
+		if err := localmesh.ApplyFile(ctx, a.c.Config, filepath.Join(examples, a.file)); err != nil {
 			return err
 		}
 		fmt.Printf("    %s ← examples/%s\n", a.c.Name, a.file)
 	}
 
 	step("starting the pods (real gRPC servers with mTLS) and the network2 ingress gateway (nginx, SNI passthrough)")
-	certs, err := meshtest.NewCerts(work, "sample", "sleep")
+	certs, err := dataplane.NewCerts(work, "sample", "sleep")
 	if err != nil {
 		return err
 	}
 	for _, p := range []struct{ name, version, addr string }{{"helloworld-v1-0", "v1", v1Addr}, {"helloworld-v2-0", "v2", v2Addr}} {
-		pod, err := meshtest.StartPod(p.name, p.version, p.addr+":5000", certs)
+		pod, err := dataplane.StartPod(p.name, p.version, p.addr+":5000", certs)
 		if err != nil {
 			return err
 		}
 		defer pod.Stop()
 	}
-	gw, err := meshtest.StartGateway(filepath.Join(work, "gateway"), gwAddr+":443", map[string][]string{
+	gw, err := dataplane.StartGateway(filepath.Join(work, "gateway"), gwAddr+":443", map[string][]string{
 		"outbound_.5000_._." + host: {v2Addr + ":5000"},
 	})
 	if err != nil {
@@ -174,7 +174,7 @@ func run(ctx context.Context) error {
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("create-remote-secret: %v: %s", err, stderr.String())
 	}
-	if err := kubetest.Apply(ctx, c1.Config, secret.Bytes()); err != nil {
+	if err := localmesh.Apply(ctx, c1.Config, secret.Bytes()); err != nil {
 		return fmt.Errorf("apply the remote Secret: %w", err)
 	}
 	fmt.Println("    istio-system/istio-remote-secret-cluster2 (label istio/multiCluster=true) created in cluster1")
@@ -223,7 +223,7 @@ func run(ctx context.Context) error {
 	}
 
 	step("calling helloworld 20 times from network1 (proxyless gRPC, grpc-go's xDS client, mTLS)")
-	client, err := meshtest.Dial("127.0.0.1:15010", "sidecar~192.0.2.30~sleep-0.sample~sample.svc.cluster.local", "network1", host+":5000", certs)
+	client, err := dataplane.Dial("127.0.0.1:15010", "sidecar~192.0.2.30~sleep-0.sample~sample.svc.cluster.local", "network1", host+":5000", certs)
 	if err != nil {
 		return err
 	}
@@ -301,7 +301,7 @@ func waitCLA(ctx context.Context, net string, n int) (*endpointv3.ClusterLoadAss
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		cla, err := meshtest.FetchCLA(fctx, "127.0.0.1:15010", "sidecar~192.0.2.40~sleep-1.sample~sample.svc.cluster.local",
+		cla, err := dataplane.FetchCLA(fctx, "127.0.0.1:15010", "sidecar~192.0.2.40~sleep-1.sample~sample.svc.cluster.local",
 			map[string]any{"NETWORK": net}, claName)
 		cancel()
 		if err == nil {
@@ -328,15 +328,15 @@ func waitCLA(ctx context.Context, net string, n int) (*endpointv3.ClusterLoadAss
 // playKubelet does what the kubelet and the EndpointSlice controller would: a pod
 // for helloworld-<version> on a node in zone, its IP and readiness, and the
 // EndpointSlice of the helloworld Service applied from examples/.
-func playKubelet(ctx context.Context, c *kubetest.Cluster, version, ip, node, zone string) error {
-	if err := kubetest.CreateNode(ctx, c.Client, node, "local", zone, ""); err != nil {
+func playKubelet(ctx context.Context, c *localmesh.Cluster, version, ip, node, zone string) error {
+	if err := localmesh.CreateNode(ctx, c.Client, node, "local", zone, ""); err != nil {
 		return err
 	}
-	return kubetest.Deploy(ctx, c.Client, kubetest.Service{
+	return localmesh.Deploy(ctx, c.Client, localmesh.Service{
 		Namespace: "sample", Name: "helloworld",
 		Labels: map[string]string{"app": "helloworld"},
 		Ports:  []corev1.ServicePort{{Name: "http", Port: 5000, TargetPort: intstr.FromInt32(5000)}},
-		Backends: []kubetest.Backend{{
+		Backends: []localmesh.Backend{{
 			Pod: "helloworld-" + version + "-0", IP: ip, Node: node, Ready: true,
 			Labels: map[string]string{"version": version, network.LabelTLSMode: network.TLSModeIstio},
 		}},
@@ -346,7 +346,7 @@ func playKubelet(ctx context.Context, c *kubetest.Cluster, version, ip, node, zo
 // ingressGateway creates cluster2's istio-ingressgateway Service (named by
 // meshNetworks' registryServiceName) and gives it a load-balancer address, as a
 // cloud would.
-func ingressGateway(ctx context.Context, c *kubetest.Cluster) error {
+func ingressGateway(ctx context.Context, c *localmesh.Cluster) error {
 	svcs := c.Client.CoreV1().Services("istio-system")
 	svc, err := svcs.Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "istio-ingressgateway", Namespace: "istio-system",
@@ -369,7 +369,7 @@ func ingressGateway(ctx context.Context, c *kubetest.Cluster) error {
 
 // serviceAccountKubeconfig writes a kubeconfig for cluster c that authenticates as
 // service account ns/name with a token from the TokenRequest API.
-func serviceAccountKubeconfig(ctx context.Context, c *kubetest.Cluster, ns, name, path string) error {
+func serviceAccountKubeconfig(ctx context.Context, c *localmesh.Cluster, ns, name, path string) error {
 	secs := int64(24 * 3600)
 	tr, err := c.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &secs},

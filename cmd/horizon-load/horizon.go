@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/horizon-mesh/horizon/e2e/kubetest"
+	"github.com/horizon-mesh/horizon/cmd/localmesh"
 )
 
 // horizonProc is a running `horizon serve`.
@@ -58,7 +58,7 @@ func findHorizon(ctx context.Context, cfg config, dir string) (string, error) {
 // cluster1, on free loopback ports, with pprof on (the tool forces a GC through it
 // before reading the heap). Its log goes to dir/horizon.log.
 func startHorizon(bin, kubeconfig, dir string, extra []string) (*horizonProc, error) {
-	addrs, err := kubetest.FreeAddrs(2)
+	addrs, err := localmesh.FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,7 @@
 // holds per connected proxy, how fast one remote EndpointSlice change reaches every
 // proxy that watches it, and whether Horizon converges and stays flat under churn.
 //
-// It starts one etcd and -clusters (2) API servers with e2e/kubetest (cluster1, the
+// It starts one etcd and -clusters (2) API servers with cmd/localmesh (cluster1, the
 // config cluster, on network1; cluster2, remote, on network2; and so on), writes
 // services, pods and EndpointSlices into each, the meshNetworks ConfigMap (one gateway
 // per network) and each remote cluster's remote Secret, then runs the horizon binary

@@ -18,7 +18,7 @@ import (
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 
-	"github.com/horizon-mesh/horizon/e2e/kubetest"
+	"github.com/horizon-mesh/horizon/cmd/localmesh"
 )
 
 // run sets up the clusters and Horizon, runs every phase and writes the report to
@@ -121,16 +121,16 @@ func (l *loadRun) step(format string, args ...any) {
 
 // setup starts etcd and every cluster and writes the services, meshNetworks and the
 // remote Secrets. The environment is returned even with an error, to be closed.
-func (l *loadRun) setup(ctx context.Context) (*kubetest.Environment, *kubetest.Cluster, error) {
+func (l *loadRun) setup(ctx context.Context) (*localmesh.Environment, *localmesh.Cluster, error) {
 	cfg := l.cfg
 	n := cfg.Clusters
 	t0 := time.Now()
-	l.step("starting etcd and %d kube-apiservers (%s)", n, kubetest.BinDir())
-	env, err := kubetest.Start()
+	l.step("starting etcd and %d kube-apiservers (%s)", n, localmesh.BinDir())
+	env, err := localmesh.Start()
 	if err != nil {
 		return nil, nil, err
 	}
-	clusters := make([]*kubetest.Cluster, n)
+	clusters := make([]*localmesh.Cluster, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for c := range clusters {
@@ -189,7 +189,7 @@ func (l *loadRun) want(changed int) []sig {
 // on each network holds every service: the fleet then measures serving, not
 // Horizon's initial sync. It records when each cluster synced, as Horizon's
 // /debug/clusterz says.
-func (l *loadRun) startHorizon(ctx context.Context, bin, work string, c1 *kubetest.Cluster) error {
+func (l *loadRun) startHorizon(ctx context.Context, bin, work string, c1 *localmesh.Cluster) error {
 	kc := filepath.Join(work, "cluster1.kubeconfig")
 	b, err := c1.Kubeconfig(c1.Config.BearerToken)
 	if err == nil {

@@ -17,7 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
-	"github.com/horizon-mesh/horizon/e2e/kubetest"
+	"github.com/horizon-mesh/horizon/cmd/localmesh"
 	"github.com/horizon-mesh/horizon/eds"
 	"github.com/horizon-mesh/horizon/network"
 )
@@ -77,11 +77,11 @@ func podName(j, e int) string { return fmt.Sprintf("%s-%d", serviceName(j), e) }
 // setup time is mostly the API servers' CPU, and they decode and encode protobuf
 // faster than JSON.
 func writeCluster(ctx context.Context, cs kubernetes.Interface, c int, cfg config) ([]*discoveryv1.EndpointSlice, error) {
-	if err := kubetest.EnsureNamespace(ctx, cs, namespace, nil); err != nil {
+	if err := localmesh.EnsureNamespace(ctx, cs, namespace, nil); err != nil {
 		return nil, fmt.Errorf("create namespace %s in %s: %w", namespace, clusterName(c), err)
 	}
 	node := "load-node"
-	if err := kubetest.CreateNode(ctx, cs, node, "region-"+networkName(c), "zone-a", ""); err != nil {
+	if err := localmesh.CreateNode(ctx, cs, node, "region-"+networkName(c), "zone-a", ""); err != nil {
 		return nil, fmt.Errorf("in %s: %w", clusterName(c), err)
 	}
 	slices := make([]*discoveryv1.EndpointSlice, cfg.Services)
@@ -149,7 +149,7 @@ func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node s
 		if err != nil {
 			return nil, fmt.Errorf("create pod %s in %s: %w", pod.Name, clusterName(c), err)
 		}
-		if err := kubetest.SetPodStatus(ctx, cs, created, podIP(c, j, e), true); err != nil {
+		if err := localmesh.SetPodStatus(ctx, cs, created, podIP(c, j, e), true); err != nil {
 			return nil, fmt.Errorf("in %s: %w", clusterName(c), err)
 		}
 	}
@@ -192,9 +192,9 @@ func writeClient(cfg *rest.Config) (kubernetes.Interface, error) {
 
 // writeMeshConfig writes the meshNetworks ConfigMap and every remote cluster's remote
 // Secret into cluster1's system namespace.
-func writeMeshConfig(ctx context.Context, clusters []*kubetest.Cluster) error {
+func writeMeshConfig(ctx context.Context, clusters []*localmesh.Cluster) error {
 	c1 := clusters[0]
-	if err := kubetest.EnsureNamespace(ctx, c1.Client, systemNamespace, nil); err != nil {
+	if err := localmesh.EnsureNamespace(ctx, c1.Client, systemNamespace, nil); err != nil {
 		return fmt.Errorf("create namespace %s in cluster1: %w", systemNamespace, err)
 	}
 	cm := &corev1.ConfigMap{

@@ -12,8 +12,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/horizon-mesh/horizon/cmd/localmesh/dataplane"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
-	"github.com/horizon-mesh/horizon/e2e/meshtest"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
 	"github.com/horizon-mesh/horizon/network"
 )
@@ -38,8 +38,8 @@ var dataPathAddrs = []string{v1Addr, v2aAddr, v2bAddr, gwAddr}
 // grpc-go sends the xDS SNI only with GRPC_EXPERIMENTAL_XDS_SNI=true, read at start,
 // so the test re-executes itself in a new network namespace with that set.
 func TestDataPath(t *testing.T) {
-	if !meshtest.InNetns() {
-		cmd, err := meshtest.ReexecCommand([]string{os.Args[0], "-test.run=^TestDataPath$", "-test.v", "-test.count=1", "-test.timeout=5m"},
+	if !dataplane.InNetns() {
+		cmd, err := dataplane.ReexecCommand([]string{os.Args[0], "-test.run=^TestDataPath$", "-test.v", "-test.count=1", "-test.timeout=5m"},
 			"GRPC_EXPERIMENTAL_XDS_SNI=true")
 		if err != nil {
 			t.Fatal(err)
@@ -57,12 +57,12 @@ func TestDataPath(t *testing.T) {
 	}
 	ctx := t.Context()
 	dir := t.TempDir()
-	certs, err := meshtest.NewCerts(dir, "sample", "helloworld")
+	certs, err := dataplane.NewCerts(dir, "sample", "helloworld")
 	if err != nil {
 		t.Fatal(err)
 	}
-	startPod := func(name, version, ip string) *meshtest.Pod {
-		p, err := meshtest.StartPod(name, version, ip+":5000", certs)
+	startPod := func(name, version, ip string) *dataplane.Pod {
+		p, err := dataplane.StartPod(name, version, ip+":5000", certs)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -71,7 +71,7 @@ func TestDataPath(t *testing.T) {
 	}
 	startPod("helloworld-v1-0", "v1", v1Addr)
 	v2a := startPod("helloworld-v2-0", "v2", v2aAddr)
-	gw, err := meshtest.StartGateway(filepath.Join(dir, "gateway"), gwAddr+":15443", map[string][]string{
+	gw, err := dataplane.StartGateway(filepath.Join(dir, "gateway"), gwAddr+":15443", map[string][]string{
 		"outbound_.5000_._." + helloHost: {v2aAddr + ":5000", v2bAddr + ":5000"},
 	})
 	if err != nil {
@@ -118,7 +118,7 @@ networks:
 	// What a proxyless client on network1 is told, seen by an observer in its group.
 	observer := xdstest.Connect(t, xdsAddr, xdstest.NodeWithMetadata("sidecar~192.0.2.31~observer.sample~sample.svc.cluster.local",
 		map[string]any{"NETWORK": "network1", "GENERATOR": "grpc"}), xdstest.Options{EDS: []string{helloCLA}})
-	client, err := meshtest.Dial(xdsAddr, "sidecar~192.0.2.30~sleep.sample~sample.svc.cluster.local", "network1", helloHost+":5000", certs)
+	client, err := dataplane.Dial(xdsAddr, "sidecar~192.0.2.30~sleep.sample~sample.svc.cluster.local", "network1", helloHost+":5000", certs)
 	if err != nil {
 		t.Fatal(err)
 	}

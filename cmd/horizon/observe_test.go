@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/cmd/horizon/app"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
 	"github.com/horizon-mesh/horizon/network"
@@ -104,7 +105,7 @@ users: [{name: u, user: {token: ` + execToken + `, exec: {apiVersion: client.aut
 		return outputs[path]
 	}
 
-	var clusterz ClusterzResponse
+	var clusterz app.ClusterzResponse
 	if err := json.Unmarshal([]byte(get("/debug/clusterz")), &clusterz); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,7 @@ users: [{name: u, user: {token: ` + execToken + `, exec: {apiVersion: client.aut
 		t.Errorf("exec kubeconfig not shown as rejected: %+v", clusterz.Secrets)
 	}
 
-	var networkz NetworkzResponse
+	var networkz app.NetworkzResponse
 	if err := json.Unmarshal([]byte(get("/debug/networkz")), &networkz); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ users: [{name: u, user: {token: ` + execToken + `, exec: {apiVersion: client.aut
 		t.Errorf("networkz = %+v", networkz)
 	}
 
-	var endpointz EndpointzResponse
+	var endpointz app.EndpointzResponse
 	if err := json.Unmarshal([]byte(get("/debug/endpointz?host=web.observe.svc.cluster.local")), &endpointz); err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/horizon-mesh/horizon/cmd/localmesh/dataplane"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
-	"github.com/horizon-mesh/horizon/e2e/meshtest"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
 	"github.com/horizon-mesh/horizon/network"
 )
@@ -27,9 +27,9 @@ import (
 var cluster1, cluster2, cluster3 *kubetest.Cluster
 
 func TestMain(m *testing.M) {
-	if meshtest.InNetns() {
+	if dataplane.InNetns() {
 		// Re-executed by TestDataPath in a network namespace of its own.
-		if err := meshtest.SetupNetns(dataPathAddrs...); err != nil {
+		if err := dataplane.SetupNetns(dataPathAddrs...); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/cmd/horizon/app"
 	"github.com/horizon-mesh/horizon/eds"
 	"github.com/horizon-mesh/horizon/secrets"
 )
@@ -24,7 +25,7 @@ import (
 type statusReport struct {
 	Clusters []clusterregistry.ClusterStatus `json:"clusters"`
 	Secrets  []secrets.KeyStatus             `json:"secrets"`
-	Networks NetworkzResponse                `json:"networks"`
+	Networks app.NetworkzResponse            `json:"networks"`
 	Proxies  []eds.ProxyStatus               `json:"proxies"`
 }
 
@@ -46,7 +47,7 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	var rep statusReport
-	var clusterz ClusterzResponse
+	var clusterz app.ClusterzResponse
 	for _, g := range []struct {
 		path string
 		into any

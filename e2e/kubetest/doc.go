@@ -1,18 +1,16 @@
-// Package kubetest starts real Kubernetes API servers for tests: one etcd and any number
-// of kube-apiservers sharing it under distinct etcd prefixes, each an independent
-// cluster with its own certificates, admin credential and service-account signer.
+// Package kubetest is the test-facing side of cmd/localmesh, which starts real
+// Kubernetes API servers (one etcd, any number of kube-apiservers, each an independent
+// cluster) and writes objects into them.
 //
-// The binaries come from `make testbin`, which builds them from the Go module proxy into
-// a cache outside the checkout. The directory is taken from $HORIZON_TESTBIN, or else
-// from the default cache location used by hack/testbin.sh.
+// What only tests use lives here: Main (a TestMain body starting the clusters a
+// package shares), Eventually and Consistently (polling with a timeout, failing the
+// test), and LogBuffer. The runner's types and functions are re-exported under their
+// names here (Start, Cluster, Deploy, Service, …) so that tests need only this import;
+// they are localmesh's, which the shipped horizon-demo and horizon-load use without
+// linking package testing.
 //
-// No controller-manager or kubelet runs: tests write EndpointSlices themselves and set
-// pod status through the status subresource.
-//
-// A cluster can be stopped (Stop, Kill) and started again (Restart) with the same
-// address, certificates, credentials and data, as a remote cluster that goes away and
-// comes back.
+// The binaries come from `make testbin`; see localmesh.BinDir.
 //
 // An Environment is safe for concurrent use; StartCluster may be called from parallel
-// tests.
+// tests. A LogBuffer is safe for concurrent use.
 package kubetest

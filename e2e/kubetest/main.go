@@ -3,7 +3,6 @@ package kubetest
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"testing"
 )
@@ -31,25 +30,4 @@ func Main(m *testing.M, setup func(env *Environment, clusters []*Cluster), names
 	code := m.Run()
 	env.Close()
 	os.Exit(code)
-}
-
-// FreeAddrs asks the kernel for n distinct free 127.0.0.1:<port> addresses. Another
-// process may take one before it is used; callers retry or fail clearly.
-func FreeAddrs(n int) ([]string, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
 }

@@ -1,4 +1,4 @@
-package kubetest
+package localmesh
 
 import (
 	"bytes"
@@ -9,15 +9,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -30,7 +27,7 @@ const (
 	KubeVersion = "v1.34.1"
 )
 
-// adminToken authenticates as a member of system:masters on every test cluster.
+// adminToken authenticates as a member of system:masters on every local cluster.
 const adminToken = "horizon-test-admin-token"
 
 // BinDir returns the directory holding the etcd and kube-apiserver binaries.
@@ -90,7 +87,7 @@ func Start() (*Environment, error) {
 			return nil, fmt.Errorf("test binary %s not found in %s (run `make testbin`): %w", b, binDir, err)
 		}
 	}
-	dir, err := os.MkdirTemp("", "horizon-kubetest-")
+	dir, err := os.MkdirTemp("", "horizon-localmesh-")
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +174,7 @@ func (e *Environment) StartCluster(ctx context.Context, name string) (*Cluster, 
 		Host:            c.Host,
 		BearerToken:     adminToken,
 		TLSClientConfig: rest.TLSClientConfig{CAData: c.CAData},
-		QPS:             -1, // no client-side rate limit in tests
+		QPS:             -1, // no client-side rate limit against a local cluster
 	}
 	if err := c.waitReady(ctx, proc); err != nil {
 		return nil, err
@@ -325,57 +322,6 @@ func (e *Environment) Close() {
 	}
 }
 
-type authClient struct{ *http.Client }
-
-func (a *authClient) Get(url string) (*http.Response, error) { return a.Client.Get(url) }
-
-type getter interface {
-	Get(url string) (*http.Response, error)
-}
-
-// waitHTTP polls url until it answers 200.
-func waitHTTP(ctx context.Context, p *process, c getter, url string, timeout time.Duration) error {
-	var last error
-	err := poll(ctx, p, timeout, func() bool {
-		resp, err := c.Get(url)
-		if err != nil {
-			last = err
-			return false
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			last = fmt.Errorf("%s: %s", url, resp.Status)
-			return false
-		}
-		return true
-	})
-	if err != nil && last != nil {
-		return fmt.Errorf("%w (last: %v)", err, last)
-	}
-	return err
-}
-
-// poll calls cond every 50ms until it is true, the process exits or timeout passes.
-func poll(ctx context.Context, p *process, timeout time.Duration, cond func() bool) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if cond() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-p.done:
-			return fmt.Errorf("process exited: %v", p.err)
-		case <-t.C:
-		}
-	}
-}
-
 func writeServiceAccountKey(path string) error {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -383,77 +329,4 @@ func writeServiceAccountKey(path string) error {
 	}
 	b := pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})
 	return os.WriteFile(path, b, 0o600)
-}
-
-// freePorts asks the kernel for n distinct free loopback ports.
-func freePorts(n int) ([]int, error) {
-	addrs, err := FreeAddrs(n)
-	if err != nil {
-		return nil, err
-	}
-	ports := make([]int, len(addrs))
-	for i, a := range addrs {
-		_, p, err := net.SplitHostPort(a)
-		if err != nil {
-			return nil, err
-		}
-		if ports[i], err = strconv.Atoi(p); err != nil {
-			return nil, err
-		}
-	}
-	return ports, nil
-}
-
-// process is a child process whose output goes to a log file.
-type process struct {
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error // set before done is closed
-	once    sync.Once
-}
-
-// startProcess starts bin; its output is appended to logPath, so that the log of a
-// restarted server follows the earlier one.
-func startProcess(logPath, bin string, args ...string) (*process, error) {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	// Die with the test binary even if it is killed before cleanup runs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, err
-	}
-	p := &process{cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logf.Close()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-// kill ends the process with SIGKILL and waits for it, unless stop or kill already ran.
-func (p *process) kill() {
-	p.once.Do(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-	})
-}
-
-func (p *process) stop() {
-	p.once.Do(func() {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
 }

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"crypto/tls"
@@ -23,34 +23,39 @@ import (
 // check happens during a handshake, so an idle server does not touch the files.
 const tlsReloadInterval = time.Second
 
-// xdsTLSOptions configures TLS on the xDS gRPC server: a certificate and key, and
+// TLSOptions configures TLS on the xDS gRPC server: a certificate and key, and
 // optionally a CA that client certificates must be signed by. All three are PEM
 // files, reloaded when they change. Without a certificate the server is plaintext.
-type xdsTLSOptions struct {
-	certFile     string
-	keyFile      string
-	clientCAFile string
+type TLSOptions struct {
+	// CertFile is the server's PEM certificate (chain); empty: plaintext.
+	CertFile string
+	// KeyFile is the PEM private key of CertFile.
+	KeyFile string
+	// ClientCAFile, if set, is a PEM CA bundle that proxies' client certificates must
+	// be signed by.
+	ClientCAFile string
 }
 
-func (o *xdsTLSOptions) addFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.certFile, "xds-tls-cert", "", "PEM certificate (chain) of the xDS server, reloaded when the file changes; requires --xds-tls-key (empty: plaintext xDS)")
-	fs.StringVar(&o.keyFile, "xds-tls-key", "", "PEM private key of --xds-tls-cert, reloaded when the file changes")
-	fs.StringVar(&o.clientCAFile, "xds-client-ca", "", "PEM CA bundle; when set, proxies must present a client certificate signed by it (requires --xds-tls-cert and --xds-tls-key)")
+// AddFlags binds the options to --xds-tls-cert, --xds-tls-key and --xds-client-ca.
+func (o *TLSOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.CertFile, "xds-tls-cert", "", "PEM certificate (chain) of the xDS server, reloaded when the file changes; requires --xds-tls-key (empty: plaintext xDS)")
+	fs.StringVar(&o.KeyFile, "xds-tls-key", "", "PEM private key of --xds-tls-cert, reloaded when the file changes")
+	fs.StringVar(&o.ClientCAFile, "xds-client-ca", "", "PEM CA bundle; when set, proxies must present a client certificate signed by it (requires --xds-tls-cert and --xds-tls-key)")
 }
 
-func (o *xdsTLSOptions) enabled() bool { return o.certFile != "" }
+func (o *TLSOptions) enabled() bool { return o.CertFile != "" }
 
-// validate checks that the flags go together and that the files load.
-func (o *xdsTLSOptions) validate() error {
+// Validate checks that the flags go together and that the files load.
+func (o *TLSOptions) Validate() error {
 	switch {
-	case o.certFile == "" && o.keyFile == "":
-		if o.clientCAFile != "" {
+	case o.CertFile == "" && o.KeyFile == "":
+		if o.ClientCAFile != "" {
 			return errors.New("--xds-client-ca: requires --xds-tls-cert and --xds-tls-key")
 		}
 		return nil
-	case o.keyFile == "":
+	case o.KeyFile == "":
 		return errors.New("--xds-tls-cert: requires --xds-tls-key")
-	case o.certFile == "":
+	case o.CertFile == "":
 		return errors.New("--xds-tls-key: requires --xds-tls-cert")
 	}
 	_, err := o.load()
@@ -65,35 +70,35 @@ type tlsMaterial struct {
 
 // load reads and parses the TLS files. Its errors name the flag and the file, never
 // the files' contents.
-func (o *xdsTLSOptions) load() (*tlsMaterial, error) {
-	certPEM, err := os.ReadFile(o.certFile)
+func (o *TLSOptions) load() (*tlsMaterial, error) {
+	certPEM, err := os.ReadFile(o.CertFile)
 	if err != nil {
 		return nil, fmt.Errorf("--xds-tls-cert: %w", err)
 	}
 	chain, err := parseCertificates(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("--xds-tls-cert %s: %w", o.certFile, err)
+		return nil, fmt.Errorf("--xds-tls-cert %s: %w", o.CertFile, err)
 	}
-	keyPEM, err := os.ReadFile(o.keyFile)
+	keyPEM, err := os.ReadFile(o.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("--xds-tls-key: %w", err)
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("--xds-tls-key %s: %w", o.keyFile, err)
+		return nil, fmt.Errorf("--xds-tls-key %s: %w", o.KeyFile, err)
 	}
 	cert.Leaf = chain[0]
 	m := &tlsMaterial{cert: &cert}
-	if o.clientCAFile == "" {
+	if o.ClientCAFile == "" {
 		return m, nil
 	}
-	caPEM, err := os.ReadFile(o.clientCAFile)
+	caPEM, err := os.ReadFile(o.ClientCAFile)
 	if err != nil {
 		return nil, fmt.Errorf("--xds-client-ca: %w", err)
 	}
 	cas, err := parseCertificates(caPEM)
 	if err != nil {
-		return nil, fmt.Errorf("--xds-client-ca %s: %w", o.clientCAFile, err)
+		return nil, fmt.Errorf("--xds-client-ca %s: %w", o.ClientCAFile, err)
 	}
 	m.clientCAs = x509.NewCertPool()
 	for _, ca := range cas {
@@ -129,7 +134,7 @@ func parseCertificates(data []byte) ([]*x509.Certificate, error) {
 // serverOption returns the transport credentials of the xDS server listening on addr:
 // TLS when configured, otherwise plaintext, with a warning when addr is reachable from
 // other hosts.
-func (o *xdsTLSOptions) serverOption(logger *slog.Logger, addr net.Addr) (grpc.ServerOption, error) {
+func (o *TLSOptions) serverOption(logger *slog.Logger, addr net.Addr) (grpc.ServerOption, error) {
 	if !o.enabled() {
 		if !isLoopbackAddr(addr) {
 			logger.Warn("xDS is served in plaintext: proxies are not authenticated and their configuration is readable on the network; "+
@@ -143,11 +148,11 @@ func (o *xdsTLSOptions) serverOption(logger *slog.Logger, addr net.Addr) (grpc.S
 		return nil, err
 	}
 	leaf := r.cur.cert.Leaf
-	logger.Info("xDS served over TLS", "address", addr.String(), "certFile", o.certFile,
+	logger.Info("xDS served over TLS", "address", addr.String(), "certFile", o.CertFile,
 		"subject", leaf.Subject.String(), "serial", leaf.SerialNumber.String(), "notAfter", leaf.NotAfter,
-		"clientCAFile", o.clientCAFile, "clientCertRequired", o.clientCAFile != "")
+		"clientCAFile", o.ClientCAFile, "clientCertRequired", o.ClientCAFile != "")
 	if time.Now().After(leaf.NotAfter) {
-		logger.Warn("xDS TLS certificate has expired", "certFile", o.certFile, "notAfter", leaf.NotAfter)
+		logger.Warn("xDS TLS certificate has expired", "certFile", o.CertFile, "notAfter", leaf.NotAfter)
 	}
 	return grpc.Creds(credentials.NewTLS(r.config())), nil
 }
@@ -204,7 +209,7 @@ func equalStamps(a, b []fileStamp) bool {
 // files. tlsReloader is safe for concurrent use; handshakes call it from their own
 // goroutines.
 type tlsReloader struct {
-	opts     xdsTLSOptions
+	opts     TLSOptions
 	logger   *slog.Logger
 	interval time.Duration
 
@@ -215,7 +220,7 @@ type tlsReloader struct {
 	badStamp []fileStamp  // the files' stamps when a load last failed; guarded by mu
 }
 
-func newTLSReloader(opts xdsTLSOptions, logger *slog.Logger, interval time.Duration) (*tlsReloader, error) {
+func newTLSReloader(opts TLSOptions, logger *slog.Logger, interval time.Duration) (*tlsReloader, error) {
 	r := &tlsReloader{opts: opts, logger: logger, interval: interval}
 	stamps := r.stat()
 	m, err := opts.load()
@@ -227,9 +232,9 @@ func newTLSReloader(opts xdsTLSOptions, logger *slog.Logger, interval time.Durat
 }
 
 func (r *tlsReloader) stat() []fileStamp {
-	stamps := []fileStamp{statFile(r.opts.certFile), statFile(r.opts.keyFile)}
-	if r.opts.clientCAFile != "" {
-		stamps = append(stamps, statFile(r.opts.clientCAFile))
+	stamps := []fileStamp{statFile(r.opts.CertFile), statFile(r.opts.KeyFile)}
+	if r.opts.ClientCAFile != "" {
+		stamps = append(stamps, statFile(r.opts.ClientCAFile))
 	}
 	return stamps
 }
@@ -257,9 +262,9 @@ func (r *tlsReloader) current() *tlsMaterial {
 	}
 	r.cur, r.curStamp, r.badStamp = m, stamps, nil
 	leaf := m.cert.Leaf
-	r.logger.Info("xDS TLS files reloaded", "certFile", r.opts.certFile,
+	r.logger.Info("xDS TLS files reloaded", "certFile", r.opts.CertFile,
 		"subject", leaf.Subject.String(), "serial", leaf.SerialNumber.String(), "notAfter", leaf.NotAfter,
-		"clientCAFile", r.opts.clientCAFile)
+		"clientCAFile", r.opts.ClientCAFile)
 	return m
 }
 
@@ -273,7 +278,7 @@ func (r *tlsReloader) config() *tls.Config {
 			return r.current().cert, nil
 		},
 	}
-	if r.opts.clientCAFile == "" {
+	if r.opts.ClientCAFile == "" {
 		return c
 	}
 	c.ClientAuth = tls.RequireAndVerifyClientCert

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"encoding/json"
@@ -15,22 +15,11 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
-	"github.com/horizon-mesh/horizon/eds"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
 	"github.com/horizon-mesh/horizon/network/meshsource"
 	"github.com/horizon-mesh/horizon/secrets"
 )
-
-// components is what the HTTP endpoints report on.
-type components struct {
-	registry *clusterregistry.Registry
-	secrets  *secrets.Controller
-	mesh     *meshsource.Source
-	gateways *gatewaysource.Source
-	xds      *eds.Server
-	ready    func() error
-}
 
 // ClusterzResponse is /debug/clusterz: every cluster and every remote Secret key.
 type ClusterzResponse struct {
@@ -53,16 +42,18 @@ type NetworkzResponse struct {
 // per service port.
 type EndpointzResponse struct {
 	Host     string                               `json:"host"`
-	Clusters map[network.ClusterID]endpointzShard `json:"clusters"`
+	Clusters map[network.ClusterID]EndpointzShard `json:"clusters"`
 	Views    map[int32]map[string][]string        `json:"views"`
 }
 
-type endpointzShard struct {
+// EndpointzShard is what one cluster knows of the host.
+type EndpointzShard struct {
 	Service   clusterregistry.Service       `json:"service"`
-	Endpoints map[int32][]endpointzEndpoint `json:"endpoints"`
+	Endpoints map[int32][]EndpointzEndpoint `json:"endpoints"`
 }
 
-type endpointzEndpoint struct {
+// EndpointzEndpoint is one endpoint of a shard, with the network it resolved to.
+type EndpointzEndpoint struct {
 	clusterregistry.Endpoint
 	ResolvedNetwork network.NetworkID `json:"resolvedNetwork,omitempty"`
 }
@@ -70,11 +61,11 @@ type endpointzEndpoint struct {
 // httpMux serves health, readiness, metrics and the debug endpoints. No kubeconfig,
 // token or key is reachable from any of them: they show statuses, which never hold
 // credentials.
-func httpMux(c components, reg *prometheus.Registry, withPprof bool) *http.ServeMux {
+func (h *Horizon) httpMux(reg *prometheus.Registry, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := c.ready(); err != nil {
+		if err := h.Ready(); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -82,34 +73,34 @@ func httpMux(c components, reg *prometheus.Registry, withPprof bool) *http.Serve
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/clusterz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, ClusterzResponse{Clusters: c.registry.Clusters(), Secrets: c.secrets.Status()})
+		writeJSON(w, ClusterzResponse{Clusters: h.registry.Clusters(), Secrets: h.secrets.Status()})
 	})
 	mux.HandleFunc("/debug/networkz", func(w http.ResponseWriter, _ *http.Request) {
-		mn, err := protojson.Marshal(c.mesh.Current().MeshNetworks())
+		mn, err := protojson.Marshal(h.mesh.Current().MeshNetworks())
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		writeJSON(w, NetworkzResponse{
-			MeshNetworks: mn, Status: c.mesh.Status(), Gateways: c.xds.Gateways(),
-			PassthroughServers: c.gateways.Servers(), GatewayProblems: c.gateways.Problems(),
+			MeshNetworks: mn, Status: h.mesh.Status(), Gateways: h.xds.Gateways(),
+			PassthroughServers: h.gateways.Servers(), GatewayProblems: h.gateways.Problems(),
 		})
 	})
 	mux.HandleFunc("/debug/endpointz", func(w http.ResponseWriter, r *http.Request) {
 		host := r.URL.Query().Get("host")
 		if host == "" {
 			http.Error(w, "query parameter host is required, e.g. ?host=helloworld.sample.svc.cluster.local; known hosts: "+
-				strings.Join(c.registry.Hosts(), " "), http.StatusBadRequest)
+				strings.Join(h.registry.Hosts(), " "), http.StatusBadRequest)
 			return
 		}
-		nets := c.mesh.Current()
-		resp := EndpointzResponse{Host: host, Clusters: map[network.ClusterID]endpointzShard{}, Views: map[int32]map[string][]string{}}
+		nets := h.mesh.Current()
+		resp := EndpointzResponse{Host: host, Clusters: map[network.ClusterID]EndpointzShard{}, Views: map[int32]map[string][]string{}}
 		ports := map[int32]bool{}
-		for id, shard := range c.registry.Services(host) {
-			out := endpointzShard{Service: shard.Service, Endpoints: map[int32][]endpointzEndpoint{}}
+		for id, shard := range h.registry.Services(host) {
+			out := EndpointzShard{Service: shard.Service, Endpoints: map[int32][]EndpointzEndpoint{}}
 			for port, eps := range shard.Endpoints {
 				for _, ep := range eps {
-					out.Endpoints[port] = append(out.Endpoints[port], endpointzEndpoint{
+					out.Endpoints[port] = append(out.Endpoints[port], EndpointzEndpoint{
 						Endpoint: ep, ResolvedNetwork: nets.EndpointNetwork(ep.Network, ep.Cluster, ep.Address),
 					})
 				}
@@ -124,12 +115,12 @@ func httpMux(c components, reg *prometheus.Registry, withPprof bool) *http.Serve
 			return
 		}
 		for p := range ports {
-			resp.Views[p] = c.xds.EndpointView(host, p, nets.Names())
+			resp.Views[p] = h.xds.EndpointView(host, p, nets.Names())
 		}
 		writeJSON(w, resp)
 	})
 	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, c.xds.Proxies())
+		writeJSON(w, h.xds.Proxies())
 	})
 	mux.HandleFunc("/debug/config_dump", func(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Query().Get("proxy")
@@ -137,7 +128,7 @@ func httpMux(c components, reg *prometheus.Registry, withPprof bool) *http.Serve
 			http.Error(w, "query parameter proxy (a node ID from /debug/syncz) is required", http.StatusBadRequest)
 			return
 		}
-		dump, ok, err := c.xds.ConfigDump(id)
+		dump, ok, err := h.xds.ConfigDump(id)
 		switch {
 		case !ok:
 			http.Error(w, "no connected proxy "+id, http.StatusNotFound)
@@ -168,7 +159,7 @@ func writeJSON(w http.ResponseWriter, v any) {
 
 // statusCollector turns the components' statuses into metrics at scrape time.
 type statusCollector struct {
-	c          components
+	h          *Horizon
 	clusters   *prometheus.Desc
 	syncTime   *prometheus.Desc
 	timedOut   *prometheus.Desc
@@ -178,9 +169,9 @@ type statusCollector struct {
 	rejections *prometheus.Desc
 }
 
-func newStatusCollector(c components) *statusCollector {
+func newStatusCollector(h *Horizon) *statusCollector {
 	return &statusCollector{
-		c:          c,
+		h:          h,
 		clusters:   prometheus.NewDesc("horizon_clusters", "Managed clusters by sync state.", []string{"state"}, nil),
 		syncTime:   prometheus.NewDesc("horizon_cluster_sync_duration_seconds", "How long each cluster's initial sync took (synced clusters).", []string{"cluster"}, nil),
 		timedOut:   prometheus.NewDesc("horizon_cluster_sync_timed_out", "1 if the cluster did not sync within --remote-cluster-timeout and has not synced since.", []string{"cluster"}, nil),
@@ -200,7 +191,7 @@ func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	states := map[clusterregistry.SyncState]int{clusterregistry.StatePending: 0, clusterregistry.StateSynced: 0,
 		clusterregistry.StateError: 0, clusterregistry.StateTimedOut: 0, clusterregistry.StateStale: 0}
-	for _, cl := range s.c.registry.Clusters() {
+	for _, cl := range s.h.registry.Clusters() {
 		states[cl.State]++
 		if cl.State == clusterregistry.StateSynced {
 			ch <- prometheus.MustNewConstMetric(s.syncTime, prometheus.GaugeValue, cl.SyncDuration.Seconds(), string(cl.ID))
@@ -215,17 +206,17 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.clusters, prometheus.GaugeValue, float64(n), string(state))
 	}
 	keys := map[secrets.KeyState]int{}
-	for _, k := range s.c.secrets.Status() {
+	for _, k := range s.h.secrets.Status() {
 		keys[k.State]++
 	}
 	for _, state := range []secrets.KeyState{secrets.KeyAccepted, secrets.KeyRejected, secrets.KeyDuplicate, secrets.KeyIgnored} {
 		ch <- prometheus.MustNewConstMetric(s.secretKeys, prometheus.GaugeValue, float64(keys[state]), string(state))
 	}
-	events := s.c.secrets.Events()
+	events := s.h.secrets.Events()
 	for _, outcome := range slices.Sorted(maps.Keys(events)) {
 		ch <- prometheus.MustNewConstMetric(s.secretEvts, prometheus.CounterValue, float64(events[outcome]), outcome)
 	}
-	st := s.c.mesh.Status()
+	st := s.h.mesh.Status()
 	ch <- prometheus.MustNewConstMetric(s.reloads, prometheus.CounterValue, float64(st.Generation))
 	ch <- prometheus.MustNewConstMetric(s.rejections, prometheus.CounterValue, float64(st.Rejections))
 }

@@ -1,4 +1,4 @@
-package kubetest_test
+package localmesh_test
 
 import (
 	"fmt"
@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/horizon-mesh/horizon/cmd/localmesh"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 )
 
@@ -22,7 +23,7 @@ import (
 // revocable credential.
 func TestClustersAreIndependent(t *testing.T) {
 	t.Parallel()
-	env, err := kubetest.Start()
+	env, err := localmesh.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func TestClustersAreIndependent(t *testing.T) {
 // same Host, CA, admin client and minted tokens work, and its objects are still there.
 func TestRestartKeepsAddressCredentialsAndData(t *testing.T) {
 	t.Parallel()
-	env, err := kubetest.Start()
+	env, err := localmesh.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestRestartKeepsAddressCredentialsAndData(t *testing.T) {
 	if err := c.Restart(ctx); err == nil || !strings.Contains(err.Error(), "still running") {
 		t.Fatalf("restart of a running cluster: err = %v, want still running", err)
 	}
-	if err := kubetest.EnsureNamespace(ctx, c.Client, "kept", map[string]string{"a": "b"}); err != nil {
+	if err := localmesh.EnsureNamespace(ctx, c.Client, "kept", map[string]string{"a": "b"}); err != nil {
 		t.Fatal(err)
 	}
 	kubeconfig, _, err := c.MintKubeconfig(ctx, "kube-system", "reader")

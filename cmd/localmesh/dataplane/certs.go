@@ -1,4 +1,4 @@
-package meshtest
+package dataplane
 
 import (
 	"crypto/ecdsa"
@@ -34,7 +34,7 @@ func NewCerts(dir, ns, sa string) (*Certs, error) {
 		return nil, err
 	}
 	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "horizon test mesh CA"},
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "horizon local mesh CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
 	}

@@ -1,0 +1,160 @@
+package localmesh
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// FreeAddrs asks the kernel for n distinct free 127.0.0.1:<port> addresses. Another
+// process may take one before it is used; callers retry or fail clearly.
+func FreeAddrs(n int) ([]string, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var out []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
+
+type authClient struct{ *http.Client }
+
+func (a *authClient) Get(url string) (*http.Response, error) { return a.Client.Get(url) }
+
+type getter interface {
+	Get(url string) (*http.Response, error)
+}
+
+// waitHTTP polls url until it answers 200.
+func waitHTTP(ctx context.Context, p *process, c getter, url string, timeout time.Duration) error {
+	var last error
+	err := poll(ctx, p, timeout, func() bool {
+		resp, err := c.Get(url)
+		if err != nil {
+			last = err
+			return false
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			last = fmt.Errorf("%s: %s", url, resp.Status)
+			return false
+		}
+		return true
+	})
+	if err != nil && last != nil {
+		return fmt.Errorf("%w (last: %v)", err, last)
+	}
+	return err
+}
+
+// poll calls cond every 50ms until it is true, the process exits or timeout passes.
+func poll(ctx context.Context, p *process, timeout time.Duration, cond func() bool) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if cond() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.done:
+			return fmt.Errorf("process exited: %v", p.err)
+		case <-t.C:
+		}
+	}
+}
+
+// freePorts asks the kernel for n distinct free loopback ports.
+func freePorts(n int) ([]int, error) {
+	addrs, err := FreeAddrs(n)
+	if err != nil {
+		return nil, err
+	}
+	ports := make([]int, len(addrs))
+	for i, a := range addrs {
+		_, p, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, err
+		}
+		if ports[i], err = strconv.Atoi(p); err != nil {
+			return nil, err
+		}
+	}
+	return ports, nil
+}
+
+// process is a child process whose output goes to a log file.
+type process struct {
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	err     error // set before done is closed
+	once    sync.Once
+}
+
+// startProcess starts bin; its output is appended to logPath, so that the log of a
+// restarted server follows the earlier one.
+func startProcess(logPath, bin string, args ...string) (*process, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	// Die with the parent process even if it is killed before cleanup runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	p := &process{cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// kill ends the process with SIGKILL and waits for it, unless stop or kill already ran.
+func (p *process) kill() {
+	p.once.Do(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+	})
+}
+
+func (p *process) stop() {
+	p.once.Do(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+}
