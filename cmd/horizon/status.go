@@ -189,6 +189,9 @@ func printStatus(out io.Writer, rep statusReport) {
 			fmt.Fprintf(out, "remote secret %s key %q: %s: %s\n", s.Secret, s.Key, s.State, s.Error)
 		}
 	}
+	for _, n := range rep.Networks.Notes {
+		fmt.Fprintf(out, "%s\n", n)
+	}
 	for _, p := range rep.Networks.GatewayProblems {
 		fmt.Fprintf(out, "Gateway resource ignored: %s\n", p)
 	}

@@ -198,6 +198,11 @@ func (s *Source) apply(data []byte) {
 	gen := s.status.Generation
 	s.mu.Unlock()
 	s.log.Info("meshNetworks applied", "generation", gen, "networks", nets.Names())
+	for _, id := range nets.Names() {
+		if nets.AwaitingGateway(id) {
+			s.log.Warn("gateway address not set yet (0.0.0.0); the network's endpoints are unreachable from other networks", "network", id, "generation", gen)
+		}
+	}
 	s.opts.OnChange(nets)
 }
 

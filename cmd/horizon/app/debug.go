@@ -35,6 +35,9 @@ type NetworkzResponse struct {
 	Gateways           []network.Gateway      `json:"gateways"`
 	PassthroughServers []gatewaysource.Server `json:"passthroughServers"`
 	GatewayProblems    []string               `json:"gatewayProblems,omitempty"`
+	// Notes is what people should know about the networks in force, e.g. a network
+	// whose gateway address is still the placeholder 0.0.0.0.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // EndpointzResponse is /debug/endpointz?host=…: what each cluster knows of the host
@@ -84,6 +87,7 @@ func (h *Horizon) httpMux(reg *prometheus.Registry, withPprof bool) *http.ServeM
 		writeJSON(w, NetworkzResponse{
 			MeshNetworks: mn, Status: h.mesh.Status(), Gateways: h.xds.Gateways(),
 			PassthroughServers: h.gateways.Servers(), GatewayProblems: h.gateways.Problems(),
+			Notes: h.mesh.Current().Notes(),
 		})
 	})
 	mux.HandleFunc("/debug/endpointz", func(w http.ResponseWriter, r *http.Request) {
