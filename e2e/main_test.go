@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/cmd/localmesh/dataplane"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/secrets"
@@ -32,6 +34,19 @@ const systemNamespace = "istio-system"
 var config, remote, third *kubetest.Cluster
 
 func TestMain(m *testing.M) {
+	if dataplane.InNetns() {
+		// Re-executed by TestSeedFlow, alone, in a network namespace of its own: the
+		// pod and gateway addresses are on its loopback, and both clusters run the
+		// EndpointSlice controller, as real clusters do.
+		if err := dataplane.SetupNetns(seedAddrs...); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		kubetest.MainWith(m, kubetest.ClusterOptions{ControllerManager: true}, func(_ *kubetest.Environment, cs []*kubetest.Cluster) {
+			config, remote = cs[0], cs[1]
+		}, "config", "remote")
+		return
+	}
 	kubetest.Main(m, func(_ *kubetest.Environment, cs []*kubetest.Cluster) {
 		config, remote, third = cs[0], cs[1], cs[2]
 	}, "config", "remote", "third")

@@ -4,9 +4,11 @@
 // and real gRPC calls from network1 that land on helloworld v1 (by pod IP) and v2
 // (through network2's gateway). `make demo` runs it.
 //
-// There is no kubelet or controller-manager: the demo plays their part, starting the
-// pods as real gRPC servers and writing their IPs, readiness and EndpointSlices, and
-// setting the ingress gateway Service's load-balancer address as a cloud would. The
+// Each cluster runs kube-controller-manager's EndpointSlice controller, which makes
+// the slices from the Services and Pods as in a real cluster. There is no kubelet: the
+// demo plays its part, starting the pods as real gRPC servers and writing their IPs
+// and readiness, and sets the ingress gateway Service's load-balancer address as a
+// cloud would. The
 // network2 gateway is nginx routing by SNI without terminating TLS, standing in for
 // Envoy. Everything runs in a private network namespace whose loopback holds the pod
 // and gateway addresses.
@@ -97,17 +99,17 @@ func run(ctx context.Context) error {
 		defer os.RemoveAll(work)
 	}
 
-	step("starting two Kubernetes API servers (etcd + kube-apiserver from %s)", localmesh.BinDir())
+	step("starting two Kubernetes clusters (etcd, kube-apiserver and kube-controller-manager from %s)", localmesh.BinDir())
 	env, err := localmesh.Start()
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	c1, err := env.StartCluster(ctx, "cluster1")
+	c1, err := env.StartClusterWith(ctx, "cluster1", localmesh.ClusterOptions{ControllerManager: true})
 	if err != nil {
 		return err
 	}
-	c2, err := env.StartCluster(ctx, "cluster2")
+	c2, err := env.StartClusterWith(ctx, "cluster2", localmesh.ClusterOptions{ControllerManager: true})
 	if err != nil {
 		return err
 	}
@@ -325,14 +327,14 @@ func waitCLA(ctx context.Context, net string, n int) (*endpointv3.ClusterLoadAss
 	}
 }
 
-// playKubelet does what the kubelet and the EndpointSlice controller would: a pod
-// for helloworld-<version> on a node in zone, its IP and readiness, and the
-// EndpointSlice of the helloworld Service applied from examples/.
+// playKubelet does what the kubelet would: a pod for helloworld-<version> on a node
+// in zone, its IP and readiness. The cluster's EndpointSlice controller puts it in
+// the slice of the helloworld Service applied from examples/.
 func playKubelet(ctx context.Context, c *localmesh.Cluster, version, ip, node, zone string) error {
 	if err := localmesh.CreateNode(ctx, c.Client, node, "local", zone, ""); err != nil {
 		return err
 	}
-	return localmesh.Deploy(ctx, c.Client, localmesh.Service{
+	return localmesh.DeployPods(ctx, c.Client, localmesh.Service{
 		Namespace: "sample", Name: "helloworld",
 		Labels: map[string]string{"app": "helloworld"},
 		Ports:  []corev1.ServicePort{{Name: "http", Port: 5000, TargetPort: intstr.FromInt32(5000)}},

@@ -30,7 +30,8 @@ const (
 // adminToken authenticates as a member of system:masters on every local cluster.
 const adminToken = "horizon-test-admin-token"
 
-// BinDir returns the directory holding the etcd and kube-apiserver binaries.
+// BinDir returns the directory holding the etcd, kube-apiserver and
+// kube-controller-manager binaries.
 func BinDir() string {
 	if d := os.Getenv("HORIZON_TESTBIN"); d != "" {
 		return d
@@ -58,7 +59,7 @@ type Environment struct {
 	closed   bool       // guarded by mu
 }
 
-// Cluster is one running kube-apiserver.
+// Cluster is one running kube-apiserver, and optionally kube-controller-manager.
 type Cluster struct {
 	// Name is the cluster's name in the environment; it is also its etcd prefix.
 	Name string
@@ -77,6 +78,7 @@ type Cluster struct {
 
 	mu   sync.Mutex
 	proc *process // the running (or last) API server; guarded by mu
+	kcm  *process // the running (or last) kube-controller-manager, nil if none; guarded by mu
 }
 
 // Start starts etcd in a fresh temporary directory. Close stops it and every cluster.
@@ -123,8 +125,14 @@ func Start() (*Environment, error) {
 }
 
 // StartCluster starts a new kube-apiserver named name (unique in the environment) and
-// waits until it is ready.
+// waits until it is ready. No controller runs in it; see StartClusterWith.
 func (e *Environment) StartCluster(ctx context.Context, name string) (*Cluster, error) {
+	return e.StartClusterWith(ctx, name, ClusterOptions{})
+}
+
+// StartClusterWith starts a new cluster named name (unique in the environment) as
+// opts say and waits until it is ready.
+func (e *Environment) StartClusterWith(ctx context.Context, name string, opts ClusterOptions) (*Cluster, error) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -182,6 +190,15 @@ func (e *Environment) StartCluster(ctx context.Context, name string) (*Cluster, 
 	c.Client, err = kubernetes.NewForConfig(c.Config)
 	if err != nil {
 		return nil, err
+	}
+	if opts.ControllerManager {
+		kcm, err := c.startControllerManager(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		c.kcm = kcm
+		c.mu.Unlock()
 	}
 	return c, nil
 }
@@ -259,28 +276,34 @@ func (c *Cluster) waitReady(ctx context.Context, proc *process) error {
 	return nil
 }
 
-// Stop stops the cluster's API server; its data stays in etcd. Clients of the cluster
+// Stop stops the cluster's API server (and its controller manager); its data stays in etcd. Clients of the cluster
 // then see connection errors, as with an unreachable remote cluster. The server shuts
 // down gracefully, which takes up to 10s while clients hold watches open; Kill does not
 // wait. Stopping a stopped cluster does nothing.
 func (c *Cluster) Stop() {
 	c.mu.Lock()
-	proc := c.proc
+	proc, kcm := c.proc, c.kcm
 	c.mu.Unlock()
+	if kcm != nil {
+		kcm.stop()
+	}
 	proc.stop()
 }
 
-// Kill stops the cluster's API server at once, as a crash or a lost machine would:
+// Kill stops the cluster's API server (and its controller manager) at once, as a crash or a lost machine would:
 // every connection to it breaks, watches included. Its data stays in etcd; Restart
 // brings it back. Killing a stopped cluster does nothing.
 func (c *Cluster) Kill() {
 	c.mu.Lock()
-	proc := c.proc
+	proc, kcm := c.proc, c.kcm
 	c.mu.Unlock()
+	if kcm != nil {
+		kcm.kill()
+	}
 	proc.kill()
 }
 
-// Restart starts the API server again after Stop or Kill, on the same port with the same
+// Restart starts the API server (and its controller manager) again after Stop or Kill, on the same port with the same
 // serving certificate, tokens, service-account key and etcd prefix, and waits until
 // it is ready: Host, CAData, Config, Client and minted tokens stay valid, and every
 // object written before Stop is still there. It fails if the server is running, if
@@ -301,6 +324,9 @@ func (c *Cluster) Restart(ctx context.Context) error {
 	}
 	if !bytes.Equal(crt, c.CAData) {
 		return fmt.Errorf("restart kube-apiserver %s: serving certificate changed", c.Name)
+	}
+	if err := c.restartControllerManager(ctx); err != nil {
+		return fmt.Errorf("restart cluster %s: %w", c.Name, err)
 	}
 	return nil
 }

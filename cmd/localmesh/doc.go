@@ -6,11 +6,14 @@
 // Besides starting clusters it does what a user and the missing controllers would:
 // mint service-account tokens and kubeconfigs (the credential of a remote Secret),
 // apply manifests as `kubectl apply` does, and write Services, pods and EndpointSlices
-// (Deploy), nodes and namespaces. No controller-manager or kubelet runs: pod IPs and
-// readiness are set through the status subresource, EndpointSlices are written
-// directly.
+// (Deploy), nodes and namespaces. No kubelet runs: pod IPs and readiness are set
+// through the status subresource. By default no controller runs either and Deploy
+// writes EndpointSlices directly; a cluster started with
+// ClusterOptions.ControllerManager runs kube-controller-manager's EndpointSlice
+// controller, which makes them from Services and Pods as in a real cluster (DeployPods
+// writes only the Service and the Pods).
 //
-// The binaries come from `make testbin`, which builds them from the Go module proxy into
+// The binaries (etcd, kube-apiserver, kube-controller-manager) come from `make testbin`, which builds them from the Go module proxy into
 // a cache outside the checkout. The directory is taken from $HORIZON_TESTBIN, or else
 // from the default cache location used by hack/testbin.sh.
 //

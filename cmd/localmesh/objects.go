@@ -26,7 +26,7 @@ type Backend struct {
 	Zone string
 }
 
-// Service describes a service and its backends for Deploy.
+// Service describes a service and its backends for Deploy and DeployPods.
 type Service struct {
 	Namespace string
 	Name      string
@@ -41,20 +41,8 @@ type Service struct {
 // Deploy creates or updates the namespace, service, pods and EndpointSlice described
 // by s. Pods no longer listed are not deleted; they leave the EndpointSlice.
 func Deploy(ctx context.Context, cs kubernetes.Interface, s Service) error {
-	if err := EnsureNamespace(ctx, cs, s.Namespace, nil); err != nil {
+	if err := ensureService(ctx, cs, s); err != nil {
 		return err
-	}
-	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: s.Labels},
-		Spec:       corev1.ServiceSpec{Ports: s.Ports, Selector: map[string]string{"app": s.Name}},
-	}
-	if cur, err := cs.CoreV1().Services(s.Namespace).Get(ctx, s.Name, metav1.GetOptions{}); err == nil {
-		cur.Labels, cur.Spec.Ports = s.Labels, s.Ports
-		if _, err := cs.CoreV1().Services(s.Namespace).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("update service %s/%s: %w", s.Namespace, s.Name, err)
-		}
-	} else if _, err := cs.CoreV1().Services(s.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create service %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	slice := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
@@ -103,6 +91,71 @@ func Deploy(ctx context.Context, cs kubernetes.Interface, s Service) error {
 	}
 	if _, err := slices.Create(ctx, slice, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create endpointslice %s/%s: %w", s.Namespace, slice.Name, err)
+	}
+	return nil
+}
+
+// DeployPods creates or updates the namespace, service and pods described by s, and
+// sets each pod's IP and readiness as a kubelet would; it writes no EndpointSlice.
+// It is for clusters that run the EndpointSlice controller
+// (ClusterOptions.ControllerManager), which makes the slices from the Service's
+// selector (app=<name>) and the pods, with their node names, readiness and target
+// references; a Backend's Zone is not used, since the controller takes the zone from
+// the pod's node. A pod's node is registered (without labels) if missing, as its
+// kubelet would; the controller leaves out pods with no node, as in a real cluster.
+// Pods of the service no longer listed are deleted, as scaling a Deployment down
+// would.
+func DeployPods(ctx context.Context, cs kubernetes.Interface, s Service) error {
+	if err := ensureService(ctx, cs, s); err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, b := range s.Backends {
+		keep[b.Pod] = true
+		if b.Node != "" {
+			_, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: b.Node}}, metav1.CreateOptions{})
+			if err != nil && !apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("register node %s: %w", b.Node, err)
+			}
+		}
+		if err := ensurePod(ctx, cs, s, b); err != nil {
+			return err
+		}
+	}
+	pods, err := cs.CoreV1().Pods(s.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + s.Name})
+	if err != nil {
+		return fmt.Errorf("list pods of %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	zero := int64(0)
+	for _, p := range pods.Items {
+		if keep[p.Name] {
+			continue
+		}
+		err := cs.CoreV1().Pods(s.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete pod %s/%s: %w", s.Namespace, p.Name, err)
+		}
+	}
+	return nil
+}
+
+// ensureService creates or updates the namespace and the Service of s, selecting
+// app=<name>.
+func ensureService(ctx context.Context, cs kubernetes.Interface, s Service) error {
+	if err := EnsureNamespace(ctx, cs, s.Namespace, nil); err != nil {
+		return err
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: s.Labels},
+		Spec:       corev1.ServiceSpec{Ports: s.Ports, Selector: map[string]string{"app": s.Name}},
+	}
+	if cur, err := cs.CoreV1().Services(s.Namespace).Get(ctx, s.Name, metav1.GetOptions{}); err == nil {
+		cur.Labels, cur.Spec.Ports = s.Labels, s.Ports
+		if _, err := cs.CoreV1().Services(s.Namespace).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("update service %s/%s: %w", s.Namespace, s.Name, err)
+		}
+	} else if _, err := cs.CoreV1().Services(s.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create service %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	return nil
 }

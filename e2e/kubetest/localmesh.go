@@ -33,6 +33,8 @@ type (
 	Service = localmesh.Service
 	// Backend is localmesh.Backend: one pod behind a Service.
 	Backend = localmesh.Backend
+	// ClusterOptions is localmesh.ClusterOptions: what runs next to an API server.
+	ClusterOptions = localmesh.ClusterOptions
 )
 
 // BinDir is localmesh.BinDir.
@@ -67,6 +69,12 @@ func Apply(ctx context.Context, cfg *rest.Config, data []byte) error {
 // Deploy is localmesh.Deploy.
 func Deploy(ctx context.Context, cs kubernetes.Interface, s Service) error {
 	return localmesh.Deploy(ctx, cs, s)
+}
+
+// DeployPods is localmesh.DeployPods: the Service and Pods, for a cluster whose
+// EndpointSlice controller makes the slices.
+func DeployPods(ctx context.Context, cs kubernetes.Interface, s Service) error {
+	return localmesh.DeployPods(ctx, cs, s)
 }
 
 // SetPodStatus is localmesh.SetPodStatus.

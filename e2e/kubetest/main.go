@@ -11,6 +11,12 @@ import (
 // name, hands them to setup (in the order named) so the package can keep them, runs
 // the tests, stops everything and exits with the tests' status.
 func Main(m *testing.M, setup func(env *Environment, clusters []*Cluster), names ...string) {
+	MainWith(m, ClusterOptions{}, setup, names...)
+}
+
+// MainWith is Main with every cluster started as opts say (for example with the
+// EndpointSlice controller running).
+func MainWith(m *testing.M, opts ClusterOptions, setup func(env *Environment, clusters []*Cluster), names ...string) {
 	env, err := Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -18,7 +24,7 @@ func Main(m *testing.M, setup func(env *Environment, clusters []*Cluster), names
 	}
 	clusters := make([]*Cluster, 0, len(names))
 	for _, name := range names {
-		c, err := env.StartCluster(context.Background(), name)
+		c, err := env.StartClusterWith(context.Background(), name, opts)
 		if err != nil {
 			env.Close()
 			fmt.Fprintln(os.Stderr, err)

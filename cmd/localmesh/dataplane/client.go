@@ -22,8 +22,14 @@ type Client struct {
 }
 
 // Bootstrap returns grpc-go's xDS bootstrap for a client on network at xdsAddr,
-// whose certificate provider instance "default" reads certs' files.
+// whose certificate provider instance "default" reads certs' files. An empty network
+// leaves NETWORK out of the node metadata, as a sidecar of a cluster installed without
+// a network sends it.
 func Bootstrap(xdsAddr, nodeID, network string, certs *Certs) ([]byte, error) {
+	metadata := map[string]any{"GENERATOR": "grpc"}
+	if network != "" {
+		metadata["NETWORK"] = network
+	}
 	return json.Marshal(map[string]any{
 		"xds_servers": []any{map[string]any{
 			"server_uri":      xdsAddr,
@@ -32,7 +38,7 @@ func Bootstrap(xdsAddr, nodeID, network string, certs *Certs) ([]byte, error) {
 		}},
 		"node": map[string]any{
 			"id":       nodeID,
-			"metadata": map[string]any{"NETWORK": network, "GENERATOR": "grpc"},
+			"metadata": metadata,
 		},
 		"certificate_providers": map[string]any{
 			"default": map[string]any{
@@ -48,7 +54,8 @@ func Bootstrap(xdsAddr, nodeID, network string, certs *Certs) ([]byte, error) {
 	})
 }
 
-// Dial connects to xds:///target (host:port) through Horizon at xdsAddr.
+// Dial connects to xds:///target (host:port) through Horizon at xdsAddr, as a client
+// on network (empty: none named; see Bootstrap).
 func Dial(xdsAddr, nodeID, network, target string, certs *Certs) (*Client, error) {
 	bootstrap, err := Bootstrap(xdsAddr, nodeID, network, certs)
 	if err != nil {
