@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -128,8 +129,13 @@ func TestEndpointsFromRealCluster(t *testing.T) {
 	if g := r.Endpoints(host, 7070)["c1"]; len(g) != 2 || g[0].Port != 17070 {
 		t.Errorf("grpc port endpoints = %+v", g)
 	}
-	if st := r.Services(host)["c1"]; st == nil || len(st.Service.Ports) != 2 {
-		t.Errorf("service = %+v", st)
+	wantPorts := []clusterregistry.ServicePort{
+		{Name: "http", Port: 5000, Protocol: "TCP", TargetPort: 8080},
+		{Name: "grpc", Port: 7070, Protocol: "TCP", TargetPort: 17070},
+	}
+	if st := r.Services(host)["c1"]; st == nil || !reflect.DeepEqual(st.Service.Ports, wantPorts) ||
+		!reflect.DeepEqual(st.Service.Selector, map[string]string{"app": "helloworld"}) {
+		t.Errorf("service = %+v, want ports %+v and selector app=helloworld", st, wantPorts)
 	}
 	mu.Lock()
 	if changes[clusterregistry.Change{Host: host, Cluster: "c1"}] == 0 {
@@ -187,6 +193,24 @@ func TestEndpointsFromRealCluster(t *testing.T) {
 	kubetest.Eventually(t, 10*time.Second, func() error {
 		if eps := r.Endpoints(host, 5000); len(eps) != 0 {
 			return fmt.Errorf("after terminating: %+v", eps)
+		}
+		return nil
+	})
+
+	// A new selector or target port is a change of the shard.
+	cur, err := cs.CoreV1().Services(ns).Get(ctx, "helloworld", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Spec.Selector = map[string]string{"app": "helloworld", "version": "v2"}
+	cur.Spec.Ports[0].TargetPort = intstr.FromString("http-alt")
+	if _, err := cs.CoreV1().Services(ns).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		st := r.Services(host)["c1"]
+		if st == nil || st.Service.Selector["version"] != "v2" || st.Service.Ports[0].TargetPortName != "http-alt" {
+			return fmt.Errorf("after the update: %+v", st)
 		}
 		return nil
 	})

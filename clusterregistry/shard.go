@@ -5,6 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
@@ -37,6 +38,9 @@ type shardSource struct {
 // when it has one (the slice's otherwise), describe the endpoint. Its locality is
 // its node's (the pod's node, else the slice's); the slice's zone hint stands in for
 // a zone the node does not have.
+//
+// The Service keeps its selector, and each port its target port: a named one is
+// resolved from that port's endpoints, whose slice ports are numbers.
 func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil
@@ -48,6 +52,7 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 			Namespace:   svc.Namespace,
 			Cluster:     src.cluster,
 			Labels:      svc.Labels,
+			Selector:    svc.Spec.Selector,
 			Annotations: svc.Annotations,
 			ExternalIPs: append([]string(nil), svc.Spec.ExternalIPs...),
 		},
@@ -59,9 +64,6 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 		} else if in.Hostname != "" {
 			shard.Service.LoadBalancer = append(shard.Service.LoadBalancer, in.Hostname)
 		}
-	}
-	for _, p := range svc.Spec.Ports {
-		shard.Service.Ports = append(shard.Service.Ports, ServicePort{Name: p.Name, Port: p.Port, Protocol: string(p.Protocol)})
 	}
 	objs, _ := src.slices.ByIndex(serviceIndex, svc.Namespace+"/"+svc.Name)
 	for _, obj := range objs {
@@ -133,7 +135,36 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 	for port, eps := range shard.Endpoints {
 		shard.Endpoints[port] = dedupe(eps)
 	}
+	for _, p := range svc.Spec.Ports {
+		sp := ServicePort{Name: p.Name, Port: p.Port, Protocol: string(p.Protocol)}
+		switch {
+		case p.TargetPort.Type == intstr.String:
+			sp.TargetPortName = p.TargetPort.StrVal
+			sp.TargetPort = commonPort(shard.Endpoints[p.Port])
+		case p.TargetPort.IntVal == 0: // unset: the API server defaults it to the port
+			sp.TargetPort = p.Port
+		default:
+			sp.TargetPort = p.TargetPort.IntVal
+		}
+		shard.Service.Ports = append(shard.Service.Ports, sp)
+	}
 	return shard
+}
+
+// commonPort returns the port most of eps are served at, the lowest of a tie; 0 if
+// eps is empty. A named target port is resolved per pod, so pods may differ.
+func commonPort(eps []Endpoint) int32 {
+	count := map[uint32]int{}
+	for _, e := range eps {
+		count[e.Port]++
+	}
+	best := uint32(0)
+	for p, n := range count {
+		if n > count[best] || (n == count[best] && p < best) {
+			best = p
+		}
+	}
+	return int32(best)
 }
 
 // slicePort finds the slice port serving service port sp: same name and protocol.

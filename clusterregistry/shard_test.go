@@ -301,34 +301,108 @@ func TestTranslateEndpoints(t *testing.T) {
 }
 
 func TestTranslateService(t *testing.T) {
+	named := func(name string, port int32, target string) corev1.ServicePort {
+		return corev1.ServicePort{Name: name, Port: port, Protocol: corev1.ProtocolTCP, TargetPort: intstr.FromString(target)}
+	}
+	// sliceOn is an EndpointSlice of "web" serving port name at number with pods
+	// web-<i> at ips.
+	sliceOn := func(sliceName, name string, number int32, ips ...string) *discoveryv1.EndpointSlice {
+		var eps []discoveryv1.Endpoint
+		for _, ip := range ips {
+			eps = append(eps, podEndpoint(ip, "web-"+ip, ""))
+		}
+		s := slice(sliceName, "web", eps...)
+		s.Ports = []discoveryv1.EndpointPort{{Name: ptr.To(name), Port: ptr.To(number), Protocol: ptr.To(corev1.ProtocolTCP)}}
+		return s
+	}
+	pods := func(ips ...string) []any {
+		var out []any
+		for _, ip := range ips {
+			out = append(out, pod("web-"+ip, "", map[string]string{"istio": "ingressgateway"}))
+		}
+		return out
+	}
+	base := func(ports ...ServicePort) *Service {
+		return &Service{Host: testHost, Name: "web", Namespace: testNS, Cluster: "c1", Ports: ports}
+	}
+
 	tests := []struct {
 		name string
 		svc  func(*corev1.Service)
-		want *Shard // Endpoints are empty
+		objs []any
+		want *Service // nil: no shard
 	}{
 		{
-			name: "ports, labels, annotations and where it is reachable from outside",
+			name: "ports, labels, selector, annotations and where it is reachable from outside",
 			svc: func(s *corev1.Service) {
 				s.Labels = map[string]string{network.LabelNetwork: "net-1"}
 				s.Annotations = map[string]string{"networking.istio.io/gatewayPort": "15443"}
+				s.Spec.Selector = map[string]string{"istio": "ingressgateway"}
 				s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: "tls", Port: 15443, Protocol: corev1.ProtocolTCP})
 				s.Spec.ExternalIPs = []string{"192.0.2.1"}
 				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "198.51.100.1"}, {Hostname: "lb.example.com"}, {}}
 			},
-			want: &Shard{
-				Service: Service{
-					Host: testHost, Name: "web", Namespace: testNS, Cluster: "c1",
-					Labels:      map[string]string{network.LabelNetwork: "net-1"},
-					Annotations: map[string]string{"networking.istio.io/gatewayPort": "15443"},
-					Ports: []ServicePort{
-						{Name: "http", Port: 80, Protocol: "TCP"},
-						{Name: "tls", Port: 15443, Protocol: "TCP"},
-					},
-					ExternalIPs:  []string{"192.0.2.1"},
-					LoadBalancer: []string{"198.51.100.1", "lb.example.com"},
+			want: &Service{
+				Host: testHost, Name: "web", Namespace: testNS, Cluster: "c1",
+				Labels:      map[string]string{network.LabelNetwork: "net-1"},
+				Selector:    map[string]string{"istio": "ingressgateway"},
+				Annotations: map[string]string{"networking.istio.io/gatewayPort": "15443"},
+				Ports: []ServicePort{
+					{Name: "http", Port: 80, Protocol: "TCP", TargetPort: 8080},
+					{Name: "tls", Port: 15443, Protocol: "TCP", TargetPort: 15443}, // unset: the port
 				},
-				Endpoints: map[int32][]Endpoint{},
+				ExternalIPs:  []string{"192.0.2.1"},
+				LoadBalancer: []string{"198.51.100.1", "lb.example.com"},
 			},
+		},
+		{
+			name: "a named target port is the number its endpoints are served at",
+			svc: func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{named("https", 443, "https")}
+			},
+			objs: append([]any{sliceOn("web-x", "https", 8443, "10.0.0.1", "10.0.0.2")}, pods("10.0.0.1", "10.0.0.2")...),
+			want: base(ServicePort{Name: "https", Port: 443, Protocol: "TCP", TargetPort: 8443, TargetPortName: "https"}),
+		},
+		{
+			name: "a named target port that pods resolve differently: the most common number",
+			svc: func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{named("https", 443, "https")}
+			},
+			objs: append([]any{
+				sliceOn("web-old", "https", 443, "10.0.0.1"),
+				sliceOn("web-new", "https", 8443, "10.0.0.2", "10.0.0.3"),
+			}, pods("10.0.0.1", "10.0.0.2", "10.0.0.3")...),
+			want: base(ServicePort{Name: "https", Port: 443, Protocol: "TCP", TargetPort: 8443, TargetPortName: "https"}),
+		},
+		{
+			name: "a tie between numbers: the lowest",
+			svc: func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{named("https", 443, "https")}
+			},
+			objs: append([]any{
+				sliceOn("web-a", "https", 9443, "10.0.0.1"),
+				sliceOn("web-b", "https", 8443, "10.0.0.2"),
+			}, pods("10.0.0.1", "10.0.0.2")...),
+			want: base(ServicePort{Name: "https", Port: 443, Protocol: "TCP", TargetPort: 8443, TargetPortName: "https"}),
+		},
+		{
+			name: "a named target port without endpoints is not resolved",
+			svc: func(s *corev1.Service) {
+				s.Spec.Ports = []corev1.ServicePort{named("https", 443, "https"), named("status", 15021, "status-port")}
+			},
+			// Only https has endpoints; a not-ready one still tells the number.
+			objs: []any{
+				func() *discoveryv1.EndpointSlice {
+					s := sliceOn("web-x", "https", 8443, "10.0.0.1")
+					s.Endpoints[0].Conditions.Ready = ptr.To(false)
+					return s
+				}(),
+				pods("10.0.0.1")[0],
+			},
+			want: base(
+				ServicePort{Name: "https", Port: 443, Protocol: "TCP", TargetPort: 8443, TargetPortName: "https"},
+				ServicePort{Name: "status", Port: 15021, Protocol: "TCP", TargetPortName: "status-port"},
+			),
 		},
 		{
 			name: "an ExternalName service has no shard",
@@ -342,9 +416,18 @@ func TestTranslateService(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			svc := service("web")
 			tt.svc(svc)
-			got := translateStores(t, svc, "")
-			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("shard\n got %+v\nwant %+v", got, tt.want)
+			got := translateStores(t, svc, "", tt.objs...)
+			if tt.want == nil {
+				if got != nil {
+					t.Errorf("shard %+v, want none", got)
+				}
+				return
+			}
+			if got == nil {
+				t.Fatal("no shard")
+			}
+			if !reflect.DeepEqual(&got.Service, tt.want) {
+				t.Errorf("service\n got %+v\nwant %+v", got.Service, *tt.want)
 			}
 		})
 	}

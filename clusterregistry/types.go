@@ -41,6 +41,13 @@ type ServicePort struct {
 	Name     string `json:"name,omitempty"`
 	Port     int32  `json:"port"`
 	Protocol string `json:"protocol"`
+	// TargetPort is the port the Service's pods take this port's traffic on:
+	// spec.targetPort when it is a number (Port when unset); when it names a
+	// container port, the number this port's endpoints are served at (the one most of
+	// them use, the lowest of a tie), or 0 while it has no endpoints.
+	TargetPort int32 `json:"targetPort,omitempty"`
+	// TargetPortName is spec.targetPort when it names a container port.
+	TargetPortName string `json:"targetPortName,omitempty"`
 }
 
 // Service is one Kubernetes Service in one cluster.
@@ -50,6 +57,10 @@ type Service struct {
 	Namespace string            `json:"namespace"`
 	Cluster   network.ClusterID `json:"cluster"`
 	Labels    map[string]string `json:"labels,omitempty"`
+	// Selector is spec.selector: the labels of the pods the Service sends traffic to
+	// (a gateway Service's selects its gateway pods). Empty for a Service without one.
+	// Shared: do not modify.
+	Selector map[string]string `json:"selector,omitempty"`
 	// Annotations are kept for the few Istio annotations Horizon reads.
 	Annotations map[string]string `json:"annotations,omitempty"`
 	Ports       []ServicePort     `json:"ports"`
