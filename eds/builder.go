@@ -39,10 +39,16 @@ func (t *Topology) ProxyNetwork(v View) network.NetworkID {
 	if v.Network != "" || v.Cluster == "" {
 		return v.Network
 	}
-	if n := t.ClusterNetworks[v.Cluster]; n != "" {
+	return t.clusterNetwork(v.Cluster)
+}
+
+// clusterNetwork returns cluster c's network: its system-namespace label, else the
+// meshNetworks network whose fromRegistry names it; "" if neither.
+func (t *Topology) clusterNetwork(c network.ClusterID) network.NetworkID {
+	if n := t.ClusterNetworks[c]; n != "" {
 		return n
 	}
-	return t.Networks.ClusterNetwork(v.Cluster)
+	return t.Networks.ClusterNetwork(c)
 }
 
 // NewTopology indexes gateways by network and by cluster.

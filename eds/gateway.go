@@ -1,6 +1,7 @@
 package eds
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -14,6 +15,8 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/horizon-mesh/horizon/clusterregistry"
 )
 
 // DefaultPassthroughPort is where a gateway listens for cross-network mTLS when no
@@ -31,7 +34,9 @@ type PassthroughServer struct {
 	Gateway string
 	// Selector picks the gateway pods (by their labels) that run this server.
 	Selector map[string]string
-	Port     uint32
+	// Port is the server's port: as in Istio, a port of the gateway Service. The
+	// listener binds the target port behind it (listenerPort).
+	Port uint32
 	// Hosts are the Gateway's host patterns: "*", "*.local", "ns/host", "./host", "*/host".
 	Hosts []string
 }
@@ -90,7 +95,8 @@ func dnsMatch(pattern, host string) bool {
 }
 
 // routerServers returns the passthrough servers of a gateway pod with labels, or
-// the default server when none selects it and the default is on.
+// the default server when none selects it and the default is on. The default
+// server's port, 15443, is bound like any other (listenerPort).
 func routerServers(all []PassthroughServer, labels map[string]string, defaultOn bool) []PassthroughServer {
 	var out []PassthroughServer
 	for _, s := range all {
@@ -104,10 +110,72 @@ func routerServers(all []PassthroughServer, labels map[string]string, defaultOn 
 	return out
 }
 
-// buildRouterResources builds a gateway's listeners (one per port, one SNI filter
-// chain per exposed service port, each a tcp_proxy to the cluster of the same name,
-// no TLS termination) and those clusters.
-func buildRouterResources(servers []PassthroughServer, hosts map[string]*hostState) (listeners, clusters []types.Resource) {
+// routerServices returns the gateway Services of a router with view v: the
+// Services among candidates whose selector (not empty) selects its pods, which
+// have v.Labels; those in clusters on the router's network (topo.ProxyNetwork)
+// when there are any, else all of them; sorted by cluster, namespace and name.
+func routerServices(candidates []*clusterregistry.Service, v View, topo *Topology) []*clusterregistry.Service {
+	if len(v.Labels) == 0 {
+		return nil
+	}
+	pn := topo.ProxyNetwork(v)
+	var on, off []*clusterregistry.Service
+	for _, svc := range candidates {
+		if !selectorSelects(svc.Selector, v.Labels) {
+			continue
+		}
+		if topo.clusterNetwork(svc.Cluster) == pn {
+			on = append(on, svc)
+		} else {
+			off = append(off, svc)
+		}
+	}
+	out := on
+	if len(out) == 0 {
+		out = off
+	}
+	slices.SortFunc(out, func(a, b *clusterregistry.Service) int {
+		return cmp.Or(cmp.Compare(a.Cluster, b.Cluster), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+// selectorSelects reports whether a Service selector selects a pod with labels: it
+// is not empty, and the pod has each of its labels with its value.
+func selectorSelects(selector, labels map[string]string) bool {
+	if len(selector) == 0 {
+		return false
+	}
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// listenerPort returns the port a router binds for a Gateway server on port, as
+// Istio binds it: the server port is a port of the gateway Service, and the listener
+// goes on its target port (443 → 8443 for Istio's non-root gateways). It is the
+// target port of the first of svcs (routerServices) with port as a TCP port whose
+// target port is known, else port itself.
+func listenerPort(port uint32, svcs []*clusterregistry.Service) uint32 {
+	for _, svc := range svcs {
+		for _, p := range svc.Ports {
+			if uint32(p.Port) == port && (p.Protocol == "" || p.Protocol == "TCP") && p.TargetPort > 0 {
+				return uint32(p.TargetPort)
+			}
+		}
+	}
+	return port
+}
+
+// buildRouterResources builds a gateway's listeners and those clusters: one
+// listener per bound port (listenerPort of each server's port, given the router's
+// gateway Services svcs), named after it as Istio names it (0.0.0.0_8443), with one
+// SNI filter chain per exposed service port, each a tcp_proxy to the cluster of the
+// same name, no TLS termination.
+func buildRouterResources(servers []PassthroughServer, hosts map[string]*hostState, svcs []*clusterregistry.Service) (listeners, clusters []types.Resource) {
 	byPort := map[uint32][]string{} // listener port → SNI names
 	sniSet := map[string]bool{}
 	for _, host := range slices.Sorted(maps.Keys(hosts)) {
@@ -116,10 +184,11 @@ func buildRouterResources(servers []PassthroughServer, hosts map[string]*hostSta
 			if !s.matchesHost(host, hs.namespace) {
 				continue
 			}
+			port := listenerPort(s.Port, svcs)
 			for _, p := range hs.ports {
 				sni := SNIName(host, p)
-				if !slices.Contains(byPort[s.Port], sni) {
-					byPort[s.Port] = append(byPort[s.Port], sni)
+				if !slices.Contains(byPort[port], sni) {
+					byPort[port] = append(byPort[port], sni)
 				}
 				sniSet[sni] = true
 			}

@@ -17,6 +17,9 @@ type hostState struct {
 	gen       uint64
 	namespace string
 	ports     []int32
+	// selecting are the host's Services with a selector, by cluster: the candidates
+	// for a router's gateway Service, whose ports its listeners bind (listenerPort).
+	selecting []*clusterregistry.Service
 }
 
 // cacheKey names one built ClusterLoadAssignment; builtCLA says from which inputs
@@ -163,9 +166,14 @@ func registryServices(nets *network.Networks) map[string]bool {
 func (s *Server) updateHost(host string) bool {
 	shards := s.opts.Source.Services(host)
 	portSet := map[int32]bool{}
-	for _, sh := range shards {
+	var selecting []*clusterregistry.Service
+	for _, id := range slices.Sorted(maps.Keys(shards)) {
+		sh := shards[id]
 		for _, p := range sh.Service.Ports {
 			portSet[p.Port] = true
+		}
+		if len(sh.Service.Selector) > 0 {
+			selecting = append(selecting, &sh.Service)
 		}
 	}
 	ports := slices.Sorted(maps.Keys(portSet))
@@ -178,7 +186,7 @@ func (s *Server) updateHost(host string) bool {
 		for _, sh := range shards {
 			ns = sh.Service.Namespace
 		}
-		s.hosts[host] = &hostState{gen: s.hostGen, namespace: ns, ports: ports}
+		s.hosts[host] = &hostState{gen: s.hostGen, namespace: ns, ports: ports, selecting: selecting}
 	}
 	for _, g := range s.groups {
 		if old != nil {
@@ -249,7 +257,8 @@ func (s *Server) rebuildShared() {
 }
 
 // rebuildRouter rebuilds a router group's listeners and clusters from the
-// passthrough servers that select it.
+// passthrough servers that select it, on the ports its gateway Services bind them
+// to (routerServices, listenerPort).
 func (s *Server) rebuildRouter(g *group) {
 	if g.view.Role != RoleRouter {
 		return
@@ -259,5 +268,13 @@ func (s *Server) rebuildRouter(g *group) {
 		all = s.opts.Gateways.PassthroughServers()
 	}
 	servers := routerServers(all, g.view.Labels, s.opts.DefaultPassthrough)
-	g.listeners, g.clusters = buildRouterResources(servers, s.hosts)
+	var svcs []*clusterregistry.Service
+	if len(servers) > 0 && len(g.view.Labels) > 0 {
+		var candidates []*clusterregistry.Service
+		for _, hs := range s.hosts {
+			candidates = append(candidates, hs.selecting...)
+		}
+		svcs = routerServices(candidates, g.view, s.topo)
+	}
+	g.listeners, g.clusters = buildRouterResources(servers, s.hosts, svcs)
 }

@@ -116,7 +116,7 @@ func TestEncodedResourcesDecodeToThemselves(t *testing.T) {
 		"c1": {{Address: "10.0.0.1", Port: 5000, Ready: true, Cluster: "c1", TLSMode: network.TLSModeIstio}},
 	}, NewTopology(nets, nil), View{Role: RoleSidecar})
 	listeners, _ := buildRouterResources([]PassthroughServer{{Gateway: "a/b", Port: 443, Hosts: []string{"*"}}},
-		map[string]*hostState{host: {namespace: "sample", ports: []int32{5000}}})
+		map[string]*hostState{host: {namespace: "sample", ports: []int32{5000}}}, nil)
 	s := &Server{log: slog.New(slog.DiscardHandler)}
 	for _, r := range []types.Resource{cla, BuildCluster(host, 5000), buildGRPCListener(host, 5000), buildGRPCRoute(host, 5000), listeners[0]} {
 		typ := "type.googleapis.com/" + string(r.ProtoReflect().Descriptor().FullName())
