@@ -29,18 +29,20 @@ const (
 var claA = ClusterName(hostA, 80)
 
 type xdsFixture struct {
-	t   *testing.T
-	src *fakeSource
-	s   *Server
-	ads discoverygrpc.AggregatedDiscoveryServiceClient
+	t    *testing.T
+	src  *fakeSource
+	s    *Server
+	addr string // the gRPC server's
+	ads  discoverygrpc.AggregatedDiscoveryServiceClient
 }
 
-func newXDSFixture(t *testing.T) *xdsFixture {
+// newXDSFixture serves hosts A and B over gRPC; edits change the Server's options.
+func newXDSFixture(t *testing.T, edits ...func(*Options)) *xdsFixture {
 	t.Helper()
 	src := &fakeSource{shards: map[string]map[network.ClusterID]*clusterregistry.Shard{}}
 	src.set(hostA, "10.0.0.1")
 	src.set(hostB, "10.0.1.1")
-	s := newTestServer(t, src)
+	s := newTestServer(t, src, edits...)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +58,7 @@ func newXDSFixture(t *testing.T) *xdsFixture {
 		conn.Close()
 		g.Stop()
 	})
-	return &xdsFixture{t: t, src: src, s: s, ads: discoverygrpc.NewAggregatedDiscoveryServiceClient(conn)}
+	return &xdsFixture{t: t, src: src, s: s, addr: lis.Addr().String(), ads: discoverygrpc.NewAggregatedDiscoveryServiceClient(conn)}
 }
 
 // change sets host's endpoints and pushes.
@@ -107,4 +109,21 @@ func sotwStreamFor(t *testing.T, f *xdsFixture) discoverygrpc.AggregatedDiscover
 		t.Fatal(err)
 	}
 	return st
+}
+
+// waitFor polls cond until it returns nil, failing the test with its last error
+// after timeout.
+func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

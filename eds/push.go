@@ -69,15 +69,26 @@ func (s *Server) push(changedAt time.Time) {
 		}
 	}
 	cdsChanged := false
+	var rebound []*clusterregistry.Service // of hosts whose selecting Services changed
 	for host := range pending {
-		if s.updateHost(host) {
-			cdsChanged = true
-		}
+		ports, selecting := s.updateHost(host)
+		cdsChanged = cdsChanged || ports
+		rebound = append(rebound, selecting...)
 	}
 	if cdsChanged || full || s.clusters == nil {
 		s.rebuildShared()
 		for _, g := range s.groups {
 			s.rebuildRouter(g)
+		}
+	} else if len(rebound) > 0 {
+		// A Service's selector or ports changed: the routers it selected, or now
+		// selects, may bind other ports.
+		for _, g := range s.groups {
+			if g.view.Role == RoleRouter && slices.ContainsFunc(rebound, func(svc *clusterregistry.Service) bool {
+				return selectorSelects(svc.Selector, g.view.Labels)
+			}) {
+				s.rebuildRouter(g)
+			}
 		}
 	}
 	s.version++
@@ -162,8 +173,10 @@ func registryServices(nets *network.Networks) map[string]bool {
 }
 
 // updateHost rebuilds host's ClusterLoadAssignments in every group. It reports
-// whether the host's set of ports changed (so CDS must change).
-func (s *Server) updateHost(host string) bool {
+// whether the host's set of ports changed (so CDS must change), and, when its
+// Services with a selector changed in what routers bind (listenerPort), those
+// Services before and after.
+func (s *Server) updateHost(host string) (portsChanged bool, rebound []*clusterregistry.Service) {
 	shards := s.opts.Source.Services(host)
 	portSet := map[int32]bool{}
 	var selecting []*clusterregistry.Service
@@ -181,12 +194,20 @@ func (s *Server) updateHost(host string) bool {
 	s.hostGen++
 	if len(ports) == 0 {
 		delete(s.hosts, host)
+		selecting = nil
 	} else {
 		ns := ""
 		for _, sh := range shards {
 			ns = sh.Service.Namespace
 		}
 		s.hosts[host] = &hostState{gen: s.hostGen, namespace: ns, ports: ports, selecting: selecting}
+	}
+	var before []*clusterregistry.Service
+	if old != nil {
+		before = old.selecting
+	}
+	if !slices.EqualFunc(before, selecting, sameBinding) {
+		rebound = append(slices.Clip(before), selecting...)
 	}
 	for _, g := range s.groups {
 		if old != nil {
@@ -203,7 +224,14 @@ func (s *Server) updateHost(host string) bool {
 			g.clas[name] = s.build(g.view, host, p, name, shards)
 		}
 	}
-	return old == nil || !slices.Equal(old.ports, ports)
+	return old == nil || !slices.Equal(old.ports, ports), rebound
+}
+
+// sameBinding reports whether a and b are the same Service with the same selector
+// and ports: whatever else changed, a router binds the same ports.
+func sameBinding(a, b *clusterregistry.Service) bool {
+	return a.Cluster == b.Cluster && a.Namespace == b.Namespace && a.Name == b.Name &&
+		maps.Equal(a.Selector, b.Selector) && slices.Equal(a.Ports, b.Ports)
 }
 
 func (s *Server) claName(v View, host string, port int32) string {

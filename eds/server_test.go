@@ -46,6 +46,27 @@ func (f *fakeSource) Subscribe(func(clusterregistry.Change)) {}
 
 func (f *fakeSource) ClusterNetworks() map[network.ClusterID]network.NetworkID { return nil }
 
+// setShard sets what cluster id knows of host (nothing if sh is nil). The maps
+// Services returned before are not changed.
+func (f *fakeSource) setShard(host string, id network.ClusterID, sh *clusterregistry.Shard) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := maps.Clone(f.shards[host])
+	if m == nil {
+		m = map[network.ClusterID]*clusterregistry.Shard{}
+	}
+	if sh == nil {
+		delete(m, id)
+	} else {
+		m[id] = sh
+	}
+	if len(m) == 0 {
+		delete(f.shards, host)
+	} else {
+		f.shards[host] = m
+	}
+}
+
 func (f *fakeSource) set(host string, ips ...string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -63,13 +84,18 @@ func (f *fakeSource) set(host string, ips ...string) {
 	f.shards[host] = map[network.ClusterID]*clusterregistry.Shard{"c1": sh}
 }
 
-// newTestServer returns a Server on src, with no networks, after its first push.
-func newTestServer(t *testing.T, src EndpointSource) *Server {
+// newTestServer returns a Server on src, with no networks, after its first push;
+// edits change its options.
+func newTestServer(t *testing.T, src EndpointSource, edits ...func(*Options)) *Server {
 	t.Helper()
-	s, err := New(Options{
+	opts := Options{
 		Source: src, Networks: func() *network.Networks { return nil },
 		DebounceAfter: time.Millisecond, DebounceMax: time.Second, Logger: slog.New(slog.DiscardHandler),
-	})
+	}
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
