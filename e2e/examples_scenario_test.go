@@ -33,7 +33,8 @@ import (
 // service account, and Horizon wired as `horizon serve` wires it, reading the config
 // cluster as horizon.yaml's service account. The Envoy bootstraps' nodes then get
 // what the walkthrough says: the sidecar on network1 the v1 pod IP and network2's
-// gateway on 443, the gateway a 443 passthrough listener and the v2 pod IP.
+// gateway on 443, the gateway a passthrough listener on 8443 (the targetPort behind
+// its Service's 443) and the v2 pod IP.
 func TestExamplesReferenceScenario(t *testing.T) {
 	ctx := t.Context()
 	for _, a := range exampleManifests {
@@ -109,8 +110,8 @@ func TestExamplesReferenceScenario(t *testing.T) {
 			return fmt.Errorf("gateway listeners %q, want one", names)
 		}
 		l := gateway.Listener(names[0])
-		if port := l.GetAddress().GetSocketAddress().GetPortValue(); port != 443 {
-			return fmt.Errorf("gateway listener %s on port %d, want 443", l.GetName(), port)
+		if port := l.GetAddress().GetSocketAddress().GetPortValue(); port != 8443 || l.GetName() != "0.0.0.0_8443" {
+			return fmt.Errorf("gateway listener %s on port %d, want 0.0.0.0_8443 (the Service maps 443 to 8443)", l.GetName(), port)
 		}
 		for _, fc := range l.GetFilterChains() {
 			if !slices.Contains(fc.GetFilterChainMatch().GetServerNames(), sni) {
