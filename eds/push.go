@@ -1,6 +1,7 @@
 package eds
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"time"
@@ -180,14 +181,16 @@ func (s *Server) updateHost(host string) (portsChanged bool, rebound []*clusterr
 	shards := s.opts.Source.Services(host)
 	portSet := map[int32]bool{}
 	var selecting []*clusterregistry.Service
-	for _, id := range slices.Sorted(maps.Keys(shards)) {
-		sh := shards[id]
+	for _, sh := range shards {
 		for _, p := range sh.Service.Ports {
 			portSet[p.Port] = true
 		}
 		if len(sh.Service.Selector) > 0 {
 			selecting = append(selecting, &sh.Service)
 		}
+	}
+	if len(selecting) > 1 {
+		slices.SortFunc(selecting, func(a, b *clusterregistry.Service) int { return cmp.Compare(a.Cluster, b.Cluster) })
 	}
 	ports := slices.Sorted(maps.Keys(portSet))
 	old := s.hosts[host]
