@@ -1,7 +1,9 @@
 // Package e2e holds Horizon's end-to-end tests: real API servers (cmd/localmesh, through
 // kubetest), Horizon as `horizon serve` assembles it (cmd/horizon/app) or the parts a
-// test looks at, and users' actions — labelled remote Secrets, Services, Pods,
-// EndpointSlices — applied through the Kubernetes API. Its sub-packages are helpers
+// test looks at, and users' actions — labelled remote Secrets, Services, Pods —
+// applied through the Kubernetes API. Each cluster runs the EndpointSlice controller,
+// which makes the slices; the tests set only what a kubelet would (pod IPs and
+// readiness) and write no EndpointSlice. Its sub-packages are helpers
 // that only tests import: kubetest (clusters, polling, TestMain), xdstest (an xDS
 // proxy) and tlstest (certificates and TLS checks).
 package e2e
