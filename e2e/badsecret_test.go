@@ -225,14 +225,11 @@ users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, com
 	})
 
 	// The good cluster still follows changes after all of the above.
-	err = kubetest.Deploy(ctx, remote.Client, kubetest.Service{
+	deploy(t, remote, kubetest.Service{
 		Namespace: "bad-secrets-good", Name: "web",
 		Ports:    []corev1.ServicePort{{Name: "http", Port: 80}},
 		Backends: []kubetest.Backend{{Pod: "web-1", IP: "10.30.0.1", Ready: true}, {Pod: "web-2", IP: "10.30.0.2", Ready: true}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	h.waitEndpoints(t, goodHost, 80, "good", "10.30.0.1", "10.30.0.2")
 
 	logs := h.logs.String()

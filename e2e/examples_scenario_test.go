@@ -178,35 +178,37 @@ func scenarioReady(h *app.Horizon) error {
 	return nil
 }
 
-// playHelloworld does what the kubelet and the EndpointSlice controller would for
-// the Deployment of helloworld-<version>: one ready pod at ip, with the Deployment's
-// pod labels, in the helloworld Service's EndpointSlice.
+// playHelloworld does what the Deployment's ReplicaSet, the scheduler and the kubelet
+// would for the Deployment of helloworld-<version>: one pod from its template, on a
+// node, running and ready at ip. The cluster's EndpointSlice controller puts it in
+// the helloworld Service's slice; the pod is deleted when the test ends.
 func playHelloworld(t *testing.T, c *kubetest.Cluster, version, ip string) {
 	t.Helper()
-	dep, err := c.Client.AppsV1().Deployments("sample").Get(t.Context(), "helloworld-"+version, metav1.GetOptions{})
+	ctx := t.Context()
+	dep, err := c.Client.AppsV1().Deployments("sample").Get(ctx, "helloworld-"+version, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod := "helloworld-" + version + "-0"
-	err = kubetest.Deploy(t.Context(), c.Client, kubetest.Service{
-		Namespace: "sample", Name: "helloworld",
-		Labels:   map[string]string{"app": "helloworld"},
-		Ports:    []corev1.ServicePort{{Name: "http", Port: 5000, TargetPort: intstr.FromInt32(5000)}},
-		Backends: []kubetest.Backend{{Pod: pod, IP: ip, Ready: true, Labels: dep.Spec.Template.Labels}},
-	})
-	t.Cleanup(func() {
-		ctx := context.Background()
-		zero := int64(0)
-		if err := c.Client.CoreV1().Pods("sample").Delete(ctx, pod, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("delete pod %s: %v", pod, err)
-		}
-		if err := c.Client.DiscoveryV1().EndpointSlices("sample").Delete(ctx, "helloworld-test", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("delete EndpointSlice helloworld-test: %v", err)
-		}
-	})
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: testNode}}
+	if _, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: dep.Name + "-0", Namespace: dep.Namespace, Labels: dep.Spec.Template.Labels,
+		},
+		Spec: *dep.Spec.Template.Spec.DeepCopy(),
+	}
+	pod.Spec.NodeName = testNode
+	pod, err = c.Client.CoreV1().Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { deletePods(t, c, "sample", "helloworld", "app=helloworld,version="+version) })
+	if err := kubetest.SetPodStatus(ctx, c.Client, pod, ip, true); err != nil {
+		t.Fatal(err)
+	}
+	waitSlices(t, c, "sample", "helloworld", endpointState(ip, true))
 }
 
 // ingressGatewayAt creates the istio-ingressgateway Service that mesh-networks.yaml

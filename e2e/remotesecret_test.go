@@ -29,7 +29,7 @@ func TestRemoteSecretBringsInClusterEndpoints(t *testing.T) {
 	if err := kubetest.CreateNode(ctx, remote.Client, "remote-node-1", "eu-west", "eu-west-2b", ""); err != nil {
 		t.Fatal(err)
 	}
-	err = kubetest.Deploy(ctx, remote.Client, kubetest.Service{
+	deploy(t, remote, kubetest.Service{
 		Namespace: "sample", Name: "helloworld",
 		Ports: []corev1.ServicePort{{Name: "http", Port: 5000, TargetPort: intstr.FromInt32(5000)}},
 		Backends: []kubetest.Backend{{
@@ -37,9 +37,6 @@ func TestRemoteSecretBringsInClusterEndpoints(t *testing.T) {
 			Labels: map[string]string{"version": "v2", network.LabelTLSMode: network.TLSModeIstio},
 		}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	applySecret(t, remoteSecret("istio-remote-secret-cluster2", map[string][]byte{"cluster2": kubeconfig}))
 
 	const host = "helloworld.sample.svc.cluster.local"
@@ -112,14 +109,11 @@ func TestTokenRotation(t *testing.T) {
 	if err := remote.RevokeServiceAccount(ctx, "kube-system", "rotation-old"); err != nil {
 		t.Fatal(err)
 	}
-	err = kubetest.Deploy(ctx, remote.Client, kubetest.Service{
+	deploy(t, remote, kubetest.Service{
 		Namespace: "rotation", Name: "web",
 		Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}},
 		Backends: []kubetest.Backend{{Pod: "web-1", IP: "10.21.0.1", Ready: true}, {Pod: "web-2", IP: "10.21.0.2", Ready: true}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	h.waitEndpoints(t, host, 80, "rot", "10.21.0.1", "10.21.0.2")
 	close(stop)
 	<-done
