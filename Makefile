@@ -30,7 +30,7 @@ demo: deps testbin build ## Run the mission on two local clusters: remote secret
 	@bin/horizon-demo
 
 .PHONY: testbin
-testbin: ## Build etcd and kube-apiserver for tests into the cache (once per machine; ~8 min the first time).
+testbin: ## Build etcd, kube-apiserver and kube-controller-manager for tests into the cache (once per machine; ~15 min the first time).
 	@GOFLAGS='$(filter-out -tags=%,$(GOFLAGS))' bash hack/testbin.sh >/dev/null
 
 .PHONY: test
