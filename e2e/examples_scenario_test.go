@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
@@ -24,6 +25,7 @@ import (
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
 	"github.com/horizon-mesh/horizon/eds"
+	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
 )
 
@@ -140,11 +142,19 @@ func TestExamplesReferenceScenario(t *testing.T) {
 func startLeastPrivilegeHorizon(t *testing.T) *app.Horizon {
 	t.Helper()
 	cfg := impersonate(t, config, systemNamespace, horizonSA).cfg
+	return startApp(t, "cluster1", cfg)
+}
+
+// startApp runs Horizon as `horizon serve` does (package app) with cluster ID id,
+// reading the config cluster through cfg, until the test ends; its logs are shown
+// when the test fails.
+func startApp(t *testing.T, id network.ClusterID, cfg *rest.Config) *app.Horizon {
+	t.Helper()
 	logs := &kubetest.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts := app.NewOptions()
 	opts.XDSAddress, opts.HTTPAddress = "127.0.0.1:0", "127.0.0.1:0"
-	opts.Secrets.Namespace, opts.Secrets.ClusterID = systemNamespace, "cluster1"
+	opts.Secrets.Namespace, opts.Secrets.ClusterID = systemNamespace, id
 	opts.EDS.DebounceAfter, opts.EDS.DebounceMax = 10*time.Millisecond, 200*time.Millisecond
 	opts.EDS.DefaultPassthrough, opts.EDS.ProxylessMTLS = true, true
 	opts.Gateways.Retry = time.Second

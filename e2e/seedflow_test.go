@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -80,21 +78,7 @@ spec:
 // grpc-go sends the xDS SNI only with GRPC_EXPERIMENTAL_XDS_SNI=true, read at start,
 // so the test re-executes itself, alone, in a network namespace of its own.
 func TestSeedFlow(t *testing.T) {
-	if !dataplane.InNetns() {
-		cmd, err := dataplane.ReexecCommand([]string{os.Args[0], "-test.run=^TestSeedFlow$", "-test.v", "-test.count=1", "-test.timeout=5m"},
-			"GRPC_EXPERIMENTAL_XDS_SNI=true")
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := cmd.CombinedOutput()
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, "seedflow_test.go") || strings.HasPrefix(strings.TrimSpace(line), "---") {
-				t.Log(line)
-			}
-		}
-		if err != nil || !strings.Contains(string(out), "--- PASS: TestSeedFlow") {
-			t.Fatalf("seed-flow test in its network namespace failed (%v):\n%s", err, out)
-		}
+	if kubetest.RunInNetns(t, "seedflow_test.go", "GRPC_EXPERIMENTAL_XDS_SNI=true") {
 		return
 	}
 	ctx := t.Context()
@@ -327,31 +311,7 @@ func TestSeedFlow(t *testing.T) {
 // cluster, its meshNetworks from ConfigMap istio, until the test ends.
 func startSeedHorizon(t *testing.T) *app.Horizon {
 	t.Helper()
-	logs := &kubetest.LogBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	opts := app.NewOptions()
-	opts.XDSAddress, opts.HTTPAddress = "127.0.0.1:0", "127.0.0.1:0"
-	opts.Secrets.Namespace, opts.Secrets.ClusterID = systemNamespace, seedLocal
-	opts.EDS.DebounceAfter, opts.EDS.DebounceMax = 10*time.Millisecond, 200*time.Millisecond
-	opts.EDS.DefaultPassthrough, opts.EDS.ProxylessMTLS = true, true
-	opts.Gateways.Retry = time.Second
-	h, err := app.New(opts, config.Config, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("horizon: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("horizon logs:\n%s", logs.String())
-		}
-	})
-	return h
+	return startApp(t, seedLocal, config.Config)
 }
 
 // deploySeedHelloworld deploys helloworld <version> as the guide's manifest does —

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,21 +37,7 @@ var dataPathAddrs = []string{v1Addr, v2aAddr, v2bAddr, gwAddr}
 // grpc-go sends the xDS SNI only with GRPC_EXPERIMENTAL_XDS_SNI=true, read at start,
 // so the test re-executes itself in a new network namespace with that set.
 func TestDataPath(t *testing.T) {
-	if !dataplane.InNetns() {
-		cmd, err := dataplane.ReexecCommand([]string{os.Args[0], "-test.run=^TestDataPath$", "-test.v", "-test.count=1", "-test.timeout=5m"},
-			"GRPC_EXPERIMENTAL_XDS_SNI=true")
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := cmd.CombinedOutput()
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, "datapath_test.go") || strings.HasPrefix(strings.TrimSpace(line), "---") {
-				t.Log(line)
-			}
-		}
-		if err != nil || !strings.Contains(string(out), "--- PASS: TestDataPath") {
-			t.Fatalf("data-path test in its network namespace failed (%v):\n%s", err, out)
-		}
+	if kubetest.RunInNetns(t, "datapath_test.go", "GRPC_EXPERIMENTAL_XDS_SNI=true") {
 		return
 	}
 	ctx := t.Context()
