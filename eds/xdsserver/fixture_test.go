@@ -77,11 +77,11 @@ type xdsFixture struct {
 func newXDSFixture(t *testing.T) *xdsFixture {
 	t.Helper()
 	f := &xdsFixture{t: t, group: &testGroup{}, hosts: map[string][]string{}}
-	s, err := New(Options{Groups: GroupsFunc(func(_ *corev3.Node, attach func(Group)) Group {
+	s, err := New(Options{Groups: GroupsFunc(func(_ *corev3.Node, attach func(Group)) (Group, error) {
 		if attach != nil {
 			attach(f.group)
 		}
-		return f.group
+		return f.group, nil
 	})})
 	if err != nil {
 		t.Fatal(err)

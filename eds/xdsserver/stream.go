@@ -117,7 +117,10 @@ func (st *stream) join(node *corev3.Node, typ string) error {
 	if joined {
 		return nil
 	}
-	g := st.s.groups.Group(node, func(g Group) { g.Feed().attach(st) })
+	g, err := st.s.groups.Group(node, func(g Group) { g.Feed().attach(st) })
+	if err != nil {
+		return err
+	}
 	st.mu.Lock()
 	st.group, st.feed, st.proxyID, st.counted = g, g.Feed(), node.GetId(), true
 	st.mu.Unlock()
