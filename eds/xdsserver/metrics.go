@@ -8,7 +8,7 @@ import (
 type metrics struct {
 	connections *prometheus.GaugeVec   // by stream type and the group's MetricLabel
 	pushLatency prometheus.Histogram   // change → response sent to a proxy
-	nacks       *prometheus.CounterVec // by type URL
+	nacks       *prometheus.CounterVec // by type URL: typeLabel's fixed set
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -21,7 +21,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "horizon_xds_nacks_total", Help: "Responses rejected by proxies, by type URL.",
+			Name: "horizon_xds_nacks_total", Help: "Responses rejected by proxies, by type URL (a type not served counts as other).",
 		}, []string{"type_url"}),
 	}
 	if reg != nil {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -152,11 +153,39 @@ func (st *stream) intern(typ, name string) string {
 	return name
 }
 
+// maxLogged bounds what a proxy sent that is logged or kept for status (a NACK's
+// error detail, its node ID, a type URL): a proxy may send megabytes.
+const maxLogged = 256
+
+// truncate returns s cut to at most n bytes on a rune boundary, saying how long it
+// was.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "… (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// typeLabel is a type URL as a metric label: one of the types served, else
+// "other", so that made-up type URLs add no series.
+func typeLabel(typ string) string {
+	if slices.Contains(typeOrder, typ) {
+		return typ
+	}
+	return "other"
+}
+
 func (st *stream) nack(sb *sub, msg string) {
+	msg = truncate(msg, maxLogged)
 	sb.sync.LastNack, sb.sync.LastNackAt = msg, time.Now()
 	sb.sync.Nacks++
-	st.s.metrics.nacks.WithLabelValues(sb.typ).Inc()
-	st.s.log.Warn("proxy rejected a response", "proxy", st.proxyID, "typeUrl", sb.typ, "error", msg)
+	st.s.metrics.nacks.WithLabelValues(typeLabel(sb.typ)).Inc()
+	st.s.log.Warn("proxy rejected a response", "proxy", truncate(st.proxyID, maxLogged),
+		"typeUrl", truncate(sb.typ, maxLogged), "error", msg)
 }
 
 // wake is called by Publish after the stream's group changed: it starts the sender
