@@ -182,3 +182,45 @@ func TestIdleGroupsAreSweptWithoutAPush(t *testing.T) {
 		t.Fatalf("%d pushes during the sweep, want none", got-pushes)
 	}
 }
+
+// TestGRPCBounds: a request larger than MaxMessageSize ends its stream with
+// ResourceExhausted; streams past MaxStreamsPerConnection on one connection wait
+// (HTTP/2 flow control) instead of being served.
+func TestGRPCBounds(t *testing.T) {
+	f := newXDSFixture(t, func(o *Options) { o.MaxMessageSize = 64 << 10; o.MaxStreamsPerConnection = 2 })
+	t.Run("message size", func(t *testing.T) {
+		st := sotwStreamFor(t, f)
+		big := node(strings.Repeat("p", 100<<10))
+		if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: big, TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("got %v, want ResourceExhausted", err)
+		}
+	})
+	t.Run("streams per connection", func(t *testing.T) {
+		open := func(ctx context.Context, id string) error {
+			st, err := f.ads.StreamAggregatedResources(ctx)
+			if err != nil {
+				return err
+			}
+			if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: node(id), TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}}); err != nil {
+				return err
+			}
+			_, err = st.Recv()
+			return err
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		for i := range 2 {
+			if err := open(ctx, fmt.Sprintf("p%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancelShort()
+		if err := open(short, "p3"); status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("third stream on the connection: %v, want it held back (DeadlineExceeded)", err)
+		}
+	})
+}

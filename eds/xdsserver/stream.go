@@ -129,6 +129,35 @@ func (st *stream) join(node *corev3.Node, typ string) error {
 	return nil
 }
 
+// admit refuses a request that would take the stream past its bounds: a new type
+// URL past maxTypesPerStream, or adds more names subscribed past Server.maxNames
+// (replace: the request's names replace the type's, as in state of the world).
+// Names a wildcard brings are counted too, but only a request that adds names is
+// refused.
+func (st *stream) admit(typ string, adds int, replace bool) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	sb := st.subs[typ]
+	if sb == nil && len(st.subs) >= maxTypesPerStream {
+		st.s.metrics.refused.WithLabelValues("types").Inc()
+		return status.Errorf(codes.ResourceExhausted, "stream subscribes to more than %d type URLs", maxTypesPerStream)
+	}
+	if adds == 0 {
+		return nil
+	}
+	total := adds
+	for _, x := range st.subs {
+		if x != sb || !replace {
+			total += len(x.have)
+		}
+	}
+	if total > st.s.maxNames {
+		st.s.metrics.refused.WithLabelValues("names").Inc()
+		return status.Errorf(codes.ResourceExhausted, "stream would subscribe to %d resource names, more than %d", total, st.s.maxNames)
+	}
+	return nil
+}
+
 func (st *stream) subFor(typ string) (*sub, bool) {
 	sb := st.subs[typ]
 	if sb != nil {
