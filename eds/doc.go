@@ -15,6 +15,18 @@
 // xdsserver.Groups; xdsserver streams the snapshots and knows nothing of networks.
 // proxies.go reports connected proxies and what their groups hold.
 //
+// Bounds (admit.go): a group is made only for a view Horizon can serve. NETWORK and
+// REQUESTED_NETWORK_VIEW must name known networks (meshNetworks networks, clusters'
+// namespace labels, gateways' networks), else the proxy is refused with
+// InvalidArgument naming the unknown network — never mapped to another view, which
+// would serve it wrong endpoints; before the first push, views naming a network or
+// cluster get Unavailable. A CLUSTER_ID naming no known cluster is dropped from the
+// view (the unnamed network). A router's LABELS are bounded in number and size
+// (InvalidArgument). Options.MaxGroups caps the groups (ResourceExhausted for a new
+// view past it); groups without streams are swept by Run's timer as well as by
+// pushes. A unary Fetch of a view without a group is answered from a group built
+// for it and not kept.
+//
 // eds and its sub-packages are the only packages that import go-control-plane (for
 // the Envoy API types).
 //

@@ -7,6 +7,8 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/horizon-mesh/horizon/eds/xdsserver"
 )
@@ -35,7 +37,8 @@ func (g *group) Feed() *xdsserver.Feed { return &g.feed }
 func (g *group) MetricLabel() string { return string(g.view.Network) }
 
 // groupIdleTimeout is how long a group without streams is kept (and rebuilt on
-// pushes) before it is dropped.
+// pushes) before it is dropped, by a push or by the sweep (Run) that looks every
+// groupIdleTimeout/4.
 const groupIdleTimeout = time.Minute
 
 // idle returns how long the group has had no streams at now (0 if it has some).
@@ -53,36 +56,85 @@ func (g *group) idle(now time.Time) time.Duration {
 
 // ensureGroup returns the group of node's view, creating it, with a snapshot, if
 // it is newly seen. attach, if not nil, is called with the group under pushMu, so
-// that a push cannot drop the group before the stream is attached to its feed.
-func (s *Server) ensureGroup(node *corev3.Node, attach func(xdsserver.Group)) *group {
+// that a push cannot drop the group before the stream is attached to its feed. With
+// attach nil (a unary Fetch) no group is created: a view without a group gets one
+// built for this call and not kept. A view Horizon cannot serve (admit, checkLabels),
+// or a new view past Options.MaxGroups, is refused with a gRPC status.
+func (s *Server) ensureGroup(node *corev3.Node, attach func(xdsserver.Group)) (*group, error) {
+	if err := checkLabels(node); err != nil {
+		s.metrics.refused.WithLabelValues(refusedLabels).Inc()
+		return nil, err
+	}
 	v := ViewOf(node)
-	key := v.Key()
 	s.pushMu.Lock()
 	defer s.pushMu.Unlock()
+	if err := admit(&v, s.known); err != nil {
+		reason := refusedUnknownNetwork
+		if s.known == nil {
+			reason = refusedNotReady
+		}
+		s.metrics.refused.WithLabelValues(reason).Inc()
+		return nil, err
+	}
+	key := v.Key()
 	if g, ok := s.groups[key]; ok {
 		if attach != nil {
 			attach(g)
 			g.emptySince = time.Time{}
 		}
-		return g
+		return g, nil
 	}
 	g := &group{view: v, clas: map[string]*endpointv3.ClusterLoadAssignment{}}
+	if attach == nil {
+		if s.topo == nil {
+			s.metrics.refused.WithLabelValues(refusedNotReady).Inc()
+			return nil, status.Error(codes.Unavailable, "no configuration yet")
+		}
+		s.fill(g, false)
+		return g, nil
+	}
+	if len(s.groups) >= s.opts.MaxGroups {
+		s.metrics.refused.WithLabelValues(refusedGroupLimit).Inc()
+		return nil, errGroupLimit(s.opts.MaxGroups)
+	}
 	s.groups[key] = g
-	if attach != nil {
-		attach(g)
-	}
+	s.metrics.groups.Set(float64(len(s.groups)))
+	attach(g)
 	if s.topo == nil {
-		return g // the first push builds it
+		return g, nil // the first push builds it
 	}
+	s.fill(g, true)
+	s.log.Info("new proxy group", "group", key)
+	return g, nil
+}
+
+// fill builds g's resources and publishes its first snapshot; cached says whether
+// what it builds may go to (and come from) the cache of built assignments, which
+// only kept groups use. pushMu is held.
+func (s *Server) fill(g *group, cached bool) {
 	for host, hs := range s.hosts {
 		shards := s.opts.Source.Services(host)
 		for _, p := range hs.ports {
-			name := s.claName(v, host, p)
-			g.clas[name] = s.build(v, host, p, name, shards)
+			name := s.claName(g.view, host, p)
+			if cached {
+				g.clas[name] = s.build(g.view, host, p, name, shards)
+			} else {
+				g.clas[name] = BuildLoadAssignment(name, endpointsOf(shards, p), s.topo, g.view)
+			}
 		}
 	}
 	s.rebuildRouter(g)
 	s.setSnapshot(g)
-	s.log.Info("new proxy group", "group", key)
-	return g
+}
+
+// sweep drops the groups that have had no streams for longer than
+// s.idleTimeout. pushMu is held.
+func (s *Server) sweep(now time.Time) {
+	for key, g := range s.groups {
+		if g.idle(now) > s.idleTimeout {
+			delete(s.groups, key) // e.g. a router's pod labels from before a rollout
+			s.log.Info("dropped idle proxy group", "group", key)
+		}
+	}
+	s.metrics.groups.Set(float64(len(s.groups)))
 }

@@ -12,6 +12,8 @@ type metrics struct {
 	build       prometheus.Histogram // time to rebuild and hand out a push
 	cacheHits   prometheus.Counter
 	cacheMisses prometheus.Counter
+	groups      prometheus.Gauge       // proxy groups kept
+	refused     *prometheus.CounterVec // views refused, by reason (admit.go's refused* constants)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,9 +35,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		cacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "horizon_xds_cache_misses_total", Help: "ClusterLoadAssignments built because the cache had none for their inputs.",
 		}),
+		groups: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "horizon_xds_groups", Help: "Proxy groups (distinct views) served.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "horizon_xds_refused_views_total", Help: "Proxy requests refused for their view, by reason (unknown_network, labels, group_limit, not_ready).",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{refusedUnknownNetwork, refusedLabels, refusedGroupLimit, refusedNotReady} {
+		m.refused.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.pushes, m.debounce, m.build, m.cacheHits, m.cacheMisses)
+		reg.MustRegister(m.pushes, m.debounce, m.build, m.cacheHits, m.cacheMisses, m.groups, m.refused)
 	}
 	return m
 }

@@ -57,6 +57,7 @@ func (s *Server) push(changedAt time.Time) {
 		if s.topo == nil || !slices.Equal(gws, s.gateways) || topo.Networks != s.topo.Networks ||
 			!maps.Equal(topo.ClusterNetworks, s.topo.ClusterNetworks) {
 			s.topo, s.gateways = topo, gws
+			s.known = knownOf(topo, gws)
 			s.topoGen++
 			full = true
 		}
@@ -94,12 +95,8 @@ func (s *Server) push(changedAt time.Time) {
 	}
 	s.version++
 	s.xds.ChangeStarted(changedAt)
-	for key, g := range s.groups {
-		if g.idle(start) > groupIdleTimeout {
-			delete(s.groups, key) // e.g. a router's pod labels from before a rollout
-			s.log.Info("dropped idle proxy group", "group", key)
-			continue
-		}
+	s.sweep(start)
+	for _, g := range s.groups {
 		s.setSnapshot(g)
 	}
 	s.pushCount++

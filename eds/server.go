@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -58,8 +59,30 @@ type Options struct {
 	// ProxylessMTLS sends proxyless gRPC clients mTLS clusters (certificate provider
 	// instance "default"), which cross-network calls through a gateway need.
 	ProxylessMTLS bool
-	Logger        *slog.Logger
+	// MaxGroups caps the proxy groups (distinct views) served at once: a proxy of a
+	// new view past it is refused with ResourceExhausted until idle groups are
+	// dropped. 0 means DefaultMaxGroups.
+	MaxGroups int
+	// MaxNamesPerStream caps the resource names one stream subscribes to
+	// (xdsserver.Options.MaxNames); 0 means xdsserver.DefaultMaxNames.
+	MaxNamesPerStream int
+	// MaxStreamsPerConnection caps concurrent streams on one gRPC connection (HTTP/2
+	// SETTINGS_MAX_CONCURRENT_STREAMS); 0 means DefaultMaxStreamsPerConnection.
+	MaxStreamsPerConnection int
+	// MaxMessageSize caps the size of a request gRPC accepts; a larger one ends the
+	// stream with ResourceExhausted. 0 means DefaultMaxMessageSize.
+	MaxMessageSize int
+	Logger         *slog.Logger
 }
+
+// Defaults of the gRPC bounds in Options.
+const (
+	DefaultMaxStreamsPerConnection = 100
+	DefaultMaxMessageSize          = 4 << 20
+)
+
+// DefaultMaxGroups is MaxGroups when it is not set.
+const DefaultMaxGroups = 1000
 
 // AddFlags binds the options that come from the command line.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
@@ -67,6 +90,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.DebounceMax, "debounce-max", time.Second, "longest a stream of changes may delay a push")
 	fs.BoolVar(&o.DefaultPassthrough, "default-passthrough", true, "give gateways that no AUTO_PASSTHROUGH Gateway resource selects a passthrough listener on 15443 for every service")
 	fs.BoolVar(&o.ProxylessMTLS, "proxyless-mtls", true, "send proxyless gRPC clients mTLS clusters using their certificate provider instance \"default\"")
+	fs.IntVar(&o.MaxNamesPerStream, "xds-max-names-per-stream", xdsserver.DefaultMaxNames, "most resource names one xDS stream may subscribe to; a request past it ends the stream with RESOURCE_EXHAUSTED")
+	fs.IntVar(&o.MaxStreamsPerConnection, "xds-max-streams-per-connection", DefaultMaxStreamsPerConnection, "most concurrent xDS streams on one gRPC connection")
+	fs.IntVar(&o.MaxMessageSize, "xds-max-message-size", DefaultMaxMessageSize, "largest xDS request accepted, in bytes; a larger one ends the stream with RESOURCE_EXHAUSTED")
+	fs.IntVar(&o.MaxGroups, "xds-max-groups", DefaultMaxGroups, "most proxy groups (distinct role, network, network view and gateway labels) served at once; proxies of a new view past it are refused with RESOURCE_EXHAUSTED")
 }
 
 // Validate checks the values that come from flags; New also checks the wiring.
@@ -77,6 +104,17 @@ func (o *Options) Validate() error {
 	}
 	if o.DebounceMax < o.DebounceAfter {
 		errs = append(errs, fmt.Errorf("--debounce-max: must be at least --debounce-after (%s), got %s", o.DebounceAfter, o.DebounceMax))
+	}
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{{"--xds-max-names-per-stream", o.MaxNamesPerStream}, {"--xds-max-streams-per-connection", o.MaxStreamsPerConnection}, {"--xds-max-message-size", o.MaxMessageSize}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", f.flag, f.v))
+		}
+	}
+	if o.MaxGroups < 0 {
+		errs = append(errs, fmt.Errorf("--xds-max-groups: must not be negative, got %d", o.MaxGroups))
 	}
 	if o.CacheSize < 0 {
 		errs = append(errs, fmt.Errorf("eds: cache size must not be negative, got %d", o.CacheSize))
@@ -101,23 +139,34 @@ type Server struct {
 	pendingFull  bool            // guarded by mu
 
 	// Owned by the push goroutine (and by ensureGroup, which holds pushMu).
-	pushMu    sync.Mutex
-	groups    map[string]*group
-	hosts     map[string]*hostState
-	hostGen   uint64
-	topo      *Topology
-	topoGen   uint64
-	gateways  []network.Gateway
-	clusters  []types.Resource                                       // CDS, the same for every sidecar group
-	grpc      struct{ listeners, routes, clusters []types.Resource } // the same for every proxyless group
-	version   uint64
-	pushCount uint64
+	pushMu      sync.Mutex
+	groups      map[string]*group
+	known       *known        // what views may name; nil before the first push
+	idleTimeout time.Duration // groupIdleTimeout, shorter in tests
+	hosts       map[string]*hostState
+	hostGen     uint64
+	topo        *Topology
+	topoGen     uint64
+	gateways    []network.Gateway
+	clusters    []types.Resource                                       // CDS, the same for every sidecar group
+	grpc        struct{ listeners, routes, clusters []types.Resource } // the same for every proxyless group
+	version     uint64
+	pushCount   uint64
 }
 
 // New returns a Server; Run starts its push loop, Register adds it to a gRPC server.
 func New(opts Options) (*Server, error) {
 	if opts.CacheSize == 0 {
 		opts.CacheSize = 100_000
+	}
+	if opts.MaxGroups == 0 {
+		opts.MaxGroups = DefaultMaxGroups
+	}
+	if opts.MaxStreamsPerConnection == 0 {
+		opts.MaxStreamsPerConnection = DefaultMaxStreamsPerConnection
+	}
+	if opts.MaxMessageSize == 0 {
+		opts.MaxMessageSize = DefaultMaxMessageSize
 	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -140,14 +189,20 @@ func New(opts Options) (*Server, error) {
 		pendingHosts: map[string]bool{},
 		groups:       map[string]*group{},
 		hosts:        map[string]*hostState{},
+		idleTimeout:  groupIdleTimeout,
 	}
 	s.metrics = newMetrics(opts.Metrics)
 	s.xds, err = xdsserver.New(xdsserver.Options{
-		Groups: xdsserver.GroupsFunc(func(node *corev3.Node, attach func(xdsserver.Group)) xdsserver.Group {
-			return s.ensureGroup(node, attach)
+		Groups: xdsserver.GroupsFunc(func(node *corev3.Node, attach func(xdsserver.Group)) (xdsserver.Group, error) {
+			g, err := s.ensureGroup(node, attach)
+			if err != nil {
+				return nil, err
+			}
+			return g, nil
 		}),
-		Metrics: opts.Metrics,
-		Logger:  s.log,
+		Metrics:  opts.Metrics,
+		MaxNames: opts.MaxNamesPerStream,
+		Logger:   s.log,
 	})
 	if err != nil {
 		return nil, err
@@ -161,8 +216,13 @@ func (s *Server) Register(g *grpc.Server) { s.xds.Register(g) }
 
 // GRPCOptions returns the options the gRPC server that Register is given should be
 // created with: they let the server send responses without encoding them for each
-// proxy. A server created without them works too, encoding every response.
-func (s *Server) GRPCOptions() []grpc.ServerOption { return s.xds.GRPCOptions() }
+// proxy, and bound streams per connection and request size (Options). A server
+// created without them works too, encoding every response, with gRPC's bounds.
+func (s *Server) GRPCOptions() []grpc.ServerOption {
+	return append(s.xds.GRPCOptions(),
+		grpc.MaxConcurrentStreams(uint32(min(s.opts.MaxStreamsPerConnection, math.MaxUint32))),
+		grpc.MaxRecvMsgSize(s.opts.MaxMessageSize))
+}
 
 // HostChanged schedules a push of host's resources.
 func (s *Server) HostChanged(host string) {
@@ -194,10 +254,16 @@ func (s *Server) Run(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	sweep := time.NewTicker(max(s.idleTimeout/4, time.Millisecond))
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case now := <-sweep.C:
+			s.pushMu.Lock()
+			s.sweep(now)
+			s.pushMu.Unlock()
 		case <-s.trigger:
 			now := time.Now()
 			if first.IsZero() {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
+	"github.com/horizon-mesh/horizon/eds/xdsserver"
 	"github.com/horizon-mesh/horizon/network"
 )
 
@@ -44,7 +45,11 @@ func (f *fakeSource) Hosts() []string {
 
 func (f *fakeSource) Subscribe(func(clusterregistry.Change)) {}
 
-func (f *fakeSource) ClusterNetworks() map[network.ClusterID]network.NetworkID { return nil }
+// ClusterNetworks makes the networks the tests name known: clusters with no
+// endpoints whose system namespaces carry them.
+func (f *fakeSource) ClusterNetworks() map[network.ClusterID]network.NetworkID {
+	return map[network.ClusterID]network.NetworkID{"k1": "network1", "k2": "network2", "k3": "n1"}
+}
 
 // setShard sets what cluster id knows of host (nothing if sh is nil). The maps
 // Services returned before are not changed.
@@ -103,6 +108,9 @@ func newTestServer(t *testing.T, src EndpointSource, edits ...func(*Options)) *S
 	return s
 }
 
+// keep, as ensureGroup's attach, makes the group be kept, as a stream does.
+func keep(xdsserver.Group) {}
+
 // TestCacheHoldsOneEntryPerResource churns one service's endpoints: the cache of
 // built assignments must keep one entry per (group, resource), not one per version,
 // and drop a deleted service's entries.
@@ -112,7 +120,9 @@ func TestCacheHoldsOneEntryPerResource(t *testing.T) {
 	src.set(host, "10.0.0.1")
 	s := newTestServer(t, src)
 	for _, n := range []string{"network1", "network2"} {
-		s.ensureGroup(xdstest.Node("sidecar~1.1.1.1~a.ns~ns.svc.cluster.local", n), nil)
+		if _, err := s.ensureGroup(xdstest.Node("sidecar~1.1.1.1~a.ns~ns.svc.cluster.local", n), keep); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i := range 200 {
 		src.set(host, "10.0.0.1", "10.0.1."+string(rune('0'+i%10)))
@@ -174,7 +184,9 @@ func TestEncodedResourcesDecodeToThemselves(t *testing.T) {
 // of its view connects again.
 func TestIdleGroupsAreDropped(t *testing.T) {
 	f := newXDSFixture(t)
-	f.s.ensureGroup(xdstest.Node("router~10.0.0.1~gw-old.ns~ns.svc.cluster.local", "n1"), nil)
+	if _, err := f.s.ensureGroup(xdstest.Node("router~10.0.0.1~gw-old.ns~ns.svc.cluster.local", "n1"), keep); err != nil {
+		t.Fatal(err)
+	}
 	st := sotwStreamFor(t, f)
 	if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: node("p1"), TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}}); err != nil {
 		t.Fatal(err)

@@ -36,6 +36,9 @@ func (s *Server) serveDelta(stream deltaStream, fixedType string) error {
 		if fixedType != "" {
 			typ = fixedType
 		}
+		if err := st.admit(typ, len(req.GetResourceNamesSubscribe())+len(req.GetInitialResourceVersions()), false); err != nil {
+			return err
+		}
 		if err := st.join(req.GetNode(), typ); err != nil {
 			return err
 		}

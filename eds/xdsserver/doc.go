@@ -15,6 +15,11 @@
 // response that carries it shares those bytes. Publishing a snapshot on a Feed wakes
 // only the streams that subscribe to a resource that changed.
 //
+// Bounds: a stream subscribes to at most Options.MaxNames names and 16 type URLs;
+// a request past either ends it with ResourceExhausted. Metric labels come from
+// fixed sets (a type URL not served is "other"), and what a proxy sent is logged
+// truncated.
+//
 // Concurrency: the Server and Feed are safe for concurrent use; Snapshot, Resources
 // and Resource are immutable. Each stream costs the goroutine gRPC runs its handler
 // on, which reads requests, plus a sender goroutine only while it has something to

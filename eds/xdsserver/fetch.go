@@ -8,7 +8,10 @@ import (
 
 // fetch answers a unary request with what the proxy's group holds now.
 func (s *Server) fetch(req *discoverygrpc.DiscoveryRequest, typ string) (*discoverygrpc.DiscoveryResponse, error) {
-	g := s.groups.Group(req.GetNode(), nil)
+	g, err := s.groups.Group(req.GetNode(), nil)
+	if err != nil {
+		return nil, err
+	}
 	rs := g.Feed().Current().Resources(typ)
 	if rs == nil {
 		return nil, status.Error(codes.Unavailable, "no configuration yet")

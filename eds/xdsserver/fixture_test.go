@@ -74,15 +74,19 @@ type xdsFixture struct {
 	hosts map[string][]string // endpoint addresses by host; guarded by mu
 }
 
-func newXDSFixture(t *testing.T) *xdsFixture {
+func newXDSFixture(t *testing.T, edits ...func(*Options)) *xdsFixture {
 	t.Helper()
 	f := &xdsFixture{t: t, group: &testGroup{}, hosts: map[string][]string{}}
-	s, err := New(Options{Groups: GroupsFunc(func(_ *corev3.Node, attach func(Group)) Group {
+	xopts := Options{Groups: GroupsFunc(func(_ *corev3.Node, attach func(Group)) (Group, error) {
 		if attach != nil {
 			attach(f.group)
 		}
-		return f.group
-	})})
+		return f.group, nil
+	})}
+	for _, edit := range edits {
+		edit(&xopts)
+	}
+	s, err := New(xopts)
 	if err != nil {
 		t.Fatal(err)
 	}

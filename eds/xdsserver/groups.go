@@ -11,20 +11,24 @@ import (
 // knows of groups. What sets groups apart, and when one is made or dropped, is the
 // implementation's business.
 type Groups interface {
-	// Group returns the group node belongs to (never nil), making it if there is
-	// none; node is nil when a proxy's first request omits it. If attach is not
-	// nil, Group calls it with the group before returning, at a time the group
-	// cannot be dropped (a group with streams attached to its Feed is kept): the
-	// server attaches a new stream there. Group is called from many goroutines at
-	// once.
-	Group(node *corev3.Node, attach func(Group)) Group
+	// Group returns the group node belongs to; node is nil when a proxy's first
+	// request omits it. If attach is not nil, Group makes the group if there is
+	// none and calls attach with it before returning, at a time the group cannot be
+	// dropped (a group with streams attached to its Feed is kept): the server
+	// attaches a new stream there. If attach is nil (a unary Fetch), Group need not
+	// keep what it returns: it may answer with a group made for this call only.
+	// An error refuses the node; it should be a gRPC status (the server returns it
+	// as is). Group is called from many goroutines at once.
+	Group(node *corev3.Node, attach func(Group)) (Group, error)
 }
 
 // GroupsFunc is a function that serves as Groups.
-type GroupsFunc func(node *corev3.Node, attach func(Group)) Group
+type GroupsFunc func(node *corev3.Node, attach func(Group)) (Group, error)
 
 // Group calls f.
-func (f GroupsFunc) Group(node *corev3.Node, attach func(Group)) Group { return f(node, attach) }
+func (f GroupsFunc) Group(node *corev3.Node, attach func(Group)) (Group, error) {
+	return f(node, attach)
+}
 
 // Group is one group of proxies: every proxy in it is sent the snapshots published
 // on its Feed.

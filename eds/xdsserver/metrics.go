@@ -8,7 +8,8 @@ import (
 type metrics struct {
 	connections *prometheus.GaugeVec   // by stream type and the group's MetricLabel
 	pushLatency prometheus.Histogram   // change → response sent to a proxy
-	nacks       *prometheus.CounterVec // by type URL
+	nacks       *prometheus.CounterVec // by type URL: typeLabel's fixed set
+	refused     *prometheus.CounterVec // streams ended for their requests, by reason (names, types)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -21,11 +22,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
 		}),
 		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "horizon_xds_nacks_total", Help: "Responses rejected by proxies, by type URL.",
+			Name: "horizon_xds_nacks_total", Help: "Responses rejected by proxies, by type URL (a type not served counts as other).",
 		}, []string{"type_url"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "horizon_xds_refused_requests_total", Help: "Streams ended with RESOURCE_EXHAUSTED for a request past a bound, by reason (names: names subscribed per stream; types: type URLs per stream).",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{"names", "types"} {
+		m.refused.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.pushLatency, m.nacks)
+		reg.MustRegister(m.connections, m.pushLatency, m.nacks, m.refused)
 	}
 	return m
 }

@@ -3,6 +3,7 @@ package xdsserver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -26,15 +27,27 @@ type Options struct {
 	Groups Groups
 	// Metrics, if set, registers the server's Prometheus metrics.
 	Metrics prometheus.Registerer
-	Logger  *slog.Logger
+	// MaxNames caps the resource names one stream subscribes to, over all its
+	// types: a request that would subscribe past it ends the stream with
+	// ResourceExhausted. 0 means DefaultMaxNames.
+	MaxNames int
+	Logger   *slog.Logger
 }
+
+// DefaultMaxNames is Options.MaxNames when it is not set.
+const DefaultMaxNames = 100_000
+
+// maxTypesPerStream bounds the type URLs one stream may subscribe to: the four
+// served, and a few more an ADS client may ask for and be sent nothing.
+const maxTypesPerStream = 16
 
 // Server serves the snapshots published on its groups' Feeds over xDS.
 type Server struct {
-	groups  Groups
-	log     *slog.Logger
-	metrics *metrics
-	wire    bool // responses go out pre-assembled (GRPCOptions)
+	groups   Groups
+	log      *slog.Logger
+	metrics  *metrics
+	maxNames int
+	wire     bool // responses go out pre-assembled (GRPCOptions)
 
 	lastStream atomic.Int64 // the last stream ID handed out
 	lastChange atomic.Int64 // unix nanoseconds of the change that started the last push
@@ -51,11 +64,18 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.MaxNames < 0 {
+		return nil, fmt.Errorf("xdsserver: MaxNames must not be negative, got %d", opts.MaxNames)
+	}
+	if opts.MaxNames == 0 {
+		opts.MaxNames = DefaultMaxNames
+	}
 	return &Server{
-		groups:  opts.Groups,
-		log:     opts.Logger,
-		metrics: newMetrics(opts.Metrics),
-		streams: map[*stream]struct{}{},
+		maxNames: opts.MaxNames,
+		groups:   opts.Groups,
+		log:      opts.Logger,
+		metrics:  newMetrics(opts.Metrics),
+		streams:  map[*stream]struct{}{},
 	}, nil
 }
 

@@ -36,6 +36,9 @@ func (s *Server) serveSotw(stream sotwStream, fixedType string) error {
 		if fixedType != "" {
 			typ = fixedType
 		}
+		if err := st.admit(typ, len(req.GetResourceNames()), true); err != nil {
+			return err
+		}
 		if err := st.join(req.GetNode(), typ); err != nil {
 			return err
 		}

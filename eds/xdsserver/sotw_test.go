@@ -3,11 +3,14 @@ package xdsserver
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/genproto/googleapis/rpc/status"
 
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
@@ -186,4 +189,47 @@ func TestSotwDuplicateNames(t *testing.T) {
 		}
 		return errors.New("not yet: B to be unsubscribed")
 	})
+}
+
+// TestNacksOfMadeUpTypesAddNoSeries: NACKs naming made-up type URLs all count as
+// "other" in horizon_xds_nacks_total, and a huge error detail is kept (and logged)
+// truncated.
+func TestNacksOfMadeUpTypesAddNoSeries(t *testing.T) {
+	f := newXDSFixture(t)
+	huge := strings.Repeat("x", 64<<10)
+	for i := range 20 {
+		st := sotwStreamFor(t, f)
+		for j := range 10 {
+			req := &discoverygrpc.DiscoveryRequest{TypeUrl: fmt.Sprintf("type.googleapis.com/made.up.T%d", i*10+j),
+				ErrorDetail: &status.Status{Message: "rejected " + huge}}
+			if j == 0 {
+				req.Node = node(fmt.Sprintf("p%d", i))
+			}
+			if err := st.Send(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		req := &discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}}
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		recvSotw(t, st) // every NACK before it was taken
+	}
+	ch := make(chan prometheus.Metric, 300)
+	f.s.metrics.nacks.Collect(ch)
+	close(ch)
+	if n := len(ch); n != 1 {
+		t.Errorf("horizon_xds_nacks_total has %d series after NACKs of 200 made-up types, want 1 (other)", n)
+	}
+	var m dto.Metric
+	if err := f.s.metrics.nacks.WithLabelValues("other").Write(&m); err != nil || m.GetCounter().GetValue() != 200 {
+		t.Errorf("other NACKs counted %v (error %v), want 200", m.GetCounter().GetValue(), err)
+	}
+	for _, p := range f.s.Streams() {
+		for typ, ts := range p.Types {
+			if len(ts.LastNack) > maxLogged+32 {
+				t.Fatalf("%s: last NACK kept at %d bytes, want it truncated to %d", typ, len(ts.LastNack), maxLogged)
+			}
+		}
+	}
 }

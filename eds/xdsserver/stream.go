@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -117,11 +118,43 @@ func (st *stream) join(node *corev3.Node, typ string) error {
 	if joined {
 		return nil
 	}
-	g := st.s.groups.Group(node, func(g Group) { g.Feed().attach(st) })
+	g, err := st.s.groups.Group(node, func(g Group) { g.Feed().attach(st) })
+	if err != nil {
+		return err
+	}
 	st.mu.Lock()
 	st.group, st.feed, st.proxyID, st.counted = g, g.Feed(), node.GetId(), true
 	st.mu.Unlock()
 	st.s.metrics.connections.WithLabelValues(st.kind, g.MetricLabel()).Inc()
+	return nil
+}
+
+// admit refuses a request that would take the stream past its bounds: a new type
+// URL past maxTypesPerStream, or adds more names subscribed past Server.maxNames
+// (replace: the request's names replace the type's, as in state of the world).
+// Names a wildcard brings are counted too, but only a request that adds names is
+// refused.
+func (st *stream) admit(typ string, adds int, replace bool) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	sb := st.subs[typ]
+	if sb == nil && len(st.subs) >= maxTypesPerStream {
+		st.s.metrics.refused.WithLabelValues("types").Inc()
+		return status.Errorf(codes.ResourceExhausted, "stream subscribes to more than %d type URLs", maxTypesPerStream)
+	}
+	if adds == 0 {
+		return nil
+	}
+	total := adds
+	for _, x := range st.subs {
+		if x != sb || !replace {
+			total += len(x.have)
+		}
+	}
+	if total > st.s.maxNames {
+		st.s.metrics.refused.WithLabelValues("names").Inc()
+		return status.Errorf(codes.ResourceExhausted, "stream would subscribe to %d resource names, more than %d", total, st.s.maxNames)
+	}
 	return nil
 }
 
@@ -149,11 +182,39 @@ func (st *stream) intern(typ, name string) string {
 	return name
 }
 
+// maxLogged bounds what a proxy sent that is logged or kept for status (a NACK's
+// error detail, its node ID, a type URL): a proxy may send megabytes.
+const maxLogged = 256
+
+// truncate returns s cut to at most n bytes on a rune boundary, saying how long it
+// was.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "… (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// typeLabel is a type URL as a metric label: one of the types served, else
+// "other", so that made-up type URLs add no series.
+func typeLabel(typ string) string {
+	if slices.Contains(typeOrder, typ) {
+		return typ
+	}
+	return "other"
+}
+
 func (st *stream) nack(sb *sub, msg string) {
+	msg = truncate(msg, maxLogged)
 	sb.sync.LastNack, sb.sync.LastNackAt = msg, time.Now()
 	sb.sync.Nacks++
-	st.s.metrics.nacks.WithLabelValues(sb.typ).Inc()
-	st.s.log.Warn("proxy rejected a response", "proxy", st.proxyID, "typeUrl", sb.typ, "error", msg)
+	st.s.metrics.nacks.WithLabelValues(typeLabel(sb.typ)).Inc()
+	st.s.log.Warn("proxy rejected a response", "proxy", truncate(st.proxyID, maxLogged),
+		"typeUrl", truncate(sb.typ, maxLogged), "error", msg)
 }
 
 // wake is called by Publish after the stream's group changed: it starts the sender

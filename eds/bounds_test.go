@@ -1,0 +1,226 @@
+package eds
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/horizon-mesh/horizon/e2e/xdstest"
+)
+
+func (f *xdsFixture) groupCount() int {
+	f.s.pushMu.Lock()
+	defer f.s.pushMu.Unlock()
+	return len(f.s.groups)
+}
+
+func (f *xdsFixture) edsClient() endpointservice.EndpointDiscoveryServiceClient {
+	f.t.Helper()
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { conn.Close() })
+	return endpointservice.NewEndpointDiscoveryServiceClient(conn)
+}
+
+// TestMadeUpViewsMakeNoGroups tries what an attacker would: thousands of requests,
+// unary and streamed, each naming a network Horizon does not know. Each is refused
+// with InvalidArgument naming the network, and no group is made; made-up CLUSTER_IDs
+// all land in the unnamed network's one group.
+func TestMadeUpViewsMakeNoGroups(t *testing.T) {
+	f := newXDSFixture(t)
+	client := f.edsClient()
+	const n = 2000
+	for i := range n {
+		meta := map[string]any{"NETWORK": fmt.Sprintf("made-up-%d", i)}
+		if i%2 == 1 {
+			meta = map[string]any{"NETWORK": "network1", "REQUESTED_NETWORK_VIEW": fmt.Sprintf("network2,made-up-%d", i)}
+		}
+		nd := xdstest.NodeWithMetadata(fmt.Sprintf("sidecar~10.9.0.1~p%d.ns~ns.svc.cluster.local", i), meta)
+		_, err := client.FetchEndpoints(t.Context(), &discoverygrpc.DiscoveryRequest{Node: nd, TypeUrl: resourcev3.EndpointType})
+		want := fmt.Sprintf("unknown network \"made-up-%d\"", i)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), want) {
+			t.Fatalf("request %d: got %v, want InvalidArgument naming %s", i, err, want)
+		}
+		if i%100 == 0 { // and on a stream
+			st := sotwStreamFor(t, f)
+			if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: nd, TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Recv(); status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("stream %d: got %v, want InvalidArgument", i, err)
+			}
+		}
+	}
+	if got := f.groupCount(); got != 0 {
+		t.Fatalf("%d groups after %d requests naming unknown networks, want 0", got, n)
+	}
+	for i := range n {
+		nd := xdstest.NodeWithMetadata("sidecar~10.9.0.1~p.ns~ns.svc.cluster.local", map[string]any{"CLUSTER_ID": fmt.Sprintf("made-up-%d", i)})
+		if _, err := f.s.ensureGroup(nd, keep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.groupCount(); got != 1 {
+		t.Fatalf("%d groups after %d made-up CLUSTER_IDs, want 1 (the unnamed network's)", got, n)
+	}
+	// A known cluster keeps its identity: its network may come from its label.
+	nd := xdstest.NodeWithMetadata("sidecar~10.9.0.1~p.ns~ns.svc.cluster.local", map[string]any{"CLUSTER_ID": "k1"})
+	g, err := f.s.ensureGroup(nd, keep)
+	if err != nil || g.view.Cluster != "k1" {
+		t.Fatalf("known cluster: group %+v, error %v; want the view of cluster k1", g, err)
+	}
+}
+
+// TestRouterLabelsAreBounded: a router's LABELS larger than a pod's labels can be
+// are refused; distinct acceptable label sets stop at the group cap with
+// ResourceExhausted.
+func TestRouterLabelsAreBounded(t *testing.T) {
+	f := newXDSFixture(t, func(o *Options) { o.MaxGroups = 50 })
+	router := func(labels map[string]any) error {
+		nd := xdstest.NodeWithMetadata("router~10.0.9.1~gw.istio-system~istio-system.svc.cluster.local", map[string]any{"LABELS": labels})
+		_, err := f.s.ensureGroup(nd, keep)
+		return err
+	}
+	many := map[string]any{}
+	for i := range maxLabels + 1 {
+		many[fmt.Sprintf("l%d", i)] = "v"
+	}
+	for _, tc := range []struct {
+		name   string
+		labels map[string]any
+	}{
+		{name: "too many labels", labels: many},
+		{name: "long key", labels: map[string]any{strings.Repeat("k", maxLabelKeyLen+1): "v"}},
+		{name: "long value", labels: map[string]any{"app": strings.Repeat("v", maxLabelValueLen+1)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := router(tc.labels); status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("got %v, want InvalidArgument", err)
+			}
+		})
+	}
+	refused := 0
+	for i := range 2000 {
+		err := router(map[string]any{"pod-template-hash": fmt.Sprintf("h%d", i)})
+		switch {
+		case err == nil:
+		case status.Code(err) == codes.ResourceExhausted:
+			refused++
+		default:
+			t.Fatalf("label set %d: %v", i, err)
+		}
+	}
+	if got := f.groupCount(); got != 50 || refused != 2000-50 {
+		t.Fatalf("%d groups, %d refused; want 50 groups (the cap) and the rest refused", got, refused)
+	}
+	// A view that has a group is still served at the cap.
+	if err := router(map[string]any{"pod-template-hash": "h0"}); err != nil {
+		t.Fatalf("existing view at the cap: %v", err)
+	}
+}
+
+// TestFetchMakesNoGroup: a unary Fetch of a served view is answered without a
+// group being kept.
+func TestFetchMakesNoGroup(t *testing.T) {
+	f := newXDSFixture(t)
+	client := f.edsClient()
+	for i := range 100 {
+		nd := xdstest.NodeWithMetadata(fmt.Sprintf("sidecar~10.9.0.1~p%d.ns~ns.svc.cluster.local", i),
+			map[string]any{"NETWORK": "network1", "REQUESTED_NETWORK_VIEW": "network1,network2"})
+		resp, err := client.FetchEndpoints(t.Context(), &discoverygrpc.DiscoveryRequest{Node: nd, TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}})
+		if err != nil || len(resp.GetResources()) != 1 {
+			t.Fatalf("fetch: %v, error %v; want %s", resp, err, claA)
+		}
+	}
+	if got := f.groupCount(); got != 0 {
+		t.Fatalf("%d groups after unary fetches, want 0", got)
+	}
+}
+
+// TestIdleGroupsAreSweptWithoutAPush: with no change to push, an idle group is
+// still dropped, by the sweep timer.
+func TestIdleGroupsAreSweptWithoutAPush(t *testing.T) {
+	f := newXDSFixture(t)
+	f.s.idleTimeout = 20 * time.Millisecond
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); f.s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	waitFor(t, 5*time.Second, func() error {
+		if f.s.Pushes() < 2 { // Run's first push
+			return fmt.Errorf("%d pushes", f.s.Pushes())
+		}
+		return nil
+	})
+	pushes := f.s.Pushes()
+	for _, n := range []string{"network1", "network2"} {
+		if _, err := f.s.ensureGroup(xdstest.Node("sidecar~1.1.1.1~a.ns~ns.svc.cluster.local", n), keep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if n := f.groupCount(); n != 0 {
+			return fmt.Errorf("%d groups left", n)
+		}
+		return nil
+	})
+	if got := f.s.Pushes(); got != pushes {
+		t.Fatalf("%d pushes during the sweep, want none", got-pushes)
+	}
+}
+
+// TestGRPCBounds: a request larger than MaxMessageSize ends its stream with
+// ResourceExhausted; streams past MaxStreamsPerConnection on one connection wait
+// (HTTP/2 flow control) instead of being served.
+func TestGRPCBounds(t *testing.T) {
+	f := newXDSFixture(t, func(o *Options) { o.MaxMessageSize = 64 << 10; o.MaxStreamsPerConnection = 2 })
+	t.Run("message size", func(t *testing.T) {
+		st := sotwStreamFor(t, f)
+		big := node(strings.Repeat("p", 100<<10))
+		if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: big, TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("got %v, want ResourceExhausted", err)
+		}
+	})
+	t.Run("streams per connection", func(t *testing.T) {
+		open := func(ctx context.Context, id string) error {
+			st, err := f.ads.StreamAggregatedResources(ctx)
+			if err != nil {
+				return err
+			}
+			if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: node(id), TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}}); err != nil {
+				return err
+			}
+			_, err = st.Recv()
+			return err
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		for i := range 2 {
+			if err := open(ctx, fmt.Sprintf("p%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancelShort()
+		if err := open(short, "p3"); status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("third stream on the connection: %v, want it held back (DeadlineExceeded)", err)
+		}
+	})
+}
