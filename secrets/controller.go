@@ -59,6 +59,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", "istio-system", "system namespace holding remote secrets (label "+network.LabelMultiCluster+"=true)")
 	fs.StringVar((*string)(&o.ClusterID), "cluster-id", "Kubernetes", "ID of the cluster Horizon runs in; a remote secret key with this ID is ignored")
 	fs.BoolVar(&o.Load.AllowFilePaths, "allow-kubeconfig-file-paths", false, "let remote kubeconfigs name local files (tokenFile, certificate and key files); unsafe with untrusted secrets")
+	fs.BoolVar(&o.Load.AllowInsecureSkipTLSVerify, "remote-allow-insecure-skip-tls-verify", false, "let remote kubeconfigs set insecure-skip-tls-verify (no server certificate check); unsafe with untrusted secrets")
+	fs.BoolVar(&o.Load.AllowHTTP, "remote-allow-http", false, "let remote kubeconfigs name an http:// server (credentials sent in clear); unsafe with untrusted secrets")
+	fs.BoolVar(&o.Load.AllowProxyURL, "remote-allow-proxy-url", false, "let remote kubeconfigs set proxy-url (Horizon connects through a proxy the secret names); unsafe with untrusted secrets")
 }
 
 // Validate checks the values that come from flags; New also checks the wiring.
@@ -348,9 +351,9 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 	c.opts.Handler.SetCluster(id, fmt.Sprintf("%s[%s]", name, key), cfg)
 	if rec.active {
 		c.countEvent("updated")
-		log.Info("remote cluster credentials changed", "server", cfg.Host)
+		log.Info("remote cluster credentials changed", "server", network.RedactServer(cfg.Host))
 	} else {
-		log.Info("remote cluster added", "server", cfg.Host)
+		log.Info("remote cluster added", "server", network.RedactServer(cfg.Host))
 	}
 	rec.active, rec.hash = true, sum
 	set(KeyAccepted, "")
