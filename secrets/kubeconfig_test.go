@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 )
 
@@ -153,5 +154,43 @@ func TestLoadKubeconfigChecksUnusedCluster(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), secretToken) || strings.Contains(err.Error(), "admin") {
 		t.Fatalf("error quotes the kubeconfig: %q", err)
+	}
+}
+
+func TestOptionsFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		want    Options
+		wantErr string
+	}{
+		{name: "defaults", want: Options{Namespace: "istio-system", ClusterID: "Kubernetes", MaxKeysPerSecret: DefaultMaxKeysPerSecret}},
+		{name: "opt-ins", args: []string{"--remote-allow-insecure-skip-tls-verify", "--remote-allow-http", "--remote-allow-proxy-url", "--remote-max-keys-per-secret=5"},
+			want: Options{Namespace: "istio-system", ClusterID: "Kubernetes", MaxKeysPerSecret: 5,
+				Load: LoadOptions{AllowInsecureSkipTLSVerify: true, AllowHTTP: true, AllowProxyURL: true}}},
+		{name: "negative cap", args: []string{"--remote-max-keys-per-secret=-1"}, wantErr: "--remote-max-keys-per-secret: must not be negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var o Options
+			fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+			o.AddFlags(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			err := o.Validate()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o != tt.want {
+				t.Fatalf("options = %+v, want %+v", o, tt.want)
+			}
+		})
 	}
 }
