@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"reflect"
-	"strings"
 	"sync"
 	"time"
 
@@ -141,7 +140,7 @@ func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *r
 		cancel:     cancel,
 		id:         id,
 		source:     source,
-		server:     cfg.Host,
+		server:     network.RedactServer(cfg.Host),
 		token:      cfg.BearerToken,
 		opts:       opts,
 		log:        opts.log,
@@ -266,13 +265,10 @@ func (c *Cluster) recordError(err error) {
 	c.opts.sink.changed()
 }
 
-// redact returns err's text without the cluster's token.
+// redact returns err's text fit to show: without the cluster's token or URL
+// credentials, and without any response body of the remote (see errorText).
 func (c *Cluster) redact(err error) string {
-	msg := err.Error()
-	if c.token != "" {
-		msg = strings.ReplaceAll(msg, c.token, "[redacted]")
-	}
-	return msg
+	return errorText(err, c.token)
 }
 
 func (c *Cluster) processNext() bool {

@@ -62,6 +62,15 @@ users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, com
 	tokenFileKC := []byte(strings.Replace(string(execKC),
 		`{exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, "touch /tmp/pwned"]}}`,
 		`{tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token}`, 1))
+	withUser := func(user string) []byte {
+		return []byte(strings.Replace(string(execKC),
+			`{exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, "touch /tmp/pwned"]}}`, user, 1))
+	}
+	withCluster := func(cluster string) []byte {
+		return []byte(strings.Replace(string(withUser(`{token: "`+otherTok.Value+`"}`)),
+			`{server: "`+third.Host+`"}`, cluster, 1))
+	}
+	thirdNoScheme := strings.TrimPrefix(third.Host, "https://")
 
 	// Rejected before any connection is made.
 	rejected := []struct {
@@ -73,6 +82,13 @@ users: [{name: u, user: {exec: {apiVersion: client.authentication.k8s.io/v1, com
 		{"exec", "exec", execKC, "exec credential plugin, which is not allowed"},
 		{"tokenfile", "tokenfile", tokenFileKC, "sets tokenFile, a file path, which is not allowed"},
 		{"empty", "empty", nil, "kubeconfig is empty"},
+		{"impersonation", "impersonation", withUser(`{token: "` + otherTok.Value + `", as: "system:admin"}`), "users[0].user.as: impersonation is not allowed in a remote kubeconfig"},
+		{"basic-auth", "basic-auth", withUser(`{username: admin, password: "` + otherTok.Value + `"}`), "users[0].user.username: basic authentication is not allowed in a remote kubeconfig"},
+		{"proxy-url", "proxy-url", withCluster(`{server: "` + third.Host + `", proxy-url: "http://127.0.0.1:3128"}`), "clusters[0].cluster.proxy-url: a proxy is not allowed"},
+		{"insecure", "insecure", withCluster(`{server: "` + third.Host + `", insecure-skip-tls-verify: true}`), "clusters[0].cluster.insecure-skip-tls-verify: turning off server certificate checks is not allowed"},
+		{"http", "http", withCluster(`{server: "http://` + thirdNoScheme + `"}`), "clusters[0].cluster.server: http:// scheme is not allowed"},
+		{"userinfo", "userinfo", withCluster(`{server: "https://admin:` + otherTok.Value + `@` + thirdNoScheme + `"}`), "clusters[0].cluster.server: credentials in the URL (userinfo) are not allowed"},
+		{"metadata", "metadata", withCluster(`{server: "https://169.254.169.254"}`), "link-local, multicast or unspecified server address is not allowed"},
 	}
 	for _, tc := range rejected {
 		t.Run("rejected/"+tc.name, func(t *testing.T) {

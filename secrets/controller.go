@@ -50,6 +50,10 @@ type Options struct {
 	ClusterID network.ClusterID
 	// Load says what a remote kubeconfig may use.
 	Load LoadOptions
+	// MaxKeysPerSecret bounds the data keys (clusters) of one remote Secret: a Secret
+	// with more is refused as a whole (state KeyTooMany) and its changes are not
+	// applied; clusters it already had keep serving. 100 when zero.
+	MaxKeysPerSecret int
 	// Logger receives the controller's log lines; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -59,6 +63,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", "istio-system", "system namespace holding remote secrets (label "+network.LabelMultiCluster+"=true)")
 	fs.StringVar((*string)(&o.ClusterID), "cluster-id", "Kubernetes", "ID of the cluster Horizon runs in; a remote secret key with this ID is ignored")
 	fs.BoolVar(&o.Load.AllowFilePaths, "allow-kubeconfig-file-paths", false, "let remote kubeconfigs name local files (tokenFile, certificate and key files); unsafe with untrusted secrets")
+	fs.IntVar(&o.MaxKeysPerSecret, "remote-max-keys-per-secret", DefaultMaxKeysPerSecret, "most data keys (remote clusters) one remote secret may hold; a secret with more is refused")
+	fs.BoolVar(&o.Load.AllowInsecureSkipTLSVerify, "remote-allow-insecure-skip-tls-verify", false, "let remote kubeconfigs set insecure-skip-tls-verify (no server certificate check); unsafe with untrusted secrets")
+	fs.BoolVar(&o.Load.AllowHTTP, "remote-allow-http", false, "let remote kubeconfigs name an http:// server (credentials sent in clear); unsafe with untrusted secrets")
+	fs.BoolVar(&o.Load.AllowProxyURL, "remote-allow-proxy-url", false, "let remote kubeconfigs set proxy-url (Horizon connects through a proxy the secret names); unsafe with untrusted secrets")
 }
 
 // Validate checks the values that come from flags; New also checks the wiring.
@@ -70,8 +78,14 @@ func (o *Options) Validate() error {
 	if o.ClusterID == "" {
 		errs = append(errs, errors.New("--cluster-id: must not be empty"))
 	}
+	if o.MaxKeysPerSecret < 0 {
+		errs = append(errs, errors.New("--remote-max-keys-per-secret: must not be negative"))
+	}
 	return errors.Join(errs...)
 }
+
+// DefaultMaxKeysPerSecret is Options.MaxKeysPerSecret when unset.
+const DefaultMaxKeysPerSecret = 100
 
 // KeyState is the outcome for one data key of a remote Secret.
 type KeyState string
@@ -86,6 +100,10 @@ const (
 	KeyDuplicate KeyState = "duplicate"
 	// KeyIgnored: the key names the config cluster itself.
 	KeyIgnored KeyState = "ignored"
+	// KeyTooMany: the whole Secret is refused for holding more keys than
+	// Options.MaxKeysPerSecret; its status has an empty Key. Its changes are not
+	// applied; clusters it had before keep serving.
+	KeyTooMany KeyState = "too-many-keys"
 )
 
 // KeyStatus describes one data key of one remote Secret. It never holds kubeconfig
@@ -117,8 +135,9 @@ type Controller struct {
 	queue    workqueue.TypedRateLimitingInterface[types.NamespacedName] // made by Run
 
 	// Owned by the worker goroutine.
-	owners map[network.ClusterID]types.NamespacedName     // cluster ID → Secret that claims it
-	keys   map[types.NamespacedName]map[string]*keyRecord // Secret → data key → record
+	owners  map[network.ClusterID]types.NamespacedName     // cluster ID → Secret that claims it
+	keys    map[types.NamespacedName]map[string]*keyRecord // Secret → data key → record
+	tooMany map[types.NamespacedName]KeyStatus             // Secrets refused for their number of keys
 
 	mu          sync.Mutex
 	status      []KeyStatus       // guarded by mu; a snapshot rebuilt after each change
@@ -138,6 +157,9 @@ func New(opts Options) (*Controller, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.MaxKeysPerSecret == 0 {
+		opts.MaxKeysPerSecret = DefaultMaxKeysPerSecret
+	}
 	selector := network.LabelMultiCluster + "=true"
 	factory := informers.NewSharedInformerFactoryWithOptions(opts.Client, 0,
 		informers.WithNamespace(opts.Namespace),
@@ -151,6 +173,7 @@ func New(opts Options) (*Controller, error) {
 		lister:   si.Lister(),
 		owners:   map[network.ClusterID]types.NamespacedName{},
 		keys:     map[types.NamespacedName]map[string]*keyRecord{},
+		tooMany:  map[types.NamespacedName]KeyStatus{},
 	}
 	_, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: c.enqueue,
@@ -261,6 +284,20 @@ func (c *Controller) reconcile(name types.NamespacedName) {
 	if err == nil {
 		data = secret.Data
 	}
+	if n := len(data); n > c.opts.MaxKeysPerSecret {
+		// Refused before any kubeconfig is parsed or any cluster started: the number of
+		// clusters one Secret can create is bounded.
+		msg := fmt.Sprintf("secret %s has %d keys, more than the limit of %d (--remote-max-keys-per-secret); its changes are not applied", name, n, c.opts.MaxKeysPerSecret)
+		if prev, already := c.tooMany[name]; !already || prev.Error != msg {
+			if !already {
+				c.countEvent(string(KeyTooMany))
+			}
+			c.log.Error("remote secret refused: too many keys", "secret", name.String(), "keys", n, "max", c.opts.MaxKeysPerSecret)
+			c.tooMany[name] = KeyStatus{Secret: name.String(), State: KeyTooMany, Error: msg, Updated: time.Now()}
+		}
+		return
+	}
+	delete(c.tooMany, name)
 	records := c.keys[name]
 	if records == nil {
 		records = map[string]*keyRecord{}
@@ -348,9 +385,9 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 	c.opts.Handler.SetCluster(id, fmt.Sprintf("%s[%s]", name, key), cfg)
 	if rec.active {
 		c.countEvent("updated")
-		log.Info("remote cluster credentials changed", "server", cfg.Host)
+		log.Info("remote cluster credentials changed", "server", network.RedactServer(cfg.Host))
 	} else {
-		log.Info("remote cluster added", "server", cfg.Host)
+		log.Info("remote cluster added", "server", network.RedactServer(cfg.Host))
 	}
 	rec.active, rec.hash = true, sum
 	set(KeyAccepted, "")
@@ -367,7 +404,8 @@ func (c *Controller) countEvent(outcome string) {
 
 // Events counts what happened to remote Secret keys since start, by outcome:
 // accepted, rejected, duplicate, ignored (a key reaching that state), updated
-// (credentials rotated) and removed.
+// (credentials rotated), removed, and too-many-keys (a Secret refused for holding more
+// keys than allowed).
 func (c *Controller) Events() map[string]uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -398,6 +436,9 @@ func (c *Controller) requeueDuplicates(except types.NamespacedName) {
 
 func (c *Controller) publishStatus() {
 	var out []KeyStatus
+	for _, st := range c.tooMany {
+		out = append(out, st)
+	}
 	for _, records := range c.keys {
 		for _, rec := range records {
 			out = append(out, rec.status)

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/horizon-mesh/horizon/network"
+	"github.com/horizon-mesh/horizon/secrets"
 )
 
 // Log messages the tests count.
@@ -18,7 +19,18 @@ const (
 	logRejected  = "remote kubeconfig rejected"
 	logDuplicate = "cluster ID already claimed by another remote secret; refused"
 	logIgnored   = "remote secret key names the config cluster itself; ignored"
+	logTooMany   = "remote secret refused: too many keys"
 )
+
+// overCap returns the data of a Secret with one key more than the default cap: c1
+// with kubeconfig c1, the rest refused kubeconfigs that must never be parsed.
+func overCap(c1 []byte) kv {
+	data := kv{"c1": c1}
+	for i := len(data); i <= secrets.DefaultMaxKeysPerSecret; i++ {
+		data[fmt.Sprintf("x%03d", i)] = execKubeconfig
+	}
+	return data
+}
 
 // Kubeconfigs LoadKubeconfig refuses, with the reason it gives.
 var badKubeconfigs = []struct {
@@ -100,6 +112,39 @@ func TestController(t *testing.T) {
 				},
 				logs:   map[string]int{logAdded: 2, logRejected: 1, logDuplicate: 1, logIgnored: 1},
 				events: map[string]uint64{"accepted": 2, "rejected": 1, "duplicate": 1, "ignored": 1},
+			}},
+		},
+		{
+			name:    "a Secret over the key cap is refused whole; its clusters keep serving",
+			initial: []*corev1.Secret{remoteSecret("a", kv{"c1": remoteA.kubeconfig})},
+			atSync:  []call{set("c1", "a", remoteA)},
+			steps: []step{{
+				name:   "101 keys, one rotating c1, the rest exec plugins",
+				do:     apply(remoteSecret("a", overCap(remoteARotated.kubeconfig))),
+				status: []key{tooMany("a", "has 101 keys, more than the limit of 100 (--remote-max-keys-per-secret)"), accepted("a", "c1")},
+				logs:   map[string]int{logAdded: 1, logRejected: 0, logTooMany: 1},
+				events: map[string]uint64{"accepted": 1, "too-many-keys": 1},
+			}, {
+				name:   "written again unchanged",
+				do:     touch("a"),
+				status: []key{tooMany("a", "has 101 keys"), accepted("a", "c1")},
+				logs:   map[string]int{logTooMany: 1},
+				events: map[string]uint64{"too-many-keys": 1},
+			}, {
+				name:   "back under the cap",
+				do:     apply(remoteSecret("a", kv{"c1": remoteARotated.kubeconfig, "c2": remoteB.kubeconfig})),
+				calls:  []call{set("c1", "a", remoteARotated), set("c2", "a", remoteB)},
+				status: []key{accepted("a", "c1"), accepted("a", "c2")},
+				events: map[string]uint64{"accepted": 2, "updated": 1, "too-many-keys": 1},
+			}},
+		},
+		{
+			name:    "a Secret over the key cap at start starts no cluster",
+			initial: []*corev1.Secret{remoteSecret("a", overCap(remoteA.kubeconfig))},
+			steps: []step{{
+				status: []key{tooMany("a", "has 101 keys")},
+				logs:   map[string]int{logAdded: 0, logRejected: 0, logTooMany: 1},
+				events: map[string]uint64{"too-many-keys": 1},
 			}},
 		},
 		{

@@ -468,6 +468,9 @@ func rejected(secret, k, err string) key {
 func duplicate(secret, k, err string) key {
 	return key{secret: secret, key: k, state: secrets.KeyDuplicate, err: err}
 }
+func tooMany(secret, err string) key {
+	return key{secret: secret, state: secrets.KeyTooMany, err: err}
+}
 func ignored(secret, k, err string) key {
 	return key{secret: secret, key: k, state: secrets.KeyIgnored, err: err}
 }

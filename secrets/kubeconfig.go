@@ -3,36 +3,53 @@ package secrets
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/url"
 	"regexp"
 	"sort"
 
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	clientcmdv1 "k8s.io/client-go/tools/clientcmd/api/v1"
+	"sigs.k8s.io/yaml"
 )
 
-// LoadOptions says what an untrusted kubeconfig may use.
+// LoadOptions says what an untrusted kubeconfig may use beyond the allowlist.
 type LoadOptions struct {
 	// AllowFilePaths lets a kubeconfig name files on Horizon's own file system
 	// (tokenFile, client certificate and key files, CA file). Off by default: a remote
 	// secret must not make Horizon read its local files.
 	AllowFilePaths bool
+	// AllowInsecureSkipTLSVerify lets a kubeconfig turn off server certificate checks.
+	AllowInsecureSkipTLSVerify bool
+	// AllowHTTP lets a kubeconfig name an http:// server: credentials travel in clear.
+	AllowHTTP bool
+	// AllowProxyURL lets a kubeconfig route Horizon's connections through a proxy it
+	// names.
+	AllowProxyURL bool
 }
 
 var lineRE = regexp.MustCompile(`line \d+`)
 
-// LoadKubeconfig parses an untrusted kubeconfig and returns a client config for its
-// current context. It rejects empty or unparseable input, a missing context, cluster or
-// server, exec credential plugins, auth-provider plugins and (unless allowed) file
-// paths anywhere in the kubeconfig.
+// LoadKubeconfig parses an untrusted kubeconfig and builds a client config for its
+// current context from an allowlist: a bearer token, client certificate and key data,
+// CA data, an https:// server and tls-server-name. Everything else that changes where
+// or how Horizon connects or whom it acts as is refused, in every cluster and user
+// the kubeconfig defines, with an error naming the field: exec and auth-provider
+// plugins, impersonation, basic auth, and (unless LoadOptions allows them) file paths,
+// insecure-skip-tls-verify, http:// servers and proxy-url. A server URL must not carry
+// userinfo, a query or a fragment, nor name a link-local, multicast or unspecified
+// address. Inert metadata (extensions, preferences, a context's namespace) is ignored.
 //
-// Errors never quote the kubeconfig: a parse error says at most which line failed.
+// Errors never quote the kubeconfig's values: a parse error says at most which line
+// failed; other errors name fields and the kubeconfig's own cluster, user and context
+// names.
 func LoadKubeconfig(data []byte, opts LoadOptions) (*rest.Config, error) {
 	if len(data) == 0 {
 		return nil, errors.New("kubeconfig is empty")
 	}
-	cfg, err := clientcmd.Load(data)
-	if err != nil {
+	var cfg clientcmdv1.Config
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
 		// Parser errors can quote the offending input, which may be a token: keep only
 		// the position.
 		where := ""
@@ -41,69 +58,198 @@ func LoadKubeconfig(data []byte, opts LoadOptions) (*rest.Config, error) {
 		}
 		return nil, fmt.Errorf("kubeconfig is not valid YAML or JSON%s", where)
 	}
-	if err := checkUntrusted(cfg, opts); err != nil {
+	if err := checkUntrusted(&cfg, opts); err != nil {
 		return nil, err
 	}
 	if cfg.CurrentContext == "" {
 		return nil, errors.New("kubeconfig has no current-context")
 	}
-	kctx, ok := cfg.Contexts[cfg.CurrentContext]
-	if !ok {
+	var kctx *clientcmdv1.Context
+	for i := range cfg.Contexts {
+		if cfg.Contexts[i].Name == cfg.CurrentContext {
+			kctx = &cfg.Contexts[i].Context
+			break
+		}
+	}
+	if kctx == nil {
 		return nil, fmt.Errorf("kubeconfig current-context %q is not defined", cfg.CurrentContext)
 	}
-	cluster, ok := cfg.Clusters[kctx.Cluster]
-	if !ok {
+	var cluster *clientcmdv1.Cluster
+	for i := range cfg.Clusters {
+		if cfg.Clusters[i].Name == kctx.Cluster {
+			cluster = &cfg.Clusters[i].Cluster
+			break
+		}
+	}
+	if cluster == nil {
 		return nil, fmt.Errorf("kubeconfig context %q names cluster %q, which is not defined", cfg.CurrentContext, kctx.Cluster)
 	}
 	if cluster.Server == "" {
 		return nil, fmt.Errorf("kubeconfig cluster %q has no server", kctx.Cluster)
 	}
+	user := &clientcmdv1.AuthInfo{}
 	if kctx.AuthInfo != "" {
-		if _, ok := cfg.AuthInfos[kctx.AuthInfo]; !ok {
+		user = nil
+		for i := range cfg.AuthInfos {
+			if cfg.AuthInfos[i].Name == kctx.AuthInfo {
+				user = &cfg.AuthInfos[i].AuthInfo
+				break
+			}
+		}
+		if user == nil {
 			return nil, fmt.Errorf("kubeconfig context %q names user %q, which is not defined", cfg.CurrentContext, kctx.AuthInfo)
 		}
 	}
-	rc, err := clientcmd.NewDefaultClientConfig(*cfg, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		// Client-config errors name fields and files, not credentials.
-		return nil, fmt.Errorf("kubeconfig context %q: %w", cfg.CurrentContext, err)
+	rc := &rest.Config{
+		Host:            cluster.Server,
+		BearerToken:     user.Token,
+		BearerTokenFile: user.TokenFile,
+		TLSClientConfig: rest.TLSClientConfig{
+			ServerName: cluster.TLSServerName,
+			Insecure:   cluster.InsecureSkipTLSVerify,
+			CAData:     cluster.CertificateAuthorityData,
+			CAFile:     cluster.CertificateAuthority,
+			CertData:   user.ClientCertificateData,
+			CertFile:   user.ClientCertificate,
+			KeyData:    user.ClientKeyData,
+			KeyFile:    user.ClientKey,
+		},
+	}
+	if cluster.ProxyURL != "" {
+		// checkUntrusted parsed it already; this cannot fail.
+		u, _ := url.Parse(cluster.ProxyURL)
+		rc.Proxy = func(*http.Request) (*url.URL, error) { return u, nil }
 	}
 	return rc, nil
 }
 
-// checkUntrusted rejects what an untrusted kubeconfig must not use, in every user and
+// checkUntrusted refuses what an untrusted kubeconfig must not use, in every user and
 // cluster it defines, not only the current one.
-func checkUntrusted(cfg *clientcmdapi.Config, opts LoadOptions) error {
-	for _, name := range sortedKeys(cfg.AuthInfos) {
-		u := cfg.AuthInfos[name]
-		if u == nil {
-			continue
-		}
+func checkUntrusted(cfg *clientcmdv1.Config, opts LoadOptions) error {
+	for i, nu := range cfg.AuthInfos {
+		u := nu.AuthInfo
+		field := func(f string) string { return fmt.Sprintf("users[%d].user.%s", i, f) }
 		if u.Exec != nil {
-			return fmt.Errorf("kubeconfig user %q uses an exec credential plugin, which is not allowed", name)
+			return fmt.Errorf("%s: user %q uses an exec credential plugin, which is not allowed", field("exec"), nu.Name)
 		}
 		if u.AuthProvider != nil {
-			return fmt.Errorf("kubeconfig user %q uses auth-provider %q, which is not allowed", name, u.AuthProvider.Name)
+			return fmt.Errorf("%s: user %q uses auth-provider %q, which is not allowed", field("auth-provider"), nu.Name, u.AuthProvider.Name)
+		}
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"as", u.Impersonate != ""},
+			{"as-uid", u.ImpersonateUID != ""},
+			{"as-groups", len(u.ImpersonateGroups) > 0},
+			{"as-user-extra", len(u.ImpersonateUserExtra) > 0},
+		} {
+			if f.set {
+				return fmt.Errorf("%s: impersonation is not allowed in a remote kubeconfig", field(f.name))
+			}
+		}
+		if u.Username != "" {
+			return fmt.Errorf("%s: basic authentication is not allowed in a remote kubeconfig", field("username"))
+		}
+		if u.Password != "" {
+			return fmt.Errorf("%s: basic authentication is not allowed in a remote kubeconfig", field("password"))
+		}
+		if (len(u.ClientCertificateData) > 0 || u.ClientCertificate != "") != (len(u.ClientKeyData) > 0 || u.ClientKey != "") {
+			return fmt.Errorf("%s: user %q needs both a client certificate and a client key, or neither", field("client-certificate-data"), nu.Name)
 		}
 		if opts.AllowFilePaths {
 			continue
 		}
-		for _, f := range []struct{ field, path string }{
+		for _, f := range []struct{ name, path string }{
 			{"tokenFile", u.TokenFile},
 			{"client-certificate", u.ClientCertificate},
 			{"client-key", u.ClientKey},
 		} {
 			if f.path != "" {
-				return fmt.Errorf("kubeconfig user %q sets %s, a file path, which is not allowed", name, f.field)
+				return fmt.Errorf("%s: user %q sets %s, a file path, which is not allowed", field(f.name), nu.Name, f.name)
 			}
 		}
 	}
-	if !opts.AllowFilePaths {
-		for _, name := range sortedKeys(cfg.Clusters) {
-			if c := cfg.Clusters[name]; c != nil && c.CertificateAuthority != "" {
-				return fmt.Errorf("kubeconfig cluster %q sets certificate-authority, a file path, which is not allowed", name)
+	for i, nc := range cfg.Clusters {
+		c := nc.Cluster
+		field := func(f string) string { return fmt.Sprintf("clusters[%d].cluster.%s", i, f) }
+		if c.CertificateAuthority != "" && !opts.AllowFilePaths {
+			return fmt.Errorf("%s: cluster %q sets certificate-authority, a file path, which is not allowed", field("certificate-authority"), nc.Name)
+		}
+		if c.InsecureSkipTLSVerify {
+			if !opts.AllowInsecureSkipTLSVerify {
+				return fmt.Errorf("%s: turning off server certificate checks is not allowed in a remote kubeconfig (see --remote-allow-insecure-skip-tls-verify)", field("insecure-skip-tls-verify"))
+			}
+			if len(c.CertificateAuthorityData) > 0 || c.CertificateAuthority != "" {
+				return fmt.Errorf("%s: cluster %q sets both a certificate authority and insecure-skip-tls-verify", field("insecure-skip-tls-verify"), nc.Name)
 			}
 		}
+		if c.ProxyURL != "" {
+			if !opts.AllowProxyURL {
+				return fmt.Errorf("%s: a proxy is not allowed in a remote kubeconfig (see --remote-allow-proxy-url)", field("proxy-url"))
+			}
+			if err := checkURL(c.ProxyURL, []string{"http", "https", "socks5"}, false); err != nil {
+				return fmt.Errorf("%s: %v", field("proxy-url"), err)
+			}
+		}
+		if c.Server != "" {
+			schemes := []string{"https"}
+			if opts.AllowHTTP {
+				schemes = append(schemes, "http")
+			}
+			if err := checkURL(c.Server, schemes, true); err != nil {
+				if errors.Is(err, errScheme) && !opts.AllowHTTP {
+					err = fmt.Errorf("%w (see --remote-allow-http)", err)
+				}
+				return fmt.Errorf("%s: %v", field("server"), err)
+			}
+		}
+	}
+	return nil
+}
+
+var errScheme = errors.New("scheme is not allowed in a remote kubeconfig")
+
+// checkURL checks a URL from an untrusted kubeconfig. Its errors never quote the URL,
+// which may hold credentials.
+func checkURL(raw string, schemes []string, server bool) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("not a valid URL")
+	}
+	ok := false
+	for _, s := range schemes {
+		if u.Scheme == s {
+			ok = true
+		}
+	}
+	if !ok {
+		// Quote only a scheme Horizon knows: in "admin:S3CRET@host" the "scheme" is a
+		// user name.
+		switch u.Scheme {
+		case "http", "https", "socks5":
+			return fmt.Errorf("%s:// %w", u.Scheme, errScheme)
+		}
+		return fmt.Errorf("the URL's %w", errScheme)
+	}
+	if u.User != nil {
+		return errors.New("credentials in the URL (userinfo) are not allowed in a remote kubeconfig")
+	}
+	if u.Hostname() == "" {
+		return errors.New("the URL has no host")
+	}
+	if !server {
+		return nil
+	}
+	if u.RawQuery != "" || u.ForceQuery {
+		return errors.New("a query in the server URL is not allowed in a remote kubeconfig")
+	}
+	if u.Fragment != "" {
+		return errors.New("a fragment in the server URL is not allowed in a remote kubeconfig")
+	}
+	if ip := net.ParseIP(u.Hostname()); ip != nil &&
+		(ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified()) {
+		return errors.New("a link-local, multicast or unspecified server address is not allowed in a remote kubeconfig")
 	}
 	return nil
 }

@@ -185,7 +185,11 @@ func printStatus(out io.Writer, rep statusReport) {
 		fmt.Fprintf(out, "meshNetworks: %s, generation %d, no rejected edit\n", dash(rep.Networks.Status.Source), rep.Networks.Status.Generation)
 	}
 	for _, s := range rep.Secrets {
-		if s.State != secrets.KeyAccepted {
+		switch {
+		case s.State == secrets.KeyAccepted:
+		case s.Key == "":
+			fmt.Fprintf(out, "remote secret %s: %s: %s\n", s.Secret, s.State, s.Error)
+		default:
 			fmt.Fprintf(out, "remote secret %s key %q: %s: %s\n", s.Secret, s.Key, s.State, s.Error)
 		}
 	}

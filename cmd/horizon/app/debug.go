@@ -213,7 +213,7 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, k := range s.h.secrets.Status() {
 		keys[k.State]++
 	}
-	for _, state := range []secrets.KeyState{secrets.KeyAccepted, secrets.KeyRejected, secrets.KeyDuplicate, secrets.KeyIgnored} {
+	for _, state := range []secrets.KeyState{secrets.KeyAccepted, secrets.KeyRejected, secrets.KeyDuplicate, secrets.KeyIgnored, secrets.KeyTooMany} {
 		ch <- prometheus.MustNewConstMetric(s.secretKeys, prometheus.GaugeValue, float64(keys[state]), string(state))
 	}
 	events := s.h.secrets.Events()
