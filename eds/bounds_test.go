@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
 )
 
@@ -160,7 +161,7 @@ func TestIdleGroupsAreSweptWithoutAPush(t *testing.T) {
 	wg.Add(1)
 	go func() { defer wg.Done(); f.s.Run(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	waitFor(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		if f.s.Pushes() < 2 { // Run's first push
 			return fmt.Errorf("%d pushes", f.s.Pushes())
 		}
@@ -172,7 +173,7 @@ func TestIdleGroupsAreSweptWithoutAPush(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		if n := f.groupCount(); n != 0 {
 			return fmt.Errorf("%d groups left", n)
 		}

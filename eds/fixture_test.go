@@ -110,20 +110,3 @@ func sotwStreamFor(t *testing.T, f *xdsFixture) discoverygrpc.AggregatedDiscover
 	}
 	return st
 }
-
-// waitFor polls cond until it returns nil, failing the test with its last error
-// after timeout.
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
 )
 
@@ -57,7 +58,7 @@ func TestRouterListenerOnTargetPort(t *testing.T) {
 	), xdstest.Options{LDS: true, CDS: true, EDS: []string{sniA}})
 	wantListener := func(name string, port uint32) {
 		t.Helper()
-		waitFor(t, 10*time.Second, func() error {
+		kubetest.Eventually(t, 10*time.Second, func() error {
 			if names := router.Names(xdstest.TypeListener); !slices.Equal(names, []string{name}) {
 				return fmt.Errorf("listeners %q, want %s", names, name)
 			}
