@@ -40,7 +40,10 @@ type Options struct {
 	Source EndpointSource
 	// Networks returns the meshNetworks in force.
 	Networks func() *network.Networks
-	// Lookup resolves gateway DNS names (cached); nil resolves nothing.
+	// Lookup returns the cached addresses of a gateway DNS name; nil resolves nothing.
+	// It is called during a push, under the push lock, so it must not wait on DNS
+	// (network.Resolver.Lookup answers from its cache and resolves in the background;
+	// its OnChange should call ConfigChanged).
 	Lookup func(host string) []string
 	// DebounceAfter is the quiet time after a change before a push; DebounceMax caps
 	// how long a stream of changes may delay one.

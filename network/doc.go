@@ -10,6 +10,7 @@
 //
 // Concurrency: everything here is immutable data or pure functions and is safe for
 // concurrent use, except Resolver, a DNS cache for gateway host names, whose methods
-// are safe for concurrent use and whose state is guarded by its mutex; its Run loop is
-// the only goroutine it needs and it starts none of its own.
+// are safe for concurrent use and whose state is guarded by its mutex. Its Lookup
+// never waits on DNS; its Run resolves in the background with a bounded number of
+// look-up goroutines, all ended before Run returns.
 package network

@@ -16,6 +16,16 @@ import (
 // MinResolverTTL is the shortest refresh interval a Resolver accepts outside tests.
 const MinResolverTTL = 30 * time.Second
 
+// Resolver bounds applied when ResolverOptions leave them zero.
+const (
+	// DefaultResolverMaxHosts is how many host names a Resolver caches by default.
+	DefaultResolverMaxHosts = 256
+	// DefaultResolverMaxAddrs is how many addresses a Resolver keeps per host by default.
+	DefaultResolverMaxAddrs = 16
+	// DefaultResolverConcurrency is how many look-ups a Resolver runs at once by default.
+	DefaultResolverConcurrency = 8
+)
+
 // ResolverOptions configure a Resolver.
 type ResolverOptions struct {
 	// TTL is how often every cached host is resolved again; at least MinResolverTTL.
@@ -27,8 +37,17 @@ type ResolverOptions struct {
 	Lookup func(ctx context.Context, host string) ([]string, error)
 	// LookupTimeout bounds one Lookup call. Default 5s.
 	LookupTimeout time.Duration
-	// OnChange is called from Run after a refresh in which the answer for any host
-	// changed. It must not block for long. Optional.
+	// MaxHosts bounds the host names cached; a new name past it gets no addresses.
+	// Default DefaultResolverMaxHosts.
+	MaxHosts int
+	// MaxAddrs bounds the addresses kept per host: the first MaxAddrs of the sorted
+	// answer. Default DefaultResolverMaxAddrs.
+	MaxAddrs int
+	// Concurrency bounds the look-ups running at once. Default DefaultResolverConcurrency.
+	Concurrency int
+	// OnChange is called from Run's goroutines after a look-up changed the addresses
+	// of a host (its first non-empty answer included), so that the caller pushes the
+	// new answer. It may be called concurrently and must not block for long. Optional.
 	OnChange func()
 	// Logger receives failed look-ups; slog.Default() when nil.
 	Logger *slog.Logger
@@ -43,6 +62,15 @@ func (o *ResolverOptions) Validate() error {
 	if o.LookupTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("resolver lookup timeout %s: must be positive", o.LookupTimeout))
 	}
+	if o.MaxHosts <= 0 {
+		errs = append(errs, fmt.Errorf("resolver max hosts %d: must be positive", o.MaxHosts))
+	}
+	if o.MaxAddrs <= 0 {
+		errs = append(errs, fmt.Errorf("resolver max addresses %d: must be positive", o.MaxAddrs))
+	}
+	if o.Concurrency <= 0 {
+		errs = append(errs, fmt.Errorf("resolver concurrency %d: must be positive", o.Concurrency))
+	}
 	return errors.Join(errs...)
 }
 
@@ -56,6 +84,15 @@ func (o *ResolverOptions) defaults() {
 	if o.LookupTimeout == 0 {
 		o.LookupTimeout = 5 * time.Second
 	}
+	if o.MaxHosts == 0 {
+		o.MaxHosts = DefaultResolverMaxHosts
+	}
+	if o.MaxAddrs == 0 {
+		o.MaxAddrs = DefaultResolverMaxAddrs
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = DefaultResolverConcurrency
+	}
 	if o.OnChange == nil {
 		o.OnChange = func() {}
 	}
@@ -67,20 +104,28 @@ func (o *ResolverOptions) defaults() {
 // forgetAfter is how many TTLs a host may go unasked before the Resolver drops it.
 const forgetAfter = 3
 
-// Resolver is a DNS cache for gateway host names: Lookup answers from the cache, and
-// Run refreshes the cache every TTL and reports changed answers. Its methods are safe
-// for concurrent use.
+// Resolver is a DNS cache for gateway host names. Lookup never waits on DNS: it
+// answers from the cache and queues a name it has not seen; Run resolves queued names
+// and, every TTL, every cached name, in the background with at most Concurrency
+// look-ups at once, and calls OnChange when a host's addresses changed. Its methods
+// are safe for concurrent use.
 type Resolver struct {
 	opts ResolverOptions
 
-	mu    sync.Mutex
-	hosts map[string]*resolverEntry // guarded by mu
+	// queue holds host names waiting for a look-up; its capacity is MaxHosts, and a
+	// host is queued at most once at a time (resolverEntry.queued), so sends under mu
+	// do not block.
+	queue chan string
+
+	mu         sync.Mutex
+	hosts      map[string]*resolverEntry // guarded by mu
+	overWarned bool                      // guarded by mu; the MaxHosts warning was logged
 }
 
 type resolverEntry struct {
-	ready    chan struct{} // closed when the first resolution finished
-	addrs    []string      // guarded by Resolver.mu; sorted
-	lastUsed time.Time     // guarded by Resolver.mu
+	addrs    []string  // guarded by Resolver.mu; sorted, at most MaxAddrs
+	lastUsed time.Time // guarded by Resolver.mu
+	queued   bool      // guarded by Resolver.mu; in queue or being looked up
 }
 
 // NewResolver returns a Resolver with opts, defaults applied.
@@ -89,36 +134,53 @@ func NewResolver(opts ResolverOptions) (*Resolver, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	return &Resolver{opts: opts, hosts: map[string]*resolverEntry{}}, nil
+	return &Resolver{
+		opts:  opts,
+		queue: make(chan string, opts.MaxHosts),
+		hosts: map[string]*resolverEntry{},
+	}, nil
 }
 
-// Lookup returns the cached addresses of host, sorted. The first call for a host
-// resolves it before returning; later calls answer from the cache, which Run keeps
-// fresh. An IP address is returned as is. A host that cannot be resolved has no
-// addresses until a refresh succeeds. Lookup's signature fits Networks.Gateways.
+// Lookup returns the cached addresses of host, sorted, without waiting on DNS. A
+// host not seen before has no addresses: it is queued for Run, which calls OnChange
+// once its first answer arrives. An IP address is returned as is. A host that cannot
+// be resolved has no addresses until a refresh succeeds; past MaxHosts cached names,
+// a new one gets none. Lookup's signature fits Networks.Gateways.
 func (r *Resolver) Lookup(host string) []string {
 	if a, err := netip.ParseAddr(host); err == nil {
 		return []string{a.String()}
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	e, ok := r.hosts[host]
 	if !ok {
-		e = &resolverEntry{ready: make(chan struct{})}
+		if len(r.hosts) >= r.opts.MaxHosts {
+			if !r.overWarned {
+				r.overWarned = true
+				r.opts.Logger.Warn("too many gateway host names to resolve; ignoring new ones",
+					"max", r.opts.MaxHosts, "host", host)
+			}
+			return nil
+		}
+		e = &resolverEntry{}
 		r.hosts[host] = e
+		r.enqueueLocked(host, e)
 	}
 	e.lastUsed = time.Now()
-	r.mu.Unlock()
-	if !ok {
-		addrs, _ := r.resolve(context.Background(), host)
-		r.mu.Lock()
-		e.addrs = addrs
-		r.mu.Unlock()
-		close(e.ready)
-	}
-	<-e.ready
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	return slices.Clone(e.addrs)
+}
+
+// enqueueLocked queues host for a look-up unless it is queued already. r.mu is held.
+func (r *Resolver) enqueueLocked(host string, e *resolverEntry) {
+	if e.queued {
+		return
+	}
+	select {
+	case r.queue <- host:
+		e.queued = true
+	default:
+		// Full only with stale names of dropped hosts in it; the next refresh retries.
+	}
 }
 
 // Cached returns every cached host with its addresses, for display.
@@ -132,64 +194,83 @@ func (r *Resolver) Cached() map[string][]string {
 	return out
 }
 
-// Run refreshes every cached host each TTL until ctx is done, and calls OnChange after
-// a refresh that changed any answer. A failed look-up keeps the previous answer.
-// Hosts not asked for over several TTLs are dropped. Run starts no goroutines.
+// Run resolves queued hosts as they come and every cached host each TTL, with
+// Concurrency look-up goroutines, until ctx is done; it returns once they have ended.
+// OnChange is called after a look-up that changed a host's addresses. A failed
+// look-up keeps the previous answer. Hosts not asked for over several TTLs are
+// dropped.
 func (r *Resolver) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for range r.opts.Concurrency {
+		wg.Go(func() { r.work(ctx) })
+	}
 	t := time.NewTicker(r.opts.TTL)
-	defer t.Stop()
+	defer func() {
+		t.Stop()
+		wg.Wait()
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if r.refresh(ctx) {
+		r.refresh(time.Now())
+	}
+}
+
+// refresh drops hosts unused for forgetAfter TTLs and queues every other one.
+func (r *Resolver) refresh(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, h := range slices.Sorted(maps.Keys(r.hosts)) {
+		e := r.hosts[h]
+		if now.Sub(e.lastUsed) > forgetAfter*r.opts.TTL {
+			delete(r.hosts, h)
+			continue
+		}
+		r.enqueueLocked(h, e)
+	}
+	if len(r.hosts) < r.opts.MaxHosts {
+		r.overWarned = false
+	}
+}
+
+// work resolves queued hosts until ctx is done.
+func (r *Resolver) work(ctx context.Context) {
+	for {
+		var host string
+		select {
+		case <-ctx.Done():
+			return
+		case host = <-r.queue:
+		}
+		r.mu.Lock()
+		_, ok := r.hosts[host]
+		r.mu.Unlock()
+		if !ok {
+			continue // dropped while queued
+		}
+		addrs, err := r.resolve(ctx, host)
+		r.mu.Lock()
+		e, ok := r.hosts[host]
+		changed := false
+		if ok {
+			e.queued = false
+			if err == nil && !slices.Equal(e.addrs, addrs) {
+				e.addrs = addrs
+				changed = true
+			}
+		}
+		r.mu.Unlock()
+		if changed {
 			r.opts.OnChange()
 		}
 	}
 }
 
-// refresh resolves every cached host again and reports whether any answer changed.
-func (r *Resolver) refresh(ctx context.Context) bool {
-	now := time.Now()
-	r.mu.Lock()
-	hosts := make(map[string]*resolverEntry, len(r.hosts))
-	for h, e := range r.hosts {
-		select {
-		case <-e.ready:
-		default:
-			continue // its first resolution is still under way
-		}
-		if now.Sub(e.lastUsed) > forgetAfter*r.opts.TTL {
-			delete(r.hosts, h)
-			continue
-		}
-		hosts[h] = e
-	}
-	r.mu.Unlock()
-
-	changed := false
-	for _, h := range slices.Sorted(maps.Keys(hosts)) {
-		if ctx.Err() != nil {
-			return changed
-		}
-		addrs, err := r.resolve(ctx, h)
-		if err != nil {
-			continue
-		}
-		e := hosts[h]
-		r.mu.Lock()
-		if !slices.Equal(e.addrs, addrs) {
-			e.addrs = addrs
-			changed = true
-		}
-		r.mu.Unlock()
-	}
-	return changed
-}
-
-// resolve looks host up and returns its IP addresses, sorted and deduplicated.
+// resolve looks host up and returns its IP addresses, sorted, deduplicated and cut
+// to MaxAddrs.
 func (r *Resolver) resolve(ctx context.Context, host string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.LookupTimeout)
 	defer cancel()
@@ -206,6 +287,11 @@ func (r *Resolver) resolve(ctx context.Context, host string) ([]string, error) {
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
 	addrs = slices.Compact(addrs)
+	if len(addrs) > r.opts.MaxAddrs {
+		r.opts.Logger.Warn("gateway host has too many addresses; keeping the first ones",
+			"host", host, "addresses", len(addrs), "max", r.opts.MaxAddrs)
+		addrs = addrs[:r.opts.MaxAddrs]
+	}
 	out := make([]string, len(addrs))
 	for i, a := range addrs {
 		out[i] = a.String()

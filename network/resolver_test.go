@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
 	"github.com/horizon-mesh/horizon/network"
 )
@@ -23,6 +24,8 @@ type fakeLookup struct {
 	fail    map[string]bool     // guarded by mu
 	calls   map[string]int      // guarded by mu
 	gate    chan struct{}       // when set, every call waits for it to close
+	running int                 // guarded by mu; calls under way
+	maxRun  int                 // guarded by mu; most calls under way at once
 }
 
 func newFakeLookup(answers map[string][]string) *fakeLookup {
@@ -32,8 +35,15 @@ func newFakeLookup(answers map[string][]string) *fakeLookup {
 func (f *fakeLookup) lookup(ctx context.Context, host string) ([]string, error) {
 	f.mu.Lock()
 	f.calls[host]++
+	f.running++
+	f.maxRun = max(f.maxRun, f.running)
 	gate := f.gate
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.running--
+		f.mu.Unlock()
+	}()
 	if gate != nil {
 		select {
 		case <-gate:
@@ -70,6 +80,18 @@ func (f *fakeLookup) count(host string) int {
 	return f.calls[host]
 }
 
+func (f *fakeLookup) inflight() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.running
+}
+
+func (f *fakeLookup) maxInflight() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.maxRun
+}
+
 // eventually calls cond until it returns nil, failing the test after timeout.
 func eventually(t *testing.T, timeout time.Duration, cond func() error) {
 	t.Helper()
@@ -104,6 +126,9 @@ func TestResolverOptionsValidate(t *testing.T) {
 		{name: "short TTL allowed", opts: network.ResolverOptions{TTL: time.Millisecond, AllowShortTTL: true}},
 		{name: "negative TTL", opts: network.ResolverOptions{TTL: -time.Second, AllowShortTTL: true}, wantErr: "resolver TTL -1s: must be at least 30s"},
 		{name: "negative lookup timeout", opts: network.ResolverOptions{LookupTimeout: -1}, wantErr: "resolver lookup timeout -1ns: must be positive"},
+		{name: "negative max hosts", opts: network.ResolverOptions{MaxHosts: -1}, wantErr: "resolver max hosts -1: must be positive"},
+		{name: "negative max addresses", opts: network.ResolverOptions{MaxAddrs: -1}, wantErr: "resolver max addresses -1: must be positive"},
+		{name: "negative concurrency", opts: network.ResolverOptions{Concurrency: -1}, wantErr: "resolver concurrency -1: must be positive"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := network.NewResolver(tc.opts)
@@ -123,6 +148,21 @@ func TestResolverOptionsValidate(t *testing.T) {
 	}
 }
 
+// runResolver runs r until the test ends.
+func runResolver(t *testing.T, r *network.Resolver) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
+
 func TestResolverLookup(t *testing.T) {
 	dns := newFakeLookup(map[string][]string{
 		"gw.example.com": {"203.0.113.9", "203.0.113.8", "203.0.113.9", "::ffff:203.0.113.7", "junk"},
@@ -131,27 +171,39 @@ func TestResolverLookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name      string
-		host      string
-		want      []string
-		wantCalls int // look-ups of host so far
-	}{
-		{name: "first call resolves", host: "gw.example.com", want: []string{"203.0.113.7", "203.0.113.8", "203.0.113.9"}, wantCalls: 1},
-		{name: "second call is cached", host: "gw.example.com", want: []string{"203.0.113.7", "203.0.113.8", "203.0.113.9"}, wantCalls: 1},
-		{name: "IP address as is", host: "192.0.2.1", want: []string{"192.0.2.1"}, wantCalls: 0},
-		{name: "unknown host", host: "gone.example.com", want: nil, wantCalls: 1},
-		{name: "unknown host is not asked again before a refresh", host: "gone.example.com", want: nil, wantCalls: 1},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := r.Lookup(tc.host)
-			if !slices.Equal(got, tc.want) {
-				t.Errorf("Lookup(%q) = %v, want %v", tc.host, got, tc.want)
-			}
-			if n := dns.count(tc.host); n != tc.wantCalls {
-				t.Errorf("%d look-ups of %q, want %d", n, tc.host, tc.wantCalls)
-			}
-		})
+	// Before Run, a new name is only queued.
+	if got := r.Lookup("gw.example.com"); got != nil {
+		t.Errorf("first Lookup = %v, want none before an answer", got)
+	}
+	if n := dns.count("gw.example.com"); n != 0 {
+		t.Errorf("Lookup looked up %d times itself", n)
+	}
+	runResolver(t, r)
+	want := []string{"203.0.113.7", "203.0.113.8", "203.0.113.9"}
+	eventually(t, 5*time.Second, func() error {
+		if got := r.Lookup("gw.example.com"); !slices.Equal(got, want) {
+			return fmt.Errorf("Lookup = %v, want %v", got, want)
+		}
+		return nil
+	})
+	if n := dns.count("gw.example.com"); n != 1 {
+		t.Errorf("%d look-ups of a cached host, want 1", n)
+	}
+	if got := r.Lookup("192.0.2.1"); !slices.Equal(got, []string{"192.0.2.1"}) {
+		t.Errorf("Lookup(IP) = %v", got)
+	}
+	if n := dns.count("192.0.2.1"); n != 0 {
+		t.Errorf("an IP address was looked up %d times", n)
+	}
+	r.Lookup("gone.example.com")
+	eventually(t, 5*time.Second, func() error {
+		if n := dns.count("gone.example.com"); n != 1 {
+			return fmt.Errorf("%d look-ups of an unknown host", n)
+		}
+		return nil
+	})
+	if got := r.Lookup("gone.example.com"); got != nil {
+		t.Errorf("Lookup(unknown) = %v", got)
 	}
 	// Callers get their own copy.
 	r.Lookup("gw.example.com")[0] = "mine"
@@ -160,33 +212,128 @@ func TestResolverLookup(t *testing.T) {
 	}
 }
 
-func TestResolverConcurrentFirstLookup(t *testing.T) {
-	dns := newFakeLookup(map[string][]string{"gw.example.com": {"192.0.2.1"}})
+// TestResolverGatewaysDoNotWaitOnDNS is the slow-DNS push: 20 gateway names whose
+// look-ups block. Gateways, as a push calls it, must return while they are blocked,
+// with at most Concurrency look-ups running; their answers then reach OnChange.
+func TestResolverGatewaysDoNotWaitOnDNS(t *testing.T) {
+	const names, concurrency = 20, 4
+	dns := newFakeLookup(map[string][]string{})
 	dns.gate = make(chan struct{})
-	r, err := network.NewResolver(network.ResolverOptions{Lookup: dns.lookup, Logger: testLogger(t)})
+	var gws []*meshv1alpha1.Network_IstioNetworkGateway
+	for i := range names {
+		host := fmt.Sprintf("gw%02d.example.com", i)
+		dns.set(host, fmt.Sprintf("203.0.113.%d", i+1))
+		gws = append(gws, addrGW(host, 15443))
+	}
+	nets, err := network.Compile(mesh(nets{"network2": {Gateways: gws}}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	results := make([][]string, 8)
-	for i := range results {
-		wg.Go(func() { results[i] = r.Lookup("gw.example.com") })
+	changed := make(chan struct{}, 1)
+	r, err := network.NewResolver(network.ResolverOptions{
+		Lookup: dns.lookup, Concurrency: concurrency, Logger: testLogger(t),
+		OnChange: func() {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runResolver(t, r)
+
+	// Returns with every look-up still blocked on the gate.
+	if got := nets.Gateways(nil, r.Lookup); len(got) != 0 {
+		t.Errorf("gateways before any answer: %v", got)
 	}
 	eventually(t, 5*time.Second, func() error {
-		if dns.count("gw.example.com") == 0 {
-			return errors.New("no look-up started")
+		if n := dns.inflight(); n != concurrency {
+			return fmt.Errorf("%d look-ups running, want %d", n, concurrency)
 		}
 		return nil
 	})
-	close(dns.gate)
-	wg.Wait()
-	if n := dns.count("gw.example.com"); n != 1 {
-		t.Errorf("%d look-ups for concurrent first calls, want 1", n)
+	// A second push while the look-ups are blocked neither waits nor starts more.
+	if got := nets.Gateways(nil, r.Lookup); len(got) != 0 {
+		t.Errorf("gateways before any answer: %v", got)
 	}
-	for i, got := range results {
-		if !slices.Equal(got, []string{"192.0.2.1"}) {
-			t.Errorf("caller %d got %v", i, got)
+	if n := dns.maxInflight(); n > concurrency {
+		t.Errorf("%d look-ups ran at once, want at most %d", n, concurrency)
+	}
+	select {
+	case <-changed:
+		t.Fatal("OnChange before any answer")
+	default:
+	}
+
+	close(dns.gate)
+	<-changed
+	eventually(t, 5*time.Second, func() error {
+		if got := nets.Gateways(nil, r.Lookup); len(got) != names {
+			return fmt.Errorf("%d gateways, want %d", len(got), names)
 		}
+		return nil
+	})
+	for i := range names {
+		if n := dns.count(fmt.Sprintf("gw%02d.example.com", i)); n != 1 {
+			t.Errorf("gw%02d looked up %d times, want 1", i, n)
+		}
+	}
+	if n := dns.maxInflight(); n > concurrency {
+		t.Errorf("%d look-ups ran at once, want at most %d", n, concurrency)
+	}
+}
+
+func TestResolverMaxAddrs(t *testing.T) {
+	var answer []string
+	for i := 40; i > 0; i-- {
+		answer = append(answer, fmt.Sprintf("192.0.2.%d", i))
+	}
+	dns := newFakeLookup(map[string][]string{"many.example.com": answer})
+	r, err := network.NewResolver(network.ResolverOptions{Lookup: dns.lookup, MaxAddrs: 16, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runResolver(t, r)
+	var want []string
+	for i := 1; i <= 16; i++ {
+		want = append(want, fmt.Sprintf("192.0.2.%d", i))
+	}
+	eventually(t, 5*time.Second, func() error {
+		if got := r.Lookup("many.example.com"); !slices.Equal(got, want) {
+			return fmt.Errorf("Lookup = %v, want %v", got, want)
+		}
+		return nil
+	})
+}
+
+func TestResolverMaxHosts(t *testing.T) {
+	dns := newFakeLookup(map[string][]string{
+		"a.example.com": {"192.0.2.1"}, "b.example.com": {"192.0.2.2"}, "c.example.com": {"192.0.2.3"},
+	})
+	r, err := network.NewResolver(network.ResolverOptions{Lookup: dns.lookup, MaxHosts: 2, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runResolver(t, r)
+	for _, h := range []string{"a.example.com", "b.example.com", "c.example.com"} {
+		r.Lookup(h)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if got := r.Lookup("b.example.com"); !slices.Equal(got, []string{"192.0.2.2"}) {
+			return fmt.Errorf("Lookup(b) = %v", got)
+		}
+		return nil
+	})
+	if got := r.Lookup("c.example.com"); got != nil {
+		t.Errorf("Lookup past MaxHosts = %v, want none", got)
+	}
+	if _, ok := r.Cached()["c.example.com"]; ok || len(r.Cached()) != 2 {
+		t.Errorf("cached past MaxHosts: %v", r.Cached())
+	}
+	if n := dns.count("c.example.com"); n != 0 {
+		t.Errorf("a host past MaxHosts was looked up %d times", n)
 	}
 }
 
@@ -226,6 +373,13 @@ func TestResolverRun(t *testing.T) {
 
 	r.Lookup("gw.example.com")
 	r.Lookup("idle.example.com")
+	// The first answers arrive in the background and are changes.
+	eventually(t, 5*time.Second, func() error {
+		if c := r.Cached(); len(c["gw.example.com"]) == 0 || len(c["idle.example.com"]) == 0 || changeCount() != 2 {
+			return fmt.Errorf("cache %v after %d changes", c, changeCount())
+		}
+		return nil
+	})
 
 	// Refreshes with the same answers change nothing.
 	start := dns.count("gw.example.com")
@@ -236,8 +390,8 @@ func TestResolverRun(t *testing.T) {
 		}
 		return nil
 	})
-	if n := changeCount(); n != 0 {
-		t.Errorf("OnChange called %d times with unchanged answers", n)
+	if n := changeCount(); n != 2 {
+		t.Errorf("OnChange called %d times with unchanged answers", n-2)
 	}
 
 	// A host nobody asks for is dropped after a few TTLs; one in use is kept.
@@ -256,7 +410,7 @@ func TestResolverRun(t *testing.T) {
 	dns.set("gw.example.com", "192.0.2.3", "192.0.2.2")
 	eventually(t, 5*time.Second, func() error {
 		got := r.Lookup("gw.example.com")
-		if !slices.Equal(got, []string{"192.0.2.2", "192.0.2.3"}) || changeCount() == 0 {
+		if !slices.Equal(got, []string{"192.0.2.2", "192.0.2.3"}) || changeCount() == 2 {
 			return fmt.Errorf("Lookup = %v after %d changes", got, changeCount())
 		}
 		return nil

@@ -108,6 +108,7 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 			h.xds.ConfigChanged()
 		}
 	}
+	// The resolver looks gateway names up off the push path; a changed answer pushes.
 	if h.resolver, err = network.NewResolver(network.ResolverOptions{OnChange: configChanged, Logger: h.log}); err != nil {
 		return err
 	}
