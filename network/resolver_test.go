@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/network"
 )
 
@@ -92,28 +93,6 @@ func (f *fakeLookup) maxInflight() int {
 	return f.maxRun
 }
 
-// eventually calls cond until it returns nil, failing the test after timeout.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatalf("test ended while waiting: %v", err)
-		case <-tick.C:
-		}
-	}
-}
-
 func TestResolverOptionsValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -180,7 +159,7 @@ func TestResolverLookup(t *testing.T) {
 	}
 	runResolver(t, r)
 	want := []string{"203.0.113.7", "203.0.113.8", "203.0.113.9"}
-	eventually(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		if got := r.Lookup("gw.example.com"); !slices.Equal(got, want) {
 			return fmt.Errorf("Lookup = %v, want %v", got, want)
 		}
@@ -196,7 +175,7 @@ func TestResolverLookup(t *testing.T) {
 		t.Errorf("an IP address was looked up %d times", n)
 	}
 	r.Lookup("gone.example.com")
-	eventually(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		if n := dns.count("gone.example.com"); n != 1 {
 			return fmt.Errorf("%d look-ups of an unknown host", n)
 		}
@@ -248,7 +227,7 @@ func TestResolverGatewaysDoNotWaitOnDNS(t *testing.T) {
 	if got := nets.Gateways(nil, r.Lookup); len(got) != 0 {
 		t.Errorf("gateways before any answer: %v", got)
 	}
-	eventually(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		if n := dns.inflight(); n != concurrency {
 			return fmt.Errorf("%d look-ups running, want %d", n, concurrency)
 		}
@@ -269,7 +248,7 @@ func TestResolverGatewaysDoNotWaitOnDNS(t *testing.T) {
 
 	close(dns.gate)
 	<-changed
-	eventually(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		if got := nets.Gateways(nil, r.Lookup); len(got) != names {
 			return fmt.Errorf("%d gateways, want %d", len(got), names)
 		}
@@ -300,7 +279,7 @@ func TestResolverMaxAddrs(t *testing.T) {
 	for i := 1; i <= 16; i++ {
 		want = append(want, fmt.Sprintf("192.0.2.%d", i))
 	}
-	eventually(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		if got := r.Lookup("many.example.com"); !slices.Equal(got, want) {
 			return fmt.Errorf("Lookup = %v, want %v", got, want)
 		}
@@ -320,7 +299,7 @@ func TestResolverMaxHosts(t *testing.T) {
 	for _, h := range []string{"a.example.com", "b.example.com", "c.example.com"} {
 		r.Lookup(h)
 	}
-	eventually(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		if got := r.Lookup("b.example.com"); !slices.Equal(got, []string{"192.0.2.2"}) {
 			return fmt.Errorf("Lookup(b) = %v", got)
 		}
@@ -374,7 +353,7 @@ func TestResolverRun(t *testing.T) {
 	r.Lookup("gw.example.com")
 	r.Lookup("idle.example.com")
 	// The first answers arrive in the background and are changes.
-	eventually(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		if c := r.Cached(); len(c["gw.example.com"]) == 0 || len(c["idle.example.com"]) == 0 || changeCount() != 2 {
 			return fmt.Errorf("cache %v after %d changes", c, changeCount())
 		}
@@ -383,7 +362,7 @@ func TestResolverRun(t *testing.T) {
 
 	// Refreshes with the same answers change nothing.
 	start := dns.count("gw.example.com")
-	eventually(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		r.Lookup("gw.example.com") // in use
 		if n := dns.count("gw.example.com") - start; n < 3 {
 			return fmt.Errorf("%d refreshes so far", n)
@@ -395,7 +374,7 @@ func TestResolverRun(t *testing.T) {
 	}
 
 	// A host nobody asks for is dropped after a few TTLs; one in use is kept.
-	eventually(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		r.Lookup("gw.example.com")
 		if _, ok := r.Cached()["idle.example.com"]; ok {
 			return errors.New("idle host still cached")
@@ -408,7 +387,7 @@ func TestResolverRun(t *testing.T) {
 
 	// A changed answer is picked up and reported.
 	dns.set("gw.example.com", "192.0.2.3", "192.0.2.2")
-	eventually(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		got := r.Lookup("gw.example.com")
 		if !slices.Equal(got, []string{"192.0.2.2", "192.0.2.3"}) || changeCount() == 2 {
 			return fmt.Errorf("Lookup = %v after %d changes", got, changeCount())
@@ -419,7 +398,7 @@ func TestResolverRun(t *testing.T) {
 	// A failing refresh keeps the last answer and reports nothing.
 	dns.setFail("gw.example.com", true)
 	before, failStart := changeCount(), dns.count("gw.example.com")
-	eventually(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		got := r.Lookup("gw.example.com")
 		if !slices.Equal(got, []string{"192.0.2.2", "192.0.2.3"}) {
 			t.Fatalf("answer lost on a failed refresh: %v", got)
@@ -436,7 +415,7 @@ func TestResolverRun(t *testing.T) {
 	// Once DNS answers again, an empty answer is a change too.
 	dns.setFail("gw.example.com", false)
 	dns.set("gw.example.com")
-	eventually(t, 5*time.Second, func() error {
+	kubetest.Eventually(t, 5*time.Second, func() error {
 		if got := r.Lookup("gw.example.com"); len(got) != 0 {
 			return fmt.Errorf("Lookup = %v, want none", got)
 		}

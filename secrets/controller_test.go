@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/secrets"
 )
@@ -449,7 +450,7 @@ func TestController(t *testing.T) {
 				if st.do != nil {
 					st.do(t, h)
 				}
-				eventually(t, func() error {
+				kubetest.Eventually(t, timeout, func() error {
 					if err := sameCalls(h.handler.since(done), st.calls); err != nil {
 						return fmt.Errorf("%s: %w", st.name, err)
 					}

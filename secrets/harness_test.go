@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/secrets"
 )
@@ -278,13 +279,13 @@ func start(t *testing.T, initial ...*corev1.Secret) (*harness, []call) {
 	h.ctrl = ctrl
 	h.handler.synced = ctrl.HasSynced
 	runController(t, t.Context(), ctrl)
-	eventually(t, func() error {
+	kubetest.Eventually(t, timeout, func() error {
 		if !ctrl.HasSynced() {
 			return errors.New("controller not synced")
 		}
 		return nil
 	})
-	eventually(t, func() error {
+	kubetest.Eventually(t, timeout, func() error {
 		if h.server.watchesOpened() == 0 {
 			return errors.New("controller not watching Secrets yet")
 		}
@@ -386,7 +387,7 @@ func whileDisconnected(actions ...action) action {
 		h.server.disconnect()
 		all(actions...)(t, h)
 		h.server.reconnect()
-		eventually(t, func() error {
+		kubetest.Eventually(t, timeout, func() error {
 			if h.server.watchesOpened() == opened {
 				return errors.New("controller not watching Secrets again yet")
 			}
@@ -422,7 +423,7 @@ func (h *harness) barrier(t *testing.T) {
 	h.barriers++
 	name := barrierPrefix + strconv.Itoa(h.barriers)
 	apply(remoteSecret(name, kv{string(configID): []byte("x")}))(t, h)
-	eventually(t, func() error {
+	kubetest.Eventually(t, timeout, func() error {
 		for _, s := range h.ctrl.Status() {
 			if s.Secret == namespace+"/"+name {
 				return nil
@@ -526,29 +527,6 @@ func (h *harness) checkNoSecrets(t *testing.T) {
 	for _, s := range h.ctrl.Status() {
 		if strings.Contains(fmt.Sprint(s), secretMarker) {
 			t.Errorf("status quotes a kubeconfig: %+v", s)
-		}
-	}
-}
-
-// eventually polls cond until it returns nil, and fails the test if it has not
-// within the timeout.
-func eventually(t *testing.T, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %v", timeout, err)
-		}
-		select {
-		case <-tick.C:
-		case <-t.Context().Done():
-			t.Fatalf("test ended while waiting: %v", err)
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/secrets"
 )
 
@@ -55,7 +56,7 @@ func TestRunStopsBeforeSecretsListed(t *testing.T) {
 	ctrl := newController(t, client, handler)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := runController(t, ctx, ctrl)
-	eventually(t, func() error {
+	kubetest.Eventually(t, timeout, func() error {
 		if n := lists.Load(); n < 2 {
 			return fmt.Errorf("%d attempts to list Secrets, want a retry", n)
 		}
