@@ -45,6 +45,7 @@ type Horizon struct {
 	gateways *gatewaysource.Source
 	resolver *network.Resolver
 	xds      *eds.Server
+	identity *identityBinder // nil without a client CA
 
 	xdsLis, httpLis net.Listener
 	grpc            *grpc.Server
@@ -132,12 +133,16 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 		return err
 	}
 	metrics.MustRegister(newStatusCollector(h))
+	if o.TLS.ClientCAFile != "" {
+		h.identity = newIdentityBinder(o.TrustDomain, metrics, h.log)
+	}
 	h.http = &http.Server{Handler: h.httpMux(metrics, o.Pprof), ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }
 
 // listen opens the xDS and HTTP listeners and builds the gRPC server, whose
-// credentials depend on where it listens.
+// credentials depend on where it listens. With a client CA, interceptors bind each
+// proxy's node to its certificate's identity.
 func (h *Horizon) listen() error {
 	var err error
 	if h.xdsLis, err = net.Listen("tcp", h.opts.XDSAddress); err != nil {
@@ -153,14 +158,20 @@ func (h *Horizon) listen() error {
 		h.httpLis.Close()
 		return err
 	}
-	h.grpc = grpc.NewServer(append([]grpc.ServerOption{creds,
+	opts := []grpc.ServerOption{creds,
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Most proxies hold one connection each and are idle between pushes: return
 		// a connection's write buffer to a shared pool after each flush instead of
 		// keeping 32 KiB per connection.
 		grpc.SharedWriteBuffer(true),
-	}, h.xds.GRPCOptions()...)...)
+	}
+	if h.identity != nil {
+		// Chained first: a call from a client with no usable identity goes no further.
+		opts = append(opts, grpc.ChainStreamInterceptor(h.identity.stream), grpc.ChainUnaryInterceptor(h.identity.unary))
+		h.log.Info("xDS client identities bound to their certificates' SPIFFE IDs", "trustDomain", h.opts.TrustDomain)
+	}
+	h.grpc = grpc.NewServer(append(opts, h.xds.GRPCOptions()...)...)
 	h.xds.Register(h.grpc)
 	return nil
 }

@@ -45,6 +45,7 @@ func TestNewOptionsHoldTheFlagDefaults(t *testing.T) {
 	}
 	for _, c := range []struct{ name, got, want string }{
 		{"--xds-address", opts.XDSAddress, ":15010"},
+		{"--trust-domain", opts.TrustDomain, "cluster.local"},
 		{"--http-address", opts.HTTPAddress, ":15014"},
 		{"--namespace", opts.Secrets.Namespace, "istio-system"},
 		{"--cluster-id", string(opts.Secrets.ClusterID), "Kubernetes"},

@@ -25,6 +25,11 @@ import (
 type Options struct {
 	// XDSAddress is where the xDS (ADS) gRPC server listens.
 	XDSAddress string
+	// TrustDomain is the SPIFFE trust domain of the mesh's workload identities,
+	// spiffe://<TrustDomain>/ns/<namespace>/sa/<service account>. With a client CA
+	// (TLS.ClientCAFile) a proxy's client certificate must carry such an identity,
+	// which bounds the namespace and service account its node may claim.
+	TrustDomain string
 	// HTTPAddress is where /healthz, /readyz, /metrics and /debug/ are served.
 	HTTPAddress string
 	// Pprof serves net/http/pprof under /debug/pprof/ on HTTPAddress.
@@ -55,6 +60,8 @@ func NewOptions() Options {
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MeshNetworks.File, "mesh-networks", "", "meshNetworks file, reloaded when it changes (empty: the meshNetworks key of ConfigMap istio in --namespace)")
 	fs.StringVar(&o.XDSAddress, "xds-address", ":15010", "address of the xDS (ADS) gRPC server")
+	fs.StringVar(&o.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh's workload identities (spiffe://<trust-domain>/ns/<namespace>/sa/<service account>); "+
+		"with --xds-client-ca, a proxy's client certificate must carry such an identity and its node may claim only that namespace and service account")
 	fs.StringVar(&o.HTTPAddress, "http-address", ":15014", "address of the HTTP server (/healthz, /readyz)")
 	fs.BoolVar(&o.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on --http-address")
 	o.Secrets.AddFlags(fs)
@@ -70,6 +77,9 @@ func (o *Options) Validate() error {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", a.flag, err))
 		}
+	}
+	if err := validateTrustDomain(o.TrustDomain); err != nil {
+		errs = append(errs, fmt.Errorf("--trust-domain: %w", err))
 	}
 	reg := o.withNamespace().Registry
 	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate())
