@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
+	"github.com/horizon-mesh/horizon/cmd/horizon/app"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/meshsource"
@@ -107,8 +109,21 @@ func TestExamplesApply(t *testing.T) {
 	if pod.ServiceAccountName != horizonSA {
 		t.Errorf("Deployment horizon runs as service account %q, want %q", pod.ServiceAccountName, horizonSA)
 	}
-	if want := []string{"serve", "--cluster-id", "cluster1", "--namespace", systemNamespace}; !slices.Equal(c.Args, want) {
+	if want := []string{"serve", "--cluster-id", "cluster1", "--namespace", systemNamespace,
+		"--xds-address", ":15010", "--xds-allow-plaintext-remote"}; !slices.Equal(c.Args, want) {
 		t.Errorf("Deployment horizon args = %q, want %q", c.Args, want)
+	}
+	// The args are valid, and xDS listens where the Service sends proxies: on every
+	// interface, which plaintext xDS is only allowed to with the opt-in flag.
+	opts := app.NewOptions()
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	opts.AddFlags(fs)
+	if err := fs.Parse(c.Args[1:]); err != nil {
+		t.Errorf("Deployment horizon args: %v", err)
+	} else if err := opts.Validate(); err != nil {
+		t.Errorf("Deployment horizon args: %v", err)
+	} else if addr := opts.XDSListenAddress(); addr != ":15010" {
+		t.Errorf("Deployment horizon: xDS listens on %q, want :15010 (every interface)", addr)
 	}
 	sc := c.SecurityContext
 	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {

@@ -145,8 +145,14 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 // proxy's node to its certificate's identity.
 func (h *Horizon) listen() error {
 	var err error
-	if h.xdsLis, err = net.Listen("tcp", h.opts.XDSAddress); err != nil {
+	if h.xdsLis, err = net.Listen("tcp", h.opts.XDSListenAddress()); err != nil {
 		return fmt.Errorf("listen on --xds-address: %w", err)
+	}
+	// Validate allowed a loopback address or localhost: make sure of what it became.
+	if !h.opts.TLS.enabled() && !h.opts.XDSAllowPlaintextRemote && !isLoopbackAddr(h.xdsLis.Addr()) {
+		h.xdsLis.Close()
+		return fmt.Errorf("--xds-address %q listens on %s, not a loopback address: plaintext xDS needs --xds-allow-plaintext-remote there",
+			cut(h.opts.XDSListenAddress()), h.xdsLis.Addr())
 	}
 	if h.httpLis, err = net.Listen("tcp", h.opts.HTTPAddress); err != nil {
 		h.xdsLis.Close()
