@@ -268,3 +268,25 @@ func TestXDSIdentityBinding(t *testing.T) {
 		}
 	})
 }
+
+// TestXDSNoIdentityBindingWithoutClientCA: with TLS but no client CA there is no
+// client identity to bind, so nodes are served whatever they claim.
+func TestXDSNoIdentityBindingWithoutClientCA(t *testing.T) {
+	ca := tlstest.NewCA(t, "mesh-ca")
+	f := tlstest.WriteServerFiles(t, ca, "horizon", nil)
+	opts := testOptions()
+	opts.TLS = app.TLSOptions{CertFile: f.CertFile, KeyFile: f.KeyFile}
+	h := startHorizon(t, opts)
+	c := dialXDS(t, h.XDSAddr().String(), credentials.NewTLS(ca.ClientConfig(t, nil, nil)))
+	node := xdstest.NodeWithMetadata("sidecar~10.0.0.1~sleep-0.sample~sample.svc.cluster.local",
+		map[string]any{"NAMESPACE": "istio-system", "SERVICE_ACCOUNT": "istiod"})
+	if err := c.sotw(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: xdstest.TypeCluster}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.fetch(node); err != nil {
+		t.Fatal(err)
+	}
+	if got := refusals(t, h); len(got) != 0 {
+		t.Errorf("identity refusals exported without a client CA: %v", got)
+	}
+}
