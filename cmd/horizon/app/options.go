@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/cmd/horizon/app/debugauth"
 	"github.com/horizon-mesh/horizon/eds"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
 	"github.com/horizon-mesh/horizon/network/meshsource"
@@ -29,6 +30,8 @@ type Options struct {
 	HTTPAddress string
 	// Pprof serves net/http/pprof under /debug/pprof/ on HTTPAddress.
 	Pprof bool
+	// Debug says who may call /debug/ (--debug-access, --debug-token-audience).
+	Debug debugauth.Options
 
 	// Secrets holds the system namespace (--namespace) and the config cluster's ID
 	// (--cluster-id).
@@ -55,12 +58,13 @@ func NewOptions() Options {
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MeshNetworks.File, "mesh-networks", "", "meshNetworks file, reloaded when it changes (empty: the meshNetworks key of ConfigMap istio in --namespace)")
 	fs.StringVar(&o.XDSAddress, "xds-address", ":15010", "address of the xDS (ADS) gRPC server")
-	fs.StringVar(&o.HTTPAddress, "http-address", ":15014", "address of the HTTP server (/healthz, /readyz)")
+	fs.StringVar(&o.HTTPAddress, "http-address", ":15014", "address of the HTTP server: /healthz, /readyz and /metrics (open), /debug/ (see --debug-access)")
 	fs.BoolVar(&o.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on --http-address")
 	o.Secrets.AddFlags(fs)
 	o.Registry.AddFlags(fs)
 	o.EDS.AddFlags(fs)
 	o.TLS.AddFlags(fs)
+	o.Debug.AddFlags(fs)
 }
 
 // Validate checks the values that come from flags; New also checks the wiring.
@@ -72,7 +76,7 @@ func (o *Options) Validate() error {
 		}
 	}
 	reg := o.withNamespace().Registry
-	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate())
+	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate(), o.Debug.Validate())
 	return errors.Join(errs...)
 }
 
