@@ -37,7 +37,7 @@ var errClustersInError = errors.New("clusters in error")
 func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("status", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	address := fs.String("address", "localhost:15014", "host:port of a running horizon serve's --http-address")
+	address := fs.String("address", "localhost:15014", "host:port of a running horizon serve's --http-address; a non-loopback address needs --token-file (see horizon serve --debug-access)")
 	output := fs.StringP("output", "o", "table", "output format: table or json")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the answer")
 	tokenFlag := fs.String("token", "", "bearer token for a horizon reached at a non-loopback address (visible to other local users in the process list: prefer --token-file)")
@@ -111,11 +111,15 @@ func statusToken(token, file string) (string, error) {
 			return "", fmt.Errorf("--token-file: %s holds no token", file)
 		}
 	}
+	flag := "--token"
+	if file != "" {
+		flag = "--token-file"
+	}
 	if len(token) > maxTokenBytes {
-		return "", fmt.Errorf("token longer than %d bytes", maxTokenBytes)
+		return "", fmt.Errorf("%s: token longer than %d bytes", flag, maxTokenBytes)
 	}
 	if strings.ContainsAny(token, " \t\r\n") {
-		return "", errors.New("token: must be one word without spaces or line breaks")
+		return "", fmt.Errorf("%s: the token must be one word without spaces or line breaks", flag)
 	}
 	return token, nil
 }
