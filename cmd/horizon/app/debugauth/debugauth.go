@@ -138,9 +138,14 @@ const (
 	OutcomeForbidden       = "forbidden"       // not authorized, or remote access off: 403
 	OutcomeThrottled       = "throttled"       // too many reviews in flight: 429
 	OutcomeUnavailable     = "unavailable"     // the config cluster did not answer: 503
+	OutcomeBadRequest      = "bad_request"     // a path longer than MaxPathBytes: 400
 )
 
-var outcomes = []string{OutcomeLoopback, OutcomeAllowed, OutcomeUnauthenticated, OutcomeForbidden, OutcomeThrottled, OutcomeUnavailable}
+var outcomes = []string{OutcomeLoopback, OutcomeAllowed, OutcomeUnauthenticated, OutcomeForbidden, OutcomeThrottled, OutcomeUnavailable, OutcomeBadRequest}
+
+// MaxPathBytes bounds the path a caller other than loopback may ask for: each
+// authorized path is a cache entry, and no debug path comes near it.
+const MaxPathBytes = 256
 
 // user is what a token authenticated as.
 type user struct {
@@ -243,6 +248,10 @@ func (f *Filter) check(w http.ResponseWriter, r *http.Request) string {
 	if f.opts.Access == AccessLoopback {
 		http.Error(w, "forbidden: "+r.URL.Path+" answers loopback callers only (horizon serve --debug-access=loopback)", http.StatusForbidden)
 		return OutcomeForbidden
+	}
+	if len(r.URL.Path) > MaxPathBytes {
+		http.Error(w, fmt.Sprintf("bad request: path longer than %d bytes", MaxPathBytes), http.StatusBadRequest)
+		return OutcomeBadRequest
 	}
 	token, problem := bearerToken(r, f.opts.MaxTokenBytes)
 	if problem != "" {

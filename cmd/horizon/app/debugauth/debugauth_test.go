@@ -310,6 +310,19 @@ func TestFilterBounds(t *testing.T) {
 			t.Errorf("%d requests to the API server for an oversized token, want none", n)
 		}
 	})
+	t.Run("long path", func(t *testing.T) {
+		g := newGuarded(t, debugauth.Options{})
+		long := "/debug/" + strings.Repeat("x", debugauth.MaxPathBytes)
+		if code, body := g.get(long, remote, bearer(operator)...); code != 400 || !strings.Contains(body, "path longer than 256 bytes") {
+			t.Errorf("%d %q, want 400", code, body)
+		}
+		if n := g.api.requests.Load(); n != 0 {
+			t.Errorf("%d requests to the API server for an overlong path, want none", n)
+		}
+		if code, _ := g.get(long, "127.0.0.1:5000"); code != 200 {
+			t.Errorf("loopback, long path: %d, want 200 (the handler behind decides)", code)
+		}
+	})
 	t.Run("cached reviews", func(t *testing.T) {
 		g := newGuarded(t, debugauth.Options{})
 		for range 5 {
@@ -355,8 +368,8 @@ func TestFilterBounds(t *testing.T) {
 		if got := counter(t, g.metrics, debugauth.OutcomeThrottled); got != 1 {
 			t.Errorf("throttled = %v, want 1", got)
 		}
-		if got := series(t, g.metrics); got != 6 {
-			t.Errorf("%d series of horizon_debug_requests_total, want the 6 outcomes", got)
+		if got := series(t, g.metrics); got != 7 {
+			t.Errorf("%d series of horizon_debug_requests_total, want the 7 outcomes", got)
 		}
 	})
 }
