@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/cmd/horizon/app/debugauth"
 	"github.com/horizon-mesh/horizon/eds"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
@@ -136,7 +137,12 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 	if o.TLS.ClientCAFile != "" {
 		h.identity = newIdentityBinder(o.TrustDomain, metrics, h.log)
 	}
-	h.http = &http.Server{Handler: h.httpMux(metrics, o.Pprof), ReadHeaderTimeout: 10 * time.Second}
+	o.Debug.Client, o.Debug.Logger, o.Debug.Metrics = client, h.log, metrics
+	debug, err := debugauth.New(o.Debug)
+	if err != nil {
+		return err
+	}
+	h.http = &http.Server{Handler: h.httpMux(metrics, debug, o.Pprof), ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }
 

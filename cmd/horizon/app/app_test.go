@@ -53,6 +53,8 @@ func TestNewOptionsHoldTheFlagDefaults(t *testing.T) {
 		{"--cluster-id", string(opts.Secrets.ClusterID), "Kubernetes"},
 		{"--domain-suffix", opts.Registry.DomainSuffix, "cluster.local"},
 		{"--debounce-after", opts.EDS.DebounceAfter.String(), "100ms"},
+		{"--debug-access", string(opts.Debug.Access), "loopback-or-token"},
+		{"--debug-token-audience", opts.Debug.Audience, "horizon"},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)

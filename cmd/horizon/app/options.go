@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/cmd/horizon/app/debugauth"
 	"github.com/horizon-mesh/horizon/eds"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
 	"github.com/horizon-mesh/horizon/network/meshsource"
@@ -41,6 +42,8 @@ type Options struct {
 	HTTPAddress string
 	// Pprof serves net/http/pprof under /debug/pprof/ on HTTPAddress.
 	Pprof bool
+	// Debug says who may call /debug/ (--debug-access, --debug-token-audience).
+	Debug debugauth.Options
 
 	// Secrets holds the system namespace (--namespace) and the config cluster's ID
 	// (--cluster-id).
@@ -72,12 +75,13 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"proxies are then not authenticated, and anyone who reaches the address reads their configuration")
 	fs.StringVar(&o.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh's workload identities (spiffe://<trust-domain>/ns/<namespace>/sa/<service account>); "+
 		"with --xds-client-ca, a proxy's client certificate must carry such an identity and its node may claim only that namespace and service account")
-	fs.StringVar(&o.HTTPAddress, "http-address", ":15014", "address of the HTTP server (/healthz, /readyz)")
+	fs.StringVar(&o.HTTPAddress, "http-address", ":15014", "address of the HTTP server: /healthz, /readyz and /metrics (open), /debug/ (see --debug-access)")
 	fs.BoolVar(&o.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on --http-address")
 	o.Secrets.AddFlags(fs)
 	o.Registry.AddFlags(fs)
 	o.EDS.AddFlags(fs)
 	o.TLS.AddFlags(fs)
+	o.Debug.AddFlags(fs)
 }
 
 // Validate checks the values that come from flags; New also checks the wiring.
@@ -95,7 +99,7 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--trust-domain: %w", err))
 	}
 	reg := o.withNamespace().Registry
-	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate())
+	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate(), o.Debug.Validate())
 	return errors.Join(errs...)
 }
 
