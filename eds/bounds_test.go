@@ -3,11 +3,13 @@ package eds
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -16,8 +18,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
+	"github.com/horizon-mesh/horizon/network"
 )
 
 func (f *xdsFixture) groupCount() int {
@@ -224,4 +228,67 @@ func TestGRPCBounds(t *testing.T) {
 			t.Fatalf("third stream on the connection: %v, want it held back (DeadlineExceeded)", err)
 		}
 	})
+}
+
+// TestRouterLabelSetsShareEndpoints: routers that differ only in their labels get
+// their endpoints from one share — built and encoded once, the same published
+// bytes — so a flood of label sets costs a group each, not a copy of every
+// assignment. A change reaches every such group, and the share goes with the last
+// group that uses it.
+func TestRouterLabelSetsShareEndpoints(t *testing.T) {
+	f := newXDSFixture(t)
+	var groups []*group
+	for i := range 200 {
+		nd := xdstest.NodeWithMetadata(fmt.Sprintf("router~10.0.9.%d~gw.istio-system~istio-system.svc.cluster.local", i%250),
+			map[string]any{"NETWORK": "network1", "LABELS": map[string]any{"pod-template-hash": fmt.Sprintf("h%d", i)}})
+		g, err := f.s.ensureGroup(nd, keep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		groups = append(groups, g)
+	}
+	name := SNIName(hostA, 80)
+	before := groups[0].Feed().Current().Resources(resourcev3.EndpointType).Get(name)
+	// A router is sent the mTLS endpoints of its network.
+	sh := &clusterregistry.Shard{
+		Service:   clusterregistry.Service{Host: hostA, Name: "web", Namespace: "ns", Cluster: "c1", Ports: []clusterregistry.ServicePort{{Name: "http", Port: 80}}},
+		Endpoints: map[int32][]clusterregistry.Endpoint{80: {{Address: "10.0.0.2", Port: 8080, Ready: true, Cluster: "c1", TLSMode: network.TLSModeIstio}}},
+	}
+	f.src.setShard(hostA, "c1", sh)
+	f.s.HostChanged(hostA)
+	f.s.push(time.Now())
+	f.s.pushMu.Lock()
+	shares, entries := len(f.s.shares), f.s.built.Len()
+	f.s.pushMu.Unlock()
+	if shares != 1 {
+		t.Fatalf("%d endpoint shares for 200 label sets of one network, want 1", shares)
+	}
+	if entries > 2 {
+		t.Fatalf("%d built assignments cached for 200 label sets of 2 services, want at most 2", entries)
+	}
+	first := groups[0].Feed().Current().Resources(resourcev3.EndpointType)
+	if first.Len() != 2 {
+		t.Fatalf("router endpoints: %d assignments, want 2", first.Len())
+	}
+	for i, g := range groups {
+		eps := g.Feed().Current().Resources(resourcev3.EndpointType)
+		if eps != first {
+			t.Fatalf("group %d publishes its own endpoints, want the shared ones", i)
+		}
+	}
+	r := first.Get(name)
+	if before == nil || r == nil || r.Version() == before.Version() {
+		t.Fatalf("shared endpoints of %s: %v before the change, %v after; want a new version", name, before, r)
+	}
+	if got := addresses(r.Message().(*endpointv3.ClusterLoadAssignment)); !slices.Contains(got, "10.0.0.2") {
+		t.Fatalf("shared endpoints of %s after the change: %v, want 10.0.0.2 in them", name, got)
+	}
+	f.s.idleTimeout = 0
+	f.s.pushMu.Lock()
+	f.s.sweep(time.Now().Add(time.Second))
+	shares = len(f.s.shares)
+	f.s.pushMu.Unlock()
+	if shares != 0 {
+		t.Fatalf("%d endpoint shares after every group was swept, want 0", shares)
+	}
 }

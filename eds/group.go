@@ -17,7 +17,12 @@ import (
 // by the push goroutine (under Server.pushMu); feed is safe for concurrent use.
 type group struct {
 	view View
-	clas map[string]*endpointv3.ClusterLoadAssignment // by cluster name
+	// eds is the group's endpoints: shared by every kept group whose views differ
+	// only in router labels (View.endpointsKey), so a thousand gateways' label
+	// sets cost one set of assignments, encoded once.
+	eds *endpointShare
+	// edsSent is the endpoints snapshot the group last published.
+	edsSent *xdsserver.Resources
 	// A router's own listeners and clusters (they depend on its labels).
 	listeners, clusters []types.Resource
 	// What the last snapshot held per type URL, to version only what changed.
@@ -84,12 +89,13 @@ func (s *Server) ensureGroup(node *corev3.Node, attach func(xdsserver.Group)) (*
 		}
 		return g, nil
 	}
-	g := &group{view: v, clas: map[string]*endpointv3.ClusterLoadAssignment{}}
+	g := &group{view: v}
 	if attach == nil {
 		if s.topo == nil {
 			s.metrics.refused.WithLabelValues(refusedNotReady).Inc()
 			return nil, status.Error(codes.Unavailable, "no configuration yet")
 		}
+		g.eds = newEndpointShare(v)
 		s.fill(g, false)
 		return g, nil
 	}
@@ -97,6 +103,7 @@ func (s *Server) ensureGroup(node *corev3.Node, attach func(xdsserver.Group)) (*
 		s.metrics.refused.WithLabelValues(refusedGroupLimit).Inc()
 		return nil, errGroupLimit(s.opts.MaxGroups)
 	}
+	g.eds = s.shareFor(v)
 	s.groups[key] = g
 	s.metrics.groups.Set(float64(len(s.groups)))
 	attach(g)
@@ -112,16 +119,19 @@ func (s *Server) ensureGroup(node *corev3.Node, attach func(xdsserver.Group)) (*
 // what it builds may go to (and come from) the cache of built assignments, which
 // only kept groups use. pushMu is held.
 func (s *Server) fill(g *group, cached bool) {
-	for host, hs := range s.hosts {
-		shards := s.opts.Source.Services(host)
-		for _, p := range hs.ports {
-			name := s.claName(g.view, host, p)
-			if cached {
-				g.clas[name] = s.build(g.view, host, p, name, shards)
-			} else {
-				g.clas[name] = BuildLoadAssignment(name, endpointsOf(shards, p), s.topo, g.view)
+	if sh := g.eds; !sh.filled {
+		for host, hs := range s.hosts {
+			shards := s.opts.Source.Services(host)
+			for _, p := range hs.ports {
+				name := s.claName(g.view, host, p)
+				if cached {
+					sh.clas[name] = s.build(g.view, host, p, name, shards)
+				} else {
+					sh.clas[name] = BuildLoadAssignment(name, endpointsOf(shards, p), s.topo, g.view)
+				}
 			}
 		}
+		sh.filled = true
 	}
 	s.rebuildRouter(g)
 	s.setSnapshot(g)
@@ -133,8 +143,47 @@ func (s *Server) sweep(now time.Time) {
 	for key, g := range s.groups {
 		if g.idle(now) > s.idleTimeout {
 			delete(s.groups, key) // e.g. a router's pod labels from before a rollout
+			s.releaseShare(g.eds)
 			s.log.Info("dropped idle proxy group", "group", key)
 		}
 	}
 	s.metrics.groups.Set(float64(len(s.groups)))
+}
+
+// endpointShare is the endpoints of every kept group with one View.endpointsKey:
+// their assignments, and the snapshot of them encoded once per push. Owned by the
+// push goroutine (under Server.pushMu).
+type endpointShare struct {
+	view   View                                         // a view with this key (labels cleared)
+	clas   map[string]*endpointv3.ClusterLoadAssignment // by assignment name
+	filled bool                                         // clas holds every host's assignments
+	sent   typeState                                    // as last versioned
+	at     uint64                                       // Server.version when sent was versioned; 0: never
+	refs   int                                          // kept groups using it
+}
+
+func newEndpointShare(v View) *endpointShare {
+	v.Labels = nil
+	return &endpointShare{view: v, clas: map[string]*endpointv3.ClusterLoadAssignment{}, sent: typeState{items: map[string]types.Resource{}}}
+}
+
+// shareFor returns the share of v's endpoints key, creating it, and counts one more
+// group using it. pushMu is held.
+func (s *Server) shareFor(v View) *endpointShare {
+	key := v.endpointsKey()
+	sh := s.shares[key]
+	if sh == nil {
+		sh = newEndpointShare(v)
+		s.shares[key] = sh
+	}
+	sh.refs++
+	return sh
+}
+
+// releaseShare counts one group fewer using sh and drops it with the last.
+// pushMu is held.
+func (s *Server) releaseShare(sh *endpointShare) {
+	if sh.refs--; sh.refs <= 0 {
+		delete(s.shares, sh.view.endpointsKey())
+	}
 }

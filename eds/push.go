@@ -209,19 +209,19 @@ func (s *Server) updateHost(host string) (portsChanged bool, rebound []*clusterr
 	if !slices.EqualFunc(before, selecting, sameBinding) {
 		rebound = append(slices.Clip(before), selecting...)
 	}
-	for _, g := range s.groups {
+	for _, sh := range s.shares {
 		if old != nil {
 			for _, p := range old.ports {
-				name := s.claName(g.view, host, p)
-				delete(g.clas, name)
+				name := s.claName(sh.view, host, p)
+				delete(sh.clas, name)
 				if !slices.Contains(ports, p) {
-					s.built.Remove(cacheKey{group: g.view.Key(), name: name})
+					s.built.Remove(cacheKey{group: sh.view.endpointsKey(), name: name})
 				}
 			}
 		}
 		for _, p := range ports {
-			name := s.claName(g.view, host, p)
-			g.clas[name] = s.build(g.view, host, p, name, shards)
+			name := s.claName(sh.view, host, p)
+			sh.clas[name] = s.build(sh.view, host, p, name, shards)
 		}
 	}
 	return old == nil || !slices.Equal(old.ports, ports), rebound
@@ -244,7 +244,7 @@ func (s *Server) claName(v View, host string, port int32) string {
 // build returns the ClusterLoadAssignment for one group and service port, from the
 // cache when neither the host nor the topology changed since it was built.
 func (s *Server) build(v View, host string, port int32, name string, shards map[network.ClusterID]*clusterregistry.Shard) *endpointv3.ClusterLoadAssignment {
-	key := cacheKey{group: v.Key(), name: name}
+	key := cacheKey{group: v.endpointsKey(), name: name}
 	gen := s.hosts[host].gen
 	if b, ok := s.built.Get(key); ok && b.gen == gen && b.topo == s.topoGen {
 		s.metrics.cacheHits.Inc()

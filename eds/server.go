@@ -144,8 +144,9 @@ type Server struct {
 	// Owned by the push goroutine (and by ensureGroup, which holds pushMu).
 	pushMu      sync.Mutex
 	groups      map[string]*group
-	known       *known        // what views may name; nil before the first push
-	idleTimeout time.Duration // groupIdleTimeout, shorter in tests
+	shares      map[string]*endpointShare // by View.endpointsKey, of the kept groups
+	known       *known                    // what views may name; nil before the first push
+	idleTimeout time.Duration             // groupIdleTimeout, shorter in tests
 	hosts       map[string]*hostState
 	hostGen     uint64
 	topo        *Topology
@@ -191,6 +192,7 @@ func New(opts Options) (*Server, error) {
 		trigger:      make(chan struct{}, 1),
 		pendingHosts: map[string]bool{},
 		groups:       map[string]*group{},
+		shares:       map[string]*endpointShare{},
 		hosts:        map[string]*hostState{},
 		idleTimeout:  groupIdleTimeout,
 	}

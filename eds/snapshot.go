@@ -22,11 +22,7 @@ type typeState struct {
 // resources it subscribes to; and a resource is encoded once per group and change,
 // however many proxies are sent it.
 func (s *Server) setSnapshot(g *group) {
-	clas := make([]types.Resource, 0, len(g.clas)) // any order: the snapshot sorts names
-	for _, cla := range g.clas {
-		clas = append(clas, cla)
-	}
-	res := map[resourcev3.Type][]types.Resource{resourcev3.EndpointType: clas}
+	res := map[resourcev3.Type][]types.Resource{}
 	switch g.view.Role {
 	case RoleRouter:
 		res[resourcev3.ClusterType] = g.clusters
@@ -45,8 +41,21 @@ func (s *Server) setSnapshot(g *group) {
 	if g.sent == nil {
 		g.sent = map[resourcev3.Type]*typeState{}
 	}
-	snap := make(map[string]*xdsserver.Resources, len(res))
+	snap := make(map[string]*xdsserver.Resources, len(res)+1)
 	changed := false
+	if sh := g.eds; sh.at == 0 || sh.at != s.version {
+		clas := make([]types.Resource, 0, len(sh.clas)) // any order: the snapshot sorts names
+		for _, cla := range sh.clas {
+			clas = append(clas, cla)
+		}
+		s.versionType(resourcev3.EndpointType, &sh.sent, clas)
+		sh.at = s.version
+	}
+	if g.edsSent != g.eds.sent.snap {
+		g.edsSent = g.eds.sent.snap
+		changed = true
+	}
+	snap[resourcev3.EndpointType] = g.edsSent
 	for typ, items := range res {
 		st := g.sent[typ]
 		if st == nil {

@@ -52,6 +52,13 @@ type View struct {
 	Labels map[string]string
 }
 
+// endpointsKey identifies what the view's endpoints depend on: everything in Key
+// but a router's labels, which choose only its listeners and clusters.
+func (v View) endpointsKey() string {
+	v.Labels = nil
+	return v.Key()
+}
+
 // Key identifies the view: proxies with equal keys share one group.
 func (v View) Key() string {
 	var b strings.Builder
