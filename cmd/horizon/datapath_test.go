@@ -42,12 +42,18 @@ func TestDataPath(t *testing.T) {
 	}
 	ctx := t.Context()
 	dir := t.TempDir()
-	certs, err := dataplane.NewCerts(dir, "sample", "helloworld")
+	// The client runs as sleep, the pods as helloworld (their ServiceAccount below):
+	// the identity Horizon tells the client to expect of them.
+	certs, err := dataplane.NewCerts(dir, "sample", "sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	podCerts, err := certs.Issue(filepath.Join(dir, "helloworld"), "sample", "helloworld")
 	if err != nil {
 		t.Fatal(err)
 	}
 	startPod := func(name, version, ip string) *dataplane.Pod {
-		p, err := dataplane.StartPod(name, version, ip+":5000", certs)
+		p, err := dataplane.StartPod(name, version, ip+":5000", podCerts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,7 +85,7 @@ func TestDataPath(t *testing.T) {
 		node := map[*kubetest.Cluster]string{cluster1: "node-1", cluster2: "node-2"}[c]
 		for i, ip := range ips {
 			s.Backends = append(s.Backends, kubetest.Backend{
-				Pod: fmt.Sprintf("helloworld-%s-%d", version, i), IP: ip, Node: node, Ready: true,
+				Pod: fmt.Sprintf("helloworld-%s-%d", version, i), IP: ip, Node: node, Ready: true, ServiceAccount: "helloworld",
 				Labels: map[string]string{"version": version, network.LabelTLSMode: network.TLSModeIstio},
 			})
 		}
