@@ -42,17 +42,18 @@ func TestDataPath(t *testing.T) {
 	}
 	ctx := t.Context()
 	dir := t.TempDir()
-	// The client runs as sleep, the pods as helloworld (their ServiceAccount below):
-	// the identity Horizon tells the client to expect of them.
+	// The client runs as sleep; each version's pods as helloworld-<version> (their
+	// ServiceAccount below), the identity Horizon tells the client to expect of
+	// them: v2's, in cluster 2 behind the gateway, too.
 	certs, err := dataplane.NewCerts(dir, "sample", "sleep")
 	if err != nil {
 		t.Fatal(err)
 	}
-	podCerts, err := certs.Issue(filepath.Join(dir, "helloworld"), "sample", "helloworld")
-	if err != nil {
-		t.Fatal(err)
-	}
 	startPod := func(name, version, ip string) *dataplane.Pod {
+		podCerts, err := certs.Issue(filepath.Join(dir, name), "sample", "helloworld-"+version)
+		if err != nil {
+			t.Fatal(err)
+		}
 		p, err := dataplane.StartPod(name, version, ip+":5000", podCerts)
 		if err != nil {
 			t.Fatal(err)
@@ -85,7 +86,7 @@ func TestDataPath(t *testing.T) {
 		node := map[*kubetest.Cluster]string{cluster1: "node-1", cluster2: "node-2"}[c]
 		for i, ip := range ips {
 			s.Backends = append(s.Backends, kubetest.Backend{
-				Pod: fmt.Sprintf("helloworld-%s-%d", version, i), IP: ip, Node: node, Ready: true, ServiceAccount: "helloworld",
+				Pod: fmt.Sprintf("helloworld-%s-%d", version, i), IP: ip, Node: node, Ready: true, ServiceAccount: "helloworld-" + version,
 				Labels: map[string]string{"version": version, network.LabelTLSMode: network.TLSModeIstio},
 			})
 		}
