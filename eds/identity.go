@@ -66,7 +66,8 @@ func spiffePrefix(td, ns string) string { return "spiffe://" + td + "/ns/" + ns 
 // one service port) of a service in namespace ns. A pod with no service account
 // runs as "default", as Kubernetes does.
 func peerIdentitiesOf(td, ns string, eps map[network.ClusterID][]clusterregistry.Endpoint) PeerIdentities {
-	seen := map[string]bool{}
+	type account struct{ namespace, name string }
+	seen := map[account]bool{} // keys share the endpoints' strings: no allocation per endpoint
 	for _, list := range eps {
 		for i := range list {
 			e := &list[i]
@@ -74,26 +75,25 @@ func peerIdentitiesOf(td, ns string, eps map[network.ClusterID][]clusterregistry
 			if !ok {
 				continue // no pod: no identity
 			}
-			sa := e.ServiceAccount
-			if sa == "" {
-				sa = "default"
+			a := account{podNS, e.ServiceAccount}
+			if a.name == "" {
+				a.name = "default"
 			}
-			id := spiffePrefix(td, podNS) + sa
-			if seen[id] {
+			if seen[a] {
 				continue
 			}
 			if len(seen) == MaxPeerIdentities {
 				return PeerIdentities{Prefix: spiffePrefix(td, ns)}
 			}
-			seen[id] = true
+			seen[a] = true
 		}
 	}
 	if len(seen) == 0 {
 		return PeerIdentities{Prefix: spiffePrefix(td, ns)}
 	}
 	ids := make([]string, 0, len(seen))
-	for id := range seen {
-		ids = append(ids, id)
+	for a := range seen {
+		ids = append(ids, spiffePrefix(td, a.namespace)+a.name)
 	}
 	slices.Sort(ids)
 	return PeerIdentities{IDs: ids}
