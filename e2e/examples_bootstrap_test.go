@@ -89,7 +89,7 @@ func TestExamplesEnvoyBootstrap(t *testing.T) {
 			if tc.view.Role == eds.RoleSidecar {
 				// The sidecar's clusters from Horizon fetch their certificates from
 				// gRPC services that must be static clusters of the bootstrap.
-				for _, name := range envoyGRPCClusters(t, eds.BuildCluster(helloHost, 5000)) {
+				for _, name := range envoyGRPCClusters(t, eds.BuildCluster(helloHost, 5000, eds.PeerIdentities{IDs: []string{"spiffe://cluster.local/ns/sample/sa/default"}})) {
 					if static[name] == nil {
 						t.Errorf("Horizon's sidecar clusters use gRPC cluster %q, which the bootstrap lacks", name)
 					}

@@ -211,12 +211,18 @@ func TestSeedFlow(t *testing.T) {
 
 	// (b) Real calls: the pods as gRPC servers with mTLS, network2's gateway routing
 	// by SNI without terminating TLS.
-	certs, err := dataplane.NewCerts(dir, "sample", "helloworld")
+	// The clients run as sleep, the pods as the default service account they are
+	// deployed with: the identity Horizon tells clients to expect of them.
+	certs, err := dataplane.NewCerts(dir, "sample", "sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	podCerts, err := certs.Issue(filepath.Join(dir, "helloworld"), "sample", "default")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []struct{ name, version, ip string }{{"helloworld-v1-0", "v1", seedV1}, {"helloworld-v2-0", "v2", seedV2}} {
-		pod, err := dataplane.StartPod(p.name, p.version, p.ip+":5000", certs)
+		pod, err := dataplane.StartPod(p.name, p.version, p.ip+":5000", podCerts)
 		if err != nil {
 			t.Fatal(err)
 		}

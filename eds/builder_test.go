@@ -370,7 +370,7 @@ func TestClusterNames(t *testing.T) {
 			t.Errorf("ParseClusterName(%q) accepted", bad)
 		}
 	}
-	c := BuildCluster(host, 5000)
+	c := BuildCluster(host, 5000, PeerIdentities{IDs: []string{"spiffe://cluster.local/ns/sample/sa/helloworld"}})
 	if err := c.ValidateAll(); err != nil {
 		t.Fatalf("cluster invalid for Envoy: %v", err)
 	}

@@ -36,9 +36,9 @@ var sdsSource = &corev3.ConfigSource{
 
 // BuildCluster builds the sidecar's EDS cluster for a service port: endpoints marked
 // tlsMode=istio (pods with sidecars, and gateways) get Istio mTLS with the SNI
-// outbound_.<port>_._.<host>, so a passthrough gateway can route it; others get
-// plaintext.
-func BuildCluster(host string, port int32) *clusterv3.Cluster {
+// outbound_.<port>_._.<host>, so a passthrough gateway can route it, and accept
+// only a server certificate with one of peers' identities; others get plaintext.
+func BuildCluster(host string, port int32, peers PeerIdentities) *clusterv3.Cluster {
 	name := ClusterName(host, port)
 	return &clusterv3.Cluster{
 		Name:                 name,
@@ -50,7 +50,7 @@ func BuildCluster(host string, port int32) *clusterv3.Cluster {
 			{
 				Name:            "tlsMode-istio",
 				Match:           &structpb.Struct{Fields: map[string]*structpb.Value{"tlsMode": structpb.NewStringValue(network.TLSModeIstio)}},
-				TransportSocket: upstreamMTLS(SNIName(host, port)),
+				TransportSocket: upstreamMTLS(SNIName(host, port), peers),
 			},
 			{
 				Name:            "tlsMode-disabled",
@@ -61,14 +61,23 @@ func BuildCluster(host string, port int32) *clusterv3.Cluster {
 	}
 }
 
-func upstreamMTLS(sni string) *corev3.TransportSocket {
+// upstreamMTLS is Istio's client TLS context: the workload certificate and root CA
+// from the sidecar's SDS, and the server's identity matched against peers' URI SANs.
+func upstreamMTLS(sni string, peers PeerIdentities) *corev3.TransportSocket {
+	var sans []*tlsv3.SubjectAltNameMatcher
+	for _, m := range peers.matchers() {
+		sans = append(sans, &tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: m})
+	}
 	return transportSocket("envoy.transport_sockets.tls", &tlsv3.UpstreamTlsContext{
 		Sni: sni,
 		CommonTlsContext: &tlsv3.CommonTlsContext{
 			AlpnProtocols:                  []string{"istio-peer-exchange", "istio"},
 			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: "default", SdsConfig: sdsSource}},
-			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
-				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "ROOTCA", SdsConfig: sdsSource},
+			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
+				CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+					DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: sans},
+					ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "ROOTCA", SdsConfig: sdsSource},
+				},
 			},
 		},
 	})

@@ -15,6 +15,13 @@
 // xdsserver.Groups; xdsserver streams the snapshots and knows nothing of networks.
 // proxies.go reports connected proxies and what their groups hold.
 //
+// Peer identity (identity.go): the mTLS clusters of sidecars and proxyless clients
+// accept only a server presenting the SPIFFE identity of a pod behind the service
+// port, in any cluster (PeerIdentities, at most MaxPeerIdentities, else the
+// service's namespace). A host's clusters are rebuilt when its ports or identities
+// change, so that a change of the identities is pushed and nothing else re-sends
+// them.
+//
 // Bounds (admit.go): a group is made only for a view Horizon can serve. NETWORK and
 // REQUESTED_NETWORK_VIEW must name known networks (meshNetworks networks, clusters'
 // namespace labels, gateways' networks), else the proxy is refused with

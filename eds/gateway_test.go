@@ -262,7 +262,7 @@ func TestGRPCResourcesValidate(t *testing.T) {
 	const host = "helloworld.sample.svc.cluster.local"
 	for _, m := range []interface{ ValidateAll() error }{
 		buildGRPCListener(host, 5000), buildGRPCRoute(host, 5000),
-		buildGRPCCluster(host, 5000, true), buildGRPCCluster(host, 5000, false),
+		buildGRPCCluster(host, 5000, true, PeerIdentities{IDs: []string{"spiffe://cluster.local/ns/sample/sa/helloworld"}}), buildGRPCCluster(host, 5000, false, PeerIdentities{}),
 	} {
 		if err := m.ValidateAll(); err != nil {
 			t.Errorf("%T invalid for Envoy: %v", m, err)

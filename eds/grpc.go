@@ -64,8 +64,11 @@ func buildGRPCRoute(host string, port int32) *routev3.RouteConfiguration {
 // buildGRPCCluster is the proxyless client's EDS cluster. gRPC has no transport
 // socket matches, so with mTLS every endpoint is reached over mTLS, with the SNI a
 // passthrough gateway routes on and certificates from the client's certificate
-// provider instance.
-func buildGRPCCluster(host string, port int32, mtls bool) *clusterv3.Cluster {
+// provider instance, and the server must present one of peers' identities.
+// grpc-go reads the accepted names from match_subject_alt_names (not the typed
+// matchers Envoy is given) and compares them with every SAN of the certificate;
+// a SPIFFE ID can only be a URI SAN.
+func buildGRPCCluster(host string, port int32, mtls bool, peers PeerIdentities) *clusterv3.Cluster {
 	name := ClusterName(host, port)
 	c := &clusterv3.Cluster{
 		Name:                 name,
@@ -85,6 +88,7 @@ func buildGRPCCluster(host string, port int32, mtls bool) *clusterv3.Cluster {
 					CaCertificateProviderInstance: &tlsv3.CertificateProviderPluginInstance{
 						InstanceName: CertProviderInstance, CertificateName: "ROOTCA",
 					},
+					MatchSubjectAltNames: peers.matchers(),
 				}},
 			},
 		})

@@ -49,7 +49,9 @@ func TestMarshal(t *testing.T) {
 			cla.NamedEndpoints = map[string]*endpointv3.Endpoint{"a": {Hostname: "a"}, "b": {Hostname: "b"}, "c": {Hostname: "c"}}
 			return cla
 		}},
-		{"a cluster", func() proto.Message { return BuildCluster("helloworld.sample.svc.cluster.local", 5000) }},
+		{"a cluster", func() proto.Message {
+			return BuildCluster("helloworld.sample.svc.cluster.local", 5000, PeerIdentities{IDs: []string{"spiffe://cluster.local/ns/sample/sa/a", "spiffe://cluster.local/ns/sample/sa/b"}})
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,7 +108,7 @@ func TestVTDeterministic(t *testing.T) {
 	}{
 		{"built", BuildLoadAssignment("c", byCluster(ep("c1", "10.1.0.1", true), ep("c2", "10.2.0.1", true), ep("c4", "10.4.0.1", false)), topo, View{Role: RoleSidecar, Network: "network1"}), true},
 		{"built, empty", BuildLoadAssignment("c", nil, topo, View{}), true},
-		{"not a ClusterLoadAssignment", BuildCluster("h", 80), false},
+		{"not a ClusterLoadAssignment", BuildCluster("h", 80, PeerIdentities{Prefix: "spiffe://cluster.local/ns/ns/sa/"}), false},
 		{"one entry everywhere", claWithMetadata(t, oneEntry(mustStruct(map[string]any{"a": map[string]any{"b": []any{map[string]any{"c": 1}}}}))), true},
 		{"several filter_metadata entries", claWithMetadata(t, big), false},
 		{"several typed_filter_metadata entries", claWithMetadata(t, &corev3.Metadata{TypedFilterMetadata: big.TypedFilterMetadata}), false},

@@ -21,6 +21,12 @@ type hostState struct {
 	// selecting are the host's Services with a selector, by cluster: the candidates
 	// for a router's gateway Service, whose ports its listeners bind (listenerPort).
 	selecting []*clusterregistry.Service
+	// peers are the identities behind each port (by index of ports).
+	peers []PeerIdentities
+	// The host's resources shared by every sidecar and every proxyless client, one of
+	// each per port, rebuilt only when ports or peers change, so that a push that
+	// leaves them alone hands out the same messages (not encoded again).
+	clusters, grpcListeners, grpcRoutes, grpcClusters []types.Resource
 }
 
 // cacheKey names one built ClusterLoadAssignment; builtCLA says from which inputs
@@ -171,10 +177,11 @@ func registryServices(nets *network.Networks) map[string]bool {
 }
 
 // updateHost rebuilds host's ClusterLoadAssignments in every group. It reports
-// whether the host's set of ports changed (so CDS must change), and, when its
+// whether the host's set of ports, or the identities behind one, changed (so CDS
+// must change), and, when its
 // Services with a selector changed in what routers bind (listenerPort), those
 // Services before and after.
-func (s *Server) updateHost(host string) (portsChanged bool, rebound []*clusterregistry.Service) {
+func (s *Server) updateHost(host string) (cdsChanged bool, rebound []*clusterregistry.Service) {
 	shards := s.opts.Source.Services(host)
 	portSet := map[int32]bool{}
 	var selecting []*clusterregistry.Service
@@ -200,7 +207,18 @@ func (s *Server) updateHost(host string) (portsChanged bool, rebound []*clusterr
 		for _, sh := range shards {
 			ns = sh.Service.Namespace
 		}
-		s.hosts[host] = &hostState{gen: s.hostGen, namespace: ns, ports: ports, selecting: selecting}
+		hs := &hostState{gen: s.hostGen, namespace: ns, ports: ports, selecting: selecting}
+		hs.peers = make([]PeerIdentities, len(ports))
+		for i, p := range ports {
+			hs.peers[i] = peerIdentitiesOf(s.opts.TrustDomain, ns, endpointsOf(shards, p))
+		}
+		if old != nil && slices.Equal(old.ports, ports) && slices.EqualFunc(old.peers, hs.peers, PeerIdentities.equal) {
+			hs.clusters, hs.grpcListeners, hs.grpcRoutes, hs.grpcClusters = old.clusters, old.grpcListeners, old.grpcRoutes, old.grpcClusters
+		} else {
+			s.buildShared(host, hs)
+			cdsChanged = true
+		}
+		s.hosts[host] = hs
 	}
 	var before []*clusterregistry.Service
 	if old != nil {
@@ -224,7 +242,17 @@ func (s *Server) updateHost(host string) (portsChanged bool, rebound []*clusterr
 			sh.clas[name] = s.build(sh.view, host, p, name, shards)
 		}
 	}
-	return old == nil || !slices.Equal(old.ports, ports), rebound
+	return cdsChanged || old != nil && len(ports) == 0, rebound
+}
+
+// buildShared builds hs's shared resources for host.
+func (s *Server) buildShared(host string, hs *hostState) {
+	for i, p := range hs.ports {
+		hs.clusters = append(hs.clusters, BuildCluster(host, p, hs.peers[i]))
+		hs.grpcListeners = append(hs.grpcListeners, buildGRPCListener(host, p))
+		hs.grpcRoutes = append(hs.grpcRoutes, buildGRPCRoute(host, p))
+		hs.grpcClusters = append(hs.grpcClusters, buildGRPCCluster(host, p, s.opts.ProxylessMTLS, hs.peers[i]))
+	}
 }
 
 // sameBinding reports whether a and b are the same Service with the same selector
@@ -267,20 +295,20 @@ func endpointsOf(shards map[network.ClusterID]*clusterregistry.Shard, port int32
 	return eps
 }
 
-// rebuildShared rebuilds the resources every sidecar, and every proxyless client,
-// shares: one cluster (and for gRPC one listener and route) per service port. Fresh
-// slices each time: snapshots already handed out keep the old ones.
+// rebuildShared collects the resources every sidecar, and every proxyless client,
+// shares: one cluster (and for gRPC one listener and route) per service port, as
+// updateHost built them. Fresh slices each time: snapshots already handed out keep
+// the old ones.
 func (s *Server) rebuildShared() {
 	hosts := slices.Sorted(maps.Keys(s.hosts))
 	s.clusters = []types.Resource{}
 	s.grpc.listeners, s.grpc.routes, s.grpc.clusters = nil, nil, nil
 	for _, h := range hosts {
-		for _, p := range s.hosts[h].ports {
-			s.clusters = append(s.clusters, BuildCluster(h, p))
-			s.grpc.listeners = append(s.grpc.listeners, buildGRPCListener(h, p))
-			s.grpc.routes = append(s.grpc.routes, buildGRPCRoute(h, p))
-			s.grpc.clusters = append(s.grpc.clusters, buildGRPCCluster(h, p, s.opts.ProxylessMTLS))
-		}
+		hs := s.hosts[h]
+		s.clusters = append(s.clusters, hs.clusters...)
+		s.grpc.listeners = append(s.grpc.listeners, hs.grpcListeners...)
+		s.grpc.routes = append(s.grpc.routes, hs.grpcRoutes...)
+		s.grpc.clusters = append(s.grpc.clusters, hs.grpcClusters...)
 	}
 }
 

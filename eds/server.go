@@ -62,6 +62,12 @@ type Options struct {
 	// ProxylessMTLS sends proxyless gRPC clients mTLS clusters (certificate provider
 	// instance "default"), which cross-network calls through a gateway need.
 	ProxylessMTLS bool
+	// TrustDomain is the SPIFFE trust domain of the mesh's workload identities
+	// (spiffe://<trust domain>/ns/<namespace>/sa/<service account>): the mTLS
+	// clusters sent to sidecars and proxyless clients accept only a server presenting
+	// the identity of a pod behind the service (PeerIdentities). Empty means
+	// DefaultTrustDomain.
+	TrustDomain string
 	// MaxGroups caps the proxy groups (distinct views) served at once: a proxy of a
 	// new view past it is refused with ResourceExhausted until idle groups are
 	// dropped. 0 means DefaultMaxGroups.
@@ -119,6 +125,9 @@ func (o *Options) Validate() error {
 	if o.MaxGroups < 0 {
 		errs = append(errs, fmt.Errorf("--xds-max-groups: must not be negative, got %d", o.MaxGroups))
 	}
+	if err := validTrustDomain(o.TrustDomain); err != nil {
+		errs = append(errs, fmt.Errorf("--trust-domain: %w", err))
+	}
 	if o.CacheSize < 0 {
 		errs = append(errs, fmt.Errorf("eds: cache size must not be negative, got %d", o.CacheSize))
 	}
@@ -171,6 +180,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxMessageSize == 0 {
 		opts.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if opts.TrustDomain == "" {
+		opts.TrustDomain = DefaultTrustDomain
 	}
 	if err := opts.Validate(); err != nil {
 		return nil, err

@@ -154,7 +154,7 @@ func TestEncodedResourcesDecodeToThemselves(t *testing.T) {
 	listeners, _ := buildRouterResources([]PassthroughServer{{Gateway: "a/b", Port: 443, Hosts: []string{"*"}}},
 		map[string]*hostState{host: {namespace: "sample", ports: []int32{5000}}}, nil)
 	s := &Server{log: slog.New(slog.DiscardHandler)}
-	for _, r := range []types.Resource{cla, BuildCluster(host, 5000), buildGRPCListener(host, 5000), buildGRPCRoute(host, 5000), listeners[0]} {
+	for _, r := range []types.Resource{cla, BuildCluster(host, 5000, PeerIdentities{IDs: []string{"spiffe://cluster.local/ns/sample/sa/helloworld"}}), buildGRPCListener(host, 5000), buildGRPCRoute(host, 5000), listeners[0]} {
 		typ := "type.googleapis.com/" + string(r.ProtoReflect().Descriptor().FullName())
 		st := &typeState{items: map[string]types.Resource{}}
 		if !s.versionType(typ, st, []types.Resource{r}) {

@@ -140,12 +140,18 @@ func run(ctx context.Context) error {
 	}
 
 	step("starting the pods (real gRPC servers with mTLS) and the network2 ingress gateway (nginx, SNI passthrough)")
+	// The client runs as sleep; the helloworld pods as their namespace's default
+	// service account, the identity Horizon tells the client to expect of them.
 	certs, err := dataplane.NewCerts(work, "sample", "sleep")
 	if err != nil {
 		return err
 	}
+	podCerts, err := certs.Issue(filepath.Join(work, "helloworld"), "sample", "default")
+	if err != nil {
+		return err
+	}
 	for _, p := range []struct{ name, version, addr string }{{"helloworld-v1-0", "v1", v1Addr}, {"helloworld-v2-0", "v2", v2Addr}} {
-		pod, err := dataplane.StartPod(p.name, p.version, p.addr+":5000", certs)
+		pod, err := dataplane.StartPod(p.name, p.version, p.addr+":5000", podCerts)
 		if err != nil {
 			return err
 		}

@@ -42,12 +42,19 @@ func TestDataPath(t *testing.T) {
 	}
 	ctx := t.Context()
 	dir := t.TempDir()
-	certs, err := dataplane.NewCerts(dir, "sample", "helloworld")
+	// The client runs as sleep; each version's pods as helloworld-<version> (their
+	// ServiceAccount below), the identity Horizon tells the client to expect of
+	// them: v2's, in cluster 2 behind the gateway, too.
+	certs, err := dataplane.NewCerts(dir, "sample", "sleep")
 	if err != nil {
 		t.Fatal(err)
 	}
 	startPod := func(name, version, ip string) *dataplane.Pod {
-		p, err := dataplane.StartPod(name, version, ip+":5000", certs)
+		podCerts, err := certs.Issue(filepath.Join(dir, name), "sample", "helloworld-"+version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := dataplane.StartPod(name, version, ip+":5000", podCerts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,7 +86,7 @@ func TestDataPath(t *testing.T) {
 		node := map[*kubetest.Cluster]string{cluster1: "node-1", cluster2: "node-2"}[c]
 		for i, ip := range ips {
 			s.Backends = append(s.Backends, kubetest.Backend{
-				Pod: fmt.Sprintf("helloworld-%s-%d", version, i), IP: ip, Node: node, Ready: true,
+				Pod: fmt.Sprintf("helloworld-%s-%d", version, i), IP: ip, Node: node, Ready: true, ServiceAccount: "helloworld-" + version,
 				Labels: map[string]string{"version": version, network.LabelTLSMode: network.TLSModeIstio},
 			})
 		}

@@ -126,6 +126,7 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 	metrics := newMetricsRegistry()
 	o.EDS.Source, o.EDS.Networks, o.EDS.Lookup = h.registry, h.mesh.Current, h.resolver.Lookup
 	o.EDS.Gateways, o.EDS.Metrics, o.EDS.Logger = passthroughServers{h.gateways}, metrics, h.log
+	o.EDS.TrustDomain = o.TrustDomain // the identities the mTLS clusters accept
 	if h.xds, err = eds.New(o.EDS); err != nil {
 		return err
 	}

@@ -36,7 +36,8 @@ type Options struct {
 	// TrustDomain is the SPIFFE trust domain of the mesh's workload identities,
 	// spiffe://<TrustDomain>/ns/<namespace>/sa/<service account>. With a client CA
 	// (TLS.ClientCAFile) a proxy's client certificate must carry such an identity,
-	// which bounds the namespace and service account its node may claim.
+	// which bounds the namespace and service account its node may claim. The mTLS
+	// clusters sent to proxies accept servers of these identities (eds.Options).
 	TrustDomain string
 	// HTTPAddress is where /healthz, /readyz, /metrics and /debug/ are served.
 	HTTPAddress string
@@ -74,7 +75,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.XDSAllowPlaintextRemote, "xds-allow-plaintext-remote", false, "allow plaintext xDS (no --xds-tls-cert) on a non-loopback --xds-address, such as :15010 in a pod: "+
 		"proxies are then not authenticated, and anyone who reaches the address reads their configuration")
 	fs.StringVar(&o.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh's workload identities (spiffe://<trust-domain>/ns/<namespace>/sa/<service account>); "+
-		"with --xds-client-ca, a proxy's client certificate must carry such an identity and its node may claim only that namespace and service account")
+		"with --xds-client-ca, a proxy's client certificate must carry such an identity and its node may claim only that namespace and service account; "+
+		"the mTLS clusters sent to sidecars and proxyless clients accept only servers with the identities of the pods behind the service")
 	fs.StringVar(&o.HTTPAddress, "http-address", ":15014", "address of the HTTP server: /healthz, /readyz and /metrics (open), /debug/ (see --debug-access)")
 	fs.BoolVar(&o.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on --http-address")
 	o.Secrets.AddFlags(fs)

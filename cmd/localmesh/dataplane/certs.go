@@ -24,6 +24,10 @@ type Certs struct {
 	KeyFile  string
 	Pool     *x509.CertPool
 	Cert     tls.Certificate
+
+	caCert *x509.Certificate
+	caDER  []byte
+	caKey  *ecdsa.PrivateKey
 }
 
 // NewCerts makes a CA and a workload certificate for spiffe://cluster.local/ns/<ns>/sa/<sa>,
@@ -42,14 +46,31 @@ func NewCerts(dir, ns, sa string) (*Certs, error) {
 	if err != nil {
 		return nil, err
 	}
-	caCert, _ := x509.ParseCertificate(caDER)
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	ca := &Certs{caCert: caCert, caDER: caDER, caKey: caKey}
+	return ca.Issue(dir, ns, sa)
+}
+
+// Issue makes another workload's certificate, for spiffe://cluster.local/ns/<ns>/sa/<sa>,
+// signed by the same CA and written with the CA bundle to dir. Servers of a service
+// present the identity of the service account their pods run as: clients accept
+// no other.
+func (c *Certs) Issue(dir, ns, sa string) (*Certs, error) {
+	caCert, caDER, caKey := c.caCert, c.caDER, c.caKey
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
 	id, _ := url.Parse("spiffe://cluster.local/ns/" + ns + "/sa/" + sa)
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		return nil, err
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: sa},
+		SerialNumber: serial, Subject: pkix.Name{CommonName: sa},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		URIs:        []*url.URL{id},
 		KeyUsage:    x509.KeyUsageDigitalSignature,
@@ -63,25 +84,29 @@ func NewCerts(dir, ns, sa string) (*Certs, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Certs{
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	out := &Certs{
 		Dir:      dir,
 		CAFile:   filepath.Join(dir, "ca.pem"),
 		CertFile: filepath.Join(dir, "cert.pem"),
 		KeyFile:  filepath.Join(dir, "key.pem"),
 		Pool:     x509.NewCertPool(),
+		caCert:   caCert, caDER: caDER, caKey: caKey,
 	}
-	c.Pool.AddCert(caCert)
+	out.Pool.AddCert(caCert)
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 	for path, b := range map[string][]byte{
-		c.CAFile:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		c.CertFile: certPEM,
-		c.KeyFile:  keyPEM,
+		out.CAFile:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		out.CertFile: certPEM,
+		out.KeyFile:  keyPEM,
 	} {
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			return nil, err
 		}
 	}
-	c.Cert, err = tls.X509KeyPair(certPEM, keyPEM)
-	return c, err
+	out.Cert, err = tls.X509KeyPair(certPEM, keyPEM)
+	return out, err
 }

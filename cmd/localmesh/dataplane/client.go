@@ -76,11 +76,23 @@ func Dial(xdsAddr, nodeID, network, target string, certs *Certs) (*Client, error
 	return &Client{conn: conn, client: testgrpc.NewTestServiceClient(conn)}, nil
 }
 
-// Call makes one call and returns the answering pod's version and name.
+// Call makes one call and returns the answering pod's version and name. It waits
+// (up to 5 s) for a connection to be ready.
 func (c *Client) Call(ctx context.Context) (version, pod string, err error) {
+	return c.call(ctx, true)
+}
+
+// CallNow is Call without waiting for a connection: when every connection attempt
+// has failed, it fails at once with the last attempt's error (a refused TLS
+// handshake, for one).
+func (c *Client) CallNow(ctx context.Context) (version, pod string, err error) {
+	return c.call(ctx, false)
+}
+
+func (c *Client) call(ctx context.Context, wait bool) (version, pod string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := c.client.UnaryCall(ctx, &testpb.SimpleRequest{FillServerId: true}, grpc.WaitForReady(true))
+	resp, err := c.client.UnaryCall(ctx, &testpb.SimpleRequest{FillServerId: true}, grpc.WaitForReady(wait))
 	if err != nil {
 		return "", "", err
 	}
