@@ -59,27 +59,27 @@ type ResolverOptions struct {
 // AddFlags binds the options that come from the command line.
 func (o *ResolverOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.TTL, "gateway-dns-refresh-interval", MinResolverTTL, "how often gateway DNS names are resolved again (at least 30s)")
-	fs.IntVar(&o.Concurrency, "gateway-dns-concurrency", DefaultResolverConcurrency, "most gateway DNS look-ups running at once")
-	fs.IntVar(&o.MaxHosts, "gateway-dns-max-names", DefaultResolverMaxHosts, "most gateway DNS names resolved and cached; a new name past it gets no gateway address")
-	fs.IntVar(&o.MaxAddrs, "gateway-dns-max-addresses", DefaultResolverMaxAddrs, "most addresses kept per gateway DNS name (the first of the sorted answer)")
+	fs.IntVar(&o.Concurrency, "gateway-dns-concurrency", DefaultResolverConcurrency, "most gateway DNS look-ups running at once (0: the default)")
+	fs.IntVar(&o.MaxHosts, "gateway-dns-max-names", DefaultResolverMaxHosts, "most gateway DNS names resolved and cached; a new name past it gets no gateway address (0: the default)")
+	fs.IntVar(&o.MaxAddrs, "gateway-dns-max-addresses", DefaultResolverMaxAddrs, "most addresses kept per gateway DNS name, the first of the sorted answer (0: the default)")
 }
 
-// Validate reports whether the options can be used, after defaults. Its errors name
-// the flags.
+// Validate reports whether the options can be used; a zero value stands for its
+// default. Its errors name the flags.
 func (o *ResolverOptions) Validate() error {
 	var errs []error
-	if o.TTL <= 0 || (o.TTL < MinResolverTTL && !o.AllowShortTTL) {
+	if o.TTL < 0 || (o.TTL < MinResolverTTL && o.TTL != 0 && !o.AllowShortTTL) {
 		errs = append(errs, fmt.Errorf("--gateway-dns-refresh-interval: must be at least %s, got %s", MinResolverTTL, o.TTL))
 	}
-	if o.LookupTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("resolver lookup timeout %s: must be positive", o.LookupTimeout))
+	if o.LookupTimeout < 0 {
+		errs = append(errs, fmt.Errorf("resolver lookup timeout %s: must not be negative", o.LookupTimeout))
 	}
 	for _, f := range []struct {
 		flag string
 		v    int
 	}{{"--gateway-dns-max-names", o.MaxHosts}, {"--gateway-dns-max-addresses", o.MaxAddrs}, {"--gateway-dns-concurrency", o.Concurrency}} {
-		if f.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s: must be positive, got %d", f.flag, f.v))
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", f.flag, f.v))
 		}
 	}
 	return errors.Join(errs...)

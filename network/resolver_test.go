@@ -105,10 +105,10 @@ func TestResolverOptionsValidate(t *testing.T) {
 		{name: "short TTL", opts: network.ResolverOptions{TTL: time.Second}, wantErr: "--gateway-dns-refresh-interval: must be at least 30s, got 1s"},
 		{name: "short TTL allowed", opts: network.ResolverOptions{TTL: time.Millisecond, AllowShortTTL: true}},
 		{name: "negative TTL", opts: network.ResolverOptions{TTL: -time.Second, AllowShortTTL: true}, wantErr: "--gateway-dns-refresh-interval: must be at least 30s, got -1s"},
-		{name: "negative lookup timeout", opts: network.ResolverOptions{LookupTimeout: -1}, wantErr: "resolver lookup timeout -1ns: must be positive"},
-		{name: "negative max hosts", opts: network.ResolverOptions{MaxHosts: -1}, wantErr: "--gateway-dns-max-names: must be positive, got -1"},
-		{name: "negative max addresses", opts: network.ResolverOptions{MaxAddrs: -1}, wantErr: "--gateway-dns-max-addresses: must be positive, got -1"},
-		{name: "negative concurrency", opts: network.ResolverOptions{Concurrency: -1}, wantErr: "--gateway-dns-concurrency: must be positive, got -1"},
+		{name: "negative lookup timeout", opts: network.ResolverOptions{LookupTimeout: -1}, wantErr: "resolver lookup timeout -1ns: must not be negative"},
+		{name: "negative max hosts", opts: network.ResolverOptions{MaxHosts: -1}, wantErr: "--gateway-dns-max-names: must not be negative, got -1"},
+		{name: "negative max addresses", opts: network.ResolverOptions{MaxAddrs: -1}, wantErr: "--gateway-dns-max-addresses: must not be negative, got -1"},
+		{name: "negative concurrency", opts: network.ResolverOptions{Concurrency: -1}, wantErr: "--gateway-dns-concurrency: must not be negative, got -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := network.NewResolver(tc.opts)
@@ -455,11 +455,11 @@ func TestResolverFlags(t *testing.T) {
 	if o.TTL != 2*time.Minute || o.Concurrency != 3 || o.MaxHosts != 40 || o.MaxAddrs != 5 {
 		t.Errorf("options = %+v", o)
 	}
-	if err := fs.Parse([]string{"--gateway-dns-refresh-interval=5s", "--gateway-dns-max-names=0"}); err != nil {
+	if err := fs.Parse([]string{"--gateway-dns-refresh-interval=5s", "--gateway-dns-max-names=-1"}); err != nil {
 		t.Fatal(err)
 	}
 	_, err := network.NewResolver(o)
-	for _, want := range []string{"--gateway-dns-refresh-interval: must be at least 30s, got 5s"} {
+	for _, want := range []string{"--gateway-dns-refresh-interval: must be at least 30s, got 5s", "--gateway-dns-max-names: must not be negative, got -1"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v, want it to contain %q", err, want)
 		}

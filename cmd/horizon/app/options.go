@@ -9,6 +9,7 @@ import (
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/eds"
+	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
 	"github.com/horizon-mesh/horizon/network/meshsource"
 	"github.com/horizon-mesh/horizon/secrets"
@@ -39,6 +40,8 @@ type Options struct {
 	// istio in the system namespace.
 	MeshNetworks meshsource.Options
 	Gateways     gatewaysource.Options
+	// Resolver bounds the background DNS resolution of gateway names.
+	Resolver network.ResolverOptions
 	// TLS configures the xDS server's TLS; plaintext by default.
 	TLS TLSOptions
 }
@@ -60,6 +63,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Secrets.AddFlags(fs)
 	o.Registry.AddFlags(fs)
 	o.EDS.AddFlags(fs)
+	o.Resolver.AddFlags(fs)
 	o.TLS.AddFlags(fs)
 }
 
@@ -72,7 +76,7 @@ func (o *Options) Validate() error {
 		}
 	}
 	reg := o.withNamespace().Registry
-	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate())
+	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate(), o.Resolver.Validate())
 	return errors.Join(errs...)
 }
 
