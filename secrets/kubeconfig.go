@@ -53,8 +53,11 @@ var lineRE = regexp.MustCompile(`line \d+`)
 // the kubeconfig defines, with an error naming the field: exec and auth-provider
 // plugins, impersonation, basic auth, and (unless LoadOptions allows them) file paths,
 // insecure-skip-tls-verify, http:// servers and proxy-url. A server URL must not carry
-// userinfo, a query or a fragment, nor name a link-local, multicast or unspecified
-// address. Inert metadata (extensions, preferences, a context's namespace) is ignored.
+// userinfo, a query or a fragment, nor name a link-local, multicast, broadcast or
+// unspecified address (nor loopback with RefuseLoopback). The returned config dials
+// through a checker that applies the same address rule to whatever the server name
+// resolves to at each connection. Inert metadata (extensions, preferences, a context's
+// namespace) is ignored. Every error carries a RefusalKind (see RefusalKindOf).
 //
 // Errors never quote the kubeconfig's values: a parse error says at most which line
 // failed; other errors name fields and the kubeconfig's own cluster, user and context
