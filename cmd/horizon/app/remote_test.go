@@ -10,16 +10,19 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/cmd/horizon/app"
@@ -232,62 +235,104 @@ func TestHostileRemoteSecrets(t *testing.T) {
 	}
 }
 
-// TestRemoteSecretsNamespace runs Horizon as a service account that may read Secrets
-// only in a namespace of their own (--remote-secrets-namespace), and nothing of the
-// system namespace but ConfigMaps: Horizon gets ready and serves the remote cluster
-// of a Secret there, and labelled Secrets in the system namespace are not read.
+// dedicatedNamespaceRBAC returns the RBAC of examples/horizon.yaml as its comments
+// say to set it up for remote Secrets in a namespace of their own: the secrets rule of
+// Role istio-system/horizon dropped, the commented Role and RoleBinding in place, and
+// that namespace.
+func dedicatedNamespaceRBAC(t *testing.T) []byte {
+	t.Helper()
+	data, err := os.ReadFile("../../../examples/horizon.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := kubetest.ParseManifests(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []string
+	add := func(obj map[string]any) {
+		b, err := yaml.Marshal(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, string(b))
+	}
+	dropped := false
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "RoleBinding":
+		case "Role":
+			rules, _, _ := unstructured.NestedSlice(o.Object, "rules")
+			var kept []any
+			for _, r := range rules {
+				if res, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "resources"); slices.Contains(res, "secrets") {
+					dropped = true
+					continue
+				}
+				kept = append(kept, r)
+			}
+			if err := unstructured.SetNestedSlice(o.Object, kept, "rules"); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			continue
+		}
+		add(o.Object)
+	}
+	if !dropped {
+		t.Fatal("horizon.yaml has no Role rule for secrets to drop")
+	}
+	// The commented alternative: the run of comment lines from its first apiVersion.
+	var alt []string
+	in := false
+	for _, line := range strings.Split(string(data), "\n") {
+		if line == "# apiVersion: rbac.authorization.k8s.io/v1" {
+			in = true
+		}
+		if !in {
+			continue
+		}
+		if !strings.HasPrefix(line, "#") {
+			break
+		}
+		alt = append(alt, strings.TrimPrefix(strings.TrimPrefix(line, "#"), " "))
+	}
+	if len(alt) == 0 {
+		t.Fatal("horizon.yaml has no commented RBAC for a remote-secret namespace")
+	}
+	add(map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "horizon-remotes"}})
+	return []byte(strings.Join(docs, "---\n") + "---\n" + strings.Join(alt, "\n"))
+}
+
+// TestRemoteSecretsNamespace runs Horizon as horizon.yaml's service account, with
+// the RBAC that file's comments give for remote Secrets in a namespace of their own
+// (--remote-secrets-namespace): no Secret access in the system namespace. Horizon
+// gets ready and serves the remote cluster of a Secret there, and labelled Secrets in
+// the system namespace are not read.
 func TestRemoteSecretsNamespace(t *testing.T) {
 	ctx := t.Context()
 	const (
-		saNamespace = "horizon-rbac-test"
-		sa          = "horizon"
-		remotes     = "horizon-remotes"
-		system      = "istio-system"
+		remotes = "horizon-remotes"
+		system  = "istio-system"
 	)
-	for _, ns := range []string{saNamespace, remotes, system} {
-		if err := kubetest.EnsureNamespace(ctx, cluster.Client, ns, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	subject := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: saNamespace, Name: sa}}
-	read := []string{"get", "list", "watch"}
-	name := "horizon-rbac-test"
-	rbac := cluster.Client.RbacV1()
-	create := func(what string, err error) {
-		t.Helper()
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatalf("create %s: %v", what, err)
-		}
-	}
-	_, err := rbac.ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"services", "pods", "nodes", "namespaces"}, Verbs: read},
-		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: read},
-		{APIGroups: []string{"networking.istio.io"}, Resources: []string{"gateways"}, Verbs: read},
-	}}, metav1.CreateOptions{})
-	create("ClusterRole", err)
-	_, err = rbac.ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
-		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name}, Subjects: subject}, metav1.CreateOptions{})
-	create("ClusterRoleBinding", err)
-	for ns, resource := range map[string]string{system: "configmaps", remotes: "secrets"} {
-		_, err = rbac.Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name},
-			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{resource}, Verbs: read}}}, metav1.CreateOptions{})
-		create("Role in "+ns, err)
-		_, err = rbac.RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
-			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}, Subjects: subject}, metav1.CreateOptions{})
-		create("RoleBinding in "+ns, err)
+	if err := kubetest.Apply(ctx, cluster.Config, dedicatedNamespaceRBAC(t)); err != nil {
+		t.Fatalf("apply horizon.yaml's RBAC: %v", err)
 	}
 	as := rest.CopyConfig(cluster.Config)
 	as.Impersonate = rest.ImpersonationConfig{
-		UserName: "system:serviceaccount:" + saNamespace + ":" + sa,
-		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + saNamespace, "system:authenticated"},
+		UserName: "system:serviceaccount:" + system + ":horizon",
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + system, "system:authenticated"},
 	}
 	asClient, err := kubernetes.NewForConfig(as)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The RBAC is what the test says: no Secret of the system namespace is readable.
+	// No Secret of the system namespace is readable; those of the dedicated one are.
 	if _, err := asClient.CoreV1().Secrets(system).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Fatalf("listing Secrets in %s as the service account: err = %v, want forbidden", system, err)
+	}
+	if _, err := asClient.CoreV1().Secrets(remotes).List(ctx, metav1.ListOptions{}); err != nil {
+		t.Fatalf("listing Secrets in %s as the service account: %v", remotes, err)
 	}
 
 	good, _, err := cluster.MintKubeconfig(ctx, "rbac-test", "reader")
