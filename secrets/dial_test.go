@@ -113,3 +113,38 @@ func TestDialRefusesResolvedAddresses(t *testing.T) {
 		})
 	}
 }
+
+// TestDialRefusesRebinding: one client, whose server name first resolves to an
+// allowed address and then to the metadata address, is refused at its next
+// connection.
+func TestDialRefusesRebinding(t *testing.T) {
+	// Each answer closes its connection, so that each request dials again.
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Connection", "close")
+	}))
+	defer srv.Close()
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	const name = "rebind.remote.test"
+	res := &fakeResolver{}
+	res.set(name, "127.0.0.1")
+	data := strings.Replace(kubeconfig("    token: "+secretToken+"\n"), "https://127.0.0.1:6443", "https://"+name+":"+port, 1)
+	cfg, err := LoadKubeconfig([]byte(data), LoadOptions{Resolver: res})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.TLSClientConfig.CAData, cfg.TLSClientConfig.Insecure = nil, true
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get(cfg.Host + "/api")
+	if err != nil {
+		t.Fatalf("first connection: %v", err)
+	}
+	resp.Body.Close()
+	res.set(name, "169.254.169.254")
+	if _, err := hc.Get(cfg.Host + "/api"); err == nil || !strings.Contains(err.Error(), "resolves to 169.254.169.254 (link-local)") {
+		t.Fatalf("after the name moved to the metadata address: err = %v", err)
+	}
+}
