@@ -3,18 +3,23 @@ package e2e
 import (
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
+	"github.com/horizon-mesh/horizon/cmd/horizon/app"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/meshsource"
@@ -107,8 +112,21 @@ func TestExamplesApply(t *testing.T) {
 	if pod.ServiceAccountName != horizonSA {
 		t.Errorf("Deployment horizon runs as service account %q, want %q", pod.ServiceAccountName, horizonSA)
 	}
-	if want := []string{"serve", "--cluster-id", "cluster1", "--namespace", systemNamespace}; !slices.Equal(c.Args, want) {
+	if want := []string{"serve", "--cluster-id", "cluster1", "--namespace", systemNamespace,
+		"--xds-address", ":15010", "--xds-allow-plaintext-remote"}; !slices.Equal(c.Args, want) {
 		t.Errorf("Deployment horizon args = %q, want %q", c.Args, want)
+	}
+	// The args are valid, and xDS listens where the Service sends proxies: on every
+	// interface, which plaintext xDS is only allowed to with the opt-in flag.
+	opts := app.NewOptions()
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	opts.AddFlags(fs)
+	if err := fs.Parse(c.Args[1:]); err != nil {
+		t.Errorf("Deployment horizon args: %v", err)
+	} else if err := opts.Validate(); err != nil {
+		t.Errorf("Deployment horizon args: %v", err)
+	} else if addr := opts.XDSListenAddress(); addr != ":15010" {
+		t.Errorf("Deployment horizon: xDS listens on %q, want :15010 (every interface)", addr)
 	}
 	sc := c.SecurityContext
 	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
@@ -131,9 +149,12 @@ func TestExamplesApply(t *testing.T) {
 	for _, p := range svc.Spec.Ports {
 		ports = append(ports, fmt.Sprintf("%s:%d→%s", p.Name, p.Port, p.TargetPort.String()))
 	}
-	if want := []string{"grpc-xds:15010→15010", "http-monitoring:15014→15014"}; !slices.Equal(ports, want) {
+	// The HTTP port (metrics, debug) is not published: probes and scraping reach the
+	// pod directly.
+	if want := []string{"grpc-xds:15010→15010"}; !slices.Equal(ports, want) {
 		t.Errorf("Service horizon ports = %q, want %q", ports, want)
 	}
+	checkHorizonNetworkPolicy(t, pod)
 	for _, cl := range []*kubetest.Cluster{config, remote} {
 		deps, err := cl.Client.AppsV1().Deployments("sample").List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -145,6 +166,74 @@ func TestExamplesApply(t *testing.T) {
 		for _, d := range deps.Items {
 			if l := d.Spec.Template.Labels; l["app"] != "helloworld" || l[network.LabelTLSMode] != network.TLSModeIstio {
 				t.Errorf("Deployment %s in %s: pod labels %v, want app=helloworld and %s=%s", d.Name, cl.Name, l, network.LabelTLSMode, network.TLSModeIstio)
+			}
+		}
+	}
+}
+
+// checkHorizonNetworkPolicy checks NetworkPolicy istio-system/horizon as the API
+// server holds it: it selects Horizon's pods, admits xDS (15010) from pods of every
+// namespace and the HTTP port (15014) from namespace monitoring only, and leaves
+// every container port of the pod covered by a rule.
+func checkHorizonNetworkPolicy(t *testing.T, pod corev1.PodSpec) {
+	t.Helper()
+	ctx := t.Context()
+	np, err := config.Client.NetworkingV1().NetworkPolicies(systemNamespace).Get(ctx, "horizon", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("examples/horizon.yaml: NetworkPolicy horizon: %v", err)
+	}
+	dep, err := config.Client.AppsV1().Deployments(systemNamespace).Get(ctx, "horizon", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(np.Spec.PodSelector.MatchLabels)+len(np.Spec.PodSelector.MatchExpressions) == 0 || !sel.Matches(labels.Set(dep.Spec.Template.Labels)) {
+		t.Errorf("NetworkPolicy horizon selects %v, want Horizon's pods (labels %v) and only them", sel, dep.Spec.Template.Labels)
+	}
+	if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+		t.Errorf("NetworkPolicy horizon policy types %v, want Ingress", np.Spec.PolicyTypes)
+	}
+	// port → who may connect, as "namespaces{selector}"; any other kind of peer shows
+	// as such and fails the comparison.
+	from := map[int32][]string{}
+	for _, rule := range np.Spec.Ingress {
+		var peers []string
+		for _, p := range rule.From {
+			switch {
+			case p.NamespaceSelector != nil && p.PodSelector == nil && p.IPBlock == nil:
+				peers = append(peers, "namespaces{"+metav1.FormatLabelSelector(p.NamespaceSelector)+"}")
+			default:
+				peers = append(peers, fmt.Sprintf("other peer %+v", p))
+			}
+		}
+		if len(rule.From) == 0 {
+			peers = append(peers, "anyone")
+		}
+		if len(rule.Ports) == 0 {
+			t.Errorf("NetworkPolicy horizon: a rule admitting %q on every port", peers)
+		}
+		for _, p := range rule.Ports {
+			if p.Port == nil || p.Port.Type != intstr.Int || p.EndPort != nil {
+				t.Errorf("NetworkPolicy horizon: port %+v, want a number", p)
+				continue
+			}
+			from[p.Port.IntVal] = append(from[p.Port.IntVal], peers...)
+		}
+	}
+	want := map[int32][]string{
+		15010: {"namespaces{<none>}"},
+		15014: {"namespaces{kubernetes.io/metadata.name=monitoring}"},
+	}
+	if !reflect.DeepEqual(from, want) {
+		t.Errorf("NetworkPolicy horizon admits %q, want %q", from, want)
+	}
+	for _, c := range pod.Containers {
+		for _, p := range c.Ports {
+			if _, ok := from[p.ContainerPort]; !ok {
+				t.Errorf("NetworkPolicy horizon: no rule for container port %s (%d)", p.Name, p.ContainerPort)
 			}
 		}
 	}

@@ -55,8 +55,16 @@ func TestExamplesRBAC(t *testing.T) {
 		for _, gr := range clusterWide {
 			as.mustBeForbidden(t, "create", gr, "default")
 		}
-		as.mustHaveExactly(t, systemNamespace, inSystem, read)
-		as.mustHaveExactly(t, "default", clusterWide, read)
+		reviews := []grant{
+			{groupResource{"authentication.k8s.io", "tokenreviews"}, []string{"create"}},
+			{groupResource{"authorization.k8s.io", "subjectaccessreviews"}, []string{"create"}},
+		}
+		as.mustHaveExactly(t, systemNamespace, inSystem, read, reviews...)
+		as.mustHaveExactly(t, "default", clusterWide, read, reviews...)
+	})
+	t.Run("debug access", func(t *testing.T) {
+		applyExample(t, config, "horizon.yaml")
+		testDebugAccessRBAC(t)
 	})
 	t.Run("reader in the remote cluster", func(t *testing.T) {
 		applyExample(t, remote, "remote-reader.yaml")
@@ -261,9 +269,16 @@ func (id *identity) mustBeForbidden(t *testing.T, verb string, gr groupResource,
 // grant or to refuse.
 var selfReviewResources = []string{"selfsubjectaccessreviews", "selfsubjectrulesreviews", "selfsubjectreviews"}
 
+// grant is verbs on a resource.
+type grant struct {
+	gr    groupResource
+	verbs []string
+}
+
 // mustHaveExactly asks the API server for every permission the identity has in ns
-// and wants exactly verbs on exactly resources, besides asking about itself.
-func (id *identity) mustHaveExactly(t *testing.T, ns string, resources []groupResource, verbs []string) {
+// and wants exactly verbs on exactly resources, and the grants more, besides asking
+// about itself.
+func (id *identity) mustHaveExactly(t *testing.T, ns string, resources []groupResource, verbs []string, more ...grant) {
 	t.Helper()
 	rr, err := id.cs.AuthorizationV1().SelfSubjectRulesReviews().Create(t.Context(), &authorizationv1.SelfSubjectRulesReview{
 		Spec: authorizationv1.SelfSubjectRulesReviewSpec{Namespace: ns},
@@ -293,6 +308,9 @@ func (id *identity) mustHaveExactly(t *testing.T, ns string, resources []groupRe
 	want := map[string][]string{}
 	for _, gr := range resources {
 		want[gr.String()] = slices.Clone(verbs)
+	}
+	for _, g := range more {
+		want[g.gr.String()] = slices.Clone(g.verbs)
 	}
 	for k, v := range got {
 		sort.Strings(v)

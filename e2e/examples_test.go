@@ -29,6 +29,8 @@ import (
 //     and mesh-networks.yaml describes the reference scenario's networks;
 //   - examples_rbac_test.go: the RBAC of horizon.yaml and remote-reader.yaml grants
 //     what Horizon reads and nothing more, and matches `horizon create-remote-secret`;
+//   - examples_debug_test.go: under horizon.yaml's identity, /debug/ lets a token
+//     bound to ClusterRole horizon-debug through from another host, and no other;
 //   - examples_bootstrap_test.go: the Envoy bootstraps are valid and point at Horizon;
 //   - examples_readme_test.go: examples/README.md lists the files, and its YAML and
 //     proxyless bootstrap are accepted;

@@ -21,10 +21,19 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		{"bad duration", []string{"serve", "--remote-cluster-timeout=soon"}, `invalid argument "soon"`},
 		{"negative timeout", []string{"serve", "--remote-cluster-timeout=-5s"}, "--remote-cluster-timeout: must not be negative"},
 		{"bad address", []string{"serve", "--xds-address=15010"}, "--xds-address: address 15010: missing port in address"},
+		{"plaintext xDS on every interface", []string{"serve", "--xds-address=:15010"},
+			`--xds-address ":15010": plaintext xDS listens only on a loopback address (such as 127.0.0.1:15010); serve xDS over TLS (--xds-tls-cert, --xds-tls-key, and --xds-client-ca to authenticate proxies) or allow plaintext on this address with --xds-allow-plaintext-remote`},
+		{"bad trust domain", []string{"serve", "--trust-domain=Cluster.Local"}, `--trust-domain: "Cluster.Local": only lowercase letters, digits, '.', '-' and '_' are allowed`},
+		{"empty trust domain", []string{"serve", "--trust-domain="}, "--trust-domain: must not be empty"},
 		{"bad log level", []string{"serve", "--log-level=loud"}, "--log-level"},
 		{"empty namespace", []string{"serve", "--namespace="}, "--namespace: must not be empty"},
 		{"empty cluster ID", []string{"serve", "--cluster-id="}, "--cluster-id: must not be empty"},
 		{"stray argument", []string{"serve", "extra"}, "unexpected arguments"},
+		{"bad debug access", []string{"serve", "--debug-access=anyone"}, `--debug-access: must be loopback-or-token, loopback or token, got "anyone"`},
+		{"bad debug audience", []string{"serve", "--debug-token-audience=a,b"}, "--debug-token-audience: must be one audience"},
+		{"status token and token file", []string{"status", "--token=x", "--token-file=/dev/null"}, "--token and --token-file: give one or the other"},
+		{"status empty token file", []string{"status", "--token-file=/dev/null"}, "--token-file: /dev/null holds no token"},
+		{"status missing token file", []string{"status", "--token-file=/nonexistent/token"}, "--token-file: open /nonexistent/token"},
 		{"missing kubeconfig file", []string{"serve", "--kubeconfig=/nonexistent/kubeconfig"}, "load --kubeconfig"},
 	}
 	for _, tt := range tests {
@@ -56,7 +65,8 @@ func TestHelp(t *testing.T) {
 	}
 	for _, flag := range []string{"--kubeconfig", "--context", "--cluster-id", "--namespace", "--mesh-networks", "--domain-suffix",
 		"--xds-address", "--http-address", "--debounce-after", "--debounce-max", "--remote-cluster-timeout",
-		"--stale-cluster-grace", "--xds-tls-cert", "--xds-tls-key", "--xds-client-ca", "--pprof", "--default-passthrough", "--proxyless-mtls"} {
+		"--stale-cluster-grace", "--xds-tls-cert", "--xds-tls-key", "--xds-client-ca", "--xds-allow-plaintext-remote", "--trust-domain", "--pprof", "--default-passthrough", "--proxyless-mtls",
+		"--debug-access", "--debug-token-audience"} {
 		if !strings.Contains(out.String(), flag) {
 			t.Errorf("serve --help does not mention %s", flag)
 		}

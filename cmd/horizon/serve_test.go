@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,8 +29,9 @@ var cluster1, cluster2, cluster3 *kubetest.Cluster
 
 func TestMain(m *testing.M) {
 	if dataplane.InNetns() {
-		// Re-executed by TestDataPath in a network namespace of its own.
-		if err := dataplane.SetupNetns(dataPathAddrs...); err != nil {
+		// Re-executed by TestDataPath or TestStatusRemoteDebugAccess in a network
+		// namespace of its own.
+		if err := dataplane.SetupNetns(append(slices.Clone(dataPathAddrs), debugAddr)...); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -58,8 +60,27 @@ func freeAddr(t *testing.T) string {
 // cluster1, as an operator would start it, and waits for /readyz.
 func startServe(t *testing.T, extra ...string) (xdsAddr, httpAddr string, logs *kubetest.LogBuffer) {
 	t.Helper()
+	return startServeWith(t, serveSetup{}, extra...)
+}
+
+// serveSetup is what startServeWith changes from startServe's defaults.
+type serveSetup struct {
+	// token authenticates Horizon to cluster1; empty: an administrator's.
+	token string
+	// httpAddress is --http-address; empty: a free loopback address. With host
+	// 0.0.0.0, /readyz is polled on 127.0.0.1.
+	httpAddress string
+}
+
+// startServeWith is startServe as setup says.
+func startServeWith(t *testing.T, setup serveSetup, extra ...string) (xdsAddr, httpAddr string, logs *kubetest.LogBuffer) {
+	t.Helper()
 	dir := t.TempDir()
-	kc, err := cluster1.Kubeconfig(cluster1.Config.BearerToken)
+	token := setup.token
+	if token == "" {
+		token = cluster1.Config.BearerToken
+	}
+	kc, err := cluster1.Kubeconfig(token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +88,11 @@ func startServe(t *testing.T, extra ...string) (xdsAddr, httpAddr string, logs *
 	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	xdsAddr, httpAddr = freeAddr(t), freeAddr(t)
+	xdsAddr, httpAddr = freeAddr(t), setup.httpAddress
+	if httpAddr == "" {
+		httpAddr = freeAddr(t)
+	}
+	readyz := "http://" + strings.Replace(httpAddr, "0.0.0.0:", "127.0.0.1:", 1) + "/readyz"
 	args := append([]string{"serve",
 		"--kubeconfig", kubeconfig,
 		"--cluster-id", "cluster1",
@@ -97,7 +122,7 @@ func startServe(t *testing.T, extra ...string) (xdsAddr, httpAddr string, logs *
 			return fmt.Errorf("horizon exited: %v", err)
 		default:
 		}
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		resp, err := http.Get(readyz)
 		if err != nil {
 			return err
 		}

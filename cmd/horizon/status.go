@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/cmd/horizon/app"
+	"github.com/horizon-mesh/horizon/cmd/horizon/app/debugauth"
 	"github.com/horizon-mesh/horizon/eds"
 	"github.com/horizon-mesh/horizon/secrets"
 )
@@ -35,14 +37,20 @@ var errClustersInError = errors.New("clusters in error")
 func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("status", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	address := fs.String("address", "localhost:15014", "host:port of a running horizon serve's --http-address")
+	address := fs.String("address", "localhost:15014", "host:port of a running horizon serve's --http-address; a non-loopback address needs --token-file (see horizon serve --debug-access)")
 	output := fs.StringP("output", "o", "table", "output format: table or json")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the answer")
+	tokenFlag := fs.String("token", "", "bearer token for a horizon reached at a non-loopback address (visible to other local users in the process list: prefer --token-file)")
+	tokenFile := fs.String("token-file", "", "file holding the bearer token for a horizon reached at a non-loopback address, e.g. from kubectl create token --audience horizon")
 	if ok, err := parseFlags(fs, args); !ok {
 		return err
 	}
 	if *output != "table" && *output != "json" {
 		return usageError{fmt.Errorf("--output: must be table or json, got %q", *output)}
+	}
+	token, err := statusToken(*tokenFlag, *tokenFile)
+	if err != nil {
+		return usageError{err}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -52,7 +60,7 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		path string
 		into any
 	}{{"/debug/clusterz", &clusterz}, {"/debug/networkz", &rep.Networks}, {"/debug/syncz", &rep.Proxies}} {
-		if err := getJSON(ctx, "http://"+*address+g.path, g.into); err != nil {
+		if err := getJSON(ctx, "http://"+*address+g.path, token, g.into); err != nil {
 			return err
 		}
 	}
@@ -79,10 +87,50 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return nil
 }
 
-func getJSON(ctx context.Context, url string, into any) error {
+// maxTokenBytes bounds the token `horizon status` reads; the server refuses longer
+// ones.
+const maxTokenBytes = debugauth.DefaultMaxTokenBytes
+
+// statusToken returns the bearer token of --token or --token-file, or "" for none.
+func statusToken(token, file string) (string, error) {
+	switch {
+	case token != "" && file != "":
+		return "", errors.New("--token and --token-file: give one or the other")
+	case file != "":
+		f, err := os.Open(file)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, maxTokenBytes+2))
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+		if token == "" {
+			return "", fmt.Errorf("--token-file: %s holds no token", file)
+		}
+	}
+	flag := "--token"
+	if file != "" {
+		flag = "--token-file"
+	}
+	if len(token) > maxTokenBytes {
+		return "", fmt.Errorf("%s: token longer than %d bytes", flag, maxTokenBytes)
+	}
+	if strings.ContainsAny(token, " \t\r\n") {
+		return "", fmt.Errorf("%s: the token must be one word without spaces or line breaks", flag)
+	}
+	return token, nil
+}
+
+func getJSON(ctx context.Context, url, token string, into any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

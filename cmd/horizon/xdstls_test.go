@@ -16,8 +16,10 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/horizon-mesh/horizon/cmd/horizon/app"
 	"github.com/horizon-mesh/horizon/e2e/tlstest"
@@ -122,24 +124,34 @@ func adsResponse(t *testing.T, addr string, creds credentials.TransportCredentia
 }
 
 // TestServeXDSTLS runs `horizon serve` with mutual TLS on xDS and checks that a proxy
-// with a valid client certificate gets its configuration and others are refused.
+// with a valid client certificate carrying its SPIFFE ID gets its configuration and
+// others are refused. The trust domain is not the default one.
 func TestServeXDSTLS(t *testing.T) {
 	ca := tlstest.NewCA(t, "mesh-ca")
 	o := writeTLSFiles(t, ca, "horizon", ca)
-	xdsAddr, _, logs := startServe(t, "--xds-tls-cert", o.CertFile, "--xds-tls-key", o.KeyFile, "--xds-client-ca", o.ClientCAFile)
-	proxyCert, proxyKey := ca.Issue(t, "sidecar", true)
+	xdsAddr, _, logs := startServe(t, "--xds-tls-cert", o.CertFile, "--xds-tls-key", o.KeyFile, "--xds-client-ca", o.ClientCAFile,
+		"--trust-domain", "mesh.example")
+	// adsResponse's node is in namespace b.
+	proxyCert, proxyKey := ca.IssueClient(t, "sidecar", "spiffe://mesh.example/ns/b/sa/default")
 	proxy := ca.ClientConfig(t, proxyCert, proxyKey)
+	anonCert, anonKey := ca.Issue(t, "sidecar", true)
+	otherNSCert, otherNSKey := ca.IssueClient(t, "sidecar", "spiffe://mesh.example/ns/c/sa/default")
+	defaultTDCert, defaultTDKey := ca.IssueClient(t, "sidecar", "spiffe://cluster.local/ns/b/sa/default")
 
 	tests := []struct {
-		name    string
-		cfg     *tls.Config // nil: plaintext
-		wantErr bool
+		name string
+		cfg  *tls.Config // nil: plaintext
+		// wantCode is the call's status code; OK if it is served.
+		wantCode codes.Code
 		// wantTLSErr is what ends the TLS handshake; empty if it succeeds.
 		wantTLSErr string
 	}{
-		{"proxy with a client certificate", proxy, false, ""},
-		{"plaintext proxy", nil, true, ""},
-		{"proxy without a client certificate", ca.ClientConfig(t, nil, nil), true, "certificate required"},
+		{"proxy with its SPIFFE ID", proxy, codes.OK, ""},
+		{"plaintext proxy", nil, codes.Unavailable, ""},
+		{"proxy without a client certificate", ca.ClientConfig(t, nil, nil), codes.Unavailable, "certificate required"},
+		{"client certificate without a SPIFFE ID", ca.ClientConfig(t, anonCert, anonKey), codes.PermissionDenied, ""},
+		{"SPIFFE ID of another namespace", ca.ClientConfig(t, otherNSCert, otherNSKey), codes.PermissionDenied, ""},
+		{"SPIFFE ID of the default trust domain", ca.ClientConfig(t, defaultTDCert, defaultTDKey), codes.PermissionDenied, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -149,8 +161,14 @@ func TestServeXDSTLS(t *testing.T) {
 				creds = credentials.NewTLS(tt.cfg)
 			}
 			resp, err := adsResponse(t, xdsAddr, creds)
-			if tt.wantErr {
+			if tt.wantCode == codes.Unavailable {
 				tlstest.WantUnavailable(t, err)
+				return
+			}
+			if got := status.Code(err); got != tt.wantCode {
+				t.Fatalf("err = %v, want code %s", err, tt.wantCode)
+			}
+			if tt.wantCode != codes.OK {
 				return
 			}
 			if err != nil {

@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,6 +74,26 @@ func NewCA(t testing.TB, name string) *CA {
 // 127.0.0.1 and localhost, or a client certificate.
 func (ca *CA) Issue(t testing.TB, cn string, client bool) (certPEM, keyPEM []byte) {
 	t.Helper()
+	return ca.issue(t, cn, client, nil)
+}
+
+// IssueClient returns a PEM client certificate and key signed by ca whose URI SANs
+// are uris, such as a workload's SPIFFE ID spiffe://<trust domain>/ns/<ns>/sa/<sa>.
+func (ca *CA) IssueClient(t testing.TB, cn string, uris ...string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	var parsed []*url.URL
+	for _, u := range uris {
+		p, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parsed = append(parsed, p)
+	}
+	return ca.issue(t, cn, true, parsed)
+}
+
+func (ca *CA) issue(t testing.TB, cn string, client bool, uris []*url.URL) (certPEM, keyPEM []byte) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -91,6 +112,7 @@ func (ca *CA) Issue(t testing.TB, cn string, client bool) (certPEM, keyPEM []byt
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 		tmpl.IPAddresses, tmpl.DNSNames = nil, nil
 	}
+	tmpl.URIs = uris
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
 		t.Fatal(err)

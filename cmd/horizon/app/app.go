@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/cmd/horizon/app/debugauth"
 	"github.com/horizon-mesh/horizon/eds"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
@@ -45,6 +46,7 @@ type Horizon struct {
 	gateways *gatewaysource.Source
 	resolver *network.Resolver
 	xds      *eds.Server
+	identity *identityBinder // nil without a client CA
 
 	xdsLis, httpLis net.Listener
 	grpc            *grpc.Server
@@ -133,16 +135,31 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 		return err
 	}
 	metrics.MustRegister(newStatusCollector(h))
-	h.http = &http.Server{Handler: h.httpMux(metrics, o.Pprof), ReadHeaderTimeout: 10 * time.Second}
+	if o.TLS.ClientCAFile != "" {
+		h.identity = newIdentityBinder(o.TrustDomain, metrics, h.log)
+	}
+	o.Debug.Client, o.Debug.Logger, o.Debug.Metrics = client, h.log, metrics
+	debug, err := debugauth.New(o.Debug)
+	if err != nil {
+		return err
+	}
+	h.http = &http.Server{Handler: h.httpMux(metrics, debug, o.Pprof), ReadHeaderTimeout: 10 * time.Second}
 	return nil
 }
 
 // listen opens the xDS and HTTP listeners and builds the gRPC server, whose
-// credentials depend on where it listens.
+// credentials depend on where it listens. With a client CA, interceptors bind each
+// proxy's node to its certificate's identity.
 func (h *Horizon) listen() error {
 	var err error
-	if h.xdsLis, err = net.Listen("tcp", h.opts.XDSAddress); err != nil {
+	if h.xdsLis, err = net.Listen("tcp", h.opts.XDSListenAddress()); err != nil {
 		return fmt.Errorf("listen on --xds-address: %w", err)
+	}
+	// Validate allowed a loopback address or localhost: make sure of what it became.
+	if !h.opts.TLS.enabled() && !h.opts.XDSAllowPlaintextRemote && !isLoopbackAddr(h.xdsLis.Addr()) {
+		h.xdsLis.Close()
+		return fmt.Errorf("--xds-address %q listens on %s, not a loopback address: plaintext xDS needs --xds-allow-plaintext-remote there",
+			cut(h.opts.XDSListenAddress()), h.xdsLis.Addr())
 	}
 	if h.httpLis, err = net.Listen("tcp", h.opts.HTTPAddress); err != nil {
 		h.xdsLis.Close()
@@ -154,14 +171,20 @@ func (h *Horizon) listen() error {
 		h.httpLis.Close()
 		return err
 	}
-	h.grpc = grpc.NewServer(append([]grpc.ServerOption{creds,
+	opts := []grpc.ServerOption{creds,
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Most proxies hold one connection each and are idle between pushes: return
 		// a connection's write buffer to a shared pool after each flush instead of
 		// keeping 32 KiB per connection.
 		grpc.SharedWriteBuffer(true),
-	}, h.xds.GRPCOptions()...)...)
+	}
+	if h.identity != nil {
+		// Chained first: a call from a client with no usable identity goes no further.
+		opts = append(opts, grpc.ChainStreamInterceptor(h.identity.stream), grpc.ChainUnaryInterceptor(h.identity.unary))
+		h.log.Info("xDS client identities bound to their certificates' SPIFFE IDs", "trustDomain", h.opts.TrustDomain)
+	}
+	h.grpc = grpc.NewServer(append(opts, h.xds.GRPCOptions()...)...)
 	h.xds.Register(h.grpc)
 	return nil
 }

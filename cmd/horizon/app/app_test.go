@@ -44,12 +44,17 @@ func TestNewOptionsHoldTheFlagDefaults(t *testing.T) {
 		t.Fatalf("the defaults do not validate: %v", err)
 	}
 	for _, c := range []struct{ name, got, want string }{
-		{"--xds-address", opts.XDSAddress, ":15010"},
+		{"--xds-address", opts.XDSAddress, ""},
+		{"xDS listen address", opts.XDSListenAddress(), "127.0.0.1:15010"},
+		{"--xds-allow-plaintext-remote", fmt.Sprint(opts.XDSAllowPlaintextRemote), "false"},
+		{"--trust-domain", opts.TrustDomain, "cluster.local"},
 		{"--http-address", opts.HTTPAddress, ":15014"},
 		{"--namespace", opts.Secrets.Namespace, "istio-system"},
 		{"--cluster-id", string(opts.Secrets.ClusterID), "Kubernetes"},
 		{"--domain-suffix", opts.Registry.DomainSuffix, "cluster.local"},
 		{"--debounce-after", opts.EDS.DebounceAfter.String(), "100ms"},
+		{"--debug-access", string(opts.Debug.Access), "loopback-or-token"},
+		{"--debug-token-audience", opts.Debug.Audience, "horizon"},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %q, want %q", c.name, c.got, c.want)
@@ -178,4 +183,88 @@ func ExampleNew() {
 	if err := h.Run(ctx); err != nil {
 		fmt.Println(err)
 	}
+}
+
+// TestPlaintextXDSOnlyOnLoopback checks where xDS listens by default, and that
+// plaintext xDS is refused on an address other hosts reach unless asked for.
+func TestPlaintextXDSOnlyOnLoopback(t *testing.T) {
+	withTLS := app.TLSOptions{CertFile: "tls.crt", KeyFile: "tls.key"}
+	tests := []struct {
+		name       string
+		addr       string
+		tls        app.TLSOptions
+		allow      bool
+		wantListen string
+		wantErr    bool
+	}{
+		{"default, plaintext", "", app.TLSOptions{}, false, "127.0.0.1:15010", false},
+		{"default, TLS", "", withTLS, false, ":15010", false},
+		{"IPv4 loopback", "127.0.0.1:0", app.TLSOptions{}, false, "127.0.0.1:0", false},
+		{"other IPv4 loopback", "127.1.2.3:9000", app.TLSOptions{}, false, "127.1.2.3:9000", false},
+		{"IPv6 loopback", "[::1]:15010", app.TLSOptions{}, false, "[::1]:15010", false},
+		{"localhost", "localhost:15010", app.TLSOptions{}, false, "localhost:15010", false},
+		{"every interface", ":15010", app.TLSOptions{}, false, ":15010", true},
+		{"every IPv4 interface", "0.0.0.0:15010", app.TLSOptions{}, false, "0.0.0.0:15010", true},
+		{"every IPv6 interface", "[::]:15010", app.TLSOptions{}, false, "[::]:15010", true},
+		{"pod IP", "10.1.2.3:15010", app.TLSOptions{}, false, "10.1.2.3:15010", true},
+		{"host name", "horizon.example:15010", app.TLSOptions{}, false, "horizon.example:15010", true},
+		{"every interface, allowed", ":15010", app.TLSOptions{}, true, ":15010", false},
+		{"every interface, TLS", ":15010", withTLS, false, ":15010", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opts := app.NewOptions()
+			opts.XDSAddress, opts.TLS, opts.XDSAllowPlaintextRemote = tt.addr, tt.tls, tt.allow
+			if got := opts.XDSListenAddress(); got != tt.wantListen {
+				t.Errorf("listens on %q, want %q", got, tt.wantListen)
+			}
+			err := opts.Validate()
+			if tt.tls.CertFile != "" {
+				// The TLS files do not exist; only the address matters here.
+				if err == nil || strings.Contains(err.Error(), "plaintext") {
+					t.Fatalf("err = %v, want only the missing TLS files", err)
+				}
+				return
+			}
+			if !tt.wantErr {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want := fmt.Sprintf("--xds-address %q: plaintext xDS listens only on a loopback address", tt.wantListen)
+			if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "--xds-allow-plaintext-remote") {
+				t.Fatalf("err = %v, want it to contain %q and name --xds-allow-plaintext-remote", err, want)
+			}
+		})
+	}
+
+	t.Run("New refuses it too", func(t *testing.T) {
+		opts := testOptions()
+		opts.XDSAddress = "0.0.0.0:0"
+		_, err := app.New(opts, cluster.Config, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err == nil || !strings.Contains(err.Error(), "--xds-allow-plaintext-remote") {
+			t.Fatalf("err = %v, want a refusal naming --xds-allow-plaintext-remote", err)
+		}
+	})
+	t.Run("allowed on every interface", func(t *testing.T) {
+		opts := testOptions()
+		opts.XDSAddress, opts.XDSAllowPlaintextRemote = "0.0.0.0:0", true
+		logs := &kubetest.LogBuffer{}
+		h, err := app.New(opts, cluster.Config, slog.New(slog.NewTextHandler(logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel() // Run starts and shuts down at once, closing the listeners.
+		if err := h.Run(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if ip := h.XDSAddr().(*net.TCPAddr).IP; !ip.IsUnspecified() {
+			t.Errorf("xDS listened on %s, want every interface", h.XDSAddr())
+		}
+		if !strings.Contains(logs.String(), "xDS is served in plaintext") {
+			t.Errorf("no plaintext warning logged:\n%s", logs)
+		}
+	})
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/cmd/horizon/app/debugauth"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
 	"github.com/horizon-mesh/horizon/network/meshsource"
@@ -61,20 +62,24 @@ type EndpointzEndpoint struct {
 	ResolvedNetwork network.NetworkID `json:"resolvedNetwork,omitempty"`
 }
 
-// httpMux serves health, readiness, metrics and the debug endpoints. No kubeconfig,
-// token or key is reachable from any of them: they show statuses, which never hold
+// httpMux serves health, readiness and metrics to every caller, and everything else
+// — the debug endpoints, and any path added later — through debug, which lets
+// loopback callers through and others as --debug-access says. No kubeconfig, token
+// or key is reachable from any of them: they show statuses, which never hold
 // credentials.
-func (h *Horizon) httpMux(reg *prometheus.Registry, withPprof bool) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+func (h *Horizon) httpMux(reg *prometheus.Registry, debug *debugauth.Filter, withPprof bool) *http.ServeMux {
+	open := http.NewServeMux()
+	open.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	open.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := h.Ready(); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	open.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux := http.NewServeMux()
+	open.Handle("/", debug.Wrap(mux))
 	mux.HandleFunc("/debug/clusterz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, ClusterzResponse{Clusters: h.registry.Clusters(), Secrets: h.secrets.Status()})
 	})
@@ -149,7 +154,7 @@ func (h *Horizon) httpMux(reg *prometheus.Registry, withPprof bool) *http.ServeM
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	return mux
+	return open
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -2,9 +2,11 @@
 // config cluster's client config and a logger, New builds the remote-secret
 // controller, the cluster registry (with the config cluster in it), the meshNetworks
 // and Gateway sources, the DNS resolver for gateway names, the xDS server, the
-// gRPC server (with its TLS options) and the HTTP server (/healthz, /readyz,
-// /metrics, /debug/), and the adapters between them. Run runs them until its context
-// ends and shuts down gracefully.
+// gRPC server (with its TLS options and, with a client CA, interceptors binding each
+// proxy's node to its certificate's SPIFFE ID) and the HTTP server (/healthz, /readyz
+// and /metrics open; /debug/ and every other path guarded by package debugauth), and
+// the adapters between them. Run runs them until its context ends and shuts down
+// gracefully.
 //
 // It is the one place where Horizon's packages are wired together: `horizon serve`
 // runs it, and so do the end-to-end tests, in-process; horizon-demo and horizon-load

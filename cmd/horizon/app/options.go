@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"strings"
 
 	"github.com/spf13/pflag"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/cmd/horizon/app/debugauth"
 	"github.com/horizon-mesh/horizon/eds"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
@@ -24,12 +27,24 @@ import (
 // namespace of Registry and MeshNetworks (Secrets.Namespace) — and ignores what was
 // there; the other fields are the caller's.
 type Options struct {
-	// XDSAddress is where the xDS (ADS) gRPC server listens.
+	// XDSAddress is where the xDS (ADS) gRPC server listens. Empty: DefaultXDSPort on
+	// every interface with TLS, on 127.0.0.1 without (see XDSListenAddress).
 	XDSAddress string
+	// XDSAllowPlaintextRemote lets plaintext xDS (no TLS.CertFile) listen on an address
+	// other than a loopback one. Without it, Validate refuses such an address: proxies
+	// would not be authenticated, and anyone reaching it could read their configuration.
+	XDSAllowPlaintextRemote bool
+	// TrustDomain is the SPIFFE trust domain of the mesh's workload identities,
+	// spiffe://<TrustDomain>/ns/<namespace>/sa/<service account>. With a client CA
+	// (TLS.ClientCAFile) a proxy's client certificate must carry such an identity,
+	// which bounds the namespace and service account its node may claim.
+	TrustDomain string
 	// HTTPAddress is where /healthz, /readyz, /metrics and /debug/ are served.
 	HTTPAddress string
 	// Pprof serves net/http/pprof under /debug/pprof/ on HTTPAddress.
 	Pprof bool
+	// Debug says who may call /debug/ (--debug-access, --debug-token-audience).
+	Debug debugauth.Options
 
 	// Secrets holds the system namespace (--namespace) and the config cluster's ID
 	// (--cluster-id).
@@ -57,27 +72,82 @@ func NewOptions() Options {
 // AddFlags binds the options to `horizon serve`'s flags, with their defaults.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MeshNetworks.File, "mesh-networks", "", "meshNetworks file, reloaded when it changes (empty: the meshNetworks key of ConfigMap istio in --namespace)")
-	fs.StringVar(&o.XDSAddress, "xds-address", ":15010", "address of the xDS (ADS) gRPC server")
-	fs.StringVar(&o.HTTPAddress, "http-address", ":15014", "address of the HTTP server (/healthz, /readyz)")
+	fs.StringVar(&o.XDSAddress, "xds-address", "", "address of the xDS (ADS) gRPC server (empty: 127.0.0.1:15010 in plaintext, :15010 with --xds-tls-cert); "+
+		"plaintext xDS listens on loopback addresses only, unless --xds-allow-plaintext-remote")
+	fs.BoolVar(&o.XDSAllowPlaintextRemote, "xds-allow-plaintext-remote", false, "allow plaintext xDS (no --xds-tls-cert) on a non-loopback --xds-address, such as :15010 in a pod: "+
+		"proxies are then not authenticated, and anyone who reaches the address reads their configuration")
+	fs.StringVar(&o.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of the mesh's workload identities (spiffe://<trust-domain>/ns/<namespace>/sa/<service account>); "+
+		"with --xds-client-ca, a proxy's client certificate must carry such an identity and its node may claim only that namespace and service account")
+	fs.StringVar(&o.HTTPAddress, "http-address", ":15014", "address of the HTTP server: /healthz, /readyz and /metrics (open), /debug/ (see --debug-access)")
 	fs.BoolVar(&o.Pprof, "pprof", false, "serve net/http/pprof under /debug/pprof/ on --http-address")
 	o.Secrets.AddFlags(fs)
 	o.Registry.AddFlags(fs)
 	o.EDS.AddFlags(fs)
 	o.Resolver.AddFlags(fs)
 	o.TLS.AddFlags(fs)
+	o.Debug.AddFlags(fs)
 }
 
 // Validate checks the values that come from flags; New also checks the wiring.
 func (o *Options) Validate() error {
 	var errs []error
-	for _, a := range []struct{ flag, addr string }{{"--xds-address", o.XDSAddress}, {"--http-address", o.HTTPAddress}} {
+	for _, a := range []struct{ flag, addr string }{{"--xds-address", o.XDSListenAddress()}, {"--http-address", o.HTTPAddress}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", a.flag, err))
 		}
 	}
+	if err := o.validatePlaintext(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateTrustDomain(o.TrustDomain); err != nil {
+		errs = append(errs, fmt.Errorf("--trust-domain: %w", err))
+	}
 	reg := o.withNamespace().Registry
-	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate(), o.Resolver.Validate())
+	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate(), o.Resolver.Validate(), o.Debug.Validate())
 	return errors.Join(errs...)
+}
+
+// DefaultXDSPort is the xDS port when XDSAddress is empty: Istio's plaintext xDS port.
+const DefaultXDSPort = "15010"
+
+// XDSListenAddress is where the xDS server listens: XDSAddress, or when it is empty,
+// DefaultXDSPort on every interface with TLS and on 127.0.0.1 without.
+func (o *Options) XDSListenAddress() string {
+	switch {
+	case o.XDSAddress != "":
+		return o.XDSAddress
+	case o.TLS.enabled():
+		return ":" + DefaultXDSPort
+	default:
+		return net.JoinHostPort("127.0.0.1", DefaultXDSPort)
+	}
+}
+
+// validatePlaintext refuses plaintext xDS on an address that is not a loopback one,
+// unless XDSAllowPlaintextRemote. A host name other than localhost is refused too:
+// what it resolves to is not known before listening.
+func (o *Options) validatePlaintext() error {
+	if o.TLS.enabled() || o.XDSAllowPlaintextRemote {
+		return nil
+	}
+	addr := o.XDSListenAddress()
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || isLoopbackHost(host) {
+		return nil // a malformed address is reported on its own
+	}
+	return fmt.Errorf("--xds-address %q: plaintext xDS listens only on a loopback address (such as 127.0.0.1:%s); "+
+		"serve xDS over TLS (--xds-tls-cert, --xds-tls-key, and --xds-client-ca to authenticate proxies) "+
+		"or allow plaintext on this address with --xds-allow-plaintext-remote", cut(addr), DefaultXDSPort)
+}
+
+// isLoopbackHost reports whether host, from a host:port address, is a loopback IP
+// address or localhost.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // withNamespace returns a copy of o whose components share Secrets' system

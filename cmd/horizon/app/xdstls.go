@@ -38,9 +38,9 @@ type TLSOptions struct {
 
 // AddFlags binds the options to --xds-tls-cert, --xds-tls-key and --xds-client-ca.
 func (o *TLSOptions) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.CertFile, "xds-tls-cert", "", "PEM certificate (chain) of the xDS server, reloaded when the file changes; requires --xds-tls-key (empty: plaintext xDS)")
+	fs.StringVar(&o.CertFile, "xds-tls-cert", "", "PEM certificate (chain) of the xDS server, reloaded when the file changes; requires --xds-tls-key (empty: plaintext xDS, on loopback only unless --xds-allow-plaintext-remote)")
 	fs.StringVar(&o.KeyFile, "xds-tls-key", "", "PEM private key of --xds-tls-cert, reloaded when the file changes")
-	fs.StringVar(&o.ClientCAFile, "xds-client-ca", "", "PEM CA bundle; when set, proxies must present a client certificate signed by it (requires --xds-tls-cert and --xds-tls-key)")
+	fs.StringVar(&o.ClientCAFile, "xds-client-ca", "", "PEM CA bundle; when set, proxies must present a client certificate signed by it, whose SPIFFE ID (see --trust-domain) bounds the namespace and service account their node may claim (requires --xds-tls-cert and --xds-tls-key)")
 }
 
 func (o *TLSOptions) enabled() bool { return o.CertFile != "" }
