@@ -10,7 +10,10 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/spf13/pflag"
 )
 
 // MinResolverTTL is the shortest refresh interval a Resolver accepts outside tests.
@@ -53,23 +56,31 @@ type ResolverOptions struct {
 	Logger *slog.Logger
 }
 
-// Validate reports whether the options can be used, after defaults.
+// AddFlags binds the options that come from the command line.
+func (o *ResolverOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.DurationVar(&o.TTL, "gateway-dns-refresh-interval", MinResolverTTL, "how often gateway DNS names are resolved again (at least 30s)")
+	fs.IntVar(&o.Concurrency, "gateway-dns-concurrency", DefaultResolverConcurrency, "most gateway DNS look-ups running at once (0: the default)")
+	fs.IntVar(&o.MaxHosts, "gateway-dns-max-names", DefaultResolverMaxHosts, "most gateway DNS names resolved and cached; a new name past it gets no gateway address (0: the default)")
+	fs.IntVar(&o.MaxAddrs, "gateway-dns-max-addresses", DefaultResolverMaxAddrs, "most addresses kept per gateway DNS name, the first of the sorted answer (0: the default)")
+}
+
+// Validate reports whether the options can be used; a zero value stands for its
+// default. Its errors name the flags.
 func (o *ResolverOptions) Validate() error {
 	var errs []error
-	if o.TTL <= 0 || (o.TTL < MinResolverTTL && !o.AllowShortTTL) {
-		errs = append(errs, fmt.Errorf("resolver TTL %s: must be at least %s", o.TTL, MinResolverTTL))
+	if o.TTL < 0 || (o.TTL < MinResolverTTL && o.TTL != 0 && !o.AllowShortTTL) {
+		errs = append(errs, fmt.Errorf("--gateway-dns-refresh-interval: must be at least %s, got %s", MinResolverTTL, o.TTL))
 	}
-	if o.LookupTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("resolver lookup timeout %s: must be positive", o.LookupTimeout))
+	if o.LookupTimeout < 0 {
+		errs = append(errs, fmt.Errorf("resolver lookup timeout %s: must not be negative", o.LookupTimeout))
 	}
-	if o.MaxHosts <= 0 {
-		errs = append(errs, fmt.Errorf("resolver max hosts %d: must be positive", o.MaxHosts))
-	}
-	if o.MaxAddrs <= 0 {
-		errs = append(errs, fmt.Errorf("resolver max addresses %d: must be positive", o.MaxAddrs))
-	}
-	if o.Concurrency <= 0 {
-		errs = append(errs, fmt.Errorf("resolver concurrency %d: must be positive", o.Concurrency))
+	for _, f := range []struct {
+		flag string
+		v    int
+	}{{"--gateway-dns-max-names", o.MaxHosts}, {"--gateway-dns-max-addresses", o.MaxAddrs}, {"--gateway-dns-concurrency", o.Concurrency}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", f.flag, f.v))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -120,6 +131,28 @@ type Resolver struct {
 	mu         sync.Mutex
 	hosts      map[string]*resolverEntry // guarded by mu
 	overWarned bool                      // guarded by mu; the MaxHosts warning was logged
+
+	lookups, failures, refused atomic.Uint64
+}
+
+// ResolverStats counts what a Resolver did since it was made.
+type ResolverStats struct {
+	// Lookups is the DNS look-ups made; Failures those that failed (timeouts
+	// included).
+	Lookups, Failures uint64
+	// Names is the host names cached now.
+	Names int
+	// Refused counts Lookup calls for a name not cached that were answered with no
+	// address because MaxHosts names are cached: each push asks again.
+	Refused uint64
+}
+
+// Stats returns the Resolver's counts.
+func (r *Resolver) Stats() ResolverStats {
+	r.mu.Lock()
+	names := len(r.hosts)
+	r.mu.Unlock()
+	return ResolverStats{Lookups: r.lookups.Load(), Failures: r.failures.Load(), Names: names, Refused: r.refused.Load()}
 }
 
 type resolverEntry struct {
@@ -155,6 +188,7 @@ func (r *Resolver) Lookup(host string) []string {
 	e, ok := r.hosts[host]
 	if !ok {
 		if len(r.hosts) >= r.opts.MaxHosts {
+			r.refused.Add(1)
 			if !r.overWarned {
 				r.overWarned = true
 				r.opts.Logger.Warn("too many gateway host names to resolve; ignoring new ones",
@@ -274,8 +308,10 @@ func (r *Resolver) work(ctx context.Context) {
 func (r *Resolver) resolve(ctx context.Context, host string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.LookupTimeout)
 	defer cancel()
+	r.lookups.Add(1)
 	raw, err := r.opts.Lookup(ctx, host)
 	if err != nil {
+		r.failures.Add(1)
 		r.opts.Logger.Warn("resolve gateway host failed", "host", host, "error", err)
 		return nil, fmt.Errorf("resolve %q: %w", host, err)
 	}

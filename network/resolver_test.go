@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.uber.org/goleak"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 
@@ -101,13 +102,13 @@ func TestResolverOptionsValidate(t *testing.T) {
 	}{
 		{name: "defaults", opts: network.ResolverOptions{}},
 		{name: "long TTL", opts: network.ResolverOptions{TTL: time.Hour}},
-		{name: "short TTL", opts: network.ResolverOptions{TTL: time.Second}, wantErr: "resolver TTL 1s: must be at least 30s"},
+		{name: "short TTL", opts: network.ResolverOptions{TTL: time.Second}, wantErr: "--gateway-dns-refresh-interval: must be at least 30s, got 1s"},
 		{name: "short TTL allowed", opts: network.ResolverOptions{TTL: time.Millisecond, AllowShortTTL: true}},
-		{name: "negative TTL", opts: network.ResolverOptions{TTL: -time.Second, AllowShortTTL: true}, wantErr: "resolver TTL -1s: must be at least 30s"},
-		{name: "negative lookup timeout", opts: network.ResolverOptions{LookupTimeout: -1}, wantErr: "resolver lookup timeout -1ns: must be positive"},
-		{name: "negative max hosts", opts: network.ResolverOptions{MaxHosts: -1}, wantErr: "resolver max hosts -1: must be positive"},
-		{name: "negative max addresses", opts: network.ResolverOptions{MaxAddrs: -1}, wantErr: "resolver max addresses -1: must be positive"},
-		{name: "negative concurrency", opts: network.ResolverOptions{Concurrency: -1}, wantErr: "resolver concurrency -1: must be positive"},
+		{name: "negative TTL", opts: network.ResolverOptions{TTL: -time.Second, AllowShortTTL: true}, wantErr: "--gateway-dns-refresh-interval: must be at least 30s, got -1s"},
+		{name: "negative lookup timeout", opts: network.ResolverOptions{LookupTimeout: -1}, wantErr: "resolver lookup timeout -1ns: must not be negative"},
+		{name: "negative max hosts", opts: network.ResolverOptions{MaxHosts: -1}, wantErr: "--gateway-dns-max-names: must not be negative, got -1"},
+		{name: "negative max addresses", opts: network.ResolverOptions{MaxAddrs: -1}, wantErr: "--gateway-dns-max-addresses: must not be negative, got -1"},
+		{name: "negative concurrency", opts: network.ResolverOptions{Concurrency: -1}, wantErr: "--gateway-dns-concurrency: must not be negative, got -1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := network.NewResolver(tc.opts)
@@ -436,4 +437,55 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(b), "\n"))
 	return len(b), nil
+}
+
+// TestResolverFlags: the flags set the bounds, with the defaults documented for them.
+func TestResolverFlags(t *testing.T) {
+	var o network.ResolverOptions
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	o.AddFlags(fs)
+	if o.TTL != network.MinResolverTTL || o.Concurrency != network.DefaultResolverConcurrency ||
+		o.MaxHosts != network.DefaultResolverMaxHosts || o.MaxAddrs != network.DefaultResolverMaxAddrs {
+		t.Errorf("defaults = %+v", o)
+	}
+	if err := fs.Parse([]string{"--gateway-dns-refresh-interval=2m", "--gateway-dns-concurrency=3",
+		"--gateway-dns-max-names=40", "--gateway-dns-max-addresses=5"}); err != nil {
+		t.Fatal(err)
+	}
+	if o.TTL != 2*time.Minute || o.Concurrency != 3 || o.MaxHosts != 40 || o.MaxAddrs != 5 {
+		t.Errorf("options = %+v", o)
+	}
+	if err := fs.Parse([]string{"--gateway-dns-refresh-interval=5s", "--gateway-dns-max-names=-1"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := network.NewResolver(o)
+	for _, want := range []string{"--gateway-dns-refresh-interval: must be at least 30s, got 5s", "--gateway-dns-max-names: must not be negative, got -1"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v, want it to contain %q", err, want)
+		}
+	}
+}
+
+// TestResolverStats: look-ups, failures, cached names and names refused past the cap
+// are counted.
+func TestResolverStats(t *testing.T) {
+	dns := newFakeLookup(map[string][]string{"a.example.com": {"192.0.2.1"}, "b.example.com": {"192.0.2.2"}})
+	dns.setFail("b.example.com", true)
+	r, err := network.NewResolver(network.ResolverOptions{Lookup: dns.lookup, MaxHosts: 2, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runResolver(t, r)
+	r.Lookup("a.example.com")
+	r.Lookup("b.example.com")
+	r.Lookup("c.example.com")
+	r.Lookup("c.example.com")
+	r.Lookup("192.0.2.9") // an address is not looked up, nor counted
+	kubetest.Eventually(t, 5*time.Second, func() error {
+		want := network.ResolverStats{Lookups: 2, Failures: 1, Names: 2, Refused: 2}
+		if got := r.Stats(); got != want {
+			return fmt.Errorf("Stats() = %+v, want %+v", got, want)
+		}
+		return nil
+	})
 }

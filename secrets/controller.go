@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
@@ -44,8 +46,13 @@ type Options struct {
 	Client kubernetes.Interface
 	// Handler learns of cluster changes.
 	Handler ClusterHandler
-	// Namespace is the system namespace watched for remote Secrets.
+	// Namespace is the system namespace. Remote Secrets are read there unless
+	// SecretsNamespace names another.
 	Namespace string
+	// SecretsNamespace is where remote Secrets are read: a namespace of their own lets
+	// Horizon read them without reading every Secret of the system namespace. Namespace
+	// when empty.
+	SecretsNamespace string
 	// ClusterID is the config cluster's own ID; a remote Secret key naming it is ignored.
 	ClusterID network.ClusterID
 	// Load says what a remote kubeconfig may use.
@@ -54,6 +61,11 @@ type Options struct {
 	// with more is refused as a whole (state KeyTooMany) and its changes are not
 	// applied; clusters it already had keep serving. 100 when zero.
 	MaxKeysPerSecret int
+	// MaxClusters bounds the remote clusters of all Secrets together. A key that would
+	// add a cluster past it is refused (state KeyTooManyClusters) and waits: clusters
+	// already added keep serving, credential changes still apply, and once a cluster
+	// is removed the waiting keys are taken in Secret and key order. 256 when zero.
+	MaxClusters int
 	// Logger receives the controller's log lines; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -63,7 +75,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", "istio-system", "system namespace holding remote secrets (label "+network.LabelMultiCluster+"=true)")
 	fs.StringVar((*string)(&o.ClusterID), "cluster-id", "Kubernetes", "ID of the cluster Horizon runs in; a remote secret key with this ID is ignored")
 	fs.BoolVar(&o.Load.AllowFilePaths, "allow-kubeconfig-file-paths", false, "let remote kubeconfigs name local files (tokenFile, certificate and key files); unsafe with untrusted secrets")
+	fs.StringVar(&o.SecretsNamespace, "remote-secrets-namespace", "", "namespace holding remote secrets, when not --namespace: Horizon then needs Secret access there only")
 	fs.IntVar(&o.MaxKeysPerSecret, "remote-max-keys-per-secret", DefaultMaxKeysPerSecret, "most data keys (remote clusters) one remote secret may hold; a secret with more is refused")
+	fs.IntVar(&o.MaxClusters, "remote-max-clusters", DefaultMaxClusters, "most remote clusters over all remote secrets; keys past it wait (state too-many-clusters) until clusters are removed")
+	fs.BoolVar(&o.Load.RefuseLoopback, "remote-refuse-loopback", false, "refuse remote kubeconfigs whose server is, or resolves to, a loopback address (safe in a pod; local test clusters listen on loopback)")
 	fs.BoolVar(&o.Load.AllowInsecureSkipTLSVerify, "remote-allow-insecure-skip-tls-verify", false, "let remote kubeconfigs set insecure-skip-tls-verify (no server certificate check); unsafe with untrusted secrets")
 	fs.BoolVar(&o.Load.AllowHTTP, "remote-allow-http", false, "let remote kubeconfigs name an http:// server (credentials sent in clear); unsafe with untrusted secrets")
 	fs.BoolVar(&o.Load.AllowProxyURL, "remote-allow-proxy-url", false, "let remote kubeconfigs set proxy-url (Horizon connects through a proxy the secret names); unsafe with untrusted secrets")
@@ -81,11 +96,30 @@ func (o *Options) Validate() error {
 	if o.MaxKeysPerSecret < 0 {
 		errs = append(errs, errors.New("--remote-max-keys-per-secret: must not be negative"))
 	}
+	if o.MaxClusters < 0 {
+		errs = append(errs, errors.New("--remote-max-clusters: must not be negative"))
+	}
+	if o.SecretsNamespace != "" {
+		if msgs := validation.IsDNS1123Label(o.SecretsNamespace); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--remote-secrets-namespace %q: %s", o.SecretsNamespace, strings.Join(msgs, "; ")))
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // DefaultMaxKeysPerSecret is Options.MaxKeysPerSecret when unset.
 const DefaultMaxKeysPerSecret = 100
+
+// DefaultMaxClusters is Options.MaxClusters when unset.
+const DefaultMaxClusters = 256
+
+// secretsNamespace is where remote Secrets are read.
+func (o *Options) secretsNamespace() string {
+	if o.SecretsNamespace != "" {
+		return o.SecretsNamespace
+	}
+	return o.Namespace
+}
 
 // KeyState is the outcome for one data key of a remote Secret.
 type KeyState string
@@ -104,6 +138,9 @@ const (
 	// Options.MaxKeysPerSecret; its status has an empty Key. Its changes are not
 	// applied; clusters it had before keep serving.
 	KeyTooMany KeyState = "too-many-keys"
+	// KeyTooManyClusters: the kubeconfig is usable, but Options.MaxClusters remote
+	// clusters exist already; the key waits until one is removed.
+	KeyTooManyClusters KeyState = "too-many-clusters"
 )
 
 // KeyStatus describes one data key of one remote Secret. It never holds kubeconfig
@@ -140,9 +177,10 @@ type Controller struct {
 	tooMany map[types.NamespacedName]KeyStatus             // Secrets refused for their number of keys
 
 	mu          sync.Mutex
-	status      []KeyStatus       // guarded by mu; a snapshot rebuilt after each change
-	initialDone bool              // guarded by mu
-	events      map[string]uint64 // guarded by mu; outcomes of key changes
+	status      []KeyStatus            // guarded by mu; a snapshot rebuilt after each change
+	initialDone bool                   // guarded by mu
+	events      map[string]uint64      // guarded by mu; outcomes of key changes
+	refusals    map[RefusalKind]uint64 // guarded by mu; refused kubeconfigs by kind
 
 }
 
@@ -160,9 +198,12 @@ func New(opts Options) (*Controller, error) {
 	if opts.MaxKeysPerSecret == 0 {
 		opts.MaxKeysPerSecret = DefaultMaxKeysPerSecret
 	}
+	if opts.MaxClusters == 0 {
+		opts.MaxClusters = DefaultMaxClusters
+	}
 	selector := network.LabelMultiCluster + "=true"
 	factory := informers.NewSharedInformerFactoryWithOptions(opts.Client, 0,
-		informers.WithNamespace(opts.Namespace),
+		informers.WithNamespace(opts.secretsNamespace()),
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = selector }))
 	si := factory.Core().V1().Secrets()
 	c := &Controller{
@@ -225,7 +266,7 @@ func (c *Controller) Run(ctx context.Context) {
 	}
 	// Process every Secret present at start before reporting synced, so that the
 	// registry knows every remote cluster before readiness is judged.
-	secrets, err := c.lister.Secrets(c.opts.Namespace).List(labels.Everything())
+	secrets, err := c.lister.Secrets(c.opts.secretsNamespace()).List(labels.Everything())
 	if err == nil {
 		sort.Slice(secrets, func(i, j int) bool { return secrets[i].Name < secrets[j].Name })
 		for _, s := range secrets {
@@ -323,16 +364,27 @@ func (c *Controller) reconcile(name types.NamespacedName) {
 	if len(records) == 0 && data == nil {
 		delete(c.keys, name)
 	}
+	var waiting []string // keys newly refused for the cluster cap
 	for _, key := range sortedKeys(data) {
-		c.reconcileKey(name, key, data[key], records)
+		if c.reconcileKey(name, key, data[key], records) {
+			waiting = append(waiting, key)
+		}
+	}
+	if len(waiting) > 0 {
+		// One line per Secret change, however many of its keys wait.
+		c.log.Warn("remote clusters refused: too many clusters; waiting for room", "secret", name.String(),
+			"keys", len(waiting), "firstKey", waiting[0], "max", c.opts.MaxClusters)
 	}
 	if released {
-		// A cluster ID became free: Secrets refused as duplicates may claim it now.
-		c.requeueDuplicates(name)
+		// A cluster ID and a place under the cluster cap became free: keys refused as
+		// duplicates or for the cap may take them now.
+		c.requeueWaiting(name)
 	}
 }
 
-func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubeconfig []byte, records map[string]*keyRecord) {
+// reconcileKey brings one data key in line. It reports whether the key was newly
+// refused for the cluster cap, which the caller logs once for the whole Secret.
+func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubeconfig []byte, records map[string]*keyRecord) (newlyWaiting bool) {
 	id := network.ClusterID(key)
 	rec := records[key]
 	if rec == nil {
@@ -353,22 +405,22 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 			log.Warn("remote secret key names the config cluster itself; ignored")
 		}
 		set(KeyIgnored, fmt.Sprintf("cluster ID %q is the config cluster's own ID", id))
-		return
+		return false
 	}
 	if owner, ok := c.owners[id]; ok && owner != name {
 		if rec.status.State != KeyDuplicate {
 			log.Warn("cluster ID already claimed by another remote secret; refused", "claimedBy", owner.String())
 		}
 		set(KeyDuplicate, fmt.Sprintf("cluster ID %q is already claimed by secret %s", id, owner))
-		return
+		return false
 	}
 	sum := sha256.Sum256(kubeconfig)
 	if rec.active && sum == rec.hash {
 		set(KeyAccepted, "")
-		return // unchanged kubeconfig: nothing to do
+		return false // unchanged kubeconfig: nothing to do
 	}
 	if rec.status.State == KeyRejected && sum == rec.rejected {
-		return // the same bad kubeconfig again
+		return false // the same bad kubeconfig again
 	}
 	cfg, err := LoadKubeconfig(kubeconfig, c.opts.Load)
 	if err != nil {
@@ -377,9 +429,18 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 		if rec.active {
 			msg += "; the cluster keeps its previous credentials"
 		}
-		log.Error("remote kubeconfig rejected", "error", err, "keepsPrevious", rec.active)
+		kind := RefusalKindOf(err)
+		log.Error("remote kubeconfig rejected", "error", err, "refused", string(kind), "keepsPrevious", rec.active)
+		c.countRefusal(kind)
 		set(KeyRejected, msg)
-		return
+		return false
+	}
+	// Owners are exactly the clusters handed to the handler: the cap counts them.
+	if !rec.active && len(c.owners) >= c.opts.MaxClusters {
+		was := rec.status.State
+		set(KeyTooManyClusters, fmt.Sprintf("secret %s key %q: %d remote clusters exist, the limit (--remote-max-clusters); waiting until one is removed",
+			name, key, c.opts.MaxClusters))
+		return was != KeyTooManyClusters
 	}
 	c.owners[id] = name
 	c.opts.Handler.SetCluster(id, fmt.Sprintf("%s[%s]", name, key), cfg)
@@ -391,6 +452,7 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 	}
 	rec.active, rec.hash = true, sum
 	set(KeyAccepted, "")
+	return false
 }
 
 func (c *Controller) countEvent(outcome string) {
@@ -402,27 +464,49 @@ func (c *Controller) countEvent(outcome string) {
 	c.events[outcome]++
 }
 
+func (c *Controller) countRefusal(kind RefusalKind) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refusals == nil {
+		c.refusals = map[RefusalKind]uint64{}
+	}
+	c.refusals[kind]++
+}
+
+// Refusals counts the kubeconfigs refused since start by what made them unusable:
+// each refused kubeconfig once, however often its Secret is seen again unchanged.
+// Every RefusalKind is present.
+func (c *Controller) Refusals() map[RefusalKind]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[RefusalKind]uint64, len(RefusalKinds))
+	for _, k := range RefusalKinds {
+		out[k] = c.refusals[k]
+	}
+	return out
+}
+
 // Events counts what happened to remote Secret keys since start, by outcome:
-// accepted, rejected, duplicate, ignored (a key reaching that state), updated
-// (credentials rotated), removed, and too-many-keys (a Secret refused for holding more
-// keys than allowed).
+// accepted, rejected, duplicate, ignored, too-many-clusters (a key reaching that
+// state), updated (credentials rotated), removed, and too-many-keys (a Secret refused
+// for holding more keys than allowed).
 func (c *Controller) Events() map[string]uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return maps.Clone(c.events)
 }
 
-// requeueDuplicates enqueues every Secret holding a key refused as a duplicate, in
-// name order, so that of several Secrets waiting for one cluster ID the first by name
-// takes it, as at start.
-func (c *Controller) requeueDuplicates(except types.NamespacedName) {
+// requeueWaiting enqueues every Secret holding a key refused as a duplicate or for the
+// cluster cap, in name order, so that of several Secrets waiting for one cluster ID or
+// for room the first by name takes it, as at start.
+func (c *Controller) requeueWaiting(except types.NamespacedName) {
 	var waiting []types.NamespacedName
 	for name, records := range c.keys {
 		if name == except {
 			continue
 		}
 		for _, rec := range records {
-			if rec.status.State == KeyDuplicate {
+			if rec.status.State == KeyDuplicate || rec.status.State == KeyTooManyClusters {
 				waiting = append(waiting, name)
 				break
 			}

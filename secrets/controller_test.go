@@ -21,6 +21,7 @@ const (
 	logDuplicate = "cluster ID already claimed by another remote secret; refused"
 	logIgnored   = "remote secret key names the config cluster itself; ignored"
 	logTooMany   = "remote secret refused: too many keys"
+	logNoRoom    = "remote clusters refused: too many clusters; waiting for room"
 )
 
 // overCap returns the data of a Secret with one key more than the default cap: c1
@@ -75,8 +76,9 @@ type step struct {
 // controllerCase runs a controller over the initial Secrets, then takes its steps.
 type controllerCase struct {
 	name    string
-	initial []*corev1.Secret // present before the controller starts
-	atSync  []call           // handler calls made before HasSynced reports true
+	opts    func(*secrets.Options) // changes the options; nil: the defaults
+	initial []*corev1.Secret       // present before the controller starts
+	atSync  []call                 // handler calls made before HasSynced reports true
 	steps   []step
 }
 
@@ -328,6 +330,53 @@ func TestController(t *testing.T) {
 			}},
 		},
 		{
+			name: "cluster cap: keys past it wait, with one log line per Secret change, and come up as room is made",
+			opts: func(o *secrets.Options) { o.MaxClusters = 2 },
+			initial: []*corev1.Secret{
+				remoteSecret("a", kv{"c1": remoteA.kubeconfig, "c2": remoteB.kubeconfig}),
+				remoteSecret("b", kv{"c3": remoteB.kubeconfig, "c4": remoteA.kubeconfig, "c5": execKubeconfig}),
+			},
+			atSync: []call{set("c1", "a", remoteA), set("c2", "a", remoteB)},
+			steps: []step{{
+				name: "at start",
+				status: []key{accepted("a", "c1"), accepted("a", "c2"), waitingForRoom("b", "c3"), waitingForRoom("b", "c4"),
+					rejected("b", "c5", execRefused)},
+				logs:   map[string]int{logNoRoom: 1},
+				events: map[string]uint64{"too-many-clusters": 2, "accepted": 2, "rejected": 1},
+			}, {
+				name:   "the waiting Secret written again: no new log line",
+				do:     touch("b"),
+				status: []key{accepted("a", "c1"), accepted("a", "c2"), waitingForRoom("b", "c3"), waitingForRoom("b", "c4"), rejected("b", "c5", execRefused)},
+				logs:   map[string]int{logNoRoom: 1},
+				events: map[string]uint64{"too-many-clusters": 2},
+			}, {
+				name:   "credentials of a cluster in place still rotate",
+				do:     apply(remoteSecret("a", kv{"c1": remoteARotated.kubeconfig, "c2": remoteB.kubeconfig})),
+				calls:  []call{set("c1", "a", remoteARotated)},
+				status: []key{accepted("a", "c1"), accepted("a", "c2"), waitingForRoom("b", "c3"), waitingForRoom("b", "c4"), rejected("b", "c5", execRefused)},
+			}, {
+				name:   "a new Secret waits too",
+				do:     apply(remoteSecret("c", kv{"c6": remoteA.kubeconfig})),
+				status: []key{accepted("a", "c1"), accepted("a", "c2"), waitingForRoom("b", "c3"), waitingForRoom("b", "c4"), rejected("b", "c5", execRefused), waitingForRoom("c", "c6")},
+				logs:   map[string]int{logNoRoom: 2},
+			}, {
+				name:   "one cluster removed: the first waiting key by Secret and key takes its place",
+				do:     apply(remoteSecret("a", kv{"c1": remoteARotated.kubeconfig})),
+				calls:  []call{remove("c2"), set("c3", "b", remoteB)},
+				status: []key{accepted("a", "c1"), accepted("b", "c3"), waitingForRoom("b", "c4"), rejected("b", "c5", execRefused), waitingForRoom("c", "c6")},
+				logs:   map[string]int{logNoRoom: 2},
+			}, {
+				name:   "a Secret deleted: the next waiting key comes up",
+				do:     del("a"),
+				calls:  []call{remove("c1"), set("c4", "b", remoteA)},
+				status: []key{accepted("b", "c3"), accepted("b", "c4"), rejected("b", "c5", execRefused), waitingForRoom("c", "c6")},
+			}, {
+				name:   "a waiting Secret deleted: nothing else changes",
+				do:     del("c"),
+				status: []key{accepted("b", "c3"), accepted("b", "c4"), rejected("b", "c5", execRefused)},
+			}},
+		},
+		{
 			name: "the config cluster's own ID is ignored",
 			steps: []step{{
 				do:    apply(remoteSecret("a", kv{string(configID): remoteA.kubeconfig, "c1": remoteB.kubeconfig})),
@@ -438,7 +487,7 @@ func TestController(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h, atSync := start(t, tt.initial...)
+			h, atSync := startWith(t, tt.opts, tt.initial...)
 			if err := sameCalls(atSync, tt.atSync); err != nil {
 				t.Fatalf("before HasSynced: %v", err)
 			}
@@ -502,4 +551,45 @@ func withLabel(s *corev1.Secret, value string) *corev1.Secret {
 func inNamespace(s *corev1.Secret, ns string) *corev1.Secret {
 	s.Namespace = ns
 	return s
+}
+
+// TestRefusalCounts: each refused kubeconfig counts once, under the kind of field
+// that made it unusable, however often its Secret is delivered or written again
+// unchanged; every kind is reported, zero included.
+func TestRefusalCounts(t *testing.T) {
+	impersonating := kubeconfigWithUser(remoteA.host, "    token: "+secretMarker+"\n    as: system:admin\n")
+	basicAuth := kubeconfigWithUser(remoteA.host, "    username: admin\n    password: "+secretMarker+"\n")
+	h, _ := start(t, remoteSecret("a", kv{"c1": execKubeconfig, "c2": impersonating, "c3": remoteA.kubeconfig}))
+	check := func(step string, want map[secrets.RefusalKind]uint64) {
+		t.Helper()
+		h.barrier(t)
+		got := h.ctrl.Refusals()
+		if len(got) != len(secrets.RefusalKinds) {
+			t.Errorf("%s: Refusals() has %d kinds, want all %d: %v", step, len(got), len(secrets.RefusalKinds), got)
+		}
+		for _, k := range secrets.RefusalKinds {
+			if got[k] != want[k] {
+				t.Errorf("%s: Refusals()[%s] = %d, want %d (all: %v)", step, k, got[k], want[k], got)
+			}
+		}
+	}
+	check("at start", map[secrets.RefusalKind]uint64{secrets.RefusedExec: 1, secrets.RefusedImpersonation: 1})
+	touch("a")(t, h)
+	resync("a")(t, h)
+	check("written and delivered again", map[secrets.RefusalKind]uint64{secrets.RefusedExec: 1, secrets.RefusedImpersonation: 1})
+	apply(remoteSecret("a", kv{"c1": execKubeconfig, "c2": basicAuth, "c3": remoteA.kubeconfig}))(t, h)
+	check("a new bad kubeconfig", map[secrets.RefusalKind]uint64{secrets.RefusedExec: 1, secrets.RefusedImpersonation: 1, secrets.RefusedBasicAuth: 1})
+	var rejected int
+	for _, r := range h.logs.all() {
+		if r.msg == logRejected {
+			rejected++
+			if r.attrs["refused"] == "" {
+				t.Errorf("rejection logged without its kind: %+v", r)
+			}
+		}
+	}
+	if rejected != 3 {
+		t.Errorf("%d rejections logged, want 3", rejected)
+	}
+	h.checkNoSecrets(t)
 }

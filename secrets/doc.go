@@ -1,10 +1,11 @@
 // Package secrets turns remote Secrets into clusters.
 //
-// A remote Secret lives in the system namespace, carries the label
-// istio/multiCluster=true and holds one kubeconfig per data key; the key is the cluster
-// ID. The Controller watches those Secrets in the config cluster, treats every
+// A remote Secret lives in the system namespace (or in a namespace of its own, named
+// by Options.SecretsNamespace), carries the label istio/multiCluster=true and holds one
+// kubeconfig per data key; the key is the cluster ID. The Controller watches those Secrets in the config cluster, treats every
 // kubeconfig as untrusted input (see LoadKubeconfig), and tells a ClusterHandler which
-// clusters to add, re-credential or remove. It knows nothing about endpoints or xDS.
+// clusters to add, re-credential or remove, at most Options.MaxClusters of them. It
+// knows nothing about endpoints or xDS.
 //
 // Kubeconfig contents never appear in logs, errors or status: they name the Secret and
 // the key instead.

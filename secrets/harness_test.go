@@ -259,6 +259,12 @@ type harness struct {
 // true. The controller stops, and is waited for, when the test ends.
 func start(t *testing.T, initial ...*corev1.Secret) (*harness, []call) {
 	t.Helper()
+	return startWith(t, nil, initial...)
+}
+
+// startWith is start with options changed by configure (when not nil).
+func startWith(t *testing.T, configure func(*secrets.Options), initial ...*corev1.Secret) (*harness, []call) {
+	t.Helper()
 	h := &harness{handler: &recorder{}, logs: &logSink{}}
 	objs := make([]runtime.Object, 0, len(initial))
 	for _, s := range initial {
@@ -266,13 +272,17 @@ func start(t *testing.T, initial ...*corev1.Secret) (*harness, []call) {
 	}
 	h.client = fake.NewClientset(objs...)
 	h.server = newAPIServer(h.client)
-	ctrl, err := secrets.New(secrets.Options{
+	opts := secrets.Options{
 		Client:    h.client,
 		Handler:   h.handler,
 		Namespace: namespace,
 		ClusterID: configID,
 		Logger:    slog.New(&sinkHandler{sink: h.logs}),
-	})
+	}
+	if configure != nil {
+		configure(&opts)
+	}
+	ctrl, err := secrets.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,6 +481,9 @@ func duplicate(secret, k, err string) key {
 }
 func tooMany(secret, err string) key {
 	return key{secret: secret, state: secrets.KeyTooMany, err: err}
+}
+func waitingForRoom(secret, k string) key {
+	return key{secret: secret, key: k, state: secrets.KeyTooManyClusters, err: "the limit (--remote-max-clusters); waiting until one is removed"}
 }
 func ignored(secret, k, err string) key {
 	return key{secret: secret, key: k, state: secrets.KeyIgnored, err: err}

@@ -1,6 +1,7 @@
 package secrets
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -164,11 +165,14 @@ func TestOptionsFlags(t *testing.T) {
 		want    Options
 		wantErr string
 	}{
-		{name: "defaults", want: Options{Namespace: "istio-system", ClusterID: "Kubernetes", MaxKeysPerSecret: DefaultMaxKeysPerSecret}},
-		{name: "opt-ins", args: []string{"--remote-allow-insecure-skip-tls-verify", "--remote-allow-http", "--remote-allow-proxy-url", "--remote-max-keys-per-secret=5"},
-			want: Options{Namespace: "istio-system", ClusterID: "Kubernetes", MaxKeysPerSecret: 5,
-				Load: LoadOptions{AllowInsecureSkipTLSVerify: true, AllowHTTP: true, AllowProxyURL: true}}},
+		{name: "defaults", want: Options{Namespace: "istio-system", ClusterID: "Kubernetes", MaxKeysPerSecret: DefaultMaxKeysPerSecret, MaxClusters: DefaultMaxClusters}},
+		{name: "opt-ins", args: []string{"--remote-allow-insecure-skip-tls-verify", "--remote-allow-http", "--remote-allow-proxy-url", "--remote-max-keys-per-secret=5",
+			"--remote-max-clusters=7", "--remote-refuse-loopback", "--remote-secrets-namespace=horizon-remotes"},
+			want: Options{Namespace: "istio-system", SecretsNamespace: "horizon-remotes", ClusterID: "Kubernetes", MaxKeysPerSecret: 5, MaxClusters: 7,
+				Load: LoadOptions{AllowInsecureSkipTLSVerify: true, AllowHTTP: true, AllowProxyURL: true, RefuseLoopback: true}}},
 		{name: "negative cap", args: []string{"--remote-max-keys-per-secret=-1"}, wantErr: "--remote-max-keys-per-secret: must not be negative"},
+		{name: "negative cluster cap", args: []string{"--remote-max-clusters=-1"}, wantErr: "--remote-max-clusters: must not be negative"},
+		{name: "bad secrets namespace", args: []string{"--remote-secrets-namespace=Not_A_Namespace"}, wantErr: `--remote-secrets-namespace "Not_A_Namespace": `},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,5 +196,49 @@ func TestOptionsFlags(t *testing.T) {
 				t.Fatalf("options = %+v, want %+v", o, tt.want)
 			}
 		})
+	}
+}
+
+// TestLoadKubeconfigRefusalKinds: each refusal carries the kind that labels the
+// refusal metric.
+func TestLoadKubeconfigRefusalKinds(t *testing.T) {
+	tests := []struct {
+		name string
+		data string
+		opts LoadOptions
+		want RefusalKind
+	}{
+		{"exec", kubeconfig("    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: evil\n"), LoadOptions{}, RefusedExec},
+		{"auth provider", kubeconfig("    auth-provider:\n      name: gcp\n"), LoadOptions{}, RefusedAuthProvider},
+		{"impersonation", kubeconfig("    token: x\n    as: system:admin\n"), LoadOptions{}, RefusedImpersonation},
+		{"basic auth", kubeconfig("    username: admin\n    password: " + secretToken + "\n"), LoadOptions{}, RefusedBasicAuth},
+		{"token file", kubeconfig("    tokenFile: /etc/token\n"), LoadOptions{}, RefusedFilePath},
+		{"CA file", strings.Replace(kubeconfig("    token: x\n"), `certificate-authority-data: ""`, "certificate-authority: /etc/ca.pem", 1), LoadOptions{}, RefusedFilePath},
+		{"insecure-skip-tls-verify", withCluster("    insecure-skip-tls-verify: true\n"), LoadOptions{}, RefusedInsecureSkipTLSVerify},
+		{"proxy-url", withCluster("    proxy-url: http://attacker.example:3128\n"), LoadOptions{}, RefusedProxyURL},
+		{"proxy-url with userinfo", withCluster("    proxy-url: http://u:p@proxy.example:3128\n"), LoadOptions{AllowProxyURL: true}, RefusedUserinfo},
+		{"http", withServer("http://127.0.0.1:6443"), LoadOptions{}, RefusedHTTP},
+		{"userinfo", withServer("https://admin:" + secretToken + "@127.0.0.1:6443"), LoadOptions{}, RefusedUserinfo},
+		{"query", withServer("https://127.0.0.1:6443?x=y"), LoadOptions{}, RefusedQuery},
+		{"metadata address", withServer("https://169.254.169.254"), LoadOptions{}, RefusedAddress},
+		{"broadcast address", withServer("https://255.255.255.255"), LoadOptions{}, RefusedAddress},
+		{"loopback refused", withServer("https://127.0.0.1:6443"), LoadOptions{RefuseLoopback: true}, RefusedAddress},
+		{"file scheme", withServer("file:///etc/passwd"), LoadOptions{}, RefusedOther},
+		{"not YAML", "users: [" + secretToken, LoadOptions{}, RefusedMalformed},
+		{"no current context", strings.Replace(kubeconfig("    token: x\n"), "current-context: remote", "", 1), LoadOptions{}, RefusedMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := LoadKubeconfig([]byte(tt.data), tt.opts)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if got := RefusalKindOf(err); got != tt.want {
+				t.Fatalf("kind %q, want %q (error %q)", got, tt.want, err)
+			}
+		})
+	}
+	if got := RefusalKindOf(errors.New("x")); got != RefusedOther {
+		t.Errorf("kind of a foreign error = %q, want other", got)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,11 +57,13 @@ func readerRules() []rbacv1.PolicyRule {
 
 // remoteSecretOptions is everything `horizon create-remote-secret` takes from its flags.
 type remoteSecretOptions struct {
-	kubeconfig     string
-	context        string
-	name           string
-	namespace      string
-	serviceAccount string
+	kubeconfig string
+	context    string
+	name       string
+	namespace  string
+	// secretNamespace is the printed Secret's namespace; namespace when empty.
+	secretNamespace string
+	serviceAccount  string
 	// explicitServiceAccount is set when --service-account was given: that account must
 	// already exist and is neither created nor granted anything.
 	explicitServiceAccount bool
@@ -77,7 +80,8 @@ func (o *remoteSecretOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the remote cluster (this or --context is required)")
 	fs.StringVar(&o.context, "context", "", "kubeconfig context of the remote cluster (empty: the kubeconfig's current context)")
 	fs.StringVar(&o.name, "name", "", "cluster name, the Secret's data key (empty: the UID of the remote kube-system namespace)")
-	fs.StringVar(&o.namespace, "namespace", "istio-system", "namespace of the reader service account in the remote cluster, and of the printed Secret")
+	fs.StringVar(&o.namespace, "namespace", "istio-system", "namespace of the reader service account in the remote cluster, and of the printed Secret unless --secret-namespace is set")
+	fs.StringVar(&o.secretNamespace, "secret-namespace", "", "namespace of the printed Secret in the config cluster: Horizon's --remote-secrets-namespace when it reads remote secrets from a namespace of their own (empty: --namespace)")
 	fs.StringVar(&o.serviceAccount, "service-account", defaultReaderServiceAccount,
 		"reader service account in --namespace; the default one is created with read-only RBAC, a named one must already exist and is used as it is")
 	fs.StringVar(&o.server, "server", "", "API server address written into the kubeconfig (empty: the remote kubeconfig's server)")
@@ -94,6 +98,11 @@ func (o *remoteSecretOptions) validate() error {
 	}
 	if msgs := validation.IsDNS1123Label(o.namespace); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("--namespace %q: %s", o.namespace, strings.Join(msgs, "; ")))
+	}
+	if o.secretNamespace != "" {
+		if msgs := validation.IsDNS1123Label(o.secretNamespace); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--secret-namespace %q: %s", o.secretNamespace, strings.Join(msgs, "; ")))
+		}
 	}
 	if msgs := validation.IsDNS1123Subdomain(o.serviceAccount); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("--service-account %q: %s", o.serviceAccount, strings.Join(msgs, "; ")))
@@ -226,7 +235,7 @@ func (o *remoteSecretOptions) remoteSecret(ctx context.Context, cs kubernetes.In
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        secretName,
-			Namespace:   o.namespace,
+			Namespace:   cmp.Or(o.secretNamespace, o.namespace),
 			Labels:      map[string]string{network.LabelMultiCluster: "true"},
 			Annotations: map[string]string{network.AnnotationCluster: name},
 		},

@@ -569,3 +569,23 @@ func TestIsLoopbackServer(t *testing.T) {
 		})
 	}
 }
+
+// TestCreateRemoteSecretSecretNamespace: --secret-namespace puts the printed Secret
+// in the namespace Horizon reads remote Secrets from (--remote-secrets-namespace),
+// while the reader service account stays in --namespace of the remote cluster.
+func TestCreateRemoteSecretSecretNamespace(t *testing.T) {
+	const ns = "remote-secret-secns"
+	out := runCreateRemoteSecret(t, "--kubeconfig", adminKubeconfig(t, cluster2), "--name", "c-secns", "--namespace", ns,
+		"--secret-namespace", "horizon-remotes", "--token-wait", "0s")
+	if out.secret.Namespace != "horizon-remotes" {
+		t.Errorf("Secret namespace = %q, want --secret-namespace", out.secret.Namespace)
+	}
+	if got, want := whoAmI(t, out.client(t)), "system:serviceaccount:"+ns+":"+defaultReaderServiceAccount; got != want {
+		t.Errorf("kubeconfig authenticates as %q, want %q", got, want)
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"create-remote-secret", "--kubeconfig=k", "--secret-namespace=Not_Valid"}, &stdout, &stderr)
+	if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), `--secret-namespace "Not_Valid"`) {
+		t.Errorf("bad --secret-namespace: err = %v, want a usage error naming the flag", err)
+	}
+}

@@ -111,7 +111,8 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 		}
 	}
 	// The resolver looks gateway names up off the push path; a changed answer pushes.
-	if h.resolver, err = network.NewResolver(network.ResolverOptions{OnChange: configChanged, Logger: h.log}); err != nil {
+	o.Resolver.OnChange, o.Resolver.Logger = configChanged, h.log
+	if h.resolver, err = network.NewResolver(o.Resolver); err != nil {
 		return err
 	}
 	o.MeshNetworks.Client, o.MeshNetworks.Logger = client, h.log

@@ -176,6 +176,11 @@ type statusCollector struct {
 	secretEvts *prometheus.Desc
 	reloads    *prometheus.Desc
 	rejections *prometheus.Desc
+	refusals   *prometheus.Desc
+	dnsLookups *prometheus.Desc
+	dnsFailed  *prometheus.Desc
+	dnsNames   *prometheus.Desc
+	dnsRefused *prometheus.Desc
 }
 
 func newStatusCollector(h *Horizon) *statusCollector {
@@ -188,11 +193,19 @@ func newStatusCollector(h *Horizon) *statusCollector {
 		secretEvts: prometheus.NewDesc("horizon_remote_secret_events_total", "Remote Secret key events by outcome.", []string{"outcome"}, nil),
 		reloads:    prometheus.NewDesc("horizon_mesh_networks_reloads_total", "meshNetworks configurations applied.", nil, nil),
 		rejections: prometheus.NewDesc("horizon_mesh_networks_rejections_total", "meshNetworks edits rejected.", nil, nil),
+		refusals: prometheus.NewDesc("horizon_remote_kubeconfig_refusals_total",
+			"Remote kubeconfigs refused, by the kind of field that made them unusable; each refused kubeconfig counts once.", []string{"field"}, nil),
+		dnsLookups: prometheus.NewDesc("horizon_gateway_dns_lookups_total", "DNS look-ups of gateway names.", nil, nil),
+		dnsFailed:  prometheus.NewDesc("horizon_gateway_dns_lookup_failures_total", "DNS look-ups of gateway names that failed (the previous answer is kept).", nil, nil),
+		dnsNames:   prometheus.NewDesc("horizon_gateway_dns_names", "Gateway DNS names resolved and cached.", nil, nil),
+		dnsRefused: prometheus.NewDesc("horizon_gateway_dns_names_refused_total",
+			"Look-ups of a gateway name left unresolved because --gateway-dns-max-names names are cached (asked again at each push).", nil, nil),
 	}
 }
 
 func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.clusters, s.syncTime, s.timedOut, s.secretKeys, s.secretEvts, s.reloads, s.rejections} {
+	for _, d := range []*prometheus.Desc{s.clusters, s.syncTime, s.timedOut, s.secretKeys, s.secretEvts, s.reloads, s.rejections,
+		s.refusals, s.dnsLookups, s.dnsFailed, s.dnsNames, s.dnsRefused} {
 		ch <- d
 	}
 }
@@ -218,16 +231,25 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, k := range s.h.secrets.Status() {
 		keys[k.State]++
 	}
-	for _, state := range []secrets.KeyState{secrets.KeyAccepted, secrets.KeyRejected, secrets.KeyDuplicate, secrets.KeyIgnored, secrets.KeyTooMany} {
+	for _, state := range []secrets.KeyState{secrets.KeyAccepted, secrets.KeyRejected, secrets.KeyDuplicate, secrets.KeyIgnored, secrets.KeyTooMany, secrets.KeyTooManyClusters} {
 		ch <- prometheus.MustNewConstMetric(s.secretKeys, prometheus.GaugeValue, float64(keys[state]), string(state))
 	}
 	events := s.h.secrets.Events()
 	for _, outcome := range slices.Sorted(maps.Keys(events)) {
 		ch <- prometheus.MustNewConstMetric(s.secretEvts, prometheus.CounterValue, float64(events[outcome]), outcome)
 	}
+	refusals := s.h.secrets.Refusals()
+	for _, kind := range secrets.RefusalKinds {
+		ch <- prometheus.MustNewConstMetric(s.refusals, prometheus.CounterValue, float64(refusals[kind]), string(kind))
+	}
 	st := s.h.mesh.Status()
 	ch <- prometheus.MustNewConstMetric(s.reloads, prometheus.CounterValue, float64(st.Generation))
 	ch <- prometheus.MustNewConstMetric(s.rejections, prometheus.CounterValue, float64(st.Rejections))
+	dns := s.h.resolver.Stats()
+	ch <- prometheus.MustNewConstMetric(s.dnsLookups, prometheus.CounterValue, float64(dns.Lookups))
+	ch <- prometheus.MustNewConstMetric(s.dnsFailed, prometheus.CounterValue, float64(dns.Failures))
+	ch <- prometheus.MustNewConstMetric(s.dnsNames, prometheus.GaugeValue, float64(dns.Names))
+	ch <- prometheus.MustNewConstMetric(s.dnsRefused, prometheus.CounterValue, float64(dns.Refused))
 }
 
 func newMetricsRegistry() *prometheus.Registry {

@@ -12,6 +12,7 @@ import (
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/cmd/horizon/app/debugauth"
 	"github.com/horizon-mesh/horizon/eds"
+	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
 	"github.com/horizon-mesh/horizon/network/meshsource"
 	"github.com/horizon-mesh/horizon/secrets"
@@ -55,6 +56,8 @@ type Options struct {
 	// istio in the system namespace.
 	MeshNetworks meshsource.Options
 	Gateways     gatewaysource.Options
+	// Resolver bounds the background DNS resolution of gateway names.
+	Resolver network.ResolverOptions
 	// TLS configures the xDS server's TLS; plaintext by default.
 	TLS TLSOptions
 }
@@ -82,6 +85,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Secrets.AddFlags(fs)
 	o.Registry.AddFlags(fs)
 	o.EDS.AddFlags(fs)
+	o.Resolver.AddFlags(fs)
 	o.TLS.AddFlags(fs)
 	o.Debug.AddFlags(fs)
 }
@@ -101,7 +105,7 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--trust-domain: %w", err))
 	}
 	reg := o.withNamespace().Registry
-	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate(), o.Debug.Validate())
+	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate(), o.Resolver.Validate(), o.Debug.Validate())
 	return errors.Join(errs...)
 }
 
