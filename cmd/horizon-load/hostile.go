@@ -39,6 +39,8 @@ import (
 const (
 	scenarioFleet   = "fleet"
 	scenarioHostile = "hostile"
+	// allFloods names every flood, in the order they run.
+	allFloods = "abcdefg"
 )
 
 // Flood sizes at -hostile-scale 1: those the hardening issue tried.
@@ -99,8 +101,10 @@ type floodResult struct {
 	Held int
 	Mem  memSample
 	HWM  uint64 // VmHWM: peak RSS since Horizon started
-	// Series is the metric series on /metrics after the flood.
+	// Series is the metric series on /metrics after the flood; Groups Horizon's
+	// proxy groups then (horizon_xds_groups, -1 if it has no such metric).
 	Series   seriesCount
+	Groups   int
 	LogBytes int64 // growth of Horizon's log during the flood
 	// Change is the time from a remote EndpointSlice write, made while the flood ran
 	// (During) or right after it, until the watcher held the change; Reached false if
@@ -331,6 +335,7 @@ func hostileSidecar(i int, md map[string]any) *corev3.Node {
 
 // flood is one hostile client's attack; run sends it on fr until done or ctx ends.
 type flood struct {
+	key   byte // its letter in -hostile-floods
 	name  string
 	total int
 	run   func(ctx context.Context, fr *floodRun)
@@ -361,15 +366,15 @@ func (l *loadRun) floods(scale float64) []flood {
 		}
 	}
 	return []flood{
-		{name: fmt.Sprintf("a. %d unary Fetches, each with a made-up NETWORK", n(hostileFetches)), total: n(hostileFetches),
+		{key: 'a', name: fmt.Sprintf("a. %d unary Fetches, each with a made-up NETWORK", n(hostileFetches)), total: n(hostileFetches),
 			run: fetches(func(i int) map[string]any {
 				return map[string]any{eds.MetaNetwork: fmt.Sprintf("made-up-network-%d", i)}
 			})},
-		{name: fmt.Sprintf("b. %d unary Fetches, each with a made-up REQUESTED_NETWORK_VIEW", n(hostileFetches)), total: n(hostileFetches),
+		{key: 'b', name: fmt.Sprintf("b. %d unary Fetches, each with a made-up REQUESTED_NETWORK_VIEW", n(hostileFetches)), total: n(hostileFetches),
 			run: fetches(func(i int) map[string]any {
 				return map[string]any{eds.MetaNetwork: known, eds.MetaNetworkView: fmt.Sprintf("made-up-view-%d", i)}
 			})},
-		{name: fmt.Sprintf("c. %d router label sets, one held stream each", n(hostileLabelSets)), total: n(hostileLabelSets),
+		{key: 'c', name: fmt.Sprintf("c. %d router label sets, one held stream each", n(hostileLabelSets)), total: n(hostileLabelSets),
 			run: func(ctx context.Context, fr *floodRun) {
 				var conn *grpc.ClientConn
 				for i := range fr.total {
@@ -384,7 +389,7 @@ func (l *loadRun) floods(scale float64) []flood {
 				}
 				waitUntil(ctx, floodTimeout, func() bool { return fr.done.Load() >= int64(fr.total) })
 			}},
-		{name: "d. requests with no node and no names (EDS and CDS Fetch, ADS stream)", total: 3,
+		{key: 'd', name: "d. requests with no node and no names (EDS and CDS Fetch, ADS stream)", total: 3,
 			run: func(ctx context.Context, fr *floodRun) {
 				conn := fr.dial()
 				if conn == nil {
@@ -403,15 +408,15 @@ func (l *loadRun) floods(scale float64) []flood {
 				fr.holdStream(conn, &discoveryv3.DiscoveryRequest{TypeUrl: typeCLA})
 				waitUntil(ctx, floodTimeout, func() bool { return fr.done.Load() >= int64(fr.total) })
 			}},
-		{name: fmt.Sprintf("e. %d NACKs with made-up type URLs, 16 KiB messages (3 MiB every %d)", n(hostileNACKs), hostileBigNACKEvery), total: n(hostileNACKs),
+		{key: 'e', name: fmt.Sprintf("e. %d NACKs with made-up type URLs, 16 KiB messages (3 MiB every %d)", n(hostileNACKs), hostileBigNACKEvery), total: n(hostileNACKs),
 			run: func(ctx context.Context, fr *floodRun) {
 				nackFlood(ctx, fr, hostileSidecar(0, map[string]any{eds.MetaNetwork: known}))
 			}},
-		{name: fmt.Sprintf("f. %d made-up names on one delta stream", n(hostileNames)), total: n(hostileNames),
+		{key: 'f', name: fmt.Sprintf("f. %d made-up names on one delta stream", n(hostileNames)), total: n(hostileNames),
 			run: func(ctx context.Context, fr *floodRun) {
 				namesFlood(ctx, fr, hostileSidecar(1, map[string]any{eds.MetaNetwork: known}))
 			}},
-		{name: fmt.Sprintf("g. %d streams on one connection, %d requests of %d MiB", n(hostileStreams), hostileOversized, hostileOversize>>20),
+		{key: 'g', name: fmt.Sprintf("g. %d streams on one connection, %d requests of %d MiB", n(hostileStreams), hostileOversized, hostileOversize>>20),
 			total: n(hostileStreams) + hostileOversized,
 			run: func(ctx context.Context, fr *floodRun) {
 				conn := fr.dial()
@@ -590,6 +595,9 @@ func (l *loadRun) hostile(ctx context.Context) error {
 		if ctx.Err() != nil {
 			break
 		}
+		if !strings.ContainsRune(cfg.HostileFloods, rune(fl.key)) {
+			continue
+		}
 		l.step("flood %s", fl.name)
 		fr, err := l.flood(ctx, fl, i)
 		if err != nil {
@@ -638,7 +646,8 @@ func (l *loadRun) flood(ctx context.Context, fl flood, i int) (floodResult, erro
 		}
 	}
 	waitUntil(fctx, floodTimeout, func() bool { return fr.done.Load() >= int64(fl.total/2) || isFinished() })
-	out := floodResult{Name: fl.name, Planned: fl.total, During: !isFinished()}
+	// The change is made while the flood is sending, or while it holds its streams.
+	out := floodResult{Name: fl.name, Planned: fl.total, During: !isFinished() || fr.held.Load() > 0}
 	j := i % l.cfg.Services
 	var err error
 	if out.Change, out.Reached, err = l.watcherChange(ctx, j); err != nil {
@@ -662,6 +671,12 @@ func (l *loadRun) flood(ctx context.Context, fl flood, i int) (floodResult, erro
 	out.HWM, _ = h.status("VmHWM:")
 	if out.Series, err = h.series(mctx); err != nil {
 		return out, err
+	}
+	out.Groups = -1
+	if m, err := h.metrics(mctx); err != nil {
+		return out, err
+	} else if g, ok := m["horizon_xds_groups"]; ok {
+		out.Groups = int(g)
 	}
 	out.LogBytes = fileSize(h.logPath) - log0
 	out.Held = int(fr.held.Load())
@@ -742,7 +757,9 @@ func changeText(f floodResult) string {
 		return "NOT RECEIVED"
 	}
 	when := "during the flood"
-	if !f.During {
+	if f.During && f.Held > 0 {
+		when = "while its streams were held"
+	} else if !f.During {
 		when = "after the flood"
 	}
 	return fmt.Sprintf("%s (%s)", secs(f.Change), when)
@@ -803,9 +820,9 @@ func (r *hostileResult) write(w io.Writer) {
 		p("")
 		p("  %s", f.Name)
 		p("    sent %d of %d in %s; outcomes: %s; resources sent back %d; streams held open %d", f.Requests, f.Planned, secs(f.Took), f.Outcomes.String(), f.Resources, f.Held)
-		p("    after: RSS %s (%s; peak so far %s)  heap %s (%s)  goroutines %d  metric series %s  log %s",
+		p("    after: RSS %s (%s; peak so far %s)  heap %s (%s)  goroutines %d  proxy groups %d  metric series %s  log %s",
 			mib(f.Mem.RSS), signedMiB(float64(f.Mem.RSS)-float64(r.Base.RSS)), mib(f.HWM), mib(f.Mem.Heap),
-			signedMiB(float64(f.Mem.Heap)-float64(r.Base.Heap)), f.Mem.Goroutines, f.Series, logGrowth(f.LogBytes))
+			signedMiB(float64(f.Mem.Heap)-float64(r.Base.Heap)), f.Mem.Goroutines, f.Groups, f.Series, logGrowth(f.LogBytes))
 		p("    remote EndpointSlice change → watcher: %s", changeText(f))
 	}
 	rss, heap := r.growth()
@@ -820,13 +837,13 @@ func (r *hostileResult) write(w io.Writer) {
 // markdown appends the hostile scenario's table.
 func (r *hostileResult) markdown(b *strings.Builder) {
 	p := func(format string, args ...any) { fmt.Fprintf(b, format+"\n", args...) }
-	p("| flood | outcomes | RSS after (Δ) | heap after (Δ) | metric series | log | remote change → watcher |")
-	p("| --- | --- | --- | --- | --- | --- | --- |")
-	p("| only the watcher | | %s | %s | %d | | |", mib(r.Base.RSS), mib(r.Base.Heap), r.BaseSeries.Total)
+	p("| flood | outcomes | RSS after (Δ) | heap after (Δ) | groups | metric series | log | remote change → watcher |")
+	p("| --- | --- | --- | --- | --- | --- | --- | --- |")
+	p("| only the watcher | | %s | %s | | %d | | |", mib(r.Base.RSS), mib(r.Base.Heap), r.BaseSeries.Total)
 	for _, f := range r.Floods {
-		p("| %s | %s | %s (%s) | %s (%s) | %d | %s | %s |", f.Name, f.Outcomes.String(),
+		p("| %s | %s | %s (%s) | %s (%s) | %d | %d | %s | %s |", f.Name, f.Outcomes.String(),
 			mib(f.Mem.RSS), signedMiB(float64(f.Mem.RSS)-float64(r.Base.RSS)),
 			mib(f.Mem.Heap), signedMiB(float64(f.Mem.Heap)-float64(r.Base.Heap)),
-			f.Series.Total, logGrowth(f.LogBytes), changeText(f))
+			f.Groups, f.Series.Total, logGrowth(f.LogBytes), changeText(f))
 	}
 }

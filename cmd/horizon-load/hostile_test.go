@@ -68,7 +68,7 @@ func TestRunHostile(t *testing.T) {
 		if !f.Reached || f.Change <= 0 {
 			t.Errorf("%s: the remote change did not reach the well-behaved proxy (%s)", f.Name, f.Change)
 		}
-		if f.Mem.RSS == 0 || f.Mem.Heap == 0 || f.HWM < f.Mem.RSS || f.Series.Total == 0 {
+		if f.Mem.RSS == 0 || f.Mem.Heap == 0 || f.HWM < f.Mem.RSS || f.Series.Total == 0 || f.Groups == 0 {
 			t.Errorf("%s: memory %+v, peak %d, series %+v: want readings", f.Name, f.Mem, f.HWM, f.Series)
 		}
 	}
@@ -98,7 +98,7 @@ func TestRunHostile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(md), "| flood | outcomes | RSS after (Δ) |") || !strings.Contains(string(md), "| g. 10 streams on one connection") {
+	if !strings.Contains(string(md), "| flood | outcomes | RSS after (Δ) | heap after (Δ) | groups |") || !strings.Contains(string(md), "| g. 10 streams on one connection") {
 		t.Errorf("markdown lacks the hostile table:\n%s", md)
 	}
 	goleak.VerifyNone(t, baseline)
@@ -216,10 +216,11 @@ func TestParseFlagsScenario(t *testing.T) {
 	if err != nil || cfg.Scenario != scenarioFleet || cfg.HostileScale != 1 {
 		t.Errorf("defaults: scenario %q, scale %g, %v", cfg.Scenario, cfg.HostileScale, err)
 	}
-	if cfg, err := parseFlags([]string{"-scenario", "hostile", "-hostile-scale", "0.5"}, &stderr); err != nil || cfg.Scenario != scenarioHostile || cfg.HostileScale != 0.5 {
-		t.Errorf("-scenario hostile -hostile-scale 0.5: %q %g %v", cfg.Scenario, cfg.HostileScale, err)
+	if cfg, err := parseFlags([]string{"-scenario", "hostile", "-hostile-scale", "0.5", "-hostile-floods", "ce"}, &stderr); err != nil ||
+		cfg.Scenario != scenarioHostile || cfg.HostileScale != 0.5 || cfg.HostileFloods != "ce" {
+		t.Errorf("-scenario hostile -hostile-scale 0.5 -hostile-floods ce: %q %g %q %v", cfg.Scenario, cfg.HostileScale, cfg.HostileFloods, err)
 	}
-	for _, args := range [][]string{{"-scenario", "flood"}, {"-hostile-scale", "0"}, {"-hostile-scale", "11"}} {
+	for _, args := range [][]string{{"-scenario", "flood"}, {"-hostile-scale", "0"}, {"-hostile-scale", "11"}, {"-hostile-floods", ""}, {"-hostile-floods", "abz"}} {
 		if _, err := parseFlags(args, &stderr); err == nil || !strings.Contains(err.Error(), args[0]) {
 			t.Errorf("%v: error %v, want %s named", args, err, args[0])
 		}

@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -56,7 +57,9 @@ type config struct {
 	// "hostile" (one well-behaved proxy watches while hostile clients flood Horizon).
 	Scenario string
 	// HostileScale multiplies the sizes of the hostile floods.
-	HostileScale   float64
+	HostileScale float64
+	// HostileFloods are the letters of the floods to run (allFloods: every one).
+	HostileFloods  string
 	Clusters       int
 	Services       int
 	Endpoints      int
@@ -87,7 +90,7 @@ func defaultConfig() config {
 		Clusters: 2, Services: 100, Endpoints: 10, Proxies: 1000, Watch: 20, DeltaFraction: 0.5, ProxiesPerConn: 50,
 		Changes: 5, ChangeTimeout: 10 * time.Second, ServeTimeout: 2 * time.Minute,
 		ChurnDuration: 30 * time.Second, Duration: 5 * time.Minute, Settle: 2 * time.Second,
-		Writers: 32, ProfileSeconds: 10, Scenario: scenarioFleet, HostileScale: 1,
+		Writers: 32, ProfileSeconds: 10, Scenario: scenarioFleet, HostileScale: 1, HostileFloods: allFloods,
 	}
 }
 
@@ -131,6 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "what to run: \"fleet\" (serve -proxies, time -changes, churn) or \"hostile\" (one well-behaved proxy watches while hostile clients flood Horizon; docs/load.md)")
 	fs.Float64Var(&cfg.HostileScale, "hostile-scale", cfg.HostileScale, "with -scenario hostile: multiply every flood's size by this (1: 2,000 Fetches, 20,000 NACKs, 500,000 names, …; 0-10)")
+	fs.StringVar(&cfg.HostileFloods, "hostile-floods", cfg.HostileFloods, "with -scenario hostile: the letters of the floods to run, in their order a-g (docs/load.md)")
 	fs.IntVar(&cfg.Clusters, "clusters", cfg.Clusters, fmt.Sprintf("clusters, each on its own network: cluster1 the config cluster, the others remote (2-%d)", maxClusters))
 	fs.IntVar(&cfg.Services, "services", cfg.Services, "services per cluster (the same names in every cluster)")
 	fs.IntVar(&cfg.Endpoints, "endpoints", cfg.Endpoints, "endpoints (ready mTLS pods) per service per cluster")
@@ -179,6 +183,7 @@ func (c config) validate() error {
 	}
 	check(c.Scenario == scenarioFleet || c.Scenario == scenarioHostile, "-scenario: must be %q or %q, got %q", scenarioFleet, scenarioHostile, c.Scenario)
 	check(c.HostileScale > 0 && c.HostileScale <= 10, "-hostile-scale: must be above 0 and at most 10, got %g", c.HostileScale)
+	check(c.HostileFloods != "" && strings.Trim(c.HostileFloods, allFloods) == "", "-hostile-floods: must be letters of %q, got %q", allFloods, c.HostileFloods)
 	check(c.Clusters >= 2 && c.Clusters <= maxClusters, "-clusters: must be 2-%d, got %d", maxClusters, c.Clusters)
 	check(c.Services >= 1 && c.Services <= maxServices, "-services: must be 1-%d, got %d", maxServices, c.Services)
 	check(c.Endpoints >= 1 && c.Endpoints <= maxEndpoints, "-endpoints: must be 1-%d, got %d", maxEndpoints, c.Endpoints)
