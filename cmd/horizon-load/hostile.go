@@ -538,6 +538,9 @@ func namesFlood(ctx context.Context, fr *floodRun, node *corev3.Node) {
 			fr.res.Add(int64(len(resp.GetResources())))
 		}
 	}()
+	// The stream outlives the flood, but a Send that Horizon never reads must not.
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
 	for sent := 0; sent < fr.total && ctx.Err() == nil; {
 		names := make([]string, min(hostileNameBatch, fr.total-sent))
 		for k := range names {
@@ -653,10 +656,7 @@ func (l *loadRun) flood(ctx context.Context, fl flood, i int) (floodResult, erro
 	if out.Change, out.Reached, err = l.watcherChange(ctx, j); err != nil {
 		return out, err
 	}
-	select {
-	case <-finished:
-	case <-ctx.Done():
-	}
+	<-finished // fctx bounds it
 	out.Took = time.Since(t0)
 	fr.mu.Lock()
 	dialErr := fr.dialed
