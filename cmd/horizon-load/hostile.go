@@ -815,13 +815,14 @@ func signedMiB(b float64) string { return fmt.Sprintf("%+.1f MiB", b/(1<<20)) }
 func (r *hostileResult) write(w io.Writer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("Hostile clients (one after the other; a well-behaved state-of-the-world proxy on its own connection watches CDS and every service's EDS):")
-	p("  %-75s RSS %s (peak %s)  heap %s  metric series %s", "only the watcher connected", mib(r.Base.RSS), mib(r.BaseHWM), mib(r.Base.Heap), r.BaseSeries)
+	p("  %-75s RSS %s (peak %s; freed heap not yet returned to the OS %s)  heap %s  metric series %s", "only the watcher connected",
+		mib(r.Base.RSS), mib(r.BaseHWM), mib(r.Base.FreeHeld), mib(r.Base.Heap), r.BaseSeries)
 	for _, f := range r.Floods {
 		p("")
 		p("  %s", f.Name)
 		p("    sent %d of %d in %s; outcomes: %s; resources sent back %d; streams held open %d", f.Requests, f.Planned, secs(f.Took), f.Outcomes.String(), f.Resources, f.Held)
-		p("    after: RSS %s (%s; peak so far %s)  heap %s (%s)  goroutines %d  proxy groups %d  metric series %s  log %s",
-			mib(f.Mem.RSS), signedMiB(float64(f.Mem.RSS)-float64(r.Base.RSS)), mib(f.HWM), mib(f.Mem.Heap),
+		p("    after: RSS %s (%s; peak so far %s; freed heap not yet returned to the OS %s)  heap %s (%s)  goroutines %d  proxy groups %d  metric series %s  log %s",
+			mib(f.Mem.RSS), signedMiB(float64(f.Mem.RSS)-float64(r.Base.RSS)), mib(f.HWM), mib(f.Mem.FreeHeld), mib(f.Mem.Heap),
 			signedMiB(float64(f.Mem.Heap)-float64(r.Base.Heap)), f.Mem.Goroutines, f.Groups, f.Series, logGrowth(f.LogBytes))
 		p("    remote EndpointSlice change → watcher: %s", changeText(f))
 	}
