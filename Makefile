@@ -47,6 +47,10 @@ e2e: testbin ## Run only the end-to-end tests (real API servers).
 bench: testbin build ## Run the benchmarks and a 1,000-proxy load run; writes docs/bench-results.md.
 	@bash hack/bench.sh
 
+.PHONY: hostile
+hostile: testbin build ## Flood a real horizon serve with hostile xDS clients while a well-behaved proxy watches (docs/load.md).
+	bin/horizon-load -scenario hostile
+
 .PHONY: lint
 lint: ## Vet the code and check formatting.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed (make fmt)"; exit 1; }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -277,13 +276,17 @@ func (h *horizonProc) memory(ctx context.Context) (memSample, error) {
 }
 
 // rss reads VmRSS of the horizon process.
-func (h *horizonProc) rss() (uint64, error) {
+func (h *horizonProc) rss() (uint64, error) { return h.status("VmRSS:") }
+
+// status reads one memory line of the horizon process's /proc/<pid>/status (e.g.
+// "VmRSS:", "VmHWM:"), in bytes.
+func (h *horizonProc) status(key string) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.cmd.Process.Pid))
 	if err != nil {
 		return 0, fmt.Errorf("read horizon's memory: %w", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, key); ok {
 			f := strings.Fields(rest)
 			if len(f) == 2 && f[1] == "kB" {
 				kb, err := strconv.ParseUint(f[0], 10, 64)
@@ -293,7 +296,7 @@ func (h *horizonProc) rss() (uint64, error) {
 			}
 		}
 	}
-	return 0, errors.New("read horizon's memory: no VmRSS line in /proc/<pid>/status")
+	return 0, fmt.Errorf("read horizon's memory: no %s line in /proc/<pid>/status", key)
 }
 
 // saveProfile writes one pprof profile (e.g. "profile?seconds=10", "heap") to path.

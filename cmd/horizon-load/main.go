@@ -25,6 +25,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -52,6 +53,13 @@ func main() {
 
 // config is everything a run takes from its flags.
 type config struct {
+	// Scenario is "fleet" (the default: serve -proxies, time changes, churn) or
+	// "hostile" (one well-behaved proxy watches while hostile clients flood Horizon).
+	Scenario string
+	// HostileScale multiplies the sizes of the hostile floods.
+	HostileScale float64
+	// HostileFloods are the letters of the floods to run (allFloods: every one).
+	HostileFloods  string
 	Clusters       int
 	Services       int
 	Endpoints      int
@@ -82,7 +90,7 @@ func defaultConfig() config {
 		Clusters: 2, Services: 100, Endpoints: 10, Proxies: 1000, Watch: 20, DeltaFraction: 0.5, ProxiesPerConn: 50,
 		Changes: 5, ChangeTimeout: 10 * time.Second, ServeTimeout: 2 * time.Minute,
 		ChurnDuration: 30 * time.Second, Duration: 5 * time.Minute, Settle: 2 * time.Second,
-		Writers: 32, ProfileSeconds: 10,
+		Writers: 32, ProfileSeconds: 10, Scenario: scenarioFleet, HostileScale: 1, HostileFloods: allFloods,
 	}
 }
 
@@ -102,6 +110,13 @@ runs the horizon binary, connects -proxies sidecars (spread evenly over the netw
     API write until each watching proxy receives the changed ClusterLoadAssignment;
   - with -churn-rate, convergence after a burst of changes and memory under churn;
   - Horizon's push and NACK counters.
+With -scenario hostile it instead connects one well-behaved proxy (state of the
+world, CDS and every service's EDS) and runs, one after the other, the floods of
+hostile clients: Fetches with made-up NETWORK and REQUESTED_NETWORK_VIEW, router
+label sets, a request with no node, NACKs of made-up types, made-up names on a
+delta stream, many streams on one connection and oversized requests. After each it
+reports Horizon's RSS and heap, its metric series and the gRPC statuses the flood
+got; during each, the time a remote change takes to reach the well-behaved proxy.
 Everything stays on 127.0.0.1; the run stops itself after -duration.
 
 Usage: go run ./cmd/horizon-load [flags]
@@ -117,6 +132,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprint(fs.Output(), usageText)
 		fs.PrintDefaults()
 	}
+	fs.StringVar(&cfg.Scenario, "scenario", cfg.Scenario, "what to run: \"fleet\" (serve -proxies, time -changes, churn) or \"hostile\" (one well-behaved proxy watches while hostile clients flood Horizon; docs/load.md)")
+	fs.Float64Var(&cfg.HostileScale, "hostile-scale", cfg.HostileScale, "with -scenario hostile: multiply every flood's size by this (1: 2,000 Fetches, 20,000 NACKs, 500,000 names, …; 0-10)")
+	fs.StringVar(&cfg.HostileFloods, "hostile-floods", cfg.HostileFloods, "with -scenario hostile: the letters of the floods to run, in their order a-g (docs/load.md)")
 	fs.IntVar(&cfg.Clusters, "clusters", cfg.Clusters, fmt.Sprintf("clusters, each on its own network: cluster1 the config cluster, the others remote (2-%d)", maxClusters))
 	fs.IntVar(&cfg.Services, "services", cfg.Services, "services per cluster (the same names in every cluster)")
 	fs.IntVar(&cfg.Endpoints, "endpoints", cfg.Endpoints, "endpoints (ready mTLS pods) per service per cluster")
@@ -163,6 +181,9 @@ func (c config) validate() error {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
+	check(c.Scenario == scenarioFleet || c.Scenario == scenarioHostile, "-scenario: must be %q or %q, got %q", scenarioFleet, scenarioHostile, c.Scenario)
+	check(c.HostileScale > 0 && c.HostileScale <= 10, "-hostile-scale: must be above 0 and at most 10, got %g", c.HostileScale)
+	check(c.HostileFloods != "" && strings.Trim(c.HostileFloods, allFloods) == "", "-hostile-floods: must be letters of %q, got %q", allFloods, c.HostileFloods)
 	check(c.Clusters >= 2 && c.Clusters <= maxClusters, "-clusters: must be 2-%d, got %d", maxClusters, c.Clusters)
 	check(c.Services >= 1 && c.Services <= maxServices, "-services: must be 1-%d, got %d", maxServices, c.Services)
 	check(c.Endpoints >= 1 && c.Endpoints <= maxEndpoints, "-endpoints: must be 1-%d, got %d", maxEndpoints, c.Endpoints)

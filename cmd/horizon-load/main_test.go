@@ -24,11 +24,7 @@ import (
 // change must reach every proxy that watches the changed service, churn must
 // converge, every cluster must be reported synced, and nothing may be rejected.
 func TestRunSmall(t *testing.T) {
-	bin := t.TempDir()
-	build := exec.Command("go", "build", "-o", filepath.Join(bin, "horizon"), "../horizon")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build horizon: %v\n%s", err, out)
-	}
+	bin := buildHorizon(t)
 	baseline := goleak.IgnoreCurrent()
 	for _, tc := range []struct {
 		name      string
@@ -48,7 +44,7 @@ func TestRunSmall(t *testing.T) {
 			cfg.ChurnRate, cfg.ChurnDuration = 10, time.Second
 			cfg.ChangeTimeout, cfg.ServeTimeout, cfg.Duration = 10*time.Second, 20*time.Second, 90*time.Second
 			cfg.Settle = 100 * time.Millisecond
-			cfg.Horizon = filepath.Join(bin, "horizon")
+			cfg.Horizon = bin
 			cfg.Markdown = filepath.Join(t.TempDir(), "results.md")
 			var progress, out bytes.Buffer
 			cfg.Progress = &progress
@@ -62,6 +58,17 @@ func TestRunSmall(t *testing.T) {
 		})
 	}
 	goleak.VerifyNone(t, baseline)
+}
+
+// buildHorizon builds cmd/horizon into a temporary directory and returns its path.
+func buildHorizon(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "horizon")
+	build := exec.Command("go", "build", "-o", bin, "../horizon")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build horizon: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // checkSmallRun checks a TestRunSmall run's report.

@@ -22,7 +22,10 @@ import (
 	"github.com/horizon-mesh/horizon/eds"
 )
 
-const typeCLA = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+const (
+	typeCLA     = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	typeCluster = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+)
 
 // sig is what the tool checks of a ClusterLoadAssignment: how many endpoints it
 // lists and their total weight. With one gateway per network every endpoint in the
@@ -120,6 +123,9 @@ type proxySpec struct {
 	network int // 0-based; network c holds cluster c
 	delta   bool
 	names   []string
+	// cds: also subscribe to every cluster (CDS wildcard) first, as Envoy does;
+	// state of the world only.
+	cds bool
 }
 
 func (s proxySpec) node() *corev3.Node {
@@ -259,10 +265,15 @@ func (p *proxy) sotwStream(ctx context.Context, client discoveryv3.AggregatedDis
 	if err != nil {
 		return false, err
 	}
+	if p.spec.cds {
+		if err := s.Send(&discoveryv3.DiscoveryRequest{Node: p.node, TypeUrl: typeCluster}); err != nil {
+			return false, err
+		}
+	}
 	if err := s.Send(&discoveryv3.DiscoveryRequest{Node: p.node, TypeUrl: typeCLA, ResourceNames: p.spec.names}); err != nil {
 		return false, err
 	}
-	acked, progressed := "", false
+	ackedByType, progressed := map[string]string{}, false
 	for {
 		resp, err := s.Recv()
 		if err != nil {
@@ -277,11 +288,11 @@ func (p *proxy) sotwStream(ctx context.Context, client discoveryv3.AggregatedDis
 			bad = p.apply(resp.GetResources(), nil, nil, now)
 		}
 		if bad != nil {
-			req.VersionInfo = acked
+			req.VersionInfo = ackedByType[resp.GetTypeUrl()]
 			req.ErrorDetail = status.New(codes.InvalidArgument, bad.Error()).Proto()
 		} else {
-			acked = resp.GetVersionInfo()
-			req.VersionInfo = acked
+			ackedByType[resp.GetTypeUrl()] = resp.GetVersionInfo()
+			req.VersionInfo = resp.GetVersionInfo()
 		}
 		if err := s.Send(req); err != nil {
 			return progressed, err

@@ -78,6 +78,9 @@ type report struct {
 
 	Churn *churnResult
 
+	// Hostile is the hostile scenario's result (-scenario hostile), else nil.
+	Hostile *hostileResult
+
 	Pushes, NACKs float64 // Horizon's counters at the end
 	Responses     int     // received by the fleet
 	Resources     int
@@ -110,6 +113,10 @@ type churnResult struct {
 // OK reports whether every proxy was served, every change reached every watcher,
 // nothing was rejected and churn (if run) converged.
 func (r *report) OK() bool {
+	if r.Hostile != nil {
+		// Horizon counts the hostile clients' NACKs too: only the watcher's count.
+		return !r.TimedOut && r.Hostile.ok()
+	}
 	ok := !r.TimedOut && r.Served == r.Config.Proxies && r.ChangeTimeouts == 0 && r.NACKs == 0 && r.ClientNACKs == 0
 	if r.Churn != nil {
 		ok = ok && r.Churn.Converged
@@ -173,8 +180,12 @@ func (r *report) write(w io.Writer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("")
 	p("Horizon load: %d services × %d endpoints per cluster, %d clusters on %d networks (one gateway each)", c.Services, c.Endpoints, c.Clusters, c.Clusters)
-	p("  %d proxies (%d delta, %d state of the world) on %d gRPC connections, each watching %d services; %d CPUs shared by Horizon, the API servers, etcd and the proxies",
-		c.Proxies, r.DeltaProxies, c.Proxies-r.DeltaProxies, r.Conns, c.watchCount(), r.CPUs)
+	if r.Hostile != nil {
+		p("  one well-behaved proxy and hostile clients (-hostile-scale %g); %d CPUs shared by Horizon, the API servers, etcd and the clients", c.HostileScale, r.CPUs)
+	} else {
+		p("  %d proxies (%d delta, %d state of the world) on %d gRPC connections, each watching %d services; %d CPUs shared by Horizon, the API servers, etcd and the proxies",
+			c.Proxies, r.DeltaProxies, c.Proxies-r.DeltaProxies, r.Conns, c.watchCount(), r.CPUs)
+	}
 	p("  setup %s; horizon ready in %s, serving every endpoint in %s", secs(r.SetupTime), secs(r.ReadyTime), secs(r.ReadyToServed))
 	p("")
 	p("Horizon's startup (from starting horizon serve; a cluster is synced once its informers have synced and its startup backlog is processed):")
@@ -184,6 +195,12 @@ func (r *report) write(w io.Writer) {
 	}
 	p("  last sync →     ready %s, serving every endpoint on every network %s   (target < %s; %s)",
 		secs(r.SyncToReady), secs(r.SyncToServed), secs(targetSyncToReady), verdict(r.startupOK()))
+	if r.Hostile != nil {
+		p("")
+		r.Hostile.write(w)
+		r.writeEnd(w)
+		return
+	}
 	p("  no proxies      heap %s (target < %.0f MB; %s)  RSS %s", mib(r.MemBefore.Heap), float64(targetStartupHeap)/1e6,
 		verdict(r.MemBefore.Heap > 0 && r.MemBefore.Heap < targetStartupHeap), mib(r.MemBefore.RSS))
 	p("")
@@ -243,6 +260,13 @@ func (r *report) write(w io.Writer) {
 		p("  RSS             %s before, %s after; second quarter avg %s, last quarter avg %s: %s",
 			mib(ch.HeapBefore.RSS), mib(ch.HeapAfter.RSS), mib(early), mib(late), map[bool]string{true: "STILL GROWING", false: "flat"}[growing])
 	}
+	r.writeEnd(w)
+}
+
+// writeEnd prints the counters, the machine's load and the result.
+func (r *report) writeEnd(w io.Writer) {
+	c := r.Config
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("")
 	p("Counters: horizon_xds_pushes_total %.0f, horizon_xds_nacks_total %.0f; the fleet received %d responses (%d resources), NACKed %d, reconnected %d times",
 		r.Pushes, r.NACKs, r.Responses, r.Resources, r.ClientNACKs, r.Reconnects)
@@ -250,7 +274,11 @@ func (r *report) write(w io.Writer) {
 	if r.TimedOut {
 		p("The run hit -duration (%s) or was interrupted, and stopped early.", c.Duration)
 	}
-	p("Result: %s (%s)", map[bool]string{true: "every proxy converged and every change reached every watching proxy", false: "FAILURES above"}[r.OK()], secs(r.Elapsed))
+	good := "every proxy converged and every change reached every watching proxy"
+	if r.Hostile != nil {
+		good = "every change reached the well-behaved proxy, which stayed connected and rejected nothing"
+	}
+	p("Result: %s (%s)", map[bool]string{true: good, false: "FAILURES above"}[r.OK()], secs(r.Elapsed))
 }
 
 // appendMarkdown appends a results table to path.
@@ -261,6 +289,13 @@ func (r *report) appendMarkdown(path string) error {
 	p("")
 	p("### horizon-load %s", r.Started.UTC().Format("2006-01-02 15:04 MST"))
 	p("")
+	if r.Hostile != nil {
+		p("%d services × %d endpoints per cluster, %d clusters / %d networks; one well-behaved proxy (CDS and every service's EDS) and hostile clients (-hostile-scale %g), one flood after the other; %d CPUs shared with the API servers and the clients (load average %s before the floods, %s at the end).",
+			c.Services, c.Endpoints, c.Clusters, c.Clusters, c.HostileScale, r.CPUs, r.LoadBefore, r.LoadAfter)
+		p("")
+		r.Hostile.markdown(&b)
+		return appendFile(path, b.String())
+	}
 	p("%d services × %d endpoints per cluster, %d clusters / %d networks; %d proxies (%d delta) watching %d services each; %d CPUs shared with the API servers and the proxies (load average %s before connecting, %s at the end).",
 		c.Services, c.Endpoints, c.Clusters, c.Clusters, c.Proxies, r.DeltaProxies, c.watchCount(), r.CPUs, r.LoadBefore, r.LoadAfter)
 	if c.HorizonArgs != "" {
@@ -296,11 +331,15 @@ func (r *report) appendMarkdown(path string) error {
 			kib(ch.heapPerWrite()), map[bool]string{true: "still growing", false: "flat"}[growing])
 	}
 	p("| pushes / NACKs (Horizon) | %.0f / %.0f | / 0 |", r.Pushes, r.NACKs)
+	return appendFile(path, b.String())
+}
+
+func appendFile(path, text string) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteString(b.String()); err != nil {
+	if _, err := f.WriteString(text); err != nil {
 		f.Close()
 		return err
 	}

@@ -60,20 +60,17 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 		return nil, err
 	}
 	defer l.h.stop()
-	err = l.connect(ctx)
-	if l.fleet != nil {
-		defer l.fleet.close()
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := l.timeChanges(ctx); err != nil {
-		return nil, err
-	}
-	if cfg.ChurnRate > 0 && ctx.Err() == nil {
-		if l.rep.Churn, err = l.churn(ctx); err != nil {
+	defer func() {
+		if l.fleet != nil {
+			l.fleet.close()
+		}
+	}()
+	if cfg.Scenario == scenarioHostile {
+		if err := l.hostile(ctx); err != nil {
 			return nil, err
 		}
+	} else if err := l.phases(ctx); err != nil {
+		return nil, err
 	}
 	l.profiles.Wait()
 
@@ -84,7 +81,9 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 	}
 	rep.Pushes = m["horizon_xds_pushes_total"]
 	rep.NACKs = m["horizon_xds_nacks_total"]
-	rep.Responses, rep.Resources, rep.Reconnects, rep.ClientNACKs = l.fleet.totals()
+	if l.fleet != nil {
+		rep.Responses, rep.Resources, rep.Reconnects, rep.ClientNACKs = l.fleet.totals()
+	}
 	rep.TimedOut = ctx.Err() != nil
 	rep.LoadAfter = loadAvg()
 	rep.Elapsed = time.Since(rep.Started)
@@ -96,6 +95,23 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// phases runs the fleet scenario: connect the proxies, time the changes, churn.
+func (l *loadRun) phases(ctx context.Context) error {
+	if err := l.connect(ctx); err != nil {
+		return err
+	}
+	if err := l.timeChanges(ctx); err != nil {
+		return err
+	}
+	if l.cfg.ChurnRate > 0 && ctx.Err() == nil {
+		var err error
+		if l.rep.Churn, err = l.churn(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // loadRun is one run's state, shared by its phases. The phases run one after the
