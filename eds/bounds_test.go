@@ -230,13 +230,14 @@ func TestGRPCBounds(t *testing.T) {
 	})
 }
 
-// TestRouterLabelSetsShareEndpoints: routers that differ only in their labels get
-// their endpoints from one share — built and encoded once, the same published
+// TestRouterLabelSetsShareEndpoints: routers that differ only in their labels (and
+// are told apart by no Gateway) get their endpoints, listeners and clusters from
+// shares — built and encoded once, the same published
 // bytes — so a flood of label sets costs a group each, not a copy of every
 // assignment. A change reaches every such group, and the share goes with the last
 // group that uses it.
 func TestRouterLabelSetsShareEndpoints(t *testing.T) {
-	f := newXDSFixture(t)
+	f := newXDSFixture(t, func(o *Options) { o.DefaultPassthrough = true })
 	var groups []*group
 	for i := range 200 {
 		nd := xdstest.NodeWithMetadata(fmt.Sprintf("router~10.0.9.%d~gw.istio-system~istio-system.svc.cluster.local", i%250),
@@ -258,10 +259,10 @@ func TestRouterLabelSetsShareEndpoints(t *testing.T) {
 	f.s.HostChanged(hostA)
 	f.s.push(time.Now())
 	f.s.pushMu.Lock()
-	shares, entries := len(f.s.shares), f.s.built.Len()
+	shares, entries, routerShares := len(f.s.shares), f.s.built.Len(), len(f.s.routerShares)
 	f.s.pushMu.Unlock()
-	if shares != 1 {
-		t.Fatalf("%d endpoint shares for 200 label sets of one network, want 1", shares)
+	if shares != 1 || routerShares != 1 {
+		t.Fatalf("%d endpoint shares and %d router shares for 200 label sets of one network that no Gateway tells apart, want 1 and 1", shares, routerShares)
 	}
 	if entries > 2 {
 		t.Fatalf("%d built assignments cached for 200 label sets of 2 services, want at most 2", entries)
@@ -270,10 +271,18 @@ func TestRouterLabelSetsShareEndpoints(t *testing.T) {
 	if first.Len() != 2 {
 		t.Fatalf("router endpoints: %d assignments, want 2", first.Len())
 	}
+	if n := groups[0].Feed().Current().Resources(resourcev3.ClusterType).Len(); n != 2 {
+		t.Fatalf("router clusters: %d, want 2 (default passthrough)", n)
+	}
 	for i, g := range groups {
 		eps := g.Feed().Current().Resources(resourcev3.EndpointType)
 		if eps != first {
 			t.Fatalf("group %d publishes its own endpoints, want the shared ones", i)
+		}
+		for _, typ := range []string{resourcev3.ClusterType, resourcev3.ListenerType} {
+			if got, want := g.Feed().Current().Resources(typ), groups[0].Feed().Current().Resources(typ); got != want {
+				t.Fatalf("group %d publishes its own %s, want the shared ones", i, typ)
+			}
 		}
 	}
 	r := first.Get(name)
@@ -286,9 +295,9 @@ func TestRouterLabelSetsShareEndpoints(t *testing.T) {
 	f.s.idleTimeout = 0
 	f.s.pushMu.Lock()
 	f.s.sweep(time.Now().Add(time.Second))
-	shares = len(f.s.shares)
+	shares, routerShares = len(f.s.shares), len(f.s.routerShares)
 	f.s.pushMu.Unlock()
-	if shares != 0 {
-		t.Fatalf("%d endpoint shares after every group was swept, want 0", shares)
+	if shares != 0 || routerShares != 0 {
+		t.Fatalf("%d endpoint shares and %d router shares after every group was swept, want none", shares, routerShares)
 	}
 }

@@ -23,8 +23,12 @@ type group struct {
 	eds *endpointShare
 	// edsSent is the endpoints snapshot the group last published.
 	edsSent *xdsserver.Resources
-	// A router's own listeners and clusters (they depend on its labels).
-	listeners, clusters []types.Resource
+	// router is a router's listeners and clusters: they depend on the Gateways
+	// that select its labels and the Services that bind its ports, and are shared
+	// by the kept routers for which those are equal.
+	router *routerShare
+	// routerSent is the listeners and clusters snapshots the group last published.
+	routerSent [2]*xdsserver.Resources
 	// What the last snapshot held per type URL, to version only what changed.
 	sent map[resourcev3.Type]*typeState
 	// emptySince is when the feed was last seen without streams (zero while it has
@@ -133,7 +137,7 @@ func (s *Server) fill(g *group, cached bool) {
 		}
 		sh.filled = true
 	}
-	s.rebuildRouter(g)
+	s.rebuildRouter(g, cached)
 	s.setSnapshot(g)
 }
 
@@ -144,6 +148,7 @@ func (s *Server) sweep(now time.Time) {
 		if g.idle(now) > s.idleTimeout {
 			delete(s.groups, key) // e.g. a router's pod labels from before a rollout
 			s.releaseShare(g.eds)
+			s.releaseRouterShare(g.router)
 			s.log.Info("dropped idle proxy group", "group", key)
 		}
 	}
@@ -185,5 +190,34 @@ func (s *Server) shareFor(v View) *endpointShare {
 func (s *Server) releaseShare(sh *endpointShare) {
 	if sh.refs--; sh.refs <= 0 {
 		delete(s.shares, sh.view.endpointsKey())
+	}
+}
+
+// routerShare is the listeners and clusters of the kept routers whose inputs
+// (routerInputs) are equal, encoded once per push. Owned by the push goroutine.
+type routerShare struct {
+	key                 string // routerInputs and Server.routerGen; "" if not kept in Server.routerShares
+	listeners, clusters []types.Resource
+	sent                [2]typeState // listeners, clusters as last versioned
+	at                  uint64       // Server.version when sent was versioned; 0: never
+	refs                int
+}
+
+func newRouterShare(key string, listeners, clusters []types.Resource) *routerShare {
+	sh := &routerShare{key: key, listeners: listeners, clusters: clusters}
+	for i := range sh.sent {
+		sh.sent[i].items = map[string]types.Resource{}
+	}
+	return sh
+}
+
+// releaseRouterShare counts one group fewer using sh (nil: none) and drops it with
+// the last. pushMu is held.
+func (s *Server) releaseRouterShare(sh *routerShare) {
+	if sh == nil || sh.key == "" {
+		return
+	}
+	if sh.refs--; sh.refs <= 0 {
+		delete(s.routerShares, sh.key)
 	}
 }

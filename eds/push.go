@@ -2,8 +2,11 @@ package eds
 
 import (
 	"cmp"
+	"fmt"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -85,8 +88,9 @@ func (s *Server) push(changedAt time.Time) {
 	}
 	if cdsChanged || full || s.clusters == nil {
 		s.rebuildShared()
+		s.routerGen++ // the hosts' ports changed: no router share still holds
 		for _, g := range s.groups {
-			s.rebuildRouter(g)
+			s.rebuildRouter(g, true)
 		}
 	} else if len(rebound) > 0 {
 		// A Service's selector or ports changed: the routers it selected, or now
@@ -95,7 +99,7 @@ func (s *Server) push(changedAt time.Time) {
 			if g.view.Role == RoleRouter && slices.ContainsFunc(rebound, func(svc *clusterregistry.Service) bool {
 				return selectorSelects(svc.Selector, g.view.Labels)
 			}) {
-				s.rebuildRouter(g)
+				s.rebuildRouter(g, true)
 			}
 		}
 	}
@@ -314,8 +318,9 @@ func (s *Server) rebuildShared() {
 
 // rebuildRouter rebuilds a router group's listeners and clusters from the
 // passthrough servers that select it, on the ports its gateway Services bind them
-// to (routerServices, listenerPort).
-func (s *Server) rebuildRouter(g *group) {
+// to (routerServices, listenerPort). A kept group takes them from the share of
+// routers with the same inputs, built once.
+func (s *Server) rebuildRouter(g *group, kept bool) {
 	if g.view.Role != RoleRouter {
 		return
 	}
@@ -332,5 +337,36 @@ func (s *Server) rebuildRouter(g *group) {
 		}
 		svcs = routerServices(candidates, g.view, s.topo)
 	}
-	g.listeners, g.clusters = buildRouterResources(servers, s.hosts, svcs)
+	if !kept {
+		g.router = newRouterShare("", nil, nil)
+		g.router.listeners, g.router.clusters = buildRouterResources(servers, s.hosts, svcs)
+		return
+	}
+	key := routerInputs(servers, svcs) + "#" + strconv.FormatUint(s.routerGen, 10)
+	if g.router != nil && g.router.key == key {
+		return
+	}
+	sh := s.routerShares[key]
+	if sh == nil {
+		listeners, clusters := buildRouterResources(servers, s.hosts, svcs)
+		sh = newRouterShare(key, listeners, clusters)
+		s.routerShares[key] = sh
+	}
+	sh.refs++
+	s.releaseRouterShare(g.router)
+	g.router = sh
+}
+
+// routerInputs identifies what buildRouterResources reads besides the hosts: the
+// servers selecting a router and the Services binding its ports.
+func routerInputs(servers []PassthroughServer, svcs []*clusterregistry.Service) string {
+	var b strings.Builder
+	for _, sv := range servers {
+		fmt.Fprintf(&b, "%q:%d:%q;", sv.Gateway, sv.Port, sv.Hosts)
+	}
+	b.WriteByte('|')
+	for _, svc := range svcs {
+		fmt.Fprintf(&b, "%q/%q/%q:%v;", svc.Cluster, svc.Namespace, svc.Name, svc.Ports)
+	}
+	return b.String()
 }

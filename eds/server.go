@@ -151,20 +151,22 @@ type Server struct {
 	pendingFull  bool            // guarded by mu
 
 	// Owned by the push goroutine (and by ensureGroup, which holds pushMu).
-	pushMu      sync.Mutex
-	groups      map[string]*group
-	shares      map[string]*endpointShare // by View.endpointsKey, of the kept groups
-	known       *known                    // what views may name; nil before the first push
-	idleTimeout time.Duration             // groupIdleTimeout, shorter in tests
-	hosts       map[string]*hostState
-	hostGen     uint64
-	topo        *Topology
-	topoGen     uint64
-	gateways    []network.Gateway
-	clusters    []types.Resource                                       // CDS, the same for every sidecar group
-	grpc        struct{ listeners, routes, clusters []types.Resource } // the same for every proxyless group
-	version     uint64
-	pushCount   uint64
+	pushMu       sync.Mutex
+	groups       map[string]*group
+	shares       map[string]*endpointShare // by View.endpointsKey, of the kept groups
+	routerShares map[string]*routerShare   // by routerShare.key, of the kept routers
+	routerGen    uint64                    // moves on when every router share is rebuilt
+	known        *known                    // what views may name; nil before the first push
+	idleTimeout  time.Duration             // groupIdleTimeout, shorter in tests
+	hosts        map[string]*hostState
+	hostGen      uint64
+	topo         *Topology
+	topoGen      uint64
+	gateways     []network.Gateway
+	clusters     []types.Resource                                       // CDS, the same for every sidecar group
+	grpc         struct{ listeners, routes, clusters []types.Resource } // the same for every proxyless group
+	version      uint64
+	pushCount    uint64
 }
 
 // New returns a Server; Run starts its push loop, Register adds it to a gRPC server.
@@ -205,6 +207,7 @@ func New(opts Options) (*Server, error) {
 		pendingHosts: map[string]bool{},
 		groups:       map[string]*group{},
 		shares:       map[string]*endpointShare{},
+		routerShares: map[string]*routerShare{},
 		hosts:        map[string]*hostState{},
 		idleTimeout:  groupIdleTimeout,
 	}

@@ -25,8 +25,7 @@ func (s *Server) setSnapshot(g *group) {
 	res := map[resourcev3.Type][]types.Resource{}
 	switch g.view.Role {
 	case RoleRouter:
-		res[resourcev3.ClusterType] = g.clusters
-		res[resourcev3.ListenerType] = g.listeners
+		// Below, from the group's router share.
 	case RoleGRPC:
 		res[resourcev3.ClusterType] = s.grpc.clusters
 		res[resourcev3.ListenerType] = s.grpc.listeners
@@ -56,6 +55,20 @@ func (s *Server) setSnapshot(g *group) {
 		changed = true
 	}
 	snap[resourcev3.EndpointType] = g.edsSent
+	if sh := g.router; sh != nil {
+		if sh.at == 0 || sh.at != s.version {
+			s.versionType(resourcev3.ListenerType, &sh.sent[0], sh.listeners)
+			s.versionType(resourcev3.ClusterType, &sh.sent[1], sh.clusters)
+			sh.at = s.version
+		}
+		for i, typ := range []string{resourcev3.ListenerType, resourcev3.ClusterType} {
+			if g.routerSent[i] != sh.sent[i].snap {
+				g.routerSent[i] = sh.sent[i].snap
+				changed = true
+			}
+			snap[typ] = g.routerSent[i]
+		}
+	}
 	for typ, items := range res {
 		st := g.sent[typ]
 		if st == nil {
