@@ -74,8 +74,19 @@ func (st *stream) deltaRequest(typ string, req *discoverygrpc.DeltaDiscoveryRequ
 			if !sb.wildcard {
 				sb.wildcard = true
 				sb.explicit = map[string]bool{}
-				for held := range sb.have {
-					sb.explicit[held] = true
+				// Later, what the stream holds was subscribed to by name. On the first
+				// request it holds initial_resource_versions, which are not
+				// subscriptions: only the names the request lists are explicit.
+				if first {
+					for _, m := range subscribe {
+						if m != "*" {
+							sb.explicit[m] = true
+						}
+					}
+				} else {
+					for held := range sb.have {
+						sb.explicit[held] = true
+					}
 				}
 			}
 			sb.force = true
