@@ -67,6 +67,7 @@ type xdsFixture struct {
 	t     *testing.T
 	s     *Server
 	group *testGroup
+	conn  *grpc.ClientConn
 	ads   discoverygrpc.AggregatedDiscoveryServiceClient
 	eds   endpointservice.EndpointDiscoveryServiceClient
 
@@ -112,6 +113,7 @@ func newXDSFixture(t *testing.T, edits ...func(*Options)) *xdsFixture {
 		conn.Close()
 		g.Stop()
 	})
+	f.conn = conn
 	f.ads = discoverygrpc.NewAggregatedDiscoveryServiceClient(conn)
 	f.eds = endpointservice.NewEndpointDiscoveryServiceClient(conn)
 	return f

@@ -4,12 +4,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Reasons a request is refused, the reason label of
+// horizon_xds_refused_requests_total.
+const (
+	reasonNames  = "names"
+	reasonTypes  = "types"
+	reasonNoNode = "no_node"
+)
+
 // metrics are the protocol's Prometheus metrics.
 type metrics struct {
 	connections *prometheus.GaugeVec   // by stream type and the group's MetricLabel
 	pushLatency prometheus.Histogram   // change → response sent to a proxy
 	nacks       *prometheus.CounterVec // by type URL: typeLabel's fixed set
-	refused     *prometheus.CounterVec // streams ended for their requests, by reason (names, types)
+	refused     *prometheus.CounterVec // requests refused, by reason (the reason* constants)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,10 +33,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "horizon_xds_nacks_total", Help: "Responses rejected by proxies, by type URL (a type not served counts as other).",
 		}, []string{"type_url"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "horizon_xds_refused_requests_total", Help: "Streams ended with RESOURCE_EXHAUSTED for a request past a bound, by reason (names: names subscribed per stream; types: type URLs per stream).",
+			Name: "horizon_xds_refused_requests_total", Help: "xDS requests refused, by reason (names: names subscribed per stream; types: type URLs per stream; no_node: a first request or Fetch without a node).",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{"names", "types"} {
+	for _, r := range []string{reasonNames, reasonTypes, reasonNoNode} {
 		m.refused.WithLabelValues(r)
 	}
 	if reg != nil {

@@ -107,7 +107,12 @@ func recvErr(err error) error {
 	return err
 }
 
-// join puts the stream in its proxy's group on its first request.
+// errNoNode refuses a stream whose first request, or a Fetch, has no node: the
+// node says which view of the mesh the proxy is served.
+var errNoNode = status.Error(codes.InvalidArgument, "request has no node: the first request of a stream, and every Fetch, must carry the proxy's node (id and metadata)")
+
+// join puts the stream in its proxy's group on its first request, which must carry
+// a node.
 func (st *stream) join(node *corev3.Node, typ string) error {
 	if typ == "" {
 		return status.Error(codes.InvalidArgument, "request without a type URL")
@@ -117,6 +122,10 @@ func (st *stream) join(node *corev3.Node, typ string) error {
 	st.mu.Unlock()
 	if joined {
 		return nil
+	}
+	if node == nil {
+		st.s.metrics.refused.WithLabelValues(reasonNoNode).Inc()
+		return errNoNode
 	}
 	g, err := st.s.groups.Group(node, func(g Group) { g.Feed().attach(st) })
 	if err != nil {
@@ -139,7 +148,7 @@ func (st *stream) admit(typ string, adds int, replace bool) error {
 	defer st.mu.Unlock()
 	sb := st.subs[typ]
 	if sb == nil && len(st.subs) >= maxTypesPerStream {
-		st.s.metrics.refused.WithLabelValues("types").Inc()
+		st.s.metrics.refused.WithLabelValues(reasonTypes).Inc()
 		return status.Errorf(codes.ResourceExhausted, "stream subscribes to more than %d type URLs", maxTypesPerStream)
 	}
 	if adds == 0 {
@@ -152,7 +161,7 @@ func (st *stream) admit(typ string, adds int, replace bool) error {
 		}
 	}
 	if total > st.s.maxNames {
-		st.s.metrics.refused.WithLabelValues("names").Inc()
+		st.s.metrics.refused.WithLabelValues(reasonNames).Inc()
 		return status.Errorf(codes.ResourceExhausted, "stream would subscribe to %d resource names, more than %d", total, st.s.maxNames)
 	}
 	return nil
