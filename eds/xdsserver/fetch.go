@@ -1,6 +1,7 @@
 package xdsserver
 
 import (
+	"context"
 	"slices"
 
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -9,7 +10,11 @@ import (
 )
 
 // fetch answers a unary request with what the proxy's group holds now.
-func (s *Server) fetch(req *discoverygrpc.DiscoveryRequest, typ string) (*discoverygrpc.DiscoveryResponse, error) {
+func (s *Server) fetch(ctx context.Context, req *discoverygrpc.DiscoveryRequest, typ string) (*discoverygrpc.DiscoveryResponse, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.end()
 	if req.GetNode() == nil {
 		s.metrics.refused.WithLabelValues(reasonNoNode).Inc()
 		return nil, errNoNode

@@ -59,6 +59,7 @@ type stream struct {
 	fixedType string // the type URL of a per-type stream; "" for ADS
 	connected time.Time
 	send      func(*outgoing) error
+	reqs      *requestLimiter
 
 	mu       sync.Mutex
 	proxyID  string
@@ -74,7 +75,7 @@ type stream struct {
 
 func (s *Server) openStream(kind string, delta bool, fixedType string) *stream {
 	st := &stream{s: s, id: s.lastStream.Add(1), kind: kind, delta: delta, fixedType: fixedType,
-		connected: time.Now(), subs: map[string]*sub{}}
+		connected: time.Now(), subs: map[string]*sub{}, reqs: newRequestLimiter(s.limits.l)}
 	s.streamsMu.Lock()
 	s.streams[st] = struct{}{}
 	s.streamsMu.Unlock()
@@ -323,6 +324,7 @@ func (st *stream) next() (*outgoing, bool) {
 		st.nonce++
 		out := &outgoing{typ: typ, version: rs.version, nonce: strconv.FormatUint(st.nonce, 10), delta: st.delta}
 		sb.lastNonce, sb.lastSent = out.nonce, rs.version
+		st.reqs.sent()
 		sb.sync.Sent = rs.version
 		if st.delta {
 			st.deltaResponse(sb, rs, out)
