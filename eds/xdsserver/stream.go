@@ -63,6 +63,7 @@ type stream struct {
 
 	mu       sync.Mutex
 	proxyID  string
+	node     *corev3.Node // the first request's, for Regroup
 	group    Group
 	feed     *Feed           // group's
 	subs     map[string]*sub // by type URL
@@ -133,7 +134,7 @@ func (st *stream) join(node *corev3.Node, typ string) error {
 		return err
 	}
 	st.mu.Lock()
-	st.group, st.feed, st.proxyID, st.counted = g, g.Feed(), node.GetId(), true
+	st.group, st.feed, st.proxyID, st.counted, st.node = g, g.Feed(), node.GetId(), true, node
 	st.mu.Unlock()
 	st.s.metrics.connections.WithLabelValues(st.kind, g.MetricLabel()).Inc()
 	return nil
