@@ -6,10 +6,12 @@ import (
 	"slices"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/eds/xdsserver"
 	"github.com/horizon-mesh/horizon/network"
 )
 
@@ -43,7 +45,14 @@ type builtCLA struct {
 // moved to their new view's group once the groups are pushed (Regroup).
 func (s *Server) push(changedAt time.Time) {
 	if s.pushGroups(changedAt) {
-		if n := s.xds.Regroup(); n > 0 {
+		quiet := xdsserver.GroupsFunc(func(node *corev3.Node, attach func(xdsserver.Group)) (xdsserver.Group, error) {
+			g, _, err := s.findGroup(node, attach)
+			if err != nil {
+				return nil, err
+			}
+			return g, nil
+		})
+		if n := s.xds.Regroup(quiet); n > 0 {
 			s.log.Info("moved proxies to the group of their new view", "streams", n)
 		}
 	}

@@ -6,8 +6,13 @@ package xdsserver
 // what decides a node's group changed (a node's view may name a cluster whose
 // network became known). A stream whose node is now refused, or whose new group
 // cannot be made (a group cap), stays where it is. It returns how many streams
-// moved. Regroup must not be called while Groups.Group would block on the caller.
-func (s *Server) Regroup() int {
+// moved. groups, if not nil, is asked instead of Options.Groups (e.g. to leave
+// out what Options.Groups counts for new proxies). Regroup must not be called
+// while the Groups would block on the caller.
+func (s *Server) Regroup(groups Groups) int {
+	if groups == nil {
+		groups = s.groups
+	}
 	s.streamsMu.Lock()
 	streams := make([]*stream, 0, len(s.streams))
 	for st := range s.streams {
@@ -16,21 +21,21 @@ func (s *Server) Regroup() int {
 	s.streamsMu.Unlock()
 	moved := 0
 	for _, st := range streams {
-		if st.regroup() {
+		if st.regroup(groups) {
 			moved++
 		}
 	}
 	return moved
 }
 
-func (st *stream) regroup() bool {
+func (st *stream) regroup(groups Groups) bool {
 	st.mu.Lock()
 	node, old, closed := st.node, st.group, st.closed
 	st.mu.Unlock()
 	if node == nil || old == nil || closed {
 		return false
 	}
-	g, err := st.s.groups.Group(node, func(g Group) {
+	g, err := groups.Group(node, func(g Group) {
 		if g != old {
 			g.Feed().attach(st)
 		}
