@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
@@ -86,4 +88,47 @@ func TestProxyFollowsItsClusterNetwork(t *testing.T) {
 	setLabels()
 	recv() // k9 unknown again
 	group(View{Role: RoleSidecar}.Key())
+}
+
+// TestRegroupKeepsRefusedViews: when a push makes a connected proxy's view one
+// Horizon would refuse (its NETWORK is gone from meshNetworks), the proxy keeps its
+// group and stream, and is not counted as a refused view.
+func TestRegroupKeepsRefusedViews(t *testing.T) {
+	compile := func(yaml string) *network.Networks {
+		t.Helper()
+		mn, err := network.ParseMeshNetworks([]byte(yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nets, err := network.Compile(mn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nets
+	}
+	var nets atomic.Pointer[network.Networks]
+	nets.Store(compile(`networks: {network1: {endpoints: [{fromRegistry: c1}]}}`))
+	f := newXDSFixture(t, func(o *Options) { o.Networks = nets.Load })
+	f.src.mu.Lock()
+	f.src.nets = map[network.ClusterID]network.NetworkID{}
+	f.src.mu.Unlock()
+	f.s.ConfigChanged()
+	f.s.push(time.Now())
+
+	st := sotwStreamFor(t, f)
+	nd := xdstest.NodeWithMetadata("sidecar~10.9.0.1~n1.ns~ns.svc.cluster.local", map[string]any{MetaNetwork: "network1"})
+	if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: nd, TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}}); err != nil {
+		t.Fatal(err)
+	}
+	recvSotw(t, st)
+	nets.Store(compile(`networks: {network2: {endpoints: [{fromRegistry: c2}]}}`))
+	f.s.ConfigChanged()
+	f.s.push(time.Now())
+	var m dto.Metric
+	if err := f.s.metrics.refused.WithLabelValues(refusedUnknownNetwork).Write(&m); err != nil || m.GetCounter().GetValue() != 0 {
+		t.Fatalf("refused views %v (error %v), want 0: the connected proxy was not refused", m.GetCounter().GetValue(), err)
+	}
+	if ps := f.s.Proxies(); len(ps) != 1 || ps[0].Group != ViewOf(nd).Key() {
+		t.Fatalf("proxies %+v, want the one in its group", ps)
+	}
 }
