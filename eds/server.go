@@ -99,7 +99,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.MaxNamesPerStream, "xds-max-names-per-stream", xdsserver.DefaultMaxNames, "most resource names one xDS stream may subscribe to; a request past it ends the stream with RESOURCE_EXHAUSTED")
 	fs.IntVar(&o.MaxStreamsPerConnection, "xds-max-streams-per-connection", DefaultMaxStreamsPerConnection, "most concurrent xDS streams on one gRPC connection")
 	fs.IntVar(&o.MaxMessageSize, "xds-max-message-size", DefaultMaxMessageSize, "largest xDS request accepted, in bytes; a larger one ends the stream with RESOURCE_EXHAUSTED")
-	d := xdsserver.DefaultLimits
+	d := xdsserver.DefaultLimits()
 	fs.IntVar(&o.Limits.MaxStreams, "xds-max-streams", d.MaxStreams, "most xDS streams (and unary Fetches) served at once over all connections; one past it is refused with RESOURCE_EXHAUSTED. The default is twice the 10,000-proxy fleet docs/load.md measures")
 	fs.Float64Var(&o.Limits.NewStreamRate, "xds-new-stream-rate", d.NewStreamRate, "new xDS streams (and Fetches) accepted per second over all connections once --xds-new-stream-burst is spent (a token bucket, as istiod's PILOT_MAX_REQUESTS_PER_SECOND); one that gets no token within --xds-new-stream-wait is refused with RESOURCE_EXHAUSTED. 1,000 a second costs about a third of a core")
 	fs.IntVar(&o.Limits.NewStreamBurst, "xds-new-stream-burst", d.NewStreamBurst, "new xDS streams accepted at once before --xds-new-stream-rate applies: a fleet of this many proxies (re)connecting together, as after a restart, is let in without waiting")

@@ -33,19 +33,21 @@ type Limits struct {
 	RequestBurst int
 }
 
-// DefaultLimits are the Limits a zero field takes. The load tool's fleet of 10,000
+// DefaultLimits returns the Limits a zero field takes. The load tool's fleet of 10,000
 // proxies opens its streams at once and is served in under 2 s, so 20,000 streams
 // and a burst of 10,000 new ones let it (and a fleet reconnecting after a restart)
 // in at once; after a burst, 1,000 new streams a second is about a third of one core.
 // A proxy sends a request per response it is sent (an ACK, free) and a few to change
 // what it subscribes to after a push (debounced to at most ~10 a second).
-var DefaultLimits = Limits{
-	MaxStreams:     20_000,
-	NewStreamRate:  1000,
-	NewStreamBurst: 10_000,
-	NewStreamWait:  time.Second,
-	RequestRate:    10,
-	RequestBurst:   100,
+func DefaultLimits() Limits {
+	return Limits{
+		MaxStreams:     20_000,
+		NewStreamRate:  1000,
+		NewStreamBurst: 10_000,
+		NewStreamWait:  time.Second,
+		RequestRate:    10,
+		RequestBurst:   100,
+	}
 }
 
 // maxAnswers bounds the ACKs and NACKs a stream may send without a token: one per
@@ -53,7 +55,7 @@ var DefaultLimits = Limits{
 const maxAnswers = 64
 
 func (l *Limits) setDefaults() {
-	d := DefaultLimits
+	d := DefaultLimits()
 	if l.MaxStreams == 0 {
 		l.MaxStreams = d.MaxStreams
 	}
