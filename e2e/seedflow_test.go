@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -288,6 +289,18 @@ func TestSeedFlow(t *testing.T) {
 		// meshNetworks still declares network2 alone. network1 gets a gateway
 		// (a labelled Service) so that where each proxy stands shows: a proxy on
 		// the unnamed network would reach v1 through it.
+		//
+		// early names the local cluster before its label exists: the cluster is not
+		// known then, so it starts on the unnamed network, and must be moved to its
+		// cluster's network when the label comes, without reconnecting.
+		early := xdstest.Connect(t, xds, xdstest.NodeWithMetadata("sidecar~10.30.0.2~sleep-early.sample~sample.svc.cluster.local",
+			map[string]any{eds.MetaClusterID: seedLocal}), xdstest.Options{CDS: true, EDS: []string{claName}})
+		kubetest.Eventually(t, 20*time.Second, func() error {
+			if early.CLA(claName) == nil {
+				return errors.New("early proxy: not served yet")
+			}
+			return nil
+		})
 		if err := kubetest.EnsureNamespace(ctx, config.Client, systemNamespace, map[string]string{network.LabelNetwork: "network1"}); err != nil {
 			t.Fatal(err)
 		}
@@ -302,6 +315,9 @@ func TestSeedFlow(t *testing.T) {
 		})
 		kubetest.Eventually(t, 20*time.Second, func() error {
 			return wantAddresses(p2.CLA(claName), seedV2+":5000", seedGW1+":15443")
+		})
+		kubetest.Eventually(t, 20*time.Second, func() error {
+			return wantAddresses(early.CLA(claName), seedV1+":5000", seedGW2+":443")
 		})
 		// The proxy with neither NETWORK nor CLUSTER_ID stays on the unnamed
 		// network: both versions through their gateways.

@@ -13,6 +13,7 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -189,10 +190,12 @@ func TestIdleGroupsAreSweptWithoutAPush(t *testing.T) {
 }
 
 // TestGRPCBounds: a request larger than MaxMessageSize ends its stream with
-// ResourceExhausted; streams past MaxStreamsPerConnection on one connection wait
-// (HTTP/2 flow control) instead of being served.
+// ResourceExhausted, counted as message_size in
+// horizon_xds_refused_requests_total; streams past MaxStreamsPerConnection on one
+// connection wait (HTTP/2 flow control) instead of being served.
 func TestGRPCBounds(t *testing.T) {
-	f := newXDSFixture(t, func(o *Options) { o.MaxMessageSize = 64 << 10; o.MaxStreamsPerConnection = 2 })
+	reg := prometheus.NewRegistry()
+	f := newXDSFixture(t, func(o *Options) { o.MaxMessageSize = 64 << 10; o.MaxStreamsPerConnection = 2; o.Metrics = reg })
 	t.Run("message size", func(t *testing.T) {
 		st := sotwStreamFor(t, f)
 		big := node(strings.Repeat("p", 100<<10))
@@ -202,6 +205,12 @@ func TestGRPCBounds(t *testing.T) {
 		if _, err := st.Recv(); status.Code(err) != codes.ResourceExhausted {
 			t.Fatalf("got %v, want ResourceExhausted", err)
 		}
+		kubetest.Eventually(t, 10*time.Second, func() error {
+			if got := refusedRequests(t, reg, "message_size"); got != 1 {
+				return fmt.Errorf("refused message_size %v, want 1", got)
+			}
+			return nil
+		})
 	})
 	t.Run("streams per connection", func(t *testing.T) {
 		open := func(ctx context.Context, id string) error {
@@ -300,4 +309,27 @@ func TestRouterLabelSetsShareEndpoints(t *testing.T) {
 	if shares != 0 || routerShares != 0 {
 		t.Fatalf("%d endpoint shares and %d router shares after every group was swept, want none", shares, routerShares)
 	}
+}
+
+// refusedRequests reads horizon_xds_refused_requests_total{reason} from reg.
+func refusedRequests(t *testing.T, reg *prometheus.Registry, reason string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "horizon_xds_refused_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("horizon_xds_refused_requests_total{reason=%q} not registered", reason)
+	return 0
 }

@@ -68,11 +68,22 @@ func (g *group) idle(now time.Time) time.Duration {
 // that a push cannot drop the group before the stream is attached to its feed. With
 // attach nil (a unary Fetch) no group is created: a view without a group gets one
 // built for this call and not kept. A view Horizon cannot serve (admit, checkLabels),
-// or a new view past Options.MaxGroups, is refused with a gRPC status.
+// or a new view past Options.MaxGroups, is refused with a gRPC status, counted in
+// horizon_xds_refused_views_total.
 func (s *Server) ensureGroup(node *corev3.Node, attach func(xdsserver.Group)) (*group, error) {
+	g, reason, err := s.findGroup(node, attach)
+	if err != nil {
+		s.metrics.refused.WithLabelValues(reason).Inc()
+	}
+	return g, err
+}
+
+// findGroup is ensureGroup without the metric: it returns the reason of a refusal.
+// Regroup uses it directly, since a connected proxy that keeps its group is not
+// refused.
+func (s *Server) findGroup(node *corev3.Node, attach func(xdsserver.Group)) (*group, string, error) {
 	if err := checkLabels(node); err != nil {
-		s.metrics.refused.WithLabelValues(refusedLabels).Inc()
-		return nil, err
+		return nil, refusedLabels, err
 	}
 	v := ViewOf(node)
 	s.pushMu.Lock()
@@ -82,8 +93,7 @@ func (s *Server) ensureGroup(node *corev3.Node, attach func(xdsserver.Group)) (*
 		if s.known == nil {
 			reason = refusedNotReady
 		}
-		s.metrics.refused.WithLabelValues(reason).Inc()
-		return nil, err
+		return nil, reason, err
 	}
 	key := v.Key()
 	if g, ok := s.groups[key]; ok {
@@ -91,32 +101,30 @@ func (s *Server) ensureGroup(node *corev3.Node, attach func(xdsserver.Group)) (*
 			attach(g)
 			g.emptySince = time.Time{}
 		}
-		return g, nil
+		return g, "", nil
 	}
 	g := &group{view: v}
 	if attach == nil {
 		if s.topo == nil {
-			s.metrics.refused.WithLabelValues(refusedNotReady).Inc()
-			return nil, status.Error(codes.Unavailable, "no configuration yet")
+			return nil, refusedNotReady, status.Error(codes.Unavailable, "no configuration yet")
 		}
 		g.eds = newEndpointShare(v)
 		s.fill(g, false)
-		return g, nil
+		return g, "", nil
 	}
 	if len(s.groups) >= s.opts.MaxGroups {
-		s.metrics.refused.WithLabelValues(refusedGroupLimit).Inc()
-		return nil, errGroupLimit(s.opts.MaxGroups)
+		return nil, refusedGroupLimit, errGroupLimit(s.opts.MaxGroups)
 	}
 	g.eds = s.shareFor(v)
 	s.groups[key] = g
 	s.metrics.groups.Set(float64(len(s.groups)))
 	attach(g)
 	if s.topo == nil {
-		return g, nil // the first push builds it
+		return g, "", nil // the first push builds it
 	}
 	s.fill(g, true)
 	s.log.Info("new proxy group", "group", key)
-	return g, nil
+	return g, "", nil
 }
 
 // fill builds g's resources and publishes its first snapshot; cached says whether

@@ -9,10 +9,12 @@ import (
 	"strings"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/eds/xdsserver"
 	"github.com/horizon-mesh/horizon/network"
 )
 
@@ -47,8 +49,27 @@ type builtCLA struct {
 }
 
 // push rebuilds what changed since changedAt and hands every group its new
-// snapshot.
+// snapshot. When the topology changed, the streams whose view it changes — a
+// proxy that names only its cluster, whose network became known or went — are
+// moved to their new view's group once the groups are pushed (Regroup).
 func (s *Server) push(changedAt time.Time) {
+	if s.pushGroups(changedAt) {
+		quiet := xdsserver.GroupsFunc(func(node *corev3.Node, attach func(xdsserver.Group)) (xdsserver.Group, error) {
+			g, _, err := s.findGroup(node, attach)
+			if err != nil {
+				return nil, err
+			}
+			return g, nil
+		})
+		if n := s.xds.Regroup(quiet); n > 0 {
+			s.log.Info("moved proxies to the group of their new view", "streams", n)
+		}
+	}
+}
+
+// pushGroups is push without the regrouping; it reports whether the topology
+// changed.
+func (s *Server) pushGroups(changedAt time.Time) (topoChanged bool) {
 	s.mu.Lock()
 	pending, full := s.pendingHosts, s.pendingFull
 	s.pendingHosts, s.pendingFull = map[string]bool{}, false
@@ -68,7 +89,7 @@ func (s *Server) push(changedAt time.Time) {
 			s.topo, s.gateways = topo, gws
 			s.known = knownOf(topo, gws)
 			s.topoGen++
-			full = true
+			full, topoChanged = true, true
 		}
 	}
 	if full {
@@ -113,6 +134,7 @@ func (s *Server) push(changedAt time.Time) {
 	s.metrics.pushes.Inc()
 	s.metrics.build.Observe(time.Since(start).Seconds())
 	s.log.Debug("pushed", "hosts", len(pending), "full", full, "groups", len(s.groups), "took", time.Since(start))
+	return topoChanged
 }
 
 // gatewayHostChanged reports whether a changed host may be a gateway Service.

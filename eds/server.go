@@ -81,7 +81,10 @@ type Options struct {
 	// MaxMessageSize caps the size of a request gRPC accepts; a larger one ends the
 	// stream with ResourceExhausted. 0 means DefaultMaxMessageSize.
 	MaxMessageSize int
-	Logger         *slog.Logger
+	// Limits bounds xDS streams over all connections and the rate of new streams
+	// and of each stream's requests; zero fields take xdsserver.DefaultLimits.
+	Limits xdsserver.Limits
+	Logger *slog.Logger
 }
 
 // Defaults of the gRPC bounds in Options.
@@ -102,6 +105,13 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.MaxNamesPerStream, "xds-max-names-per-stream", xdsserver.DefaultMaxNames, "most resource names one xDS stream may subscribe to; a request past it ends the stream with RESOURCE_EXHAUSTED")
 	fs.IntVar(&o.MaxStreamsPerConnection, "xds-max-streams-per-connection", DefaultMaxStreamsPerConnection, "most concurrent xDS streams on one gRPC connection")
 	fs.IntVar(&o.MaxMessageSize, "xds-max-message-size", DefaultMaxMessageSize, "largest xDS request accepted, in bytes; a larger one ends the stream with RESOURCE_EXHAUSTED")
+	d := xdsserver.DefaultLimits()
+	fs.IntVar(&o.Limits.MaxStreams, "xds-max-streams", d.MaxStreams, "most xDS streams (and unary Fetches) served at once over all connections; one past it is refused with RESOURCE_EXHAUSTED. The default is twice the 10,000-proxy fleet docs/load.md measures")
+	fs.Float64Var(&o.Limits.NewStreamRate, "xds-new-stream-rate", d.NewStreamRate, "new xDS streams (and Fetches) accepted per second over all connections once --xds-new-stream-burst is spent (a token bucket, as istiod's PILOT_MAX_REQUESTS_PER_SECOND); one that gets no token within --xds-new-stream-wait is refused with RESOURCE_EXHAUSTED. 1,000 a second costs about a third of a core")
+	fs.IntVar(&o.Limits.NewStreamBurst, "xds-new-stream-burst", d.NewStreamBurst, "new xDS streams accepted at once before --xds-new-stream-rate applies: a fleet of this many proxies (re)connecting together, as after a restart, is let in without waiting")
+	fs.DurationVar(&o.Limits.NewStreamWait, "xds-new-stream-wait", d.NewStreamWait, "longest a new xDS stream waits for a token of --xds-new-stream-rate before it is refused")
+	fs.Float64Var(&o.Limits.RequestRate, "xds-request-rate", d.RequestRate, "requests per second one xDS stream may send once --xds-request-burst is spent, not counting ACKs and NACKs of the responses it is sent (which never wait); a faster stream is read no faster. Changes are pushed at most about 10 times a second (--debounce-after), each needing a request or two to change a subscription")
+	fs.IntVar(&o.Limits.RequestBurst, "xds-request-burst", d.RequestBurst, "requests one xDS stream may send at once before --xds-request-rate applies (ACKs and NACKs not counted)")
 	fs.IntVar(&o.MaxGroups, "xds-max-groups", DefaultMaxGroups, "most proxy groups (distinct role, network, network view and gateway labels) served at once; proxies of a new view past it are refused with RESOURCE_EXHAUSTED")
 }
 
@@ -120,6 +130,22 @@ func (o *Options) Validate() error {
 	}{{"--xds-max-names-per-stream", o.MaxNamesPerStream}, {"--xds-max-streams-per-connection", o.MaxStreamsPerConnection}, {"--xds-max-message-size", o.MaxMessageSize}} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("%s: must not be negative, got %d", f.flag, f.v))
+		}
+	}
+	for _, f := range []struct {
+		flag string
+		bad  bool
+		v    any
+	}{
+		{"--xds-max-streams", o.Limits.MaxStreams < 0, o.Limits.MaxStreams},
+		{"--xds-new-stream-rate", o.Limits.NewStreamRate < 0, o.Limits.NewStreamRate},
+		{"--xds-new-stream-burst", o.Limits.NewStreamBurst < 0, o.Limits.NewStreamBurst},
+		{"--xds-new-stream-wait", o.Limits.NewStreamWait < 0, o.Limits.NewStreamWait},
+		{"--xds-request-rate", o.Limits.RequestRate < 0, o.Limits.RequestRate},
+		{"--xds-request-burst", o.Limits.RequestBurst < 0, o.Limits.RequestBurst},
+	} {
+		if f.bad {
+			errs = append(errs, fmt.Errorf("%s: must not be negative, got %v", f.flag, f.v))
 		}
 	}
 	if o.MaxGroups < 0 {
@@ -222,6 +248,7 @@ func New(opts Options) (*Server, error) {
 		}),
 		Metrics:  opts.Metrics,
 		MaxNames: opts.MaxNamesPerStream,
+		Limits:   opts.Limits,
 		Logger:   s.log,
 	})
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 type fakeSource struct {
 	mu     sync.Mutex
 	shards map[string]map[network.ClusterID]*clusterregistry.Shard
+	nets   map[network.ClusterID]network.NetworkID // ClusterNetworks, if set
 }
 
 func (f *fakeSource) Services(host string) map[network.ClusterID]*clusterregistry.Shard {
@@ -48,6 +49,11 @@ func (f *fakeSource) Subscribe(func(clusterregistry.Change)) {}
 // ClusterNetworks makes the networks the tests name known: clusters with no
 // endpoints whose system namespaces carry them.
 func (f *fakeSource) ClusterNetworks() map[network.ClusterID]network.NetworkID {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.nets != nil {
+		return maps.Clone(f.nets)
+	}
 	return map[network.ClusterID]network.NetworkID{"k1": "network1", "k2": "network2", "k3": "n1"}
 }
 

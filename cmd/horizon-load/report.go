@@ -86,6 +86,9 @@ type report struct {
 	Resources     int
 	Reconnects    int
 	ClientNACKs   int
+	// Refused and Throttled are Horizon's xDS refusals (every reason) and requests
+	// slowed by a stream's request rate: with the default limits, both 0.
+	Refused, Throttled float64
 }
 
 type changeResult struct {
@@ -268,8 +271,8 @@ func (r *report) writeEnd(w io.Writer) {
 	c := r.Config
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("")
-	p("Counters: horizon_xds_pushes_total %.0f, horizon_xds_nacks_total %.0f; the fleet received %d responses (%d resources), NACKed %d, reconnected %d times",
-		r.Pushes, r.NACKs, r.Responses, r.Resources, r.ClientNACKs, r.Reconnects)
+	p("Counters: horizon_xds_pushes_total %.0f, horizon_xds_nacks_total %.0f, horizon_xds_refused_requests_total %.0f, horizon_xds_throttled_requests_total %.0f; the fleet received %d responses (%d resources), NACKed %d, reconnected %d times",
+		r.Pushes, r.NACKs, r.Refused, r.Throttled, r.Responses, r.Resources, r.ClientNACKs, r.Reconnects)
 	p("Machine load average (1 min): %s before connecting, %s at the end, on %d CPUs", r.LoadBefore, r.LoadAfter, r.CPUs)
 	if r.TimedOut {
 		p("The run hit -duration (%s) or was interrupted, and stopped early.", c.Duration)

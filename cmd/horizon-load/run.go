@@ -81,6 +81,8 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 	}
 	rep.Pushes = m["horizon_xds_pushes_total"]
 	rep.NACKs = m["horizon_xds_nacks_total"]
+	rep.Refused = m["horizon_xds_refused_requests_total"]
+	rep.Throttled = m["horizon_xds_throttled_requests_total"]
 	if l.fleet != nil {
 		rep.Responses, rep.Resources, rep.Reconnects, rep.ClientNACKs = l.fleet.totals()
 	}

@@ -19,6 +19,10 @@ type deltaStream interface {
 }
 
 func (s *Server) serveDelta(stream deltaStream, fixedType string) error {
+	if err := s.begin(stream.Context()); err != nil {
+		return err
+	}
+	defer s.end()
 	st := s.openStream(streamKind(fixedType, true), true, fixedType)
 	st.send = func(o *outgoing) error {
 		if s.wire {
@@ -30,6 +34,9 @@ func (s *Server) serveDelta(stream deltaStream, fixedType string) error {
 	for {
 		req, err := stream.Recv()
 		if err != nil {
+			return recvErr(err)
+		}
+		if err := st.reqs.wait(stream.Context(), req.GetResponseNonce() != "", s.metrics.throttled.Inc); err != nil {
 			return recvErr(err)
 		}
 		typ := req.GetTypeUrl()
@@ -74,8 +81,19 @@ func (st *stream) deltaRequest(typ string, req *discoverygrpc.DeltaDiscoveryRequ
 			if !sb.wildcard {
 				sb.wildcard = true
 				sb.explicit = map[string]bool{}
-				for held := range sb.have {
-					sb.explicit[held] = true
+				// Later, what the stream holds was subscribed to by name. On the first
+				// request it holds initial_resource_versions, which are not
+				// subscriptions: only the names the request lists are explicit.
+				if first {
+					for _, m := range subscribe {
+						if m != "*" {
+							sb.explicit[m] = true
+						}
+					}
+				} else {
+					for held := range sb.have {
+						sb.explicit[held] = true
+					}
 				}
 			}
 			sb.force = true

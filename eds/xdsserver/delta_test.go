@@ -123,3 +123,52 @@ func testDeltaAnswersEverySubscription(t *testing.T) {
 		t.Fatalf("after subscribing to A again: %v removed %v; want A", resp.GetResources(), resp.GetRemovedResources())
 	}
 }
+
+// TestDeltaWildcardReconnect: a proxy that reconnects subscribing to "*" with the
+// versions it holds has not subscribed to those names: once it unsubscribes from
+// "*" it is sent nothing of them.
+func TestDeltaWildcardReconnect(t *testing.T) {
+	f := newXDSFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a missing response fails, not hangs
+	defer cancel()
+	st := f.deltaStream(ctx)
+	recv := func() *discoverygrpc.DeltaDiscoveryResponse {
+		t.Helper()
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	held := map[string]string{}
+	for _, n := range []string{claA, claB} {
+		held[n] = f.group.feed.Current().Resources(resourcev3.EndpointType).Get(n).Version()
+	}
+	if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{Node: node("w1"), TypeUrl: resourcev3.EndpointType,
+		ResourceNamesSubscribe: []string{"*"}, InitialResourceVersions: held}); err != nil {
+		t.Fatal(err)
+	}
+	if resp := recv(); len(resp.GetResources()) != 0 || len(resp.GetRemovedResources()) != 0 {
+		t.Fatalf("first response: %v removed %v, want nothing (the proxy holds every resource)", resp.GetResources(), resp.GetRemovedResources())
+	}
+	if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNamesUnsubscribe: []string{"*"}}); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		if have, ok := f.s.streamFor("w1"); ok && len(have) == 0 {
+			return nil
+		}
+		return errors.New("not yet: the unsubscription from *")
+	})
+	f.change(hostA, "10.0.0.1", "10.0.0.9") // not subscribed to: not sent
+	if err := st.Send(&discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: []string{claB}}); err != nil {
+		t.Fatal(err)
+	}
+	resp := recv()
+	if len(resp.GetResources()) != 1 || resp.GetResources()[0].GetName() != claB {
+		t.Fatalf("after unsubscribing from * and subscribing to B: %v, want B only", resp.GetResources())
+	}
+}

@@ -67,6 +67,7 @@ type xdsFixture struct {
 	t     *testing.T
 	s     *Server
 	group *testGroup
+	conn  *grpc.ClientConn
 	ads   discoverygrpc.AggregatedDiscoveryServiceClient
 	eds   endpointservice.EndpointDiscoveryServiceClient
 
@@ -75,6 +76,12 @@ type xdsFixture struct {
 }
 
 func newXDSFixture(t *testing.T, edits ...func(*Options)) *xdsFixture {
+	t.Helper()
+	return newXDSFixtureGRPC(t, nil, edits...)
+}
+
+// newXDSFixtureGRPC is newXDSFixture with extra gRPC server options.
+func newXDSFixtureGRPC(t *testing.T, grpcOpts []grpc.ServerOption, edits ...func(*Options)) *xdsFixture {
 	t.Helper()
 	f := &xdsFixture{t: t, group: &testGroup{}, hosts: map[string][]string{}}
 	xopts := Options{Groups: GroupsFunc(func(_ *corev3.Node, attach func(Group)) (Group, error) {
@@ -101,7 +108,7 @@ func newXDSFixture(t *testing.T, edits ...func(*Options)) *xdsFixture {
 	if fixtureWire {
 		opts = s.GRPCOptions()
 	}
-	g := grpc.NewServer(opts...)
+	g := grpc.NewServer(append(opts, grpcOpts...)...)
 	s.Register(g)
 	go g.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -112,9 +119,21 @@ func newXDSFixture(t *testing.T, edits ...func(*Options)) *xdsFixture {
 		conn.Close()
 		g.Stop()
 	})
+	f.conn = conn
 	f.ads = discoverygrpc.NewAggregatedDiscoveryServiceClient(conn)
 	f.eds = endpointservice.NewEndpointDiscoveryServiceClient(conn)
 	return f
+}
+
+// otherConnection returns an ADS client on a connection of its own.
+func (f *xdsFixture) otherConnection() discoverygrpc.AggregatedDiscoveryServiceClient {
+	f.t.Helper()
+	conn, err := grpc.NewClient(f.conn.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { conn.Close() })
+	return discoverygrpc.NewAggregatedDiscoveryServiceClient(conn)
 }
 
 // deltaStream opens a delta ADS stream that ends with ctx.

@@ -11,8 +11,8 @@ import (
 // knows of groups. What sets groups apart, and when one is made or dropped, is the
 // implementation's business.
 type Groups interface {
-	// Group returns the group node belongs to; node is nil when a proxy's first
-	// request omits it. If attach is not nil, Group makes the group if there is
+	// Group returns the group node belongs to; node is never nil (the server
+	// refuses a request without one). If attach is not nil, Group makes the group if there is
 	// none and calls attach with it before returning, at a time the group cannot be
 	// dropped (a group with streams attached to its Feed is kept): the server
 	// attaches a new stream there. If attach is nil (a unary Fetch), Group need not

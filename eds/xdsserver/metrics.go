@@ -4,12 +4,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Reasons a request is refused, the reason label of
+// horizon_xds_refused_requests_total.
+const (
+	reasonNames  = "names"
+	reasonTypes  = "types"
+	reasonNoNode = "no_node"
+	// Limits.
+	reasonStreams    = "streams"     // MaxStreams
+	reasonStreamRate = "stream_rate" // the new-stream bucket
+	// Refused by gRPC (statsHandler).
+	reasonMessageSize = "message_size" // over the server's MaxRecvMsgSize
+	reasonMalformed   = "malformed"    // not decodable
+)
+
 // metrics are the protocol's Prometheus metrics.
 type metrics struct {
 	connections *prometheus.GaugeVec   // by stream type and the group's MetricLabel
 	pushLatency prometheus.Histogram   // change → response sent to a proxy
 	nacks       *prometheus.CounterVec // by type URL: typeLabel's fixed set
-	refused     *prometheus.CounterVec // streams ended for their requests, by reason (names, types)
+	refused     *prometheus.CounterVec // requests refused, by reason (the reason* constants)
+	throttled   prometheus.Counter     // requests that waited for their stream's request bucket
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,14 +40,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "horizon_xds_nacks_total", Help: "Responses rejected by proxies, by type URL (a type not served counts as other).",
 		}, []string{"type_url"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "horizon_xds_refused_requests_total", Help: "Streams ended with RESOURCE_EXHAUSTED for a request past a bound, by reason (names: names subscribed per stream; types: type URLs per stream).",
+			Name: "horizon_xds_refused_requests_total", Help: "xDS requests refused, by reason (names: names subscribed per stream; types: type URLs per stream; no_node: a first request or Fetch without a node; streams: streams at once; stream_rate: new streams per second; message_size: a request over the size limit; malformed: a request gRPC could not decode).",
 		}, []string{"reason"}),
+		throttled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "horizon_xds_throttled_requests_total", Help: "xDS requests (other than ACKs and NACKs) read late because their stream sent them faster than its request rate allows.",
+		}),
 	}
-	for _, r := range []string{"names", "types"} {
+	for _, r := range []string{reasonNames, reasonTypes, reasonNoNode, reasonStreams, reasonStreamRate, reasonMessageSize, reasonMalformed} {
 		m.refused.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.pushLatency, m.nacks, m.refused)
+		reg.MustRegister(m.connections, m.pushLatency, m.nacks, m.refused, m.throttled)
 	}
 	return m
 }

@@ -31,7 +31,9 @@ type Options struct {
 	// types: a request that would subscribe past it ends the stream with
 	// ResourceExhausted. 0 means DefaultMaxNames.
 	MaxNames int
-	Logger   *slog.Logger
+	// Limits bounds streams and request rates; zero fields take DefaultLimits.
+	Limits Limits
+	Logger *slog.Logger
 }
 
 // DefaultMaxNames is Options.MaxNames when it is not set.
@@ -47,6 +49,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *metrics
 	maxNames int
+	limits   *limiter
 	wire     bool // responses go out pre-assembled (GRPCOptions)
 
 	lastStream atomic.Int64 // the last stream ID handed out
@@ -70,8 +73,13 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxNames == 0 {
 		opts.MaxNames = DefaultMaxNames
 	}
+	if err := opts.Limits.Validate(); err != nil {
+		return nil, fmt.Errorf("xdsserver: Limits: %w", err)
+	}
+	opts.Limits.setDefaults()
 	return &Server{
 		maxNames: opts.MaxNames,
+		limits:   newLimiter(opts.Limits),
 		groups:   opts.Groups,
 		log:      opts.Logger,
 		metrics:  newMetrics(opts.Metrics),
@@ -81,11 +89,16 @@ func New(opts Options) (*Server, error) {
 
 // GRPCOptions returns the options the gRPC server that Register is given should be
 // created with: they let the server send responses without encoding them for each
-// proxy. A server created without them works too, encoding every response. Call it
-// before the first stream.
+// proxy, and count in horizon_xds_refused_requests_total the requests gRPC refuses
+// (too large, not decodable) with a stats handler, which composes with any
+// interceptors. A server created without them works too, encoding every response.
+// Call it before the first stream.
 func (s *Server) GRPCOptions() []grpc.ServerOption {
 	s.wire = true
-	return []grpc.ServerOption{grpc.ForceServerCodecV2(codec{encoding.GetCodecV2(protocodec.Name)})}
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(codec{encoding.GetCodecV2(protocodec.Name)}),
+		grpc.StatsHandler(statsHandler{s.metrics}),
+	}
 }
 
 // ChangeStarted records when the change that the snapshots about to be published
@@ -131,7 +144,7 @@ func (x *services) DeltaEndpoints(st endpointservice.EndpointDiscoveryService_De
 }
 
 func (x *services) FetchEndpoints(ctx context.Context, req *discoverygrpc.DiscoveryRequest) (*discoverygrpc.DiscoveryResponse, error) {
-	return x.s.fetch(req, resourcev3.EndpointType)
+	return x.s.fetch(ctx, req, resourcev3.EndpointType)
 }
 
 func (x *services) StreamClusters(st clusterservice.ClusterDiscoveryService_StreamClustersServer) error {
@@ -143,7 +156,7 @@ func (x *services) DeltaClusters(st clusterservice.ClusterDiscoveryService_Delta
 }
 
 func (x *services) FetchClusters(ctx context.Context, req *discoverygrpc.DiscoveryRequest) (*discoverygrpc.DiscoveryResponse, error) {
-	return x.s.fetch(req, resourcev3.ClusterType)
+	return x.s.fetch(ctx, req, resourcev3.ClusterType)
 }
 
 func (x *services) StreamListeners(st listenerservice.ListenerDiscoveryService_StreamListenersServer) error {
@@ -155,7 +168,7 @@ func (x *services) DeltaListeners(st listenerservice.ListenerDiscoveryService_De
 }
 
 func (x *services) FetchListeners(ctx context.Context, req *discoverygrpc.DiscoveryRequest) (*discoverygrpc.DiscoveryResponse, error) {
-	return x.s.fetch(req, resourcev3.ListenerType)
+	return x.s.fetch(ctx, req, resourcev3.ListenerType)
 }
 
 func (x *services) StreamRoutes(st routeservice.RouteDiscoveryService_StreamRoutesServer) error {
@@ -167,5 +180,5 @@ func (x *services) DeltaRoutes(st routeservice.RouteDiscoveryService_DeltaRoutes
 }
 
 func (x *services) FetchRoutes(ctx context.Context, req *discoverygrpc.DiscoveryRequest) (*discoverygrpc.DiscoveryResponse, error) {
-	return x.s.fetch(req, resourcev3.RouteType)
+	return x.s.fetch(ctx, req, resourcev3.RouteType)
 }

@@ -19,6 +19,10 @@ type sotwStream interface {
 }
 
 func (s *Server) serveSotw(stream sotwStream, fixedType string) error {
+	if err := s.begin(stream.Context()); err != nil {
+		return err
+	}
+	defer s.end()
 	st := s.openStream(streamKind(fixedType, false), false, fixedType)
 	st.send = func(o *outgoing) error {
 		if s.wire {
@@ -30,6 +34,9 @@ func (s *Server) serveSotw(stream sotwStream, fixedType string) error {
 	for {
 		req, err := stream.Recv()
 		if err != nil {
+			return recvErr(err)
+		}
+		if err := st.reqs.wait(stream.Context(), req.GetResponseNonce() != "", s.metrics.throttled.Inc); err != nil {
 			return recvErr(err)
 		}
 		typ := req.GetTypeUrl()

@@ -59,9 +59,11 @@ type stream struct {
 	fixedType string // the type URL of a per-type stream; "" for ADS
 	connected time.Time
 	send      func(*outgoing) error
+	reqs      *requestLimiter
 
 	mu       sync.Mutex
 	proxyID  string
+	node     *corev3.Node // the first request's, for Regroup
 	group    Group
 	feed     *Feed           // group's
 	subs     map[string]*sub // by type URL
@@ -74,7 +76,7 @@ type stream struct {
 
 func (s *Server) openStream(kind string, delta bool, fixedType string) *stream {
 	st := &stream{s: s, id: s.lastStream.Add(1), kind: kind, delta: delta, fixedType: fixedType,
-		connected: time.Now(), subs: map[string]*sub{}}
+		connected: time.Now(), subs: map[string]*sub{}, reqs: newRequestLimiter(s.limits.l)}
 	s.streamsMu.Lock()
 	s.streams[st] = struct{}{}
 	s.streamsMu.Unlock()
@@ -107,7 +109,12 @@ func recvErr(err error) error {
 	return err
 }
 
-// join puts the stream in its proxy's group on its first request.
+// errNoNode refuses a stream whose first request, or a Fetch, has no node: the
+// node says which view of the mesh the proxy is served.
+var errNoNode = status.Error(codes.InvalidArgument, "request has no node: the first request of a stream, and every Fetch, must carry the proxy's node (id and metadata)")
+
+// join puts the stream in its proxy's group on its first request, which must carry
+// a node.
 func (st *stream) join(node *corev3.Node, typ string) error {
 	if typ == "" {
 		return status.Error(codes.InvalidArgument, "request without a type URL")
@@ -118,12 +125,16 @@ func (st *stream) join(node *corev3.Node, typ string) error {
 	if joined {
 		return nil
 	}
+	if node == nil {
+		st.s.metrics.refused.WithLabelValues(reasonNoNode).Inc()
+		return errNoNode
+	}
 	g, err := st.s.groups.Group(node, func(g Group) { g.Feed().attach(st) })
 	if err != nil {
 		return err
 	}
 	st.mu.Lock()
-	st.group, st.feed, st.proxyID, st.counted = g, g.Feed(), node.GetId(), true
+	st.group, st.feed, st.proxyID, st.counted, st.node = g, g.Feed(), node.GetId(), true, node
 	st.mu.Unlock()
 	st.s.metrics.connections.WithLabelValues(st.kind, g.MetricLabel()).Inc()
 	return nil
@@ -139,7 +150,7 @@ func (st *stream) admit(typ string, adds int, replace bool) error {
 	defer st.mu.Unlock()
 	sb := st.subs[typ]
 	if sb == nil && len(st.subs) >= maxTypesPerStream {
-		st.s.metrics.refused.WithLabelValues("types").Inc()
+		st.s.metrics.refused.WithLabelValues(reasonTypes).Inc()
 		return status.Errorf(codes.ResourceExhausted, "stream subscribes to more than %d type URLs", maxTypesPerStream)
 	}
 	if adds == 0 {
@@ -152,7 +163,7 @@ func (st *stream) admit(typ string, adds int, replace bool) error {
 		}
 	}
 	if total > st.s.maxNames {
-		st.s.metrics.refused.WithLabelValues("names").Inc()
+		st.s.metrics.refused.WithLabelValues(reasonNames).Inc()
 		return status.Errorf(codes.ResourceExhausted, "stream would subscribe to %d resource names, more than %d", total, st.s.maxNames)
 	}
 	return nil
@@ -314,6 +325,7 @@ func (st *stream) next() (*outgoing, bool) {
 		st.nonce++
 		out := &outgoing{typ: typ, version: rs.version, nonce: strconv.FormatUint(st.nonce, 10), delta: st.delta}
 		sb.lastNonce, sb.lastSent = out.nonce, rs.version
+		st.reqs.sent()
 		sb.sync.Sent = rs.version
 		if st.delta {
 			st.deltaResponse(sb, rs, out)
