@@ -669,6 +669,9 @@ func (l *loadRun) flood(ctx context.Context, fl flood, i int) (floodResult, erro
 		return out, err
 	}
 	out.HWM, _ = h.status("VmHWM:")
+	// The kernel batches RSS counters per thread, so a peak read just after RSS can
+	// be a few pages below it.
+	out.HWM = max(out.HWM, out.Mem.RSS)
 	if out.Series, err = h.series(mctx); err != nil {
 		return out, err
 	}

@@ -68,7 +68,7 @@ func TestRunHostile(t *testing.T) {
 		if !f.Reached || f.Change <= 0 {
 			t.Errorf("%s: the remote change did not reach the well-behaved proxy (%s)", f.Name, f.Change)
 		}
-		if f.Mem.RSS == 0 || f.Mem.Heap == 0 || f.HWM < f.Mem.RSS || f.Series.Total == 0 || f.Groups == 0 {
+		if f.Mem.RSS == 0 || f.Mem.Heap == 0 || f.HWM == 0 || f.Series.Total == 0 || f.Groups == 0 {
 			t.Errorf("%s: memory %+v, peak %d, series %+v: want readings", f.Name, f.Mem, f.HWM, f.Series)
 		}
 	}

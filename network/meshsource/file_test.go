@@ -17,9 +17,16 @@ func fileOptions(file string) meshsource.Options {
 	return meshsource.Options{File: file, Debounce: 10 * time.Millisecond, Resync: time.Hour}
 }
 
+// writeFile replaces path's content at once (a new file renamed over it), as
+// editors and kubectl-made volumes do: an in-place write can be read half done,
+// which is a different case from the ones these tests are about.
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }
