@@ -58,7 +58,7 @@ func main() {
 	}
 	if err == nil {
 		if *serve {
-			err = runServer(opts)
+			err = runServer(opts, slices.Contains(strings.Split(*knobList, ","), netHTTP))
 		} else {
 			err = measure(*knobList, *conns)
 		}
@@ -70,13 +70,17 @@ func main() {
 }
 
 func knobNames() []string {
-	var names []string
+	names := []string{netHTTP}
 	for n := range knobs {
 		names = append(names, n)
 	}
 	slices.Sort(names)
 	return names
 }
+
+// netHTTP is the pseudo-knob that serves gRPC through net/http's HTTP/2 server
+// (grpc.Server.ServeHTTP, cleartext HTTP/2) instead of gRPC's own transport.
+const netHTTP = "net-http"
 
 // serverOptions is the base server's options (Horizon's keepalive from
 // cmd/horizon/app, the stream and message bounds of eds.Server.GRPCOptions) plus
@@ -89,7 +93,7 @@ func serverOptions(list string) ([]grpc.ServerOption, error) {
 		grpc.MaxRecvMsgSize(4 << 20),
 	}
 	for k := range strings.SplitSeq(list, ",") {
-		if k == "" {
+		if k == "" || k == netHTTP {
 			continue
 		}
 		o, ok := knobs[k]
@@ -119,8 +123,9 @@ func (ads) StreamAggregatedResources(st discoveryv3.AggregatedDiscoveryService_S
 	}
 }
 
-// runServer serves ADS and, on a second port, /mem; it prints both addresses.
-func runServer(opts []grpc.ServerOption) error {
+// runServer serves ADS (through net/http's HTTP/2 server with viaHTTP) and, on a
+// second port, /mem; it prints both addresses.
+func runServer(opts []grpc.ServerOption, viaHTTP bool) error {
 	g := grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, ads{})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -142,6 +147,11 @@ func runServer(opts []grpc.ServerOption) error {
 	})
 	go http.Serve(hl, mux) //nolint:errcheck // ends with the process
 	fmt.Println(lis.Addr(), hl.Addr())
+	if viaHTTP {
+		hs := &http.Server{Handler: g, Protocols: new(http.Protocols)}
+		hs.Protocols.SetUnencryptedHTTP2(true)
+		return hs.Serve(lis)
+	}
 	return g.Serve(lis)
 }
 
