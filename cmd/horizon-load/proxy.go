@@ -176,6 +176,7 @@ type proxy struct {
 	responses  int
 	resources  int
 	bytes      int64 // of every response received (serialized size)
+	cds        int   // CDS responses received
 	reconnects int
 	nacks      int
 	lastErr    error
@@ -308,9 +309,14 @@ func (p *proxy) sotwStream(ctx context.Context, client discoveryv3.AggregatedDis
 		p.received(resp)
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
 		var bad error
-		if resp.GetTypeUrl() == typeCLA {
+		switch resp.GetTypeUrl() {
+		case typeCLA:
 			req.ResourceNames = p.spec.names
 			bad = p.apply(resp.GetResources(), nil, nil, now)
+		case typeCluster:
+			p.mu.Lock()
+			p.cds++
+			p.mu.Unlock()
 		}
 		if bad != nil {
 			req.VersionInfo = ackedByType[resp.GetTypeUrl()]
@@ -538,6 +544,16 @@ func (f *fleet) received() (bytes []int64, resources []int) {
 		p.mu.Unlock()
 	}
 	return bytes, resources
+}
+
+// cdsResponses counts the CDS responses the fleet received.
+func (f *fleet) cdsResponses() (n int) {
+	for _, p := range f.proxies {
+		p.mu.Lock()
+		n += p.cds
+		p.mu.Unlock()
+	}
+	return n
 }
 
 // totals sums responses, resources, reconnects and NACKs over the fleet.

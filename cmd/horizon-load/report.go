@@ -91,6 +91,7 @@ type report struct {
 
 	Pushes, NACKs float64 // Horizon's counters at the end
 	Responses     int     // received by the fleet
+	CDSResponses  int     // of them CDS (with -full-mesh)
 	Resources     int
 	Reconnects    int
 	ClientNACKs   int
@@ -339,8 +340,8 @@ func (r *report) writeEnd(w io.Writer) {
 	c := r.Config
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	p("")
-	p("Counters: horizon_xds_pushes_total %.0f, horizon_xds_nacks_total %.0f, horizon_xds_refused_requests_total %.0f, horizon_xds_throttled_requests_total %.0f; the fleet received %d responses (%d resources), NACKed %d, reconnected %d times",
-		r.Pushes, r.NACKs, r.Refused, r.Throttled, r.Responses, r.Resources, r.ClientNACKs, r.Reconnects)
+	p("Counters: horizon_xds_pushes_total %.0f, horizon_xds_nacks_total %.0f, horizon_xds_refused_requests_total %.0f, horizon_xds_throttled_requests_total %.0f; the fleet received %d responses (%d ClusterLoadAssignments; %d CDS responses), NACKed %d, reconnected %d times",
+		r.Pushes, r.NACKs, r.Refused, r.Throttled, r.Responses, r.Resources, r.CDSResponses, r.ClientNACKs, r.Reconnects)
 	p("Machine load average (1 min): %s before connecting, %s at the end, on %d CPUs", r.LoadBefore, r.LoadAfter, r.CPUs)
 	if r.TimedOut {
 		p("The run hit -duration (%s) or was interrupted, and stopped early.", c.Duration)

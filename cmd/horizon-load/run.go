@@ -86,6 +86,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 	rep.Throttled = m["horizon_xds_throttled_requests_total"]
 	if l.fleet != nil {
 		rep.Responses, rep.Resources, rep.Reconnects, rep.ClientNACKs = l.fleet.totals()
+		rep.CDSResponses = l.fleet.cdsResponses()
 	}
 	rep.TimedOut = ctx.Err() != nil
 	rep.LoadAfter = loadAvg()
