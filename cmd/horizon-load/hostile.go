@@ -700,7 +700,7 @@ func (l *loadRun) watcherChange(ctx context.Context, j int) (time.Duration, bool
 	var ch *change
 	_, _, _, err := l.remote.toggle(ctx, j, func(count int) {
 		w := l.want(count)
-		ch = &change{name: name, want: w, wanted: 1, seen: map[int]time.Duration{}, done: make(chan struct{})}
+		ch = &change{name: name, want: w, wanted: 1, seen: map[int]arrival{}, done: make(chan struct{})}
 		tr.mu.Lock()
 		tr.want[name] = w
 		ch.at = time.Now()
@@ -721,7 +721,7 @@ func (l *loadRun) watcherChange(ctx context.Context, j int) (time.Duration, bool
 	tr.mu.Lock()
 	tr.change = nil
 	tr.mu.Unlock()
-	lat := ch.latencies()
+	lat, _ := ch.latencies() // the watcher uses state of the world
 	if len(lat) == 0 {
 		return 0, false, nil
 	}

@@ -59,12 +59,15 @@ type config struct {
 	// HostileScale multiplies the sizes of the hostile floods.
 	HostileScale float64
 	// HostileFloods are the letters of the floods to run (allFloods: every one).
-	HostileFloods  string
-	Clusters       int
-	Services       int
-	Endpoints      int
-	Proxies        int
-	Watch          int
+	HostileFloods string
+	Clusters      int
+	Services      int
+	Endpoints     int
+	Proxies       int
+	Watch         int
+	// FullMesh: every proxy subscribes to every service's EDS, and the state of the
+	// world ones to every cluster (CDS wildcard) first, as Envoy without scoping does.
+	FullMesh       bool
 	DeltaFraction  float64
 	ProxiesPerConn int
 	Changes        int
@@ -87,7 +90,7 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		Clusters: 2, Services: 100, Endpoints: 10, Proxies: 1000, Watch: 20, DeltaFraction: 0.5, ProxiesPerConn: 50,
+		Clusters: 2, Services: 100, Endpoints: 10, Proxies: 1000, Watch: 20, DeltaFraction: 0, ProxiesPerConn: 1,
 		Changes: 5, ChangeTimeout: 10 * time.Second, ServeTimeout: 2 * time.Minute,
 		ChurnDuration: 30 * time.Second, Duration: 5 * time.Minute, Settle: 2 * time.Second,
 		Writers: 32, ProfileSeconds: 10, Scenario: scenarioFleet, HostileScale: 1, HostileFloods: allFloods,
@@ -100,14 +103,17 @@ network2…N, one gateway each).
 
 It writes -services services with -endpoints endpoints each into every cluster,
 runs the horizon binary, connects -proxies sidecars (spread evenly over the networks,
--delta-fraction of them on delta xDS) each watching -watch services' EDS, and reports:
+each on its own gRPC connection, state of the world unless -delta-fraction puts some
+on delta xDS) each watching -watch services' EDS (-full-mesh: every service's, after
+CDS), and reports, for state-of-the-world and delta proxies apart:
   - Horizon's startup: time to ready, each cluster's sync, the time from the last
     cluster synced until ready and serving every endpoint, and its heap and RSS
     with no proxies connected;
   - time from connecting until every proxy holds all its watched endpoints;
   - Horizon's RSS and Go heap before and with the proxies, and the growth per proxy;
   - for -changes single-endpoint edits of a cluster2 EndpointSlice, the time from the
-    API write until each watching proxy receives the changed ClusterLoadAssignment;
+    API write until each watching proxy receives the changed ClusterLoadAssignment,
+    and the bytes each watching proxy was sent for it;
   - with -churn-rate, convergence after a burst of changes and memory under churn;
   - Horizon's push and NACK counters.
 With -scenario hostile it instead connects one well-behaved proxy (state of the
@@ -139,9 +145,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.Services, "services", cfg.Services, "services per cluster (the same names in every cluster)")
 	fs.IntVar(&cfg.Endpoints, "endpoints", cfg.Endpoints, "endpoints (ready mTLS pods) per service per cluster")
 	fs.IntVar(&cfg.Proxies, "proxies", cfg.Proxies, "simulated sidecars, spread evenly over the networks")
-	fs.IntVar(&cfg.Watch, "watch", cfg.Watch, "services whose EDS each proxy subscribes to (spread so that every service is watched)")
-	fs.Float64Var(&cfg.DeltaFraction, "delta-fraction", cfg.DeltaFraction, "fraction of proxies on delta (incremental) xDS; the rest use state of the world")
-	fs.IntVar(&cfg.ProxiesPerConn, "proxies-per-conn", cfg.ProxiesPerConn, "ADS streams sharing one gRPC connection")
+	fs.IntVar(&cfg.Watch, "watch", cfg.Watch, "services whose EDS each proxy subscribes to (spread so that every service is watched); not with -full-mesh")
+	fs.BoolVar(&cfg.FullMesh, "full-mesh", cfg.FullMesh, "every proxy subscribes to every service's EDS, the state-of-the-world ones after a CDS wildcard request, as Envoy with no scoping does")
+	fs.Float64Var(&cfg.DeltaFraction, "delta-fraction", cfg.DeltaFraction, "fraction of proxies on delta (incremental) xDS, reported apart; the rest use state of the world, as the example Envoy bootstrap does (0-1)")
+	fs.IntVar(&cfg.ProxiesPerConn, "proxies-per-conn", cfg.ProxiesPerConn, "ADS streams sharing one gRPC connection (1: a connection per proxy, as Envoy connects; more multiplexes, which costs Horizon less than real proxies do)")
 	fs.IntVar(&cfg.Changes, "changes", cfg.Changes, "single-endpoint EndpointSlice changes in cluster2 to time, one after the other")
 	fs.DurationVar(&cfg.ChangeTimeout, "change-timeout", cfg.ChangeTimeout, "how long a change may take to reach every watching proxy before the rest count as failures")
 	fs.DurationVar(&cfg.ServeTimeout, "serve-timeout", cfg.ServeTimeout, "how long the proxies may take to be served every watched endpoint")
@@ -161,6 +168,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	watchSet := false
+	fs.Visit(func(f *flag.Flag) { watchSet = watchSet || f.Name == "watch" })
+	if watchSet && cfg.FullMesh {
+		return cfg, errors.New("-watch: not with -full-mesh, where every proxy watches every service")
 	}
 	return cfg, cfg.validate()
 }
@@ -203,5 +215,11 @@ func (c config) validate() error {
 	return errors.Join(errs...)
 }
 
-// watchCount is how many services each proxy watches: -watch, at most every service.
-func (c config) watchCount() int { return min(c.Watch, c.Services) }
+// watchCount is how many services each proxy watches: -watch, at most every service;
+// every service with -full-mesh.
+func (c config) watchCount() int {
+	if c.FullMesh {
+		return c.Services
+	}
+	return min(c.Watch, c.Services)
+}

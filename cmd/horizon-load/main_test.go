@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,26 +21,42 @@ import (
 )
 
 // TestRunSmall runs the whole tool against real API servers and a real horizon with
-// tiny numbers, with two clusters and with three: every proxy must be served, the
-// change must reach every proxy that watches the changed service, churn must
-// converge, every cluster must be reported synced, and nothing may be rejected.
+// tiny numbers: with two clusters in the default shape (a connection per proxy, state
+// of the world) and full mesh, and with three clusters, half the proxies on delta and
+// eight on each connection. Every proxy must be served, the change must reach every
+// proxy that watches the changed service, and each kind of proxy must be reported
+// apart with the bytes it was sent; churn must converge, every cluster must be
+// reported synced, and nothing may be rejected.
 func TestRunSmall(t *testing.T) {
 	bin := buildHorizon(t)
 	baseline := goleak.IgnoreCurrent()
 	for _, tc := range []struct {
-		name      string
-		clusters  int
-		proxies   int
-		wantConns int
+		name          string
+		clusters      int
+		proxies       int
+		fullMesh      bool
+		perConn       int
+		deltaFraction float64
+		wantConns     int
+		wantDelta     int
 	}{
-		{"two clusters", 2, 20, 3},
-		{"three clusters", 3, 30, 4},
+		{"two clusters, defaults, full mesh", 2, 20, true, 1, 0, 20, 0},
+		{"three clusters, multiplexed, half delta", 3, 30, false, 8, 0.5, 4, 15},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := defaultConfig()
+			if cfg.ProxiesPerConn != 1 || cfg.DeltaFraction != 0 || cfg.FullMesh {
+				t.Fatalf("defaults: %d proxies per connection, delta fraction %g, full mesh %v; want 1, 0 and false (Envoy's shape)",
+					cfg.ProxiesPerConn, cfg.DeltaFraction, cfg.FullMesh)
+			}
 			cfg.Clusters = tc.clusters
-			cfg.Services, cfg.Endpoints, cfg.Proxies, cfg.Watch = 2, 2, tc.proxies, 2
-			cfg.ProxiesPerConn = 8
+			cfg.Services, cfg.Endpoints, cfg.Proxies = 2, 2, tc.proxies
+			if tc.fullMesh {
+				cfg.Services, cfg.FullMesh = 3, true
+			} else {
+				cfg.Watch = 2
+			}
+			cfg.ProxiesPerConn, cfg.DeltaFraction = tc.perConn, tc.deltaFraction
 			cfg.Changes = 1
 			cfg.ChurnRate, cfg.ChurnDuration = 10, time.Second
 			cfg.ChangeTimeout, cfg.ServeTimeout, cfg.Duration = 10*time.Second, 20*time.Second, 90*time.Second
@@ -54,7 +71,7 @@ func TestRunSmall(t *testing.T) {
 				t.Fatalf("run: %v\nprogress:\n%s", err, progress.String())
 			}
 			t.Logf("report:\n%s", out.String())
-			checkSmallRun(t, cfg, rep, tc.wantConns, out.String())
+			checkSmallRun(t, cfg, rep, tc.wantConns, tc.wantDelta, out.String())
 		})
 	}
 	goleak.VerifyNone(t, baseline)
@@ -72,23 +89,45 @@ func buildHorizon(t *testing.T) string {
 }
 
 // checkSmallRun checks a TestRunSmall run's report.
-func checkSmallRun(t *testing.T, cfg config, rep *report, wantConns int, out string) {
+func checkSmallRun(t *testing.T, cfg config, rep *report, wantConns, wantDelta int, out string) {
 	t.Helper()
 	n := cfg.Proxies
 	if rep.Served != n {
 		t.Errorf("served %d of %d proxies", rep.Served, n)
 	}
-	if rep.Conns != wantConns || rep.DeltaProxies != n/2 {
-		t.Errorf("%d connections and %d delta proxies, want %d and %d", rep.Conns, rep.DeltaProxies, wantConns, n/2)
+	if rep.Conns != wantConns || rep.DeltaProxies != wantDelta {
+		t.Errorf("%d connections and %d delta proxies, want %d and %d", rep.Conns, rep.DeltaProxies, wantConns, wantDelta)
+	}
+	if rep.ServeTimesSotW.N != n-wantDelta || rep.ServeTimesDelta.N != wantDelta {
+		t.Errorf("served %d state-of-the-world and %d delta proxies, want %d and %d", rep.ServeTimesSotW.N, rep.ServeTimesDelta.N, n-wantDelta, wantDelta)
 	}
 	if len(rep.Changes) != 1 {
 		t.Fatalf("%d changes timed, want 1", len(rep.Changes))
 	}
-	if ch := rep.Changes[0]; ch.Watchers != n || ch.Reached != ch.Watchers {
+	ch := rep.Changes[0]
+	if ch.Watchers != n || ch.Reached != ch.Watchers {
 		t.Errorf("change reached %d of %d watching proxies, want all %d proxies (each watches every service)", ch.Reached, ch.Watchers, n)
 	}
-	if rep.ChangeTimeouts != 0 || rep.ChangeLatency.N != n {
-		t.Errorf("%d change timeouts, %d latencies", rep.ChangeTimeouts, rep.ChangeLatency.N)
+	if rep.ChangeTimeouts != 0 || rep.ChangeLatency.N != n || rep.ChangeLatencySotW.N != n-wantDelta || rep.ChangeLatencyDelta.N != wantDelta {
+		t.Errorf("%d change timeouts, %d latencies (%d state of the world, %d delta)", rep.ChangeTimeouts, rep.ChangeLatency.N,
+			rep.ChangeLatencySotW.N, rep.ChangeLatencyDelta.N)
+	}
+	// Every watcher is sent at least the changed assignment; a delta proxy only that
+	// one resource.
+	if ch.ChangedSize <= 0 || !(ch.Bytes.SotW >= float64(ch.ChangedSize)) || !(ch.Resources.SotW >= 1) {
+		t.Errorf("change: assignment of %d bytes; a state-of-the-world watcher received %.0f bytes in %.1f resources",
+			ch.ChangedSize, ch.Bytes.SotW, ch.Resources.SotW)
+	}
+	if wantDelta > 0 && (!(ch.Bytes.Delta >= float64(ch.ChangedSize)) || ch.Resources.Delta != 1) {
+		t.Errorf("change: assignment of %d bytes; a delta watcher received %.0f bytes in %.1f resources, want 1",
+			ch.ChangedSize, ch.Bytes.Delta, ch.Resources.Delta)
+	}
+	if !(rep.ServeBytes.SotW > 0) || (wantDelta > 0) != !math.IsNaN(rep.ServeBytes.Delta) {
+		t.Errorf("bytes per proxy until served: %+v", rep.ServeBytes)
+	}
+	// A full-mesh state-of-the-world proxy subscribes to CDS too.
+	if sotw := n - wantDelta; cfg.FullMesh && rep.CDSResponses < sotw || !cfg.FullMesh && rep.CDSResponses != 0 {
+		t.Errorf("the fleet received %d CDS responses; full mesh %v with %d state-of-the-world proxies", rep.CDSResponses, cfg.FullMesh, sotw)
 	}
 	if rep.NACKs != 0 || rep.ClientNACKs != 0 {
 		t.Errorf("NACKs: horizon counted %v, proxies sent %d", rep.NACKs, rep.ClientNACKs)
@@ -122,6 +161,8 @@ func checkSmallRun(t *testing.T, cfg config, rep *report, wantConns int, out str
 		"no proxies      heap",
 		fmt.Sprintf("served          %d of %d proxies", n, n),
 		fmt.Sprintf("reached %d/%d", n, n),
+		fmt.Sprintf("state of world %d pairs", n-wantDelta),
+		fmt.Sprintf("state of world %d served", n-wantDelta),
 		"timeouts        0",
 		"horizon_xds_nacks_total 0",
 		"horizon_xds_refused_requests_total 0, horizon_xds_throttled_requests_total 0", // the default limits let the fleet in
@@ -199,7 +240,7 @@ func TestSpecs(t *testing.T) {
 		{"three networks", 3, []int{400, 400, 400}, []int{200, 200, 200}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sp := specs(n, k, services, tc.networks, 0.5)
+			sp := specs(n, k, services, tc.networks, 0.5, true)
 			watched := map[string]int{}
 			perNetwork, delta := make([]int, tc.networks), make([]int, tc.networks)
 			for _, s := range sp {
@@ -207,6 +248,9 @@ func TestSpecs(t *testing.T) {
 					t.Fatalf("proxy %d on network %d", s.index, s.network)
 				}
 				perNetwork[s.network]++
+				if s.cds == s.delta {
+					t.Fatalf("proxy %d: delta %v, CDS %v; want CDS for every state-of-the-world proxy only", s.index, s.delta, s.cds)
+				}
 				if s.delta {
 					delta[s.network]++
 				}
@@ -314,6 +358,12 @@ func TestParseFlags(t *testing.T) {
 	}
 	if cfg, err := parseFlags([]string{"-clusters", "3"}, &stderr); err != nil || cfg.Clusters != 3 {
 		t.Errorf("-clusters 3: %d, %v", cfg.Clusters, err)
+	}
+	if cfg, err := parseFlags([]string{"-full-mesh"}, &stderr); err != nil || !cfg.FullMesh || cfg.watchCount() != cfg.Services {
+		t.Errorf("-full-mesh: watching %d of %d services, %v", cfg.watchCount(), cfg.Services, err)
+	}
+	if _, err := parseFlags([]string{"-full-mesh", "-watch", "5"}, &stderr); err == nil || !strings.Contains(err.Error(), "-watch") {
+		t.Errorf("-full-mesh -watch 5: error %v, want -watch named", err)
 	}
 	if _, err := parseFlags([]string{"-endpoints", "0", "-delta-fraction", "2"}, &stderr); err == nil ||
 		!strings.Contains(err.Error(), "-endpoints") || !strings.Contains(err.Error(), "-delta-fraction") {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -91,30 +92,51 @@ type change struct {
 	at     time.Time
 
 	mu   sync.Mutex
-	seen map[int]time.Duration // by proxy index; guarded by mu
-	done chan struct{}         // closed when every watching proxy saw it
+	seen map[int]arrival // by proxy index; guarded by mu
+	size int             // bytes of the changed ClusterLoadAssignment as received; guarded by mu
+	done chan struct{}   // closed when every watching proxy saw it
 }
 
-func (c *change) record(proxy int, now time.Time) {
+// arrival is when one proxy saw a change, after its write.
+type arrival struct {
+	latency time.Duration
+	delta   bool // the proxy uses delta xDS
+}
+
+func (c *change) record(proxy int, delta bool, size int, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.seen[proxy]; ok {
 		return
 	}
-	c.seen[proxy] = now.Sub(c.at)
+	c.seen[proxy] = arrival{latency: now.Sub(c.at), delta: delta}
+	c.size = max(c.size, size)
 	if len(c.seen) == c.wanted {
 		close(c.done)
 	}
 }
 
-func (c *change) latencies() []time.Duration {
+// latencies returns the latency of every proxy that saw the change, state of the
+// world and delta apart.
+func (c *change) latencies() (sotw, delta []time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]time.Duration, 0, len(c.seen))
-	for _, d := range c.seen {
-		out = append(out, d)
+	for _, a := range c.seen {
+		if a.delta {
+			delta = append(delta, a.latency)
+		} else {
+			sotw = append(sotw, a.latency)
+		}
 	}
-	return out
+	return sotw, delta
+}
+
+// changedSize is the size of the changed ClusterLoadAssignment as a proxy received
+// it (the largest over the networks).
+func (c *change) changedSize() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.size
 }
 
 // proxySpec is one simulated sidecar.
@@ -142,6 +164,7 @@ func (s proxySpec) node() *corev3.Node {
 // stream; the fields below are guarded by mu because the coordinator reads them.
 type proxy struct {
 	spec proxySpec
+	pos  int // index in the fleet's proxies
 	node *corev3.Node
 	f    *fleet
 
@@ -152,6 +175,8 @@ type proxy struct {
 	servedAt   time.Time            // first time every watched resource was as expected
 	responses  int
 	resources  int
+	bytes      int64 // of every response received (serialized size)
+	cds        int   // CDS responses received
 	reconnects int
 	nacks      int
 	lastErr    error
@@ -187,7 +212,7 @@ func newFleet(addr string, specs []proxySpec, perConn int, t *truth) (*fleet, er
 		f.conns = append(f.conns, conn)
 	}
 	for _, s := range specs {
-		p := &proxy{spec: s, node: s.node(), f: f, got: map[string]sig{}, gotAt: map[string]time.Time{}, versions: map[string]string{}}
+		p := &proxy{spec: s, pos: len(f.proxies), node: s.node(), f: f, got: map[string]sig{}, gotAt: map[string]time.Time{}, versions: map[string]string{}}
 		f.proxies = append(f.proxies, p)
 		for _, n := range s.names {
 			f.byName[n] = append(f.byName[n], p)
@@ -281,11 +306,17 @@ func (p *proxy) sotwStream(ctx context.Context, client discoveryv3.AggregatedDis
 		}
 		progressed = true
 		now := time.Now()
+		p.received(resp)
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
 		var bad error
-		if resp.GetTypeUrl() == typeCLA {
+		switch resp.GetTypeUrl() {
+		case typeCLA:
 			req.ResourceNames = p.spec.names
 			bad = p.apply(resp.GetResources(), nil, nil, now)
+		case typeCluster:
+			p.mu.Lock()
+			p.cds++
+			p.mu.Unlock()
 		}
 		if bad != nil {
 			req.VersionInfo = ackedByType[resp.GetTypeUrl()]
@@ -324,6 +355,7 @@ func (p *proxy) deltaStream(ctx context.Context, client discoveryv3.AggregatedDi
 		}
 		progressed = true
 		now := time.Now()
+		p.received(resp)
 		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
 		if resp.GetTypeUrl() == typeCLA {
 			res := make([]*anypb.Any, len(resp.GetResources()))
@@ -339,6 +371,15 @@ func (p *proxy) deltaStream(ctx context.Context, client discoveryv3.AggregatedDi
 			return progressed, err
 		}
 	}
+}
+
+// received counts a response's bytes: its serialized size, as gRPC carries it
+// (without gRPC's 5-byte message header and HTTP/2 framing).
+func (p *proxy) received(m proto.Message) {
+	n := int64(proto.Size(m))
+	p.mu.Lock()
+	p.bytes += n
+	p.mu.Unlock()
 }
 
 // decoded is what the tool keeps of one received ClusterLoadAssignment.
@@ -433,9 +474,9 @@ func (p *proxy) apply(res []*anypb.Any, versions []string, removed []string, now
 	}
 	if ch != nil {
 		if got, ok := p.got[ch.name]; ok && got == ch.want[p.spec.network] {
-			for _, cla := range clas {
+			for i, cla := range clas {
 				if cla.name == ch.name {
-					ch.record(p.spec.index, now)
+					ch.record(p.spec.index, p.spec.delta, len(res[i].GetValue()), now)
 					break
 				}
 			}
@@ -494,6 +535,27 @@ func (f *fleet) states() []proxyState {
 	return out
 }
 
+// received is the bytes and resources each proxy has received so far, by index.
+func (f *fleet) received() (bytes []int64, resources []int) {
+	bytes, resources = make([]int64, len(f.proxies)), make([]int, len(f.proxies))
+	for i, p := range f.proxies {
+		p.mu.Lock()
+		bytes[i], resources[i] = p.bytes, p.resources
+		p.mu.Unlock()
+	}
+	return bytes, resources
+}
+
+// cdsResponses counts the CDS responses the fleet received.
+func (f *fleet) cdsResponses() (n int) {
+	for _, p := range f.proxies {
+		p.mu.Lock()
+		n += p.cds
+		p.mu.Unlock()
+	}
+	return n
+}
+
 // totals sums responses, resources, reconnects and NACKs over the fleet.
 func (f *fleet) totals() (responses, resources, reconnects, nacks int) {
 	for _, p := range f.proxies {
@@ -528,8 +590,9 @@ func waitUntil(ctx context.Context, timeout time.Duration, cond func() bool) boo
 // specs lays out n proxies over networks networks, proxy i on network i%networks
 // (with two: even indexes on network1, odd on network2); within each network an even
 // spread of deltaFraction on delta xDS; proxy i watches k services starting at i*k,
-// so that every service is watched once n*k >= services.
-func specs(n, k, services, networks int, deltaFraction float64) []proxySpec {
+// so that every service is watched once n*k >= services. With cds, the state of the
+// world proxies subscribe to every cluster first.
+func specs(n, k, services, networks int, deltaFraction float64, cds bool) []proxySpec {
 	out := make([]proxySpec, n)
 	for i := range n {
 		rank := i / networks // index within its network
@@ -538,7 +601,7 @@ func specs(n, k, services, networks int, deltaFraction float64) []proxySpec {
 		for w := range k {
 			names[w] = claName((i*k + w) % services)
 		}
-		out[i] = proxySpec{index: i, network: i % networks, delta: delta, names: names}
+		out[i] = proxySpec{index: i, network: i % networks, delta: delta, names: names, cds: cds && !delta}
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -85,6 +86,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 	rep.Throttled = m["horizon_xds_throttled_requests_total"]
 	if l.fleet != nil {
 		rep.Responses, rep.Resources, rep.Reconnects, rep.ClientNACKs = l.fleet.totals()
+		rep.CDSResponses = l.fleet.cdsResponses()
 	}
 	rep.TimedOut = ctx.Err() != nil
 	rep.LoadAfter = loadAvg()
@@ -321,7 +323,7 @@ func (l *loadRun) connect(ctx context.Context) error {
 	}
 
 	k := cfg.watchCount()
-	sp := specs(cfg.Proxies, k, cfg.Services, cfg.Clusters, cfg.DeltaFraction)
+	sp := specs(cfg.Proxies, k, cfg.Services, cfg.Clusters, cfg.DeltaFraction, cfg.FullMesh)
 	for _, s := range sp {
 		if s.delta {
 			rep.DeltaProxies++
@@ -332,8 +334,8 @@ func (l *loadRun) connect(ctx context.Context) error {
 	}
 	f := l.fleet
 	rep.Conns = len(f.conns)
-	l.step("connecting %d proxies (%d delta, %d state of the world) on %d connections, each watching %d services",
-		cfg.Proxies, rep.DeltaProxies, cfg.Proxies-rep.DeltaProxies, rep.Conns, k)
+	l.step("connecting %d proxies (%d state of the world, %d delta) on %d connections, each watching %d services%s",
+		cfg.Proxies, cfg.Proxies-rep.DeltaProxies, rep.DeltaProxies, rep.Conns, k, map[bool]string{true: " after CDS (full mesh)"}[cfg.FullMesh])
 	l.profileCPU(ctx, "connect.cpu.pprof")
 	if cfg.SelfProfile != "" {
 		stop, err := startSelfProfile(cfg.SelfProfile)
@@ -347,15 +349,23 @@ func (l *loadRun) connect(ctx context.Context) error {
 	f.start(ctx)
 	waitUntil(ctx, cfg.ServeTimeout, func() bool { return f.served.Load() == int64(cfg.Proxies) })
 	rep.Served = int(f.served.Load())
-	var served []time.Duration
-	for _, st := range f.states() {
+	var served, servedSotW, servedDelta []time.Duration
+	for i, st := range f.states() {
 		if !st.servedAt.IsZero() {
-			served = append(served, st.servedAt.Sub(f.started))
+			d := st.servedAt.Sub(f.started)
+			served = append(served, d)
+			if f.proxies[i].spec.delta {
+				servedDelta = append(servedDelta, d)
+			} else {
+				servedSotW = append(servedSotW, d)
+			}
 		} else if st.lastErr != nil && rep.ServeError == "" {
 			rep.ServeError = st.lastErr.Error()
 		}
 	}
-	rep.ServeTimes = summarize(served)
+	rep.ServeTimes, rep.ServeTimesSotW, rep.ServeTimesDelta = summarize(served), summarize(servedSotW), summarize(servedDelta)
+	bytes, _ := f.received()
+	rep.ServeBytes = perKind(f.proxies, func(p *proxy) float64 { return float64(bytes[p.pos]) })
 	rep.SelfCPUConnect = selfCPU() - self0
 	if err := h.exited(); err != nil {
 		return err
@@ -398,10 +408,11 @@ func (l *loadRun) timeChanges(ctx context.Context) error {
 		j := changeService(c, cfg.Changes, cfg.Services, f)
 		name := claName(j)
 		r0, _, _, _ := f.totals()
+		bytes0, res0 := f.received()
 		var ch *change
 		count, _, took, err := l.remote.toggle(ctx, j, func(count int) {
 			w := l.want(count)
-			ch = &change{name: name, want: w, wanted: len(f.byName[name]), seen: map[int]time.Duration{}, done: make(chan struct{})}
+			ch = &change{name: name, want: w, wanted: len(f.byName[name]), seen: map[int]arrival{}, done: make(chan struct{})}
 			tr.mu.Lock()
 			tr.want[name] = w
 			ch.at = time.Now()
@@ -422,26 +433,35 @@ func (l *loadRun) timeChanges(ctx context.Context) error {
 		tr.mu.Lock()
 		tr.change = nil
 		tr.mu.Unlock()
-		lat := ch.latencies()
+		sotw, delta := ch.latencies()
+		lat := append(slices.Clone(sotw), delta...)
 		r1, _, _, _ := f.totals()
 		op := "remove"
 		if count > cfg.Endpoints {
 			op = "add"
 		}
 		cr := changeResult{Service: serviceName(j), Op: op, Watchers: ch.wanted, Reached: len(lat),
-			WriteLatency: took, Latency: summarize(lat), Responses: r1 - r0, all: lat}
+			WriteLatency: took, Latency: summarize(lat), Responses: r1 - r0, all: lat, sotw: sotw, delta: delta,
+			ChangedSize: ch.changedSize()}
+		l.step("change %d: %s an endpoint of %s: %d/%d watching proxies in p50 %s, max %s (write %s)",
+			c+1, op, serviceName(j), cr.Reached, cr.Watchers, cr.Latency.P50, cr.Latency.Max, took.Round(time.Microsecond))
+		// Bytes and resources until the next change: a push that comes late counts too.
+		sleep(ctx, 300*time.Millisecond)
+		bytes1, res1 := f.received()
+		watchers := f.byName[name]
+		cr.Bytes = perKind(watchers, func(p *proxy) float64 { return float64(bytes1[p.pos] - bytes0[p.pos]) })
+		cr.Resources = perKind(watchers, func(p *proxy) float64 { return float64(res1[p.pos] - res0[p.pos]) })
 		rep.Changes = append(rep.Changes, cr)
 		rep.ChangePairs += cr.Watchers
 		rep.ChangeTimeouts += cr.Watchers - cr.Reached
-		l.step("change %d: %s an endpoint of %s: %d/%d watching proxies in p50 %s, max %s (write %s)",
-			c+1, op, serviceName(j), cr.Reached, cr.Watchers, cr.Latency.P50, cr.Latency.Max, took.Round(time.Microsecond))
-		sleep(ctx, 300*time.Millisecond)
 	}
-	var all []time.Duration
+	var all, allSotW, allDelta []time.Duration
 	for _, c := range rep.Changes {
 		all = append(all, c.all...)
+		allSotW = append(allSotW, c.sotw...)
+		allDelta = append(allDelta, c.delta...)
 	}
-	rep.ChangeLatency = summarize(all)
+	rep.ChangeLatency, rep.ChangeLatencySotW, rep.ChangeLatencyDelta = summarize(all), summarize(allSotW), summarize(allDelta)
 	m, err := l.h.metrics(context.WithoutCancel(ctx))
 	if err != nil {
 		return err
@@ -574,6 +594,31 @@ func (l *loadRun) churn(ctx context.Context) (*churnResult, error) {
 	l.step("churn: %d writes in %s; every proxy converged %s after the last write: %v", res.Writes,
 		res.Elapsed.Round(time.Millisecond), res.Converge.Round(time.Millisecond), res.Converged)
 	return res, nil
+}
+
+// kindMeans is a mean per proxy, state of the world and delta apart; NaN where a
+// kind has no proxy.
+type kindMeans struct{ SotW, Delta float64 }
+
+// perKind averages v over ps, state of the world and delta apart.
+func perKind(ps []*proxy, v func(*proxy) float64) kindMeans {
+	var sum [2]float64
+	var n [2]int
+	for _, p := range ps {
+		k := 0
+		if p.spec.delta {
+			k = 1
+		}
+		sum[k] += v(p)
+		n[k]++
+	}
+	mean := func(k int) float64 {
+		if n[k] == 0 {
+			return math.NaN()
+		}
+		return sum[k] / float64(n[k])
+	}
+	return kindMeans{SotW: mean(0), Delta: mean(1)}
 }
 
 // cpuSeconds is the CPU time a process reported in its metrics.
