@@ -7,9 +7,12 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 )
 
-// State of the world: every request lists every name the proxy wants of a type, and
-// every response holds every resource of the type it subscribes to. A stream is
-// sent a response only when one of them changed (or a request must be answered).
+// State of the world: every request lists every name the proxy wants of a type. A
+// response of clusters or listeners holds every resource of the type the proxy
+// subscribes to; one of endpoints or routes only those that changed or were newly
+// subscribed to, which the spec allows for these types (partialType). A stream is
+// sent a response only when a resource it subscribes to changed (or a request must
+// be answered).
 
 type sotwStream interface {
 	Context() context.Context
@@ -65,6 +68,7 @@ func (st *stream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest) {
 	}
 	if detail := req.GetErrorDetail(); detail != nil {
 		st.nack(sb, detail.GetMessage())
+		sb.resend = partialType(typ)
 	} else if req.GetResponseNonce() != "" {
 		sb.sync.Acked = req.GetVersionInfo()
 	}
@@ -136,26 +140,38 @@ func distinctNames(names []string) bool {
 	return true
 }
 
-func (st *stream) sotwResponse(sb *sub, rs *Resources, out *outgoing) {
+// sotwResponse fills out with what sb is owed at rs and records it as held. A
+// subscription to a whole type is sent all of it. Otherwise, for endpoints and
+// routes, a response carries only the resources the proxy does not hold at their
+// current version — those that changed and those newly subscribed to — unless the
+// proxy rejected a response since (resend); for the other types, every resource
+// subscribed to. It reports whether the response answers anything: false when a
+// partial response would carry nothing.
+func (st *stream) sotwResponse(sb *sub, rs *Resources, out *outgoing) bool {
 	if sb.wildcard {
 		out.res = make([]*Resource, 0, len(rs.names))
 		for _, n := range rs.names {
 			out.res = append(out.res, rs.byName[n])
 		}
-		return
+		return true
 	}
-	names := make([]string, 0, len(sb.have))
-	for n := range sb.have {
-		names = append(names, n)
+	partial := partialType(sb.typ) && !sb.resend
+	sb.resend = false
+	var names []string
+	for n, v := range sb.have {
+		switch r := rs.byName[n]; {
+		case r == nil:
+			sb.have[n] = "" // nothing to send; the proxy learns of it from CDS or LDS
+		case !partial || r.version != v:
+			names = append(names, n)
+		}
 	}
 	slices.Sort(names)
 	out.res = make([]*Resource, 0, len(names))
 	for _, n := range names {
-		if r := rs.byName[n]; r != nil {
-			out.res = append(out.res, r)
-			sb.have[n] = r.version
-		} else {
-			sb.have[n] = ""
-		}
+		r := rs.byName[n]
+		out.res = append(out.res, r)
+		sb.have[n] = r.version
 	}
+	return len(out.res) > 0 || !partial
 }

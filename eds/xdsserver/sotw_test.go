@@ -3,6 +3,8 @@ package xdsserver
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -230,6 +232,133 @@ func TestNacksOfMadeUpTypesAddNoSeries(t *testing.T) {
 			if len(ts.LastNack) > maxLogged+32 {
 				t.Fatalf("%s: last NACK kept at %d bytes, want it truncated to %d", typ, len(ts.LastNack), maxLogged)
 			}
+		}
+	}
+}
+
+// TestSotwPartialEDS: after a change, a state-of-the-world EDS response carries only
+// the assignments that changed and those newly subscribed to; a resource that goes
+// costs no response; after a NACK the next response carries every subscribed
+// assignment again; a new stream is sent everything it asks for.
+func TestSotwPartialEDS(t *testing.T) {
+	bothEncodings(t, testSotwPartialEDS)
+}
+
+func testSotwPartialEDS(t *testing.T) {
+	const hostC = "c.ns.svc.cluster.local"
+	claC := clusterName(hostC)
+	f := newXDSFixture(t)
+	f.change(hostC, "10.0.2.1")
+	st := sotwStreamFor(t, f)
+	names := []string{claA, claB}
+	send := func(req *discoverygrpc.DiscoveryRequest) {
+		t.Helper()
+		req.TypeUrl = resourcev3.EndpointType
+		if req.ResourceNames == nil {
+			req.ResourceNames = names
+		}
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ack := func(resp *discoverygrpc.DiscoveryResponse) {
+		t.Helper()
+		send(&discoverygrpc.DiscoveryRequest{VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
+	}
+	// want checks that the next response holds exactly the named assignments, with
+	// the given number of endpoints each.
+	want := func(step string, endpoints map[string]int) *discoverygrpc.DiscoveryResponse {
+		t.Helper()
+		resp, clas := recvSotw(t, st)
+		got := map[string]int{}
+		for n, cla := range clas {
+			got[n] = len(addresses(cla))
+		}
+		if !maps.Equal(got, endpoints) {
+			t.Fatalf("%s: response holds %v (name: endpoints), want %v", step, got, endpoints)
+		}
+		return resp
+	}
+
+	send(&discoverygrpc.DiscoveryRequest{Node: node("p1")})
+	resp := want("first request", map[string]int{claA: 1, claB: 1})
+	ack(resp)
+
+	f.change(hostB, "10.0.1.1", "10.0.1.2")
+	resp2 := want("B changed", map[string]int{claB: 2})
+	if resp2.GetVersionInfo() == resp.GetVersionInfo() {
+		t.Errorf("version %q did not move on", resp2.GetVersionInfo())
+	}
+	ack(resp2)
+
+	// Subscribing to C is answered with C alone; A and B are held.
+	names = []string{claA, claB, claC}
+	ack(resp2)
+	resp = want("C subscribed", map[string]int{claC: 1})
+	ack(resp)
+
+	// C going is not sent (the proxy keeps what a partial response leaves out, and
+	// learns of it from CDS); the next change that is, carries A alone.
+	f.change(hostC)
+	f.change(hostA, "10.0.0.1", "10.0.0.2")
+	resp = want("C went, then A changed", map[string]int{claA: 2})
+
+	// A NACK is not answered; the fix that follows comes with every assignment
+	// subscribed to, as the proxy may have dropped the rejected response whole.
+	send(&discoverygrpc.DiscoveryRequest{VersionInfo: resp2.GetVersionInfo(), ResponseNonce: resp.GetNonce(),
+		ErrorDetail: &status.Status{Message: "bad endpoint"}})
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		if ps := f.s.Streams(); len(ps) != 1 || ps[0].Types[resourcev3.EndpointType].Nacks != 1 {
+			return errors.New("not yet: the NACK to be taken")
+		}
+		return nil
+	})
+	f.change(hostA, "10.0.0.1", "10.0.0.3", "10.0.0.4")
+	resp = want("the fix after a NACK", map[string]int{claA: 3, claB: 2})
+	ack(resp)
+	f.change(hostA, "10.0.0.1")
+	resp = want("A changed after the fix was ACKed", map[string]int{claA: 1})
+	ack(resp)
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		if ps := f.s.Streams(); len(ps) != 1 || !ps[0].UpToDate || ps[0].Types[resourcev3.EndpointType].Acked != resp.GetVersionInfo() {
+			return fmt.Errorf("not yet: the partial response's version to be ACKed: %+v", ps)
+		}
+		return nil
+	})
+
+	// A reconnecting proxy is sent everything it asks for, whatever version it held.
+	st = sotwStreamFor(t, f)
+	send(&discoverygrpc.DiscoveryRequest{Node: node("p1"), VersionInfo: resp.GetVersionInfo()})
+	want("reconnected", map[string]int{claA: 1, claB: 2})
+}
+
+// TestSotwFullStateTypesStayComplete: a state-of-the-world response of clusters
+// named one by one holds every one subscribed to, not only the one that changed.
+func TestSotwFullStateTypesStayComplete(t *testing.T) {
+	f := newXDSFixture(t)
+	rs := f.group.feed.Current().Resources(resourcev3.ClusterType)
+	for _, tc := range []struct {
+		typ  string
+		want []string
+	}{
+		{resourcev3.ClusterType, []string{claA, claB}},
+		{resourcev3.ListenerType, []string{claA, claB}},
+		{resourcev3.EndpointType, []string{claA}},
+		{resourcev3.RouteType, []string{claA}},
+	} {
+		// The proxy holds B at its version and A at an older one.
+		sb := &sub{typ: tc.typ, have: map[string]string{claA: "old", claB: rs.Get(claB).Version()}}
+		st := &stream{}
+		out := &outgoing{}
+		if !st.sotwResponse(sb, rs, out) {
+			t.Fatalf("%s: no response", tc.typ)
+		}
+		var got []string
+		for _, r := range out.res {
+			got = append(got, r.Name())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: response holds %v, want %v", tc.typ, got, tc.want)
 		}
 	}
 }

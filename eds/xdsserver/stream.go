@@ -25,6 +25,14 @@ func wildcardType(typ string) bool {
 	return typ == resourcev3.ClusterType || typ == resourcev3.ListenerType
 }
 
+// partialType reports whether a state-of-the-world response of type typ may carry
+// only some of the resources the proxy subscribes to: the xDS spec makes clusters
+// and listeners "full state" (a response without one removes it) but not
+// endpoints and routes, which a proxy keeps until a response carries them again.
+func partialType(typ string) bool {
+	return typ == resourcev3.EndpointType || typ == resourcev3.RouteType
+}
+
 // sub is one stream's subscription to one type.
 type sub struct {
 	typ      string
@@ -42,7 +50,11 @@ type sub struct {
 	seen string
 	// force makes the next flush respond even if nothing changed (a new
 	// subscription must be answered).
-	force     bool
+	force bool
+	// resend makes the next state-of-the-world response of a partial type carry
+	// every subscribed resource, not only those that changed: the proxy rejected
+	// a response, and what it kept of it is not known.
+	resend    bool
 	lastNonce string
 	lastSent  string // version of the last response (SotW version_info, delta system version)
 	sync      TypeSync
@@ -322,16 +334,19 @@ func (st *stream) next() (*outgoing, bool) {
 		pushed := !sb.force
 		sb.force = false
 		sb.seen = rs.version
+		out := &outgoing{typ: typ, version: rs.version, delta: st.delta}
+		if st.delta {
+			st.deltaResponse(sb, rs, out)
+		} else if !st.sotwResponse(sb, rs, out) && pushed {
+			// Only resources the proxy holds went: a partial response would carry
+			// nothing, and the proxy keeps what it holds anyway.
+			continue
+		}
 		st.nonce++
-		out := &outgoing{typ: typ, version: rs.version, nonce: strconv.FormatUint(st.nonce, 10), delta: st.delta}
+		out.nonce = strconv.FormatUint(st.nonce, 10)
 		sb.lastNonce, sb.lastSent = out.nonce, rs.version
 		st.reqs.sent()
 		sb.sync.Sent = rs.version
-		if st.delta {
-			st.deltaResponse(sb, rs, out)
-		} else {
-			st.sotwResponse(sb, rs, out)
-		}
 		return out, pushed
 	}
 	return nil, false
