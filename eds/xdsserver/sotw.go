@@ -77,18 +77,18 @@ func (st *stream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest) {
 	// with none keep it so; "*" asks for the whole type explicitly; once a request
 	// named anything, one with no names unsubscribes from everything.
 	names := req.GetResourceNames()
-	wildcard, same := false, true // same: names are exactly the names in have
+	wildcard, same := false, true // same: names are exactly the names in set
 	distinct := 0
 	for _, n := range names {
 		if n == "*" {
 			wildcard = true
-		} else if _, ok := sb.have[n]; ok {
+		} else if sb.set.has(n) {
 			distinct++
 		} else {
 			same = false
 		}
 	}
-	same = same && distinct == len(sb.have) && distinctNames(names)
+	same = same && distinct == sb.set.len() && distinctNames(names)
 	switch {
 	case first && len(names) == 0:
 		wildcard = wildcardType(typ)
@@ -102,21 +102,29 @@ func (st *stream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest) {
 		sb.wildcard, sb.force = wildcard, true
 	}
 	if !same { // most requests are ACKs naming what they named before: no set built
-		want := make(map[string]bool, len(names))
+		want := make([]string, 0, len(names))
 		for _, n := range names {
-			want[n] = n != "*"
-		}
-		for n := range sb.have {
-			if !want[n] {
-				delete(sb.have, n)
+			if n != "*" {
+				want = append(want, st.intern(typ, n))
 			}
 		}
-		for n, ok := range want {
-			if _, held := sb.have[n]; ok && !held {
-				sb.have[st.intern(typ, n)] = unanswered
+		slices.Sort(want)
+		want = slices.Compact(want)
+		for n := range sb.owed {
+			if _, ok := slices.BinarySearch(want, n); !ok {
+				delete(sb.owed, n)
+			}
+		}
+		for _, n := range want {
+			if !sb.set.has(n) {
+				if sb.owed == nil {
+					sb.owed = map[string]struct{}{}
+				}
+				sb.owed[n] = struct{}{}
 				sb.force = true
 			}
 		}
+		sb.set = st.feed.nameSet(want)
 	}
 	if sb.force {
 		st.kickLocked()
@@ -153,25 +161,21 @@ func (st *stream) sotwResponse(sb *sub, rs *Resources, out *outgoing) bool {
 		for _, n := range rs.names {
 			out.res = append(out.res, rs.byName[n])
 		}
+		sb.held, sb.owed = rs, nil
 		return true
 	}
 	partial := partialType(sb.typ) && !sb.resend
 	sb.resend = false
-	var names []string
-	for n, v := range sb.have {
-		switch r := rs.byName[n]; {
-		case r == nil:
-			sb.have[n] = "" // nothing to send; the proxy learns of it from CDS or LDS
-		case !partial || r.version != v:
-			names = append(names, n)
+	for _, n := range sb.set.list() {
+		r := rs.byName[n]
+		if r == nil {
+			continue // nothing to send; the proxy learns of it from CDS or LDS
+		}
+		_, owed := sb.owed[n]
+		if h := sb.held.Get(n); !partial || owed || h == nil || h.version != r.version {
+			out.res = append(out.res, r)
 		}
 	}
-	slices.Sort(names)
-	out.res = make([]*Resource, 0, len(names))
-	for _, n := range names {
-		r := rs.byName[n]
-		out.res = append(out.res, r)
-		sb.have[n] = r.version
-	}
+	sb.held, sb.owed = rs, nil
 	return len(out.res) > 0 || !partial
 }

@@ -1,9 +1,11 @@
 package xdsserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -336,7 +338,10 @@ func testSotwPartialEDS(t *testing.T) {
 // named one by one holds every one subscribed to, not only the one that changed.
 func TestSotwFullStateTypesStayComplete(t *testing.T) {
 	f := newXDSFixture(t)
-	rs := f.group.feed.Current().Resources(resourcev3.ClusterType)
+	// The proxy holds A and B; then A changes.
+	held := f.group.feed.Current().Resources(resourcev3.EndpointType)
+	f.change(hostA, "10.0.0.1", "10.0.0.9")
+	rs := f.group.feed.Current().Resources(resourcev3.EndpointType)
 	for _, tc := range []struct {
 		typ  string
 		want []string
@@ -346,9 +351,8 @@ func TestSotwFullStateTypesStayComplete(t *testing.T) {
 		{resourcev3.EndpointType, []string{claA}},
 		{resourcev3.RouteType, []string{claA}},
 	} {
-		// The proxy holds B at its version and A at an older one.
-		sb := &sub{typ: tc.typ, have: map[string]string{claA: "old", claB: rs.Get(claB).Version()}}
-		st := &stream{}
+		st := &stream{feed: &f.group.feed}
+		sb := &sub{typ: tc.typ, set: st.feed.nameSet([]string{claA, claB}), held: held}
 		out := &outgoing{}
 		if !st.sotwResponse(sb, rs, out) {
 			t.Fatalf("%s: no response", tc.typ)
@@ -361,4 +365,59 @@ func TestSotwFullStateTypesStayComplete(t *testing.T) {
 			t.Errorf("%s: response holds %v, want %v", tc.typ, got, tc.want)
 		}
 	}
+}
+
+// TestSotwStreamsShareNameSets: state-of-the-world streams of a group that
+// subscribe to the same names, in any order, hold one shared set of them; a set is
+// forgotten once no stream holds it.
+func TestSotwStreamsShareNameSets(t *testing.T) {
+	f := newXDSFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	subscribe := func(id string, names ...string) {
+		t.Helper()
+		st, err := f.ads.StreamAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: node(id), TypeUrl: resourcev3.EndpointType, ResourceNames: names}); err != nil {
+			t.Fatal(err)
+		}
+		recvSotw(t, st)
+	}
+	subscribe("p1", claA, claB)
+	subscribe("p2", claB, claA)
+	subscribe("p3", claA, claB, claA)
+	subscribe("p4", claA)
+	sets := func() map[string]*nameSet {
+		f.s.streamsMu.Lock()
+		defer f.s.streamsMu.Unlock()
+		out := map[string]*nameSet{}
+		for st := range f.s.streams {
+			st.mu.Lock()
+			if sb := st.subs[resourcev3.EndpointType]; sb != nil {
+				out[st.proxyID] = sb.set
+			}
+			st.mu.Unlock()
+		}
+		return out
+	}
+	got := sets()
+	p := func(id string) *nameSet { return got[node(id).GetId()] }
+	if len(got) != 4 || p("p1") == nil || p("p1") != p("p2") || p("p1") != p("p3") {
+		t.Errorf("streams naming A and B hold sets %p %p %p, want one shared set", p("p1"), p("p2"), p("p3"))
+	}
+	if p("p4") == p("p1") || !slices.Equal(p("p4").list(), []string{claA}) || !slices.Equal(p("p1").list(), []string{claA, claB}) {
+		t.Errorf("sets: A and B %v, A %v", p("p1").list(), p("p4").list())
+	}
+	got = nil
+	cancel()
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		runtime.GC()
+		f.group.feed.setsMu.Lock()
+		defer f.group.feed.setsMu.Unlock()
+		if n := len(f.group.feed.sets); n != 0 {
+			return fmt.Errorf("not yet: %d name sets kept after every stream ended", n)
+		}
+		return nil
+	})
 }

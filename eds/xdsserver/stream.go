@@ -37,9 +37,17 @@ func partialType(typ string) bool {
 type sub struct {
 	typ      string
 	wildcard bool
-	// have maps each subscribed name (and under a wildcard, each name the proxy
-	// holds) to the version the proxy was sent; "" when it was sent none.
+	// Delta: have maps each subscribed name (and under a wildcard, each name the
+	// proxy holds) to the version the proxy was sent; "" when it was sent none.
 	have map[string]string
+	// State of the world: set is the names subscribed to (besides "*"), shared
+	// with the group's other streams that name the same ones (Feed.nameSet); the
+	// proxy holds each at its version in held (none if held has none), except the
+	// names in owed, subscribed to and not answered since. A stream costs a few
+	// words per type, however many names it subscribes to.
+	set  *nameSet
+	held *Resources
+	owed map[string]struct{}
 	// explicit holds the names a delta wildcard subscription also names (nil
 	// without a wildcard: then every name in have is explicit).
 	explicit map[string]bool
@@ -171,7 +179,7 @@ func (st *stream) admit(typ string, adds int, replace bool) error {
 	total := adds
 	for _, x := range st.subs {
 		if x != sb || !replace {
-			total += len(x.have)
+			total += len(x.have) + x.set.len()
 		}
 	}
 	if total > st.s.maxNames {
@@ -267,6 +275,21 @@ func (st *stream) pending(sb *sub, rs *Resources) bool {
 	}
 	if sb.wildcard {
 		return true
+	}
+	if !st.delta {
+		if len(sb.owed) > 0 {
+			return true
+		}
+		if sb.held != rs {
+			for _, n := range sb.set.list() {
+				if r, h := rs.byName[n], sb.held.Get(n); r != h && (r == nil || h == nil || r.version != h.version) {
+					return true
+				}
+			}
+		}
+		sb.held = rs // the same versions of every name: drop the older Resources
+		sb.seen = rs.version
+		return false
 	}
 	for n, v := range sb.have {
 		if r := rs.byName[n]; r == nil && v != "" || r != nil && r.version != v {
