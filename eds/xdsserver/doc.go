@@ -35,6 +35,6 @@
 // is called from many stream goroutines at once, and by Regroup, which holds no
 // lock while it calls it. Lock order: the Groups
 // implementation's own lock (held while it calls attach), then Feed.mu, then
-// stream.mu; Server.streamsMu before stream.mu. Feed.Publish releases Feed.mu
+// stream.mu, then Feed.setsMu (a leaf); Server.streamsMu before stream.mu. Feed.Publish releases Feed.mu
 // before it takes any stream.mu.
 package xdsserver
