@@ -1,9 +1,17 @@
 package eds
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/e2e/kubetest"
+	"github.com/horizon-mesh/horizon/network"
 )
 
 // simulateDebounce feeds d changes at the given offsets from t0, firing the push
@@ -103,4 +111,37 @@ func TestDebounceBatchesChurn(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunPushesAQuietChangeAtOnce: with an hour of --debounce-after, a change that
+// comes (on the debouncer's clock) two hours after the one before is pushed at once.
+func TestRunPushesAQuietChangeAtOnce(t *testing.T) {
+	src := &fakeSource{shards: map[string]map[network.ClusterID]*clusterregistry.Shard{}}
+	src.set(hostA, "10.0.0.1")
+	s, err := New(Options{Source: src, Networks: func() *network.Networks { return nil },
+		DebounceAfter: time.Hour, DebounceMax: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clock atomic.Int64 // hours past t0
+	t0 := time.Now()
+	s.now = func() time.Time { return t0.Add(time.Duration(clock.Load()) * time.Hour) }
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitPushes := func(n uint64) {
+		t.Helper()
+		kubetest.Eventually(t, 10*time.Second, func() error {
+			if got := s.Pushes(); got < n {
+				return fmt.Errorf("not yet: %d pushes, want %d", got, n)
+			}
+			return nil
+		})
+	}
+	waitPushes(1)
+	clock.Store(2)
+	src.set(hostA, "10.0.0.2")
+	s.HostChanged(hostA)
+	waitPushes(2)
 }

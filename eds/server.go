@@ -172,6 +172,7 @@ type Server struct {
 	xds     *xdsserver.Server
 
 	trigger chan struct{}
+	now     func() time.Time // the debouncer's clock: time.Now, a fake in tests
 
 	mu           sync.Mutex
 	pendingHosts map[string]bool // guarded by mu
@@ -231,6 +232,7 @@ func New(opts Options) (*Server, error) {
 		log:          opts.Logger.With("component", "eds"),
 		built:        built,
 		trigger:      make(chan struct{}, 1),
+		now:          time.Now,
 		pendingHosts: map[string]bool{},
 		groups:       map[string]*group{},
 		shares:       map[string]*endpointShare{},
@@ -314,7 +316,7 @@ func (s *Server) Run(ctx context.Context) {
 			s.sweep(now)
 			s.pushMu.Unlock()
 		case <-s.trigger:
-			wait := d.change(time.Now())
+			wait := d.change(s.now())
 			if s.version == 0 {
 				wait = 0 // the first push is not debounced
 			}
