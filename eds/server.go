@@ -45,8 +45,9 @@ type Options struct {
 	// (network.Resolver.Lookup answers from its cache and resolves in the background;
 	// its OnChange should call ConfigChanged).
 	Lookup func(host string) []string
-	// DebounceAfter is the quiet time after a change before a push; DebounceMax caps
-	// how long a stream of changes may delay one.
+	// DebounceAfter: a change that follows this long without changes is pushed at
+	// once; one that comes sooner after another is batched until this long passes
+	// without a change. DebounceMax caps how long batching may delay a change.
 	DebounceAfter time.Duration
 	DebounceMax   time.Duration
 	// CacheSize bounds the cache of built ClusterLoadAssignments.
@@ -98,8 +99,8 @@ const DefaultMaxGroups = 1000
 
 // AddFlags binds the options that come from the command line.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
-	fs.DurationVar(&o.DebounceAfter, "debounce-after", 100*time.Millisecond, "quiet time after an endpoint or config change before pushing")
-	fs.DurationVar(&o.DebounceMax, "debounce-max", time.Second, "longest a stream of changes may delay a push")
+	fs.DurationVar(&o.DebounceAfter, "debounce-after", 100*time.Millisecond, "a change that follows this long without changes is pushed at once; changes that keep coming closer together are batched until this long passes without one")
+	fs.DurationVar(&o.DebounceMax, "debounce-max", time.Second, "longest batching may delay a change while changes keep coming")
 	fs.BoolVar(&o.DefaultPassthrough, "default-passthrough", true, "give gateways that no AUTO_PASSTHROUGH Gateway resource selects a passthrough listener on 15443 for every service")
 	fs.BoolVar(&o.ProxylessMTLS, "proxyless-mtls", true, "send proxyless gRPC clients mTLS clusters using their certificate provider instance \"default\"")
 	fs.IntVar(&o.MaxNamesPerStream, "xds-max-names-per-stream", xdsserver.DefaultMaxNames, "most resource names one xDS stream may subscribe to; a request past it ends the stream with RESOURCE_EXHAUSTED")
@@ -171,6 +172,7 @@ type Server struct {
 	xds     *xdsserver.Server
 
 	trigger chan struct{}
+	now     func() time.Time // the debouncer's clock: time.Now, a fake in tests
 
 	mu           sync.Mutex
 	pendingHosts map[string]bool // guarded by mu
@@ -230,6 +232,7 @@ func New(opts Options) (*Server, error) {
 		log:          opts.Logger.With("component", "eds"),
 		built:        built,
 		trigger:      make(chan struct{}, 1),
+		now:          time.Now,
 		pendingHosts: map[string]bool{},
 		groups:       map[string]*group{},
 		shares:       map[string]*endpointShare{},
@@ -294,10 +297,11 @@ func (s *Server) kick() {
 	}
 }
 
-// Run pushes debounced changes until ctx is done. The first push happens at once.
+// Run pushes debounced changes (debouncer) until ctx is done. The first push
+// happens at once.
 func (s *Server) Run(ctx context.Context) {
 	s.ConfigChanged()
-	var first time.Time // first change not yet pushed
+	d := debouncer{after: s.opts.DebounceAfter, max: s.opts.DebounceMax}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -312,22 +316,15 @@ func (s *Server) Run(ctx context.Context) {
 			s.sweep(now)
 			s.pushMu.Unlock()
 		case <-s.trigger:
-			now := time.Now()
-			if first.IsZero() {
-				first = now
-			}
-			wait := s.opts.DebounceAfter
-			if left := first.Add(s.opts.DebounceMax).Sub(now); left < wait {
-				wait = left
-			}
+			wait := d.change(s.now())
 			if s.version == 0 {
 				wait = 0 // the first push is not debounced
 			}
-			timer.Reset(max(wait, 0))
+			timer.Reset(wait)
 		case <-timer.C:
+			first := d.pushed()
 			s.metrics.debounce.Observe(time.Since(first).Seconds())
 			s.push(first)
-			first = time.Time{}
 		}
 	}
 }

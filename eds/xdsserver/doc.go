@@ -15,7 +15,11 @@
 //
 // A resource is encoded once, before it reaches a snapshot (NewResource), and every
 // response that carries it shares those bytes. Publishing a snapshot on a Feed wakes
-// only the streams that subscribe to a resource that changed.
+// only the streams that subscribe to a resource that changed. A state-of-the-world
+// response of endpoints or routes carries only what the proxy does not hold at its
+// current version (sotw.go). A state-of-the-world subscription is a name set shared
+// by the group's streams that name the same resources, plus the Resources the
+// stream holds them at: a few words per stream, however many names.
 //
 // Bounds: a stream subscribes to at most Options.MaxNames names and 16 type URLs;
 // a request past either ends it with ResourceExhausted. Its first request, and a
@@ -31,6 +35,6 @@
 // is called from many stream goroutines at once, and by Regroup, which holds no
 // lock while it calls it. Lock order: the Groups
 // implementation's own lock (held while it calls attach), then Feed.mu, then
-// stream.mu; Server.streamsMu before stream.mu. Feed.Publish releases Feed.mu
+// stream.mu, then Feed.setsMu (a leaf); Server.streamsMu before stream.mu. Feed.Publish releases Feed.mu
 // before it takes any stream.mu.
 package xdsserver

@@ -252,7 +252,8 @@ func resourceValues(rs []*discoverygrpc.Resource) []interface{ GetValue() []byte
 	return out
 }
 
-// streamFor returns the explicit EDS subscriptions of proxy id's stream.
+// streamFor returns the explicit EDS subscriptions of proxy id's stream, with the
+// version held of each.
 func (s *Server) streamFor(id string) (map[string]string, bool) {
 	s.streamsMu.Lock()
 	defer s.streamsMu.Unlock()
@@ -265,6 +266,12 @@ func (s *Server) streamFor(id string) (map[string]string, bool) {
 			have = map[string]string{}
 			for k, v := range sb.have {
 				have[k] = v
+			}
+			for _, k := range sb.set.list() { // state of the world
+				have[k] = ""
+				if r := sb.held.Get(k); r != nil {
+					have[k] = r.version
+				}
 			}
 		}
 		st.mu.Unlock()

@@ -1,8 +1,12 @@
 package xdsserver
 
 import (
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"weak"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 )
@@ -46,6 +50,11 @@ type Feed struct {
 	snap    atomic.Pointer[Snapshot]
 	mu      sync.Mutex
 	streams map[*stream]struct{} // guarded by mu
+
+	setsMu sync.Mutex
+	// sets are the name sets the group's streams subscribe to, by their names
+	// joined; an entry goes once no stream holds its set. Guarded by setsMu.
+	sets map[string]weak.Pointer[nameSet]
 }
 
 // Current returns the snapshot published last (nil before the first).
@@ -86,4 +95,68 @@ func (f *Feed) detach(st *stream) {
 	f.mu.Lock()
 	delete(f.streams, st)
 	f.mu.Unlock()
+}
+
+// nameSet is a set of resource names that state-of-the-world streams subscribe to.
+// Immutable, and shared by the streams of a group that subscribe to the same names.
+// Its methods accept a nil *nameSet, the empty set.
+type nameSet struct {
+	names []string // sorted
+	index map[string]struct{}
+}
+
+func (ns *nameSet) len() int {
+	if ns == nil {
+		return 0
+	}
+	return len(ns.names)
+}
+
+func (ns *nameSet) has(name string) bool {
+	if ns == nil {
+		return false
+	}
+	_, ok := ns.index[name]
+	return ok
+}
+
+// list returns the names, sorted; callers must not change the slice.
+func (ns *nameSet) list() []string {
+	if ns == nil {
+		return nil
+	}
+	return ns.names
+}
+
+// nameSet returns the set of names (sorted, without duplicates), which it owns
+// from then on: the one a stream of the group already holds if there is one.
+func (f *Feed) nameSet(names []string) *nameSet {
+	if len(names) == 0 {
+		return nil
+	}
+	key := strings.Join(names, "\x00")
+	f.setsMu.Lock()
+	defer f.setsMu.Unlock()
+	if ns := f.sets[key].Value(); ns != nil {
+		return ns
+	}
+	ns := &nameSet{names: slices.Clip(names), index: make(map[string]struct{}, len(names))}
+	for _, n := range names {
+		ns.index[n] = struct{}{}
+	}
+	if f.sets == nil {
+		f.sets = map[string]weak.Pointer[nameSet]{}
+	}
+	f.sets[key] = weak.Make(ns)
+	runtime.AddCleanup(ns, f.dropSet, key)
+	return ns
+}
+
+// dropSet forgets the set of key once no stream holds it.
+func (f *Feed) dropSet(key string) {
+	f.setsMu.Lock()
+	defer f.setsMu.Unlock()
+	if f.sets[key].Value() == nil {
+		delete(f.sets, key)
+	}
 }

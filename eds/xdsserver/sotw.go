@@ -7,9 +7,12 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 )
 
-// State of the world: every request lists every name the proxy wants of a type, and
-// every response holds every resource of the type it subscribes to. A stream is
-// sent a response only when one of them changed (or a request must be answered).
+// State of the world: every request lists every name the proxy wants of a type. A
+// response of clusters or listeners holds every resource of the type the proxy
+// subscribes to; one of endpoints or routes only those that changed or were newly
+// subscribed to, which the spec allows for these types (partialType). A stream is
+// sent a response only when a resource it subscribes to changed (or a request must
+// be answered).
 
 type sotwStream interface {
 	Context() context.Context
@@ -65,6 +68,7 @@ func (st *stream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest) {
 	}
 	if detail := req.GetErrorDetail(); detail != nil {
 		st.nack(sb, detail.GetMessage())
+		sb.resend = partialType(typ)
 	} else if req.GetResponseNonce() != "" {
 		sb.sync.Acked = req.GetVersionInfo()
 	}
@@ -73,18 +77,18 @@ func (st *stream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest) {
 	// with none keep it so; "*" asks for the whole type explicitly; once a request
 	// named anything, one with no names unsubscribes from everything.
 	names := req.GetResourceNames()
-	wildcard, same := false, true // same: names are exactly the names in have
+	wildcard, same := false, true // same: names are exactly the names in set
 	distinct := 0
 	for _, n := range names {
 		if n == "*" {
 			wildcard = true
-		} else if _, ok := sb.have[n]; ok {
+		} else if sb.set.has(n) {
 			distinct++
 		} else {
 			same = false
 		}
 	}
-	same = same && distinct == len(sb.have) && distinctNames(names)
+	same = same && distinct == sb.set.len() && distinctNames(names)
 	switch {
 	case first && len(names) == 0:
 		wildcard = wildcardType(typ)
@@ -98,21 +102,29 @@ func (st *stream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest) {
 		sb.wildcard, sb.force = wildcard, true
 	}
 	if !same { // most requests are ACKs naming what they named before: no set built
-		want := make(map[string]bool, len(names))
+		want := make([]string, 0, len(names))
 		for _, n := range names {
-			want[n] = n != "*"
-		}
-		for n := range sb.have {
-			if !want[n] {
-				delete(sb.have, n)
+			if n != "*" {
+				want = append(want, st.intern(typ, n))
 			}
 		}
-		for n, ok := range want {
-			if _, held := sb.have[n]; ok && !held {
-				sb.have[st.intern(typ, n)] = unanswered
+		slices.Sort(want)
+		want = slices.Compact(want)
+		for n := range sb.owed {
+			if _, ok := slices.BinarySearch(want, n); !ok {
+				delete(sb.owed, n)
+			}
+		}
+		for _, n := range want {
+			if !sb.set.has(n) {
+				if sb.owed == nil {
+					sb.owed = map[string]struct{}{}
+				}
+				sb.owed[n] = struct{}{}
 				sb.force = true
 			}
 		}
+		sb.set = st.feed.nameSet(want)
 	}
 	if sb.force {
 		st.kickLocked()
@@ -136,26 +148,34 @@ func distinctNames(names []string) bool {
 	return true
 }
 
-func (st *stream) sotwResponse(sb *sub, rs *Resources, out *outgoing) {
+// sotwResponse fills out with what sb is owed at rs and records it as held. A
+// subscription to a whole type is sent all of it. Otherwise, for endpoints and
+// routes, a response carries only the resources the proxy does not hold at their
+// current version — those that changed and those newly subscribed to — unless the
+// proxy rejected a response since (resend); for the other types, every resource
+// subscribed to. It reports whether the response answers anything: false when a
+// partial response would carry nothing.
+func (st *stream) sotwResponse(sb *sub, rs *Resources, out *outgoing) bool {
 	if sb.wildcard {
 		out.res = make([]*Resource, 0, len(rs.names))
 		for _, n := range rs.names {
 			out.res = append(out.res, rs.byName[n])
 		}
-		return
+		sb.held, sb.owed = rs, nil
+		return true
 	}
-	names := make([]string, 0, len(sb.have))
-	for n := range sb.have {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	out.res = make([]*Resource, 0, len(names))
-	for _, n := range names {
-		if r := rs.byName[n]; r != nil {
+	partial := partialType(sb.typ) && !sb.resend
+	sb.resend = false
+	for _, n := range sb.set.list() {
+		r := rs.byName[n]
+		if r == nil {
+			continue // nothing to send; the proxy learns of it from CDS or LDS
+		}
+		_, owed := sb.owed[n]
+		if h := sb.held.Get(n); !partial || owed || h == nil || h.version != r.version {
 			out.res = append(out.res, r)
-			sb.have[n] = r.version
-		} else {
-			sb.have[n] = ""
 		}
 	}
+	sb.held, sb.owed = rs, nil
+	return len(out.res) > 0 || !partial
 }

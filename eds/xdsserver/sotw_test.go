@@ -1,8 +1,12 @@
 package xdsserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -232,4 +236,188 @@ func TestNacksOfMadeUpTypesAddNoSeries(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSotwPartialEDS: after a change, a state-of-the-world EDS response carries only
+// the assignments that changed and those newly subscribed to; a resource that goes
+// costs no response; after a NACK the next response carries every subscribed
+// assignment again; a new stream is sent everything it asks for.
+func TestSotwPartialEDS(t *testing.T) {
+	bothEncodings(t, testSotwPartialEDS)
+}
+
+func testSotwPartialEDS(t *testing.T) {
+	const hostC = "c.ns.svc.cluster.local"
+	claC := clusterName(hostC)
+	f := newXDSFixture(t)
+	f.change(hostC, "10.0.2.1")
+	st := sotwStreamFor(t, f)
+	names := []string{claA, claB}
+	send := func(req *discoverygrpc.DiscoveryRequest) {
+		t.Helper()
+		req.TypeUrl = resourcev3.EndpointType
+		if req.ResourceNames == nil {
+			req.ResourceNames = names
+		}
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ack := func(resp *discoverygrpc.DiscoveryResponse) {
+		t.Helper()
+		send(&discoverygrpc.DiscoveryRequest{VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
+	}
+	// want checks that the next response holds exactly the named assignments, with
+	// the given number of endpoints each.
+	want := func(step string, endpoints map[string]int) *discoverygrpc.DiscoveryResponse {
+		t.Helper()
+		resp, clas := recvSotw(t, st)
+		got := map[string]int{}
+		for n, cla := range clas {
+			got[n] = len(addresses(cla))
+		}
+		if !maps.Equal(got, endpoints) {
+			t.Fatalf("%s: response holds %v (name: endpoints), want %v", step, got, endpoints)
+		}
+		return resp
+	}
+
+	send(&discoverygrpc.DiscoveryRequest{Node: node("p1")})
+	resp := want("first request", map[string]int{claA: 1, claB: 1})
+	ack(resp)
+
+	f.change(hostB, "10.0.1.1", "10.0.1.2")
+	resp2 := want("B changed", map[string]int{claB: 2})
+	if resp2.GetVersionInfo() == resp.GetVersionInfo() {
+		t.Errorf("version %q did not move on", resp2.GetVersionInfo())
+	}
+	ack(resp2)
+
+	// Subscribing to C is answered with C alone; A and B are held.
+	names = []string{claA, claB, claC}
+	ack(resp2)
+	resp = want("C subscribed", map[string]int{claC: 1})
+	ack(resp)
+
+	// C going is not sent (the proxy keeps what a partial response leaves out, and
+	// learns of it from CDS); the next change that is, carries A alone.
+	f.change(hostC)
+	f.change(hostA, "10.0.0.1", "10.0.0.2")
+	resp = want("C went, then A changed", map[string]int{claA: 2})
+
+	// A NACK is not answered; the fix that follows comes with every assignment
+	// subscribed to, as the proxy may have dropped the rejected response whole.
+	send(&discoverygrpc.DiscoveryRequest{VersionInfo: resp2.GetVersionInfo(), ResponseNonce: resp.GetNonce(),
+		ErrorDetail: &status.Status{Message: "bad endpoint"}})
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		if ps := f.s.Streams(); len(ps) != 1 || ps[0].Types[resourcev3.EndpointType].Nacks != 1 {
+			return errors.New("not yet: the NACK to be taken")
+		}
+		return nil
+	})
+	f.change(hostA, "10.0.0.1", "10.0.0.3", "10.0.0.4")
+	resp = want("the fix after a NACK", map[string]int{claA: 3, claB: 2})
+	ack(resp)
+	f.change(hostA, "10.0.0.1")
+	resp = want("A changed after the fix was ACKed", map[string]int{claA: 1})
+	ack(resp)
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		if ps := f.s.Streams(); len(ps) != 1 || !ps[0].UpToDate || ps[0].Types[resourcev3.EndpointType].Acked != resp.GetVersionInfo() {
+			return fmt.Errorf("not yet: the partial response's version to be ACKed: %+v", ps)
+		}
+		return nil
+	})
+
+	// A reconnecting proxy is sent everything it asks for, whatever version it held.
+	st = sotwStreamFor(t, f)
+	send(&discoverygrpc.DiscoveryRequest{Node: node("p1"), VersionInfo: resp.GetVersionInfo()})
+	want("reconnected", map[string]int{claA: 1, claB: 2})
+}
+
+// TestSotwFullStateTypesStayComplete: a state-of-the-world response of clusters
+// named one by one holds every one subscribed to, not only the one that changed.
+func TestSotwFullStateTypesStayComplete(t *testing.T) {
+	f := newXDSFixture(t)
+	// The proxy holds A and B; then A changes.
+	held := f.group.feed.Current().Resources(resourcev3.EndpointType)
+	f.change(hostA, "10.0.0.1", "10.0.0.9")
+	rs := f.group.feed.Current().Resources(resourcev3.EndpointType)
+	for _, tc := range []struct {
+		typ  string
+		want []string
+	}{
+		{resourcev3.ClusterType, []string{claA, claB}},
+		{resourcev3.ListenerType, []string{claA, claB}},
+		{resourcev3.EndpointType, []string{claA}},
+		{resourcev3.RouteType, []string{claA}},
+	} {
+		st := &stream{feed: &f.group.feed}
+		sb := &sub{typ: tc.typ, set: st.feed.nameSet([]string{claA, claB}), held: held}
+		out := &outgoing{}
+		if !st.sotwResponse(sb, rs, out) {
+			t.Fatalf("%s: no response", tc.typ)
+		}
+		var got []string
+		for _, r := range out.res {
+			got = append(got, r.Name())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: response holds %v, want %v", tc.typ, got, tc.want)
+		}
+	}
+}
+
+// TestSotwStreamsShareNameSets: state-of-the-world streams of a group that
+// subscribe to the same names, in any order, hold one shared set of them; a set is
+// forgotten once no stream holds it.
+func TestSotwStreamsShareNameSets(t *testing.T) {
+	f := newXDSFixture(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	subscribe := func(id string, names ...string) {
+		t.Helper()
+		st, err := f.ads.StreamAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discoverygrpc.DiscoveryRequest{Node: node(id), TypeUrl: resourcev3.EndpointType, ResourceNames: names}); err != nil {
+			t.Fatal(err)
+		}
+		recvSotw(t, st)
+	}
+	subscribe("p1", claA, claB)
+	subscribe("p2", claB, claA)
+	subscribe("p3", claA, claB, claA)
+	subscribe("p4", claA)
+	sets := func() map[string]*nameSet {
+		f.s.streamsMu.Lock()
+		defer f.s.streamsMu.Unlock()
+		out := map[string]*nameSet{}
+		for st := range f.s.streams {
+			st.mu.Lock()
+			if sb := st.subs[resourcev3.EndpointType]; sb != nil {
+				out[st.proxyID] = sb.set
+			}
+			st.mu.Unlock()
+		}
+		return out
+	}
+	got := sets()
+	p := func(id string) *nameSet { return got[node(id).GetId()] }
+	if len(got) != 4 || p("p1") == nil || p("p1") != p("p2") || p("p1") != p("p3") {
+		t.Errorf("streams naming A and B hold sets %p %p %p, want one shared set", p("p1"), p("p2"), p("p3"))
+	}
+	if p("p4") == p("p1") || !slices.Equal(p("p4").list(), []string{claA}) || !slices.Equal(p("p1").list(), []string{claA, claB}) {
+		t.Errorf("sets: A and B %v, A %v", p("p1").list(), p("p4").list())
+	}
+	got = nil
+	cancel()
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		runtime.GC()
+		f.group.feed.setsMu.Lock()
+		defer f.group.feed.setsMu.Unlock()
+		if n := len(f.group.feed.sets); n != 0 {
+			return fmt.Errorf("not yet: %d name sets kept after every stream ended", n)
+		}
+		return nil
+	})
 }

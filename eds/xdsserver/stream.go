@@ -25,13 +25,29 @@ func wildcardType(typ string) bool {
 	return typ == resourcev3.ClusterType || typ == resourcev3.ListenerType
 }
 
+// partialType reports whether a state-of-the-world response of type typ may carry
+// only some of the resources the proxy subscribes to: the xDS spec makes clusters
+// and listeners "full state" (a response without one removes it) but not
+// endpoints and routes, which a proxy keeps until a response carries them again.
+func partialType(typ string) bool {
+	return typ == resourcev3.EndpointType || typ == resourcev3.RouteType
+}
+
 // sub is one stream's subscription to one type.
 type sub struct {
 	typ      string
 	wildcard bool
-	// have maps each subscribed name (and under a wildcard, each name the proxy
-	// holds) to the version the proxy was sent; "" when it was sent none.
+	// Delta: have maps each subscribed name (and under a wildcard, each name the
+	// proxy holds) to the version the proxy was sent; "" when it was sent none.
 	have map[string]string
+	// State of the world: set is the names subscribed to (besides "*"), shared
+	// with the group's other streams that name the same ones (Feed.nameSet); the
+	// proxy holds each at its version in held (none if held has none), except the
+	// names in owed, subscribed to and not answered since. A stream costs a few
+	// words per type, however many names it subscribes to.
+	set  *nameSet
+	held *Resources
+	owed map[string]struct{}
 	// explicit holds the names a delta wildcard subscription also names (nil
 	// without a wildcard: then every name in have is explicit).
 	explicit map[string]bool
@@ -42,7 +58,11 @@ type sub struct {
 	seen string
 	// force makes the next flush respond even if nothing changed (a new
 	// subscription must be answered).
-	force     bool
+	force bool
+	// resend makes the next state-of-the-world response of a partial type carry
+	// every subscribed resource, not only those that changed: the proxy rejected
+	// a response, and what it kept of it is not known.
+	resend    bool
 	lastNonce string
 	lastSent  string // version of the last response (SotW version_info, delta system version)
 	sync      TypeSync
@@ -159,7 +179,7 @@ func (st *stream) admit(typ string, adds int, replace bool) error {
 	total := adds
 	for _, x := range st.subs {
 		if x != sb || !replace {
-			total += len(x.have)
+			total += len(x.have) + x.set.len()
 		}
 	}
 	if total > st.s.maxNames {
@@ -256,6 +276,21 @@ func (st *stream) pending(sb *sub, rs *Resources) bool {
 	if sb.wildcard {
 		return true
 	}
+	if !st.delta {
+		if len(sb.owed) > 0 {
+			return true
+		}
+		if sb.held != rs {
+			for _, n := range sb.set.list() {
+				if r, h := rs.byName[n], sb.held.Get(n); r != h && (r == nil || h == nil || r.version != h.version) {
+					return true
+				}
+			}
+		}
+		sb.held = rs // the same versions of every name: drop the older Resources
+		sb.seen = rs.version
+		return false
+	}
 	for n, v := range sb.have {
 		if r := rs.byName[n]; r == nil && v != "" || r != nil && r.version != v {
 			return true
@@ -322,16 +357,19 @@ func (st *stream) next() (*outgoing, bool) {
 		pushed := !sb.force
 		sb.force = false
 		sb.seen = rs.version
+		out := &outgoing{typ: typ, version: rs.version, delta: st.delta}
+		if st.delta {
+			st.deltaResponse(sb, rs, out)
+		} else if !st.sotwResponse(sb, rs, out) && pushed {
+			// Only resources the proxy holds went: a partial response would carry
+			// nothing, and the proxy keeps what it holds anyway.
+			continue
+		}
 		st.nonce++
-		out := &outgoing{typ: typ, version: rs.version, nonce: strconv.FormatUint(st.nonce, 10), delta: st.delta}
+		out.nonce = strconv.FormatUint(st.nonce, 10)
 		sb.lastNonce, sb.lastSent = out.nonce, rs.version
 		st.reqs.sent()
 		sb.sync.Sent = rs.version
-		if st.delta {
-			st.deltaResponse(sb, rs, out)
-		} else {
-			st.sotwResponse(sb, rs, out)
-		}
 		return out, pushed
 	}
 	return nil, false
