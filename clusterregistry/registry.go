@@ -83,7 +83,11 @@ type Registry struct {
 	subs     []func(Change)               // guarded by mu
 	watchers []func()                     // guarded by mu; told of status changes
 	closed   bool                         // guarded by mu
-	wg       sync.WaitGroup               // swap goroutines
+	// meshSelectors are the mesh config's discovery selectors; overrides the remote
+	// Secrets' replacements of them, by cluster. Guarded by mu.
+	meshSelectors *network.DiscoverySelectors
+	overrides     map[network.ClusterID]*network.DiscoverySelectors
+	wg            sync.WaitGroup // swap goroutines
 }
 
 // New returns an empty Registry.
@@ -98,9 +102,10 @@ func New(opts Options) (*Registry, error) {
 		opts.ProbeInterval = defaultProbeInterval
 	}
 	return &Registry{
-		opts:     opts,
-		log:      opts.Logger.With("component", "clusterregistry"),
-		clusters: map[network.ClusterID]*entry{},
+		opts:      opts,
+		log:       opts.Logger.With("component", "clusterregistry"),
+		clusters:  map[network.ClusterID]*entry{},
+		overrides: map[network.ClusterID]*network.DiscoverySelectors{},
 	}, nil
 }
 
@@ -182,6 +187,7 @@ func (r *Registry) RemoveCluster(id network.ClusterID) {
 	r.mu.Lock()
 	e := r.clusters[id]
 	delete(r.clusters, id)
+	delete(r.overrides, id)
 	r.mu.Unlock()
 	if e == nil {
 		return
@@ -306,9 +312,61 @@ func (r *Registry) Hosts() []string {
 	return out
 }
 
-// clusterOptions is what the registry gives cluster id.
+// SetDiscoverySelectors puts the mesh config's discovery selectors in force (nil or
+// empty: every namespace) for every cluster without an override of its own. Clusters
+// start and stop namespace watches to follow, and the services of namespaces that
+// became selected or unselected are pushed as changes.
+func (r *Registry) SetDiscoverySelectors(sel *network.DiscoverySelectors) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.meshSelectors = sel
+	for id := range r.clusters {
+		r.applySelectorsLocked(id)
+	}
+}
+
+// SetClusterDiscoverySelectors gives cluster id discovery selectors of its own, in
+// place of the mesh config's (sel nil and override false: the mesh config's again).
+// It may be called before the cluster is added; RemoveCluster forgets it.
+func (r *Registry) SetClusterDiscoverySelectors(id network.ClusterID, sel *network.DiscoverySelectors, override bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if override {
+		r.overrides[id] = sel
+	} else {
+		delete(r.overrides, id)
+	}
+	r.applySelectorsLocked(id)
+}
+
+// selectorsLocked returns the selectors in force for cluster id. Called with r.mu
+// held.
+func (r *Registry) selectorsLocked(id network.ClusterID) (*network.DiscoverySelectors, bool) {
+	if sel, ok := r.overrides[id]; ok {
+		return sel, true
+	}
+	return r.meshSelectors, false
+}
+
+// applySelectorsLocked hands cluster id its selectors. Called with r.mu held.
+func (r *Registry) applySelectorsLocked(id network.ClusterID) {
+	e := r.clusters[id]
+	if e == nil {
+		return
+	}
+	sel, override := r.selectorsLocked(id)
+	e.active.setDiscoverySelectors(sel, override)
+	if e.pending != nil {
+		e.pending.setDiscoverySelectors(sel, override)
+	}
+}
+
+// clusterOptions is what the registry gives cluster id. Called with r.mu held.
 func (r *Registry) clusterOptions(id network.ClusterID) clusterOptions {
+	sel, override := r.selectorsLocked(id)
 	return clusterOptions{
+		selectors:     sel,
+		override:      override,
 		namespace:     r.opts.Namespace,
 		syncTimeout:   r.opts.SyncTimeout,
 		staleGrace:    r.opts.StaleGrace,
