@@ -45,6 +45,8 @@ type clusterOptions struct {
 	// they are the cluster's own rather than the mesh's.
 	selectors *network.DiscoverySelectors
 	override  bool
+	// maxScopes bounds the namespaces watched one by one.
+	maxScopes int
 	// host names a service's host.
 	host func(types.NamespacedName) string
 	// log already names the cluster.
@@ -326,7 +328,7 @@ func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) 
 	nsNetwork := namespaceNetwork(ws.namespaces, c.opts.namespace)
 	var shard *Shard
 	// An unselected namespace's service is only seen while a scope change is under
-	// way, or with the cluster-wide scope past maxNamespaceScopes: not served.
+	// way, or with the cluster-wide scope past the bound: not served.
 	if svc, err := ws.services.Services(key.Namespace).Get(key.Name); err == nil && ws.selects(key.Namespace) {
 		shard = translate(shardSource{
 			cluster: c.id,

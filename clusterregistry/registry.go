@@ -30,6 +30,11 @@ type Options struct {
 	// last known endpoints before they are withdrawn. Zero means keep them until it
 	// answers again or is removed.
 	StaleGrace time.Duration
+	// MaxNamespaceWatches bounds the namespaces a cluster watches one by one when
+	// discovery selectors are in force; past it, the cluster's Services,
+	// EndpointSlices and Pods are watched cluster-wide and the unselected
+	// namespaces' services filtered out. Default 100.
+	MaxNamespaceWatches int
 	// ProbeInterval is how often an unreachable cluster is probed to learn that it
 	// answers again; 5s when zero. Not a flag.
 	ProbeInterval time.Duration
@@ -42,6 +47,8 @@ type Options struct {
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "DNS domain suffix of service hosts")
 	fs.DurationVar(&o.SyncTimeout, "remote-cluster-timeout", 30*time.Second, "how long a cluster may take to sync before Horizon is ready without it")
+	fs.IntVar(&o.MaxNamespaceWatches, "discovery-max-namespace-watches", defaultMaxNamespaceWatches, "with discoverySelectors, the most namespaces of one cluster watched one by one "+
+		"(three watches each: Services, EndpointSlices, Pods); past it the cluster is watched cluster-wide and unselected namespaces are filtered out")
 	fs.DurationVar(&o.StaleGrace, "stale-cluster-grace", 5*time.Minute, "how long a synced cluster that stopped answering keeps serving its last known endpoints (0: until it answers again)")
 }
 
@@ -59,6 +66,9 @@ func (o *Options) Validate() error {
 	}
 	if o.StaleGrace < 0 {
 		errs = append(errs, fmt.Errorf("--stale-cluster-grace: must not be negative, got %s", o.StaleGrace))
+	}
+	if o.MaxNamespaceWatches < 0 || o.MaxNamespaceWatches > 10000 {
+		errs = append(errs, fmt.Errorf("--discovery-max-namespace-watches: must be 0-10000, got %d", o.MaxNamespaceWatches))
 	}
 	if o.ProbeInterval < 0 {
 		errs = append(errs, fmt.Errorf("probe interval: must not be negative, got %s", o.ProbeInterval))
@@ -100,6 +110,9 @@ func New(opts Options) (*Registry, error) {
 	}
 	if opts.ProbeInterval == 0 {
 		opts.ProbeInterval = defaultProbeInterval
+	}
+	if opts.MaxNamespaceWatches == 0 {
+		opts.MaxNamespaceWatches = defaultMaxNamespaceWatches
 	}
 	return &Registry{
 		opts:      opts,
@@ -367,6 +380,7 @@ func (r *Registry) clusterOptions(id network.ClusterID) clusterOptions {
 	return clusterOptions{
 		selectors:     sel,
 		override:      override,
+		maxScopes:     r.opts.MaxNamespaceWatches,
 		namespace:     r.opts.Namespace,
 		syncTimeout:   r.opts.SyncTimeout,
 		staleGrace:    r.opts.StaleGrace,

@@ -22,7 +22,7 @@ import (
 // scope, as without the feature. With selectors it has one scope per selected
 // namespace (and the system namespace, always), started when a namespace becomes
 // selected and stopped when it no longer is: an unselected namespace costs neither
-// memory nor list/watch traffic. Past maxNamespaceScopes selected namespaces, the
+// memory nor list/watch traffic. Past Options.MaxNamespaceWatches selected namespaces, the
 // watches would cost more than they save: the cluster-wide scope is used and the
 // unselected namespaces' services are filtered out instead.
 //
@@ -30,8 +30,8 @@ import (
 // stops the ones no longer wanted and re-queues their services, so that a service
 // does not blink out while a selector edit moves it from one scope to another.
 
-// maxNamespaceScopes bounds the per-namespace watches of one cluster (three each).
-const maxNamespaceScopes = 100
+// defaultMaxNamespaceWatches is Options.MaxNamespaceWatches' default.
+const defaultMaxNamespaceWatches = 100
 
 type scope struct {
 	ns      string
@@ -150,7 +150,7 @@ func (c *Cluster) reconcileScopes(w *watchSet) bool {
 		}
 	}
 	want := map[string]bool{"": true}
-	if selected != nil && len(selected) <= maxNamespaceScopes {
+	if selected != nil && len(selected) <= c.opts.maxScopes {
 		want = selected
 	}
 
@@ -173,7 +173,7 @@ func (c *Cluster) reconcileScopes(w *watchSet) bool {
 	w.scopesMu.Unlock()
 
 	// Services whose selection changed while their scope stays (the cluster-wide
-	// scope past maxNamespaceScopes) are re-queued here; those of stopped scopes
+	// scope past the bound) are re-queued here; those of stopped scopes
 	// below.
 	if _, ok := want[""]; ok {
 		c.requeueChangedSelection(w, previous, selected)

@@ -3,6 +3,7 @@ package clusterregistry_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -202,4 +203,84 @@ func TestDiscoverySelectorsScopeWatches(t *testing.T) {
 		return nil
 	})
 	wantCached(t, r, otherNS, "istio-system")
+}
+
+// Past MaxNamespaceWatches selected namespaces, the cluster is watched cluster-wide
+// and unselected namespaces' services are still not served; a namespace that becomes
+// selected is served, one that no longer is withdrawn.
+func TestDiscoverySelectorsPastMaxNamespaceWatches(t *testing.T) {
+	ctx := t.Context()
+	cs := cluster.Client
+	const label = "horizon-test/discovery-max"
+	nss := []string{"dsmax-a", "dsmax-b"}
+	for i, ns := range nss {
+		if err := kubetest.EnsureNamespace(ctx, cs, ns, nil); err != nil {
+			t.Fatal(err)
+		}
+		svc := kubetest.Service{
+			Namespace: ns, Name: "web",
+			Ports:    []corev1.ServicePort{httpPort(80, 8080)},
+			Backends: []kubetest.Backend{{Pod: "web-1", IP: fmt.Sprintf("10.8.%d.1", i), Ready: true}},
+		}
+		if err := kubetest.Deploy(ctx, cs, svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setLabel := func(ns string, on bool) {
+		t.Helper()
+		n, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Labels == nil {
+			n.Labels = map[string]string{}
+		}
+		if on {
+			n.Labels[label] = "on"
+		} else {
+			delete(n.Labels, label)
+		}
+		if _, err := cs.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setLabel(nss[0], true)
+	setLabel(nss[1], false)
+	t.Cleanup(func() {
+		for _, ns := range nss {
+			if n, err := cs.CoreV1().Namespaces().Get(context.Background(), ns, metav1.GetOptions{}); err == nil {
+				delete(n.Labels, label)
+				_, _ = cs.CoreV1().Namespaces().Update(context.Background(), n, metav1.UpdateOptions{})
+			}
+		}
+	})
+
+	r, err := clusterregistry.New(clusterregistry.Options{
+		DomainSuffix: "cluster.local", Namespace: "istio-system", MaxNamespaceWatches: 1,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	r.SetDiscoverySelectors(mustSelectors(t, `[{matchLabels: {`+label+`: "on"}}]`))
+	r.SetCluster("c1", "test", cluster.Config)
+	waitSynced(t, r, "c1")
+
+	served := func(ns string) bool { return len(r.Endpoints("web."+ns+".svc.cluster.local", 80)["c1"]) == 1 }
+	if !served(nss[0]) || served(nss[1]) {
+		t.Errorf("served %v %v, want only %s", served(nss[0]), served(nss[1]), nss[0])
+	}
+	// Two namespaces selected (dsmax-a and the system namespace), over the bound of 1.
+	if sc := scopeOf(r, "c1"); sc.NamespaceWatches != 0 {
+		t.Errorf("scope %+v, want cluster-wide watches", sc)
+	}
+	setLabel(nss[1], true)
+	setLabel(nss[0], false)
+	kubetest.Eventually(t, 20*time.Second, func() error {
+		if served(nss[0]) || !served(nss[1]) {
+			return fmt.Errorf("after relabelling: served %v %v, want only %s", served(nss[0]), served(nss[1]), nss[1])
+		}
+		return nil
+	})
 }
