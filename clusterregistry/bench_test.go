@@ -3,9 +3,12 @@ package clusterregistry_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
@@ -163,4 +167,101 @@ func BenchmarkRegistrySync10kPods(b *testing.B) {
 	b.ReportMetric(float64(totalSync.Milliseconds())/float64(b.N), "sync-ms")
 	b.ReportMetric(float64(heap/n)/(1<<20), "heap-MiB")
 	b.ReportMetric(float64(heap/n)/float64(benchServices*benchPods), "heap-B/pod")
+}
+
+// countingTransport counts the requests made and the response bytes read through it.
+type countingTransport struct {
+	next           http.RoundTripper
+	requests, read *atomic.Int64
+}
+
+func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.requests.Add(1)
+	resp, err := t.next.RoundTrip(req)
+	if resp != nil && resp.Body != nil {
+		resp.Body = countingBody{resp.Body, t.read}
+	}
+	return resp, err
+}
+
+type countingBody struct {
+	io.ReadCloser
+	read *atomic.Int64
+}
+
+func (b countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.read.Add(int64(n))
+	return n, err
+}
+
+// BenchmarkRegistrySyncScoped syncs the cluster of BenchmarkRegistrySync10kPods (1,000
+// services in 10 namespaces, 10,000 pods) with every namespace watched and with
+// discovery selectors that select one namespace of the ten, and reports the sync
+// time, the heap held and the bytes read from the API server.
+func BenchmarkRegistrySyncScoped(b *testing.B) {
+	populate(b)
+	for _, bc := range []struct {
+		name      string
+		selectors string
+		services  int
+	}{
+		{"all", "", benchServices}, // and the API server's own Service
+		{"one-of-10-namespaces", "[{matchLabels: {kubernetes.io/metadata.name: bench-0}}]", benchServices / benchNamespaces},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			sel, err := network.ParseDiscoverySelectors(bc.selectors)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var totalSync time.Duration
+			var heap uint64
+			var requests, read atomic.Int64
+			for i := 0; b.Loop(); i++ {
+				var before runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				r, err := clusterregistry.New(clusterregistry.Options{
+					DomainSuffix: "cluster.local", Namespace: "istio-system",
+					Logger: slog.New(slog.DiscardHandler),
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+				r.SetDiscoverySelectors(sel)
+				changed := make(chan struct{}, 1)
+				r.OnStatusChange(func() {
+					select {
+					case changed <- struct{}{}:
+					default:
+					}
+				})
+				cfg := rest.CopyConfig(cluster.Config)
+				cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+					return countingTransport{next: rt, requests: &requests, read: &read}
+				}
+				start := time.Now()
+				id := network.ClusterID(fmt.Sprintf("bench-%d", i))
+				r.SetCluster(id, "bench", cfg)
+				for !r.HasSynced() {
+					<-changed
+				}
+				totalSync += time.Since(start)
+				st := r.Clusters()[0]
+				if st.Services < bc.services || st.Endpoints != bc.services*benchPods {
+					b.Fatalf("synced %d services, %d endpoints; want %d services (the API server's own one aside)", st.Services, st.Endpoints, bc.services)
+				}
+				var after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				heap += after.HeapAlloc - before.HeapAlloc
+				r.Close()
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(totalSync.Milliseconds())/n, "sync-ms")
+			b.ReportMetric(float64(heap)/n/(1<<20), "heap-MiB")
+			b.ReportMetric(float64(read.Load())/n/(1<<10), "read-KiB")
+			b.ReportMetric(float64(requests.Load())/n, "requests")
+		})
+	}
 }

@@ -41,6 +41,12 @@ type clusterOptions struct {
 	staleGrace time.Duration
 	// probeInterval is how often a stale cluster is probed.
 	probeInterval time.Duration
+	// selectors are the discovery selectors the cluster starts with; override says
+	// they are the cluster's own rather than the mesh's.
+	selectors *network.DiscoverySelectors
+	override  bool
+	// maxScopes bounds the namespaces watched one by one.
+	maxScopes int
 	// host names a service's host.
 	host func(types.NamespacedName) string
 	// log already names the cluster.
@@ -90,18 +96,22 @@ type Cluster struct {
 	// is handed over. Guarded by mu.
 	ws *watchSet
 	// handover is a relisted watchSet waiting for the worker; guarded by mu.
-	handover    *handover
-	stale       bool              // guarded by mu
-	staleSince  time.Time         // guarded by mu
-	withdrawn   bool              // guarded by mu; shards hidden
-	shards      map[string]*Shard // host → shard; guarded by mu
-	started     time.Time         // guarded by mu
-	syncedAt    time.Time         // guarded by mu
-	timedOut    bool              // guarded by mu
-	lastErr     string            // guarded by mu
-	lastErrAt   time.Time         // guarded by mu
-	nsNetwork   network.NetworkID // guarded by mu
-	endpointCnt int               // guarded by mu
+	handover   *handover
+	stale      bool              // guarded by mu
+	staleSince time.Time         // guarded by mu
+	withdrawn  bool              // guarded by mu; shards hidden
+	shards     map[string]*Shard // host → shard; guarded by mu
+	started    time.Time         // guarded by mu
+	syncedAt   time.Time         // guarded by mu
+	timedOut   bool              // guarded by mu
+	lastErr    string            // guarded by mu
+	lastErrAt  time.Time         // guarded by mu
+	nsNetwork  network.NetworkID // guarded by mu
+	// selectors say which namespaces are watched; guarded by mu.
+	selectors *network.DiscoverySelectors
+	// selectorsOverride: the selectors are the cluster's own; guarded by mu.
+	selectorsOverride bool
+	endpointCnt       int // guarded by mu
 }
 
 func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *rest.Config) (*Cluster, error) {
@@ -151,8 +161,11 @@ func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *r
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "cluster-" + string(id)}),
-		synced: make(chan struct{}),
-		shards: map[string]*Shard{},
+		synced:    make(chan struct{}),
+		shards:    map[string]*Shard{},
+		selectors: opts.selectors,
+
+		selectorsOverride: opts.override,
 	}
 	ws, err := c.newWatchSet()
 	if err != nil {
@@ -170,7 +183,7 @@ func (c *Cluster) start() {
 	c.started = time.Now()
 	ws := c.ws
 	c.mu.Unlock()
-	ws.start()
+	ws.start(c)
 	c.wg.Add(3)
 	go func() {
 		defer c.wg.Done()
@@ -314,7 +327,9 @@ func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) 
 	host := c.opts.host(key)
 	nsNetwork := namespaceNetwork(ws.namespaces, c.opts.namespace)
 	var shard *Shard
-	if svc, err := ws.services.Services(key.Namespace).Get(key.Name); err == nil {
+	// An unselected namespace's service is only seen while a scope change is under
+	// way, or with the cluster-wide scope past the bound: not served.
+	if svc, err := ws.services.Services(key.Namespace).Get(key.Name); err == nil && ws.selects(key.Namespace) {
 		shard = translate(shardSource{
 			cluster: c.id,
 			slices:  ws.slices,

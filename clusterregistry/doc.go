@@ -3,7 +3,10 @@
 // service host → service port → cluster → endpoints.
 //
 // Each Cluster watches Services, EndpointSlices, Pods (trimmed to what Horizon needs),
-// Nodes and its system Namespace. Informer handlers only enqueue service keys; one
+// Nodes and Namespaces (trimmed to name and labels). With discovery selectors
+// (SetDiscoverySelectors, SetClusterDiscoverySelectors) the first three are watched
+// per selected namespace, the system namespace always included, and the watches
+// follow selector edits and namespace labels (scope.go). Informer handlers only enqueue service keys; one
 // worker goroutine per cluster rebuilds the shard of the affected service and, when it
 // changed, tells the registry's subscribers which (host, cluster) changed.
 //
@@ -17,7 +20,7 @@
 //
 // The files follow the jobs: registry.go holds the clusters and answers reads;
 // cluster.go a Cluster's lifecycle and worker; watch.go its informers, indexes and
-// event handlers; shard.go the translation of a Service and a cluster's caches into
+// event handlers; scope.go which namespaces it watches; shard.go the translation of a Service and a cluster's caches into
 // a Shard, a pure function; stale.go what happens when a synced cluster stops
 // answering; status.go what a Cluster reports. A Cluster is given its settings and a
 // narrow sink (notify, changed) by the registry, not the registry itself.
@@ -32,6 +35,7 @@
 // Concurrency: Registry is safe for concurrent use. Values returned by its read methods
 // are shared and must not be modified. Subscribers are called from cluster worker
 // goroutines (and a cluster's health goroutine, when its endpoints are withdrawn),
-// possibly concurrently, and must not block. Lock order: Registry.mu before
+// possibly concurrently, and must not block. Each watchSet has one goroutine that
+// starts and stops its namespace scopes. Lock order: Registry.mu before
 // Cluster.mu; a Cluster calls its sink without its own lock held.
 package clusterregistry

@@ -30,6 +30,11 @@ type Options struct {
 	// last known endpoints before they are withdrawn. Zero means keep them until it
 	// answers again or is removed.
 	StaleGrace time.Duration
+	// MaxNamespaceWatches bounds the namespaces a cluster watches one by one when
+	// discovery selectors are in force; past it, the cluster's Services,
+	// EndpointSlices and Pods are watched cluster-wide and the unselected
+	// namespaces' services filtered out. Default 100.
+	MaxNamespaceWatches int
 	// ProbeInterval is how often an unreachable cluster is probed to learn that it
 	// answers again; 5s when zero. Not a flag.
 	ProbeInterval time.Duration
@@ -42,6 +47,8 @@ type Options struct {
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "DNS domain suffix of service hosts")
 	fs.DurationVar(&o.SyncTimeout, "remote-cluster-timeout", 30*time.Second, "how long a cluster may take to sync before Horizon is ready without it")
+	fs.IntVar(&o.MaxNamespaceWatches, "discovery-max-namespace-watches", defaultMaxNamespaceWatches, "with discoverySelectors, the most namespaces of one cluster watched one by one "+
+		"(three watches each: Services, EndpointSlices, Pods); past it the cluster is watched cluster-wide and unselected namespaces are filtered out")
 	fs.DurationVar(&o.StaleGrace, "stale-cluster-grace", 5*time.Minute, "how long a synced cluster that stopped answering keeps serving its last known endpoints (0: until it answers again)")
 }
 
@@ -59,6 +66,9 @@ func (o *Options) Validate() error {
 	}
 	if o.StaleGrace < 0 {
 		errs = append(errs, fmt.Errorf("--stale-cluster-grace: must not be negative, got %s", o.StaleGrace))
+	}
+	if o.MaxNamespaceWatches < 0 || o.MaxNamespaceWatches > 10000 {
+		errs = append(errs, fmt.Errorf("--discovery-max-namespace-watches: must be 0-10000, got %d", o.MaxNamespaceWatches))
 	}
 	if o.ProbeInterval < 0 {
 		errs = append(errs, fmt.Errorf("probe interval: must not be negative, got %s", o.ProbeInterval))
@@ -83,7 +93,11 @@ type Registry struct {
 	subs     []func(Change)               // guarded by mu
 	watchers []func()                     // guarded by mu; told of status changes
 	closed   bool                         // guarded by mu
-	wg       sync.WaitGroup               // swap goroutines
+	// meshSelectors are the mesh config's discovery selectors; overrides the remote
+	// Secrets' replacements of them, by cluster. Guarded by mu.
+	meshSelectors *network.DiscoverySelectors
+	overrides     map[network.ClusterID]*network.DiscoverySelectors
+	wg            sync.WaitGroup // swap goroutines
 }
 
 // New returns an empty Registry.
@@ -97,10 +111,14 @@ func New(opts Options) (*Registry, error) {
 	if opts.ProbeInterval == 0 {
 		opts.ProbeInterval = defaultProbeInterval
 	}
+	if opts.MaxNamespaceWatches == 0 {
+		opts.MaxNamespaceWatches = defaultMaxNamespaceWatches
+	}
 	return &Registry{
-		opts:     opts,
-		log:      opts.Logger.With("component", "clusterregistry"),
-		clusters: map[network.ClusterID]*entry{},
+		opts:      opts,
+		log:       opts.Logger.With("component", "clusterregistry"),
+		clusters:  map[network.ClusterID]*entry{},
+		overrides: map[network.ClusterID]*network.DiscoverySelectors{},
 	}, nil
 }
 
@@ -182,6 +200,7 @@ func (r *Registry) RemoveCluster(id network.ClusterID) {
 	r.mu.Lock()
 	e := r.clusters[id]
 	delete(r.clusters, id)
+	delete(r.overrides, id)
 	r.mu.Unlock()
 	if e == nil {
 		return
@@ -306,9 +325,62 @@ func (r *Registry) Hosts() []string {
 	return out
 }
 
-// clusterOptions is what the registry gives cluster id.
+// SetDiscoverySelectors puts the mesh config's discovery selectors in force (nil or
+// empty: every namespace) for every cluster without an override of its own. Clusters
+// start and stop namespace watches to follow, and the services of namespaces that
+// became selected or unselected are pushed as changes.
+func (r *Registry) SetDiscoverySelectors(sel *network.DiscoverySelectors) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.meshSelectors = sel
+	for id := range r.clusters {
+		r.applySelectorsLocked(id)
+	}
+}
+
+// SetClusterDiscoverySelectors gives cluster id discovery selectors of its own, in
+// place of the mesh config's (sel nil and override false: the mesh config's again).
+// It may be called before the cluster is added; RemoveCluster forgets it.
+func (r *Registry) SetClusterDiscoverySelectors(id network.ClusterID, sel *network.DiscoverySelectors, override bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if override {
+		r.overrides[id] = sel
+	} else {
+		delete(r.overrides, id)
+	}
+	r.applySelectorsLocked(id)
+}
+
+// selectorsLocked returns the selectors in force for cluster id. Called with r.mu
+// held.
+func (r *Registry) selectorsLocked(id network.ClusterID) (*network.DiscoverySelectors, bool) {
+	if sel, ok := r.overrides[id]; ok {
+		return sel, true
+	}
+	return r.meshSelectors, false
+}
+
+// applySelectorsLocked hands cluster id its selectors. Called with r.mu held.
+func (r *Registry) applySelectorsLocked(id network.ClusterID) {
+	e := r.clusters[id]
+	if e == nil {
+		return
+	}
+	sel, override := r.selectorsLocked(id)
+	e.active.setDiscoverySelectors(sel, override)
+	if e.pending != nil {
+		e.pending.setDiscoverySelectors(sel, override)
+	}
+}
+
+// clusterOptions is what the registry gives cluster id. Called with r.mu held.
 func (r *Registry) clusterOptions(id network.ClusterID) clusterOptions {
+	sel, override := r.selectorsLocked(id)
 	return clusterOptions{
+		selectors:     sel,
+		override:      override,
+		maxScopes:     r.opts.MaxNamespaceWatches,
 		namespace:     r.opts.Namespace,
 		syncTimeout:   r.opts.SyncTimeout,
 		staleGrace:    r.opts.StaleGrace,

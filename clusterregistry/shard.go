@@ -7,7 +7,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	listersv1 "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/horizon-mesh/horizon/network"
 )
@@ -20,7 +19,7 @@ import (
 type shardSource struct {
 	cluster network.ClusterID
 	// slices holds EndpointSlices indexed by serviceIndex.
-	slices cache.Indexer
+	slices indexReader
 	pods   listersv1.PodLister
 	nodes  listersv1.NodeLister
 	// network is the system namespace's network label: the network of the endpoints

@@ -191,7 +191,7 @@ func (c *Cluster) untilReachable(ctx context.Context) bool {
 					continue
 				}
 				c.log.Info("cluster answers again; listing it before serving it")
-				ws.start()
+				ws.start(c)
 				fresh, freshSynced = ws, ws.synced
 			}
 		}

@@ -7,6 +7,10 @@ import "github.com/horizon-mesh/horizon/network"
 // status describes the cluster. Called without c.mu held.
 func (c *Cluster) status() ClusterStatus {
 	synced := c.hasSynced()
+	var scope ScopeStatus
+	nss, svcs, slices, pods := c.watches().scopeCounts()
+	scope.NamespaceWatches = max(nss, 0)
+	scope.CachedServices, scope.CachedEndpointSlices, scope.CachedPods = svcs, slices, pods
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	st := ClusterStatus{
@@ -23,7 +27,10 @@ func (c *Cluster) status() ClusterStatus {
 		Stale:       c.stale,
 		StaleSince:  c.staleSince,
 		Withdrawn:   c.withdrawn,
+		Scope:       scope,
 	}
+	st.Scope.Selectors = c.selectors.String()
+	st.Scope.Override = c.selectorsOverride
 	if c.withdrawn {
 		st.Services, st.Endpoints = 0, 0
 	}

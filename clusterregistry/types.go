@@ -128,6 +128,27 @@ type ClusterStatus struct {
 	Withdrawn bool `json:"withdrawn,omitempty"`
 	// Network is the topology.istio.io/network label of the cluster's system namespace.
 	Network network.NetworkID `json:"network,omitempty"`
+	// Scope describes the cluster's discovery selectors ("*": every namespace) and
+	// what its caches hold under them.
+	Scope ScopeStatus `json:"scope"`
 	// Rotation describes a credential change that is syncing and not yet swapped in.
 	Rotation *ClusterStatus `json:"rotation,omitempty"`
+}
+
+// ScopeStatus describes which namespaces of a cluster are watched.
+type ScopeStatus struct {
+	// Selectors are the discovery selectors in force, "|" between them; "*" selects
+	// every namespace.
+	Selectors string `json:"selectors"`
+	// Override is set when the selectors come from the cluster's remote Secret rather
+	// than the mesh config.
+	Override bool `json:"override,omitempty"`
+	// NamespaceWatches counts the namespaces watched one by one; 0 when every
+	// namespace is watched at once.
+	NamespaceWatches int `json:"namespaceWatches"`
+	// CachedServices, CachedEndpointSlices and CachedPods count the objects the
+	// cluster's caches hold.
+	CachedServices       int `json:"cachedServices"`
+	CachedEndpointSlices int `json:"cachedEndpointSlices"`
+	CachedPods           int `json:"cachedPods"`
 }

@@ -7,7 +7,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
@@ -34,36 +33,56 @@ const (
 // caches. A cluster starts with one; when it answers again after being stale, it
 // lists everything into a fresh one, whose caches cannot have missed anything, and
 // drops the old one.
+//
+// Nodes and Namespaces are watched cluster-wide. Services, EndpointSlices and Pods
+// are watched per scope (scope.go): one cluster-wide scope when the cluster's
+// discovery selectors select everything, else one scope per selected namespace, so
+// that an unselected namespace is neither listed nor watched.
 type watchSet struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	synced chan struct{} // closed once every handler has been given the initial list
 
-	factory        informers.SharedInformerFactory
-	nsFactory      informers.SharedInformerFactory
+	factory        informers.SharedInformerFactory // Nodes and Namespaces
 	handlersSynced []cache.InformerSynced
-	services       listersv1.ServiceLister
-	pods           listersv1.PodLister
-	podCache       cache.Indexer // the pods, indexed by nodeIndex
 	nodes          listersv1.NodeLister
 	namespaces     listersv1.NamespaceLister
-	slices         cache.Indexer
+
+	// The namespaced caches, across the scopes.
+	services listersv1.ServiceLister
+	pods     listersv1.PodLister
+	podCache indexReader // the pods, indexed by nodeIndex
+	slices   indexReader
+
+	// reconcile holds one signal that the scopes should be brought in line with the
+	// selectors and the namespaces' labels.
+	reconcile chan struct{}
+	scopesMu  sync.RWMutex
+	scopes    map[string]*scope // by namespace, "" for every namespace; guarded by scopesMu
+	selected  map[string]bool   // the selected namespaces, nil for all; guarded by scopesMu
+}
+
+// indexReader is the part of a cache.Indexer the handlers and the translation read.
+type indexReader interface {
+	ByIndex(indexName, indexedValue string) ([]any, error)
 }
 
 // newWatchSet sets up (without starting) informers whose handlers feed c's queue.
 func (c *Cluster) newWatchSet() (*watchSet, error) {
 	ctx, cancel := context.WithCancel(c.ctx)
 	w := &watchSet{
-		ctx:     ctx,
-		cancel:  cancel,
-		synced:  make(chan struct{}),
-		factory: informers.NewSharedInformerFactory(c.client, 0),
-		nsFactory: informers.NewSharedInformerFactoryWithOptions(c.client, 0,
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-				o.FieldSelector = fields.OneTermEqualSelector("metadata.name", c.opts.namespace).String()
-			})),
+		ctx:       ctx,
+		cancel:    cancel,
+		synced:    make(chan struct{}),
+		factory:   informers.NewSharedInformerFactory(c.client, 0),
+		reconcile: make(chan struct{}, 1),
+		scopes:    map[string]*scope{},
 	}
+	w.services = scopedServices{w}
+	w.pods = scopedPods{w}
+	w.podCache = scopedIndex{w, func(s *scope) cache.Indexer { return s.podCache }}
+	w.slices = scopedIndex{w, func(s *scope) cache.Indexer { return s.slices }}
 	if err := c.setupInformers(w); err != nil {
 		cancel()
 		return nil, err
@@ -71,15 +90,28 @@ func (c *Cluster) newWatchSet() (*watchSet, error) {
 	return w, nil
 }
 
+// setupInformers sets up the cluster-wide informers of w.
 func (c *Cluster) setupInformers(w *watchSet) error {
-	svc := w.factory.Core().V1().Services()
-	pod := w.factory.Core().V1().Pods()
 	node := w.factory.Core().V1().Nodes()
-	slice := w.factory.Discovery().V1().EndpointSlices()
-	ns := w.nsFactory.Core().V1().Namespaces()
-	w.services, w.pods, w.nodes, w.namespaces = svc.Lister(), pod.Lister(), node.Lister(), ns.Lister()
-	w.slices = slice.Informer().GetIndexer()
-	w.podCache = pod.Informer().GetIndexer()
+	ns := w.factory.Core().V1().Namespaces()
+	w.nodes, w.namespaces = node.Lister(), ns.Lister()
+	if err := ns.Informer().SetTransform(trimNamespace); err != nil {
+		return err
+	}
+	return c.addHandlers(w, &w.handlersSynced, []informerHandler{
+		{node.Informer(), c.nodeEvent, false},
+		{ns.Informer(), c.namespaceEvent, false},
+	})
+}
+
+// setupScope sets up the namespaced informers of s.
+func (c *Cluster) setupScope(w *watchSet, s *scope) error {
+	svc := s.factory.Core().V1().Services()
+	pod := s.factory.Core().V1().Pods()
+	slice := s.factory.Discovery().V1().EndpointSlices()
+	s.services, s.pods = svc.Lister(), pod.Lister()
+	s.slices = slice.Informer().GetIndexer()
+	s.podCache = pod.Informer().GetIndexer()
 
 	if err := pod.Informer().SetTransform(trimPod); err != nil {
 		return err
@@ -90,20 +122,24 @@ func (c *Cluster) setupInformers(w *watchSet) error {
 	if err := slice.Informer().AddIndexers(sliceIndexers()); err != nil {
 		return err
 	}
-
-	handlers := []struct {
-		inf cache.SharedIndexInformer
-		fn  func(w *watchSet, obj any)
-		// old: an update also calls fn with the old object (it may have affected
-		// other services than the new one).
-		old bool
-	}{
+	return c.addHandlers(w, &s.handlersSynced, []informerHandler{
 		{svc.Informer(), c.serviceEvent, false},
 		{slice.Informer(), c.sliceEvent, true},
 		{pod.Informer(), c.podEvent, false},
-		{node.Informer(), c.nodeEvent, false},
-		{ns.Informer(), c.namespaceEvent, false},
-	}
+	})
+}
+
+type informerHandler struct {
+	inf cache.SharedIndexInformer
+	fn  func(w *watchSet, obj any)
+	// old: an update also calls fn with the old object (it may have affected
+	// other services than the new one).
+	old bool
+}
+
+// addHandlers registers the handlers and appends to synced what says each has been
+// given every object of its informer's initial list.
+func (c *Cluster) addHandlers(w *watchSet, synced *[]cache.InformerSynced, handlers []informerHandler) error {
 	for _, h := range handlers {
 		reg, err := h.inf.AddEventHandler(eventHandler(func(obj any) { h.fn(w, obj) }, h.old))
 		if err != nil {
@@ -111,7 +147,7 @@ func (c *Cluster) setupInformers(w *watchSet) error {
 		}
 		// The registration, not the informer, says when this handler has been given
 		// every object of the initial list.
-		w.handlersSynced = append(w.handlersSynced, reg.HasSynced)
+		*synced = append(*synced, reg.HasSynced)
 		if err := h.inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
 			c.recordError(err)
 		}); err != nil {
@@ -147,15 +183,27 @@ func eventHandler(fn func(obj any), old bool) cache.ResourceEventHandlerFuncs {
 	}
 }
 
-// start runs the informers; synced is closed once they have synced.
-func (w *watchSet) start() {
+// start runs the informers and the goroutine that keeps the scopes in line; synced
+// is closed once the cluster-wide informers and the first scopes have synced.
+func (w *watchSet) start(c *Cluster) {
 	w.factory.Start(w.ctx.Done())
-	w.nsFactory.Start(w.ctx.Done())
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		if cache.WaitForCacheSync(w.ctx.Done(), w.handlersSynced...) {
-			close(w.synced)
+		if !cache.WaitForCacheSync(w.ctx.Done(), w.handlersSynced...) {
+			return
+		}
+		if !c.reconcileScopes(w) {
+			return
+		}
+		close(w.synced)
+		for {
+			select {
+			case <-w.ctx.Done():
+				return
+			case <-w.reconcile:
+				c.reconcileScopes(w)
+			}
 		}
 	}()
 }
@@ -163,9 +211,15 @@ func (w *watchSet) start() {
 // stop stops the informers and waits for them.
 func (w *watchSet) stop() {
 	w.cancel()
-	w.factory.Shutdown()
-	w.nsFactory.Shutdown()
 	w.wg.Wait()
+	w.scopesMu.Lock()
+	scopes := w.scopes
+	w.scopes = map[string]*scope{}
+	w.scopesMu.Unlock()
+	for _, s := range scopes {
+		s.stop()
+	}
+	w.factory.Shutdown()
 }
 
 // watches returns the informers the worker reads.
@@ -289,12 +343,31 @@ func (c *Cluster) enqueueSlices(w *watchSet, index, value string) {
 	}
 }
 
-// namespaceEvent re-queues every service: the system namespace names their network.
-func (c *Cluster) namespaceEvent(w *watchSet, _ any) {
+// namespaceEvent re-queues every service when the system namespace changed (it names
+// their network), and has the scopes brought in line with the namespaces' labels.
+func (c *Cluster) namespaceEvent(w *watchSet, obj any) {
+	w.poke()
+	if n, ok := obj.(*corev1.Namespace); !ok || n.Name != c.opts.namespace {
+		return
+	}
 	svcs, _ := w.services.List(labels.Everything())
 	for _, s := range svcs {
 		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
 	}
+}
+
+// trimNamespace keeps only what Horizon reads of a namespace: its name and labels.
+func trimNamespace(obj any) (any, error) {
+	n, ok := obj.(*corev1.Namespace)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name:            n.Name,
+		UID:             n.UID,
+		ResourceVersion: n.ResourceVersion,
+		Labels:          n.Labels,
+	}}, nil
 }
 
 // trimPod keeps only what Horizon reads of a pod, so that the cache of a large cluster

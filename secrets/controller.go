@@ -40,6 +40,16 @@ type ClusterHandler interface {
 	RemoveCluster(id network.ClusterID)
 }
 
+// SelectorHandler is implemented by a ClusterHandler that scopes what it watches in
+// each cluster (the cluster registry). A remote Secret's AnnotationDiscoverySelectors
+// replaces the mesh's discovery selectors for the clusters of that Secret.
+type SelectorHandler interface {
+	// SetClusterDiscoverySelectors gives cluster id selectors of its own (override),
+	// or the mesh's again (not override). It is called before SetCluster, and again
+	// whenever the Secret is seen.
+	SetClusterDiscoverySelectors(id network.ClusterID, sel *network.DiscoverySelectors, override bool)
+}
+
 // Options configures a Controller.
 type Options struct {
 	// Client reaches the config cluster, where remote Secrets live.
@@ -141,6 +151,11 @@ const (
 	// KeyTooManyClusters: the kubeconfig is usable, but Options.MaxClusters remote
 	// clusters exist already; the key waits until one is removed.
 	KeyTooManyClusters KeyState = "too-many-clusters"
+	// KeyInvalidSelectors: the whole Secret is refused because its
+	// network.AnnotationDiscoverySelectors is invalid; its status has an empty Key
+	// and Error names the field. Its changes are not applied; clusters it had before
+	// keep serving, with the selectors they had.
+	KeyInvalidSelectors KeyState = "invalid-discovery-selectors"
 )
 
 // KeyStatus describes one data key of one remote Secret. It never holds kubeconfig
@@ -174,7 +189,7 @@ type Controller struct {
 	// Owned by the worker goroutine.
 	owners  map[network.ClusterID]types.NamespacedName     // cluster ID → Secret that claims it
 	keys    map[types.NamespacedName]map[string]*keyRecord // Secret → data key → record
-	tooMany map[types.NamespacedName]KeyStatus             // Secrets refused for their number of keys
+	tooMany map[types.NamespacedName]KeyStatus             // Secrets refused as a whole: too many keys, invalid selectors
 
 	mu          sync.Mutex
 	status      []KeyStatus            // guarded by mu; a snapshot rebuilt after each change
@@ -338,7 +353,28 @@ func (c *Controller) reconcile(name types.NamespacedName) {
 		}
 		return
 	}
+	prevRefusal, refused := c.tooMany[name]
 	delete(c.tooMany, name)
+	// The Secret's own discovery selectors, when it has them, apply to its clusters.
+	var sel *network.DiscoverySelectors
+	var override bool
+	var value string
+	if secret != nil {
+		value, override = secret.Annotations[network.AnnotationDiscoverySelectors]
+	}
+	if override {
+		parsed, err := network.ParseDiscoverySelectors(value)
+		if err != nil {
+			msg := fmt.Sprintf("secret %s: %v; its changes are not applied", name, err)
+			if !refused || prevRefusal.Error != msg {
+				c.countEvent(string(KeyInvalidSelectors))
+				c.log.Error("remote secret refused: invalid discovery selectors", "secret", name.String(), "error", err)
+			}
+			c.tooMany[name] = KeyStatus{Secret: name.String(), State: KeyInvalidSelectors, Error: msg, Updated: time.Now()}
+			return
+		}
+		sel = parsed
+	}
 	records := c.keys[name]
 	if records == nil {
 		records = map[string]*keyRecord{}
@@ -366,7 +402,7 @@ func (c *Controller) reconcile(name types.NamespacedName) {
 	}
 	var waiting []string // keys newly refused for the cluster cap
 	for _, key := range sortedKeys(data) {
-		if c.reconcileKey(name, key, data[key], records) {
+		if c.reconcileKey(name, key, data[key], records, sel, override) {
 			waiting = append(waiting, key)
 		}
 	}
@@ -384,7 +420,8 @@ func (c *Controller) reconcile(name types.NamespacedName) {
 
 // reconcileKey brings one data key in line. It reports whether the key was newly
 // refused for the cluster cap, which the caller logs once for the whole Secret.
-func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubeconfig []byte, records map[string]*keyRecord) (newlyWaiting bool) {
+func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubeconfig []byte, records map[string]*keyRecord,
+	sel *network.DiscoverySelectors, override bool) (newlyWaiting bool) {
 	id := network.ClusterID(key)
 	rec := records[key]
 	if rec == nil {
@@ -416,6 +453,7 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 	}
 	sum := sha256.Sum256(kubeconfig)
 	if rec.active && sum == rec.hash {
+		c.setSelectors(id, sel, override)
 		set(KeyAccepted, "")
 		return false // unchanged kubeconfig: nothing to do
 	}
@@ -443,6 +481,7 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 		return was != KeyTooManyClusters
 	}
 	c.owners[id] = name
+	c.setSelectors(id, sel, override)
 	c.opts.Handler.SetCluster(id, fmt.Sprintf("%s[%s]", name, key), cfg)
 	if rec.active {
 		c.countEvent("updated")
@@ -453,6 +492,13 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 	rec.active, rec.hash = true, sum
 	set(KeyAccepted, "")
 	return false
+}
+
+// setSelectors tells the handler, if it scopes its watches, cluster id's selectors.
+func (c *Controller) setSelectors(id network.ClusterID, sel *network.DiscoverySelectors, override bool) {
+	if h, ok := c.opts.Handler.(SelectorHandler); ok {
+		h.SetClusterDiscoverySelectors(id, sel, override)
+	}
 }
 
 func (c *Controller) countEvent(outcome string) {

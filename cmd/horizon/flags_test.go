@@ -29,6 +29,7 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		{"empty namespace", []string{"serve", "--namespace="}, "--namespace: must not be empty"},
 		{"empty cluster ID", []string{"serve", "--cluster-id="}, "--cluster-id: must not be empty"},
 		{"stray argument", []string{"serve", "extra"}, "unexpected arguments"},
+		{"too many namespace watches", []string{"serve", "--discovery-max-namespace-watches=10001"}, "--discovery-max-namespace-watches: must be 0-10000, got 10001"},
 		{"bad debug access", []string{"serve", "--debug-access=anyone"}, `--debug-access: must be loopback-or-token, loopback or token, got "anyone"`},
 		{"bad debug audience", []string{"serve", "--debug-token-audience=a,b"}, "--debug-token-audience: must be one audience"},
 		{"status token and token file", []string{"status", "--token=x", "--token-file=/dev/null"}, "--token and --token-file: give one or the other"},
@@ -63,7 +64,7 @@ func TestHelp(t *testing.T) {
 	if err := run(t.Context(), []string{"serve", "--help"}, &out, &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, flag := range []string{"--kubeconfig", "--context", "--cluster-id", "--namespace", "--mesh-networks", "--domain-suffix",
+	for _, flag := range []string{"--kubeconfig", "--context", "--cluster-id", "--namespace", "--mesh-networks", "--mesh-config", "--discovery-max-namespace-watches", "--domain-suffix",
 		"--xds-address", "--http-address", "--debounce-after", "--debounce-max", "--remote-cluster-timeout",
 		"--stale-cluster-grace", "--xds-tls-cert", "--xds-tls-key", "--xds-client-ca", "--xds-allow-plaintext-remote", "--trust-domain", "--pprof", "--default-passthrough", "--proxyless-mtls",
 		"--debug-access", "--debug-token-audience"} {

@@ -162,10 +162,27 @@ func dash(s string) string {
 }
 
 // printStatus writes the report as aligned tables.
+// scope describes which namespaces a cluster watches: its discovery selectors ("*"
+// for all), "(secret)" when its remote Secret sets them, and the namespaces watched
+// one by one.
+func scope(s clusterregistry.ScopeStatus) string {
+	out := s.Selectors
+	if out == "" {
+		out = "*"
+	}
+	if s.Override {
+		out += " (secret)"
+	}
+	if s.NamespaceWatches > 0 {
+		out += fmt.Sprintf(" [%d namespaces]", s.NamespaceWatches)
+	}
+	return out
+}
+
 func printStatus(out io.Writer, rep statusReport) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "CLUSTERS")
-	fmt.Fprintln(w, "ID\tSOURCE\tSERVER\tSTATE\tSERVICES\tENDPOINTS\tLAST SYNC\tLAST ERROR")
+	fmt.Fprintln(w, "ID\tSOURCE\tSERVER\tSTATE\tSERVICES\tENDPOINTS\tSCOPE\tLAST SYNC\tLAST ERROR")
 	for _, c := range rep.Clusters {
 		state := string(c.State)
 		if c.Withdrawn {
@@ -176,7 +193,7 @@ func printStatus(out io.Writer, rep statusReport) {
 		if c.Rotation != nil {
 			state += " (rotating: " + string(c.Rotation.State) + ")"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", c.ID, c.Source, c.Server, state, c.Services, c.Endpoints, ago(c.SyncedAt), dash(c.LastError))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", c.ID, c.Source, c.Server, state, c.Services, c.Endpoints, scope(c.Scope), ago(c.SyncedAt), dash(c.LastError))
 	}
 
 	fmt.Fprintln(w, "\nNETWORKS\tENDPOINTS FROM\tGATEWAYS")

@@ -14,12 +14,12 @@ import (
 )
 
 // runConfigMap watches the one ConfigMap (a field selector on its name) and applies
-// its meshNetworks key after every change. The informer's handlers only signal the
-// loop, which reads the ConfigMap from the informer's store.
-func (s *Source) runConfigMap(ctx context.Context) {
-	ns := s.opts.Namespace
+// its key after every change. The informer's handlers only signal the loop, which
+// reads the ConfigMap from the informer's store.
+func (s *watcher) runConfigMap(ctx context.Context) {
+	ns := s.namespace
 	selector := fields.OneTermEqualSelector("metadata.name", ConfigMapName).String()
-	configMaps := s.opts.Client.CoreV1().ConfigMaps(ns)
+	configMaps := s.client.CoreV1().ConfigMaps(ns)
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = selector
@@ -72,7 +72,7 @@ func (s *Source) runConfigMap(ctx context.Context) {
 		var data string
 		if exists {
 			if cm, ok := obj.(*corev1.ConfigMap); ok {
-				data = cm.Data[ConfigMapKey]
+				data = cm.Data[s.key]
 			}
 		}
 		s.apply([]byte(data))

@@ -16,13 +16,13 @@ import (
 // files by swapping the ..data symlink, which a watch on the file itself would miss.
 // Any event in the directory schedules a read once the directory has been quiet for
 // Debounce; a read every Resync catches anything the watch missed.
-func (s *Source) runFile(ctx context.Context) {
-	dir := filepath.Dir(s.opts.File)
+func (s *watcher) runFile(ctx context.Context) {
+	dir := filepath.Dir(s.file)
 	var events <-chan fsnotify.Event
 	var errs <-chan error
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		s.log.Error("watch meshNetworks directory failed; reading it every resync instead", "dir", dir, "error", err)
+		s.log.Error("watch configuration directory failed; reading it every resync instead", "what", s.what, "dir", dir, "error", err)
 	} else {
 		defer w.Close()
 		events, errs = w.Events, w.Errors
@@ -33,7 +33,7 @@ func (s *Source) runFile(ctx context.Context) {
 			return
 		}
 		if err := w.Add(dir); err != nil {
-			s.log.Warn("watch meshNetworks directory failed; retrying every resync", "dir", dir, "error", err)
+			s.log.Warn("watch configuration directory failed; retrying every resync", "what", s.what, "dir", dir, "error", err)
 			return
 		}
 		watching = true
@@ -43,7 +43,7 @@ func (s *Source) runFile(ctx context.Context) {
 	s.readFile()
 	s.synced.Store(true)
 
-	resync := time.NewTicker(s.opts.Resync)
+	resync := time.NewTicker(s.resync)
 	defer resync.Stop()
 	quiet := time.NewTimer(0)
 	<-quiet.C
@@ -60,15 +60,15 @@ func (s *Source) runFile(ctx context.Context) {
 			if ev.Name == dir && ev.Has(fsnotify.Remove|fsnotify.Rename) {
 				watching = false // the watch went with the directory
 			}
-			quiet.Reset(s.opts.Debounce)
+			quiet.Reset(s.debounce)
 		case err, ok := <-errs:
 			if !ok {
 				errs = nil
 				continue
 			}
 			// Events may have been lost (queue overflow): read again.
-			s.log.Warn("watch meshNetworks directory", "dir", dir, "error", err)
-			quiet.Reset(s.opts.Debounce)
+			s.log.Warn("watch configuration directory", "what", s.what, "dir", dir, "error", err)
+			quiet.Reset(s.debounce)
 		case <-quiet.C:
 			s.readFile()
 		case <-resync.C:
@@ -79,13 +79,13 @@ func (s *Source) runFile(ctx context.Context) {
 }
 
 // readFile reads the file and applies it; a missing file is an empty configuration.
-func (s *Source) readFile() {
-	data, err := os.ReadFile(s.opts.File)
+func (s *watcher) readFile() {
+	data, err := os.ReadFile(s.file)
 	if errors.Is(err, fs.ErrNotExist) {
 		data, err = nil, nil
 	}
 	if err != nil {
-		s.readFailed(fmt.Errorf("read meshNetworks file: %w", err))
+		s.readFailed(fmt.Errorf("read %s file: %w", s.what, err))
 		return
 	}
 	s.apply(data)

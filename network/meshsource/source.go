@@ -138,7 +138,34 @@ func New(opts Options) (*Source, error) {
 // Run watches the source until ctx is done, then returns after every goroutine it
 // started has ended. Call it once.
 func (s *Source) Run(ctx context.Context) {
-	if s.opts.File != "" {
+	w := &watcher{
+		what: "meshNetworks", key: ConfigMapKey, file: s.opts.File,
+		client: s.opts.Client, namespace: s.opts.Namespace,
+		debounce: s.opts.Debounce, resync: s.opts.Resync, log: s.log,
+		synced: &s.synced, apply: s.apply, readFailed: s.readFailed,
+	}
+	w.run(ctx)
+}
+
+// watcher watches one configuration, in a file or a key of the istio ConfigMap, and
+// hands what it reads to apply (or a read error to readFailed), from its Run
+// goroutine.
+type watcher struct {
+	what       string // names the configuration in logs and errors
+	key        string // of the ConfigMap
+	file       string // when set, the file is the source
+	client     kubernetes.Interface
+	namespace  string
+	debounce   time.Duration
+	resync     time.Duration
+	log        *slog.Logger
+	synced     *atomic.Bool // set once the source has been read once
+	apply      func([]byte)
+	readFailed func(error)
+}
+
+func (s *watcher) run(ctx context.Context) {
+	if s.file != "" {
 		s.runFile(ctx)
 		return
 	}

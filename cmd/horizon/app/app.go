@@ -43,6 +43,7 @@ type Horizon struct {
 	registry *clusterregistry.Registry
 	secrets  *secrets.Controller
 	mesh     *meshsource.Source
+	meshCfg  *meshsource.MeshConfigSource
 	gateways *gatewaysource.Source
 	resolver *network.Resolver
 	xds      *eds.Server
@@ -118,6 +119,12 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 	o.MeshNetworks.Client, o.MeshNetworks.Logger = client, h.log
 	o.MeshNetworks.OnChange = func(*network.Networks) { configChanged() }
 	if h.mesh, err = meshsource.New(o.MeshNetworks); err != nil {
+		return err
+	}
+	// The mesh config's discoverySelectors scope what every cluster watches.
+	o.MeshConfig.Client, o.MeshConfig.Logger = client, h.log
+	o.MeshConfig.OnChange = func(mc *network.MeshConfig) { h.registry.SetDiscoverySelectors(mc.DiscoverySelectors) }
+	if h.meshCfg, err = meshsource.NewMeshConfig(o.MeshConfig); err != nil {
 		return err
 	}
 	o.Gateways.Dynamic, o.Gateways.Discovery, o.Gateways.Logger, o.Gateways.OnChange = dyn, disc, h.log, configChanged
@@ -203,12 +210,17 @@ func (h *Horizon) Run(ctx context.Context) error {
 	defer h.httpLis.Close()
 	defer h.xdsLis.Close()
 
-	// The config cluster is a cluster like the others.
-	h.registry.SetCluster(h.opts.Secrets.ClusterID, "config cluster", h.config)
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
+	// The mesh config is read before any cluster is added, so that a cluster lists
+	// only the namespaces its discovery selectors select; one that cannot be read in
+	// meshConfigWait is applied when it can.
+	wg.Go(func() { h.meshCfg.Run(ctx) })
+	waitMeshConfig(ctx, h.meshCfg.HasSynced)
+
+	// The config cluster is a cluster like the others.
+	h.registry.SetCluster(h.opts.Secrets.ClusterID, "config cluster", h.config)
 	for _, run := range []func(context.Context){h.mesh.Run, h.gateways.Run, h.secrets.Run, h.resolver.Run, h.xds.Run} {
 		wg.Go(func() { run(ctx) })
 	}
@@ -255,6 +267,24 @@ func (h *Horizon) Run(ctx context.Context) error {
 	return nil
 }
 
+// meshConfigWait bounds how long Run waits for the mesh config before adding clusters.
+const meshConfigWait = 10 * time.Second
+
+// waitMeshConfig returns once synced reports true, ctx ends or meshConfigWait passed.
+func waitMeshConfig(ctx context.Context, synced func() bool) {
+	ctx, cancel := context.WithTimeout(ctx, meshConfigWait)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !synced() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // Ready says why Horizon is not ready, or nil once it is: remote Secrets listed, the
 // meshNetworks loaded, Gateway resources synced, every known cluster synced or timed
 // out, and a first xDS push made. /readyz answers with it.
@@ -264,6 +294,8 @@ func (h *Horizon) Ready() error {
 		return errors.New("remote secrets not synced")
 	case !h.mesh.HasSynced():
 		return errors.New("meshNetworks not loaded")
+	case !h.meshCfg.HasSynced():
+		return errors.New("mesh config not loaded")
 	case !h.gateways.HasSynced():
 		return errors.New("Gateway resources not synced")
 	case !h.registry.HasSynced():
@@ -291,6 +323,9 @@ func (h *Horizon) Secrets() *secrets.Controller { return h.secrets }
 
 // MeshNetworks is the meshNetworks source.
 func (h *Horizon) MeshNetworks() *meshsource.Source { return h.mesh }
+
+// MeshConfig returns the mesh config source.
+func (h *Horizon) MeshConfig() *meshsource.MeshConfigSource { return h.meshCfg }
 
 // Gateways is the source of the Gateway resources' AUTO_PASSTHROUGH servers.
 func (h *Horizon) Gateways() *gatewaysource.Source { return h.gateways }

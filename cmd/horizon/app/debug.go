@@ -26,6 +26,9 @@ import (
 type ClusterzResponse struct {
 	Clusters []clusterregistry.ClusterStatus `json:"clusters"`
 	Secrets  []secrets.KeyStatus             `json:"secrets"`
+	// MeshConfig says where the discovery selectors come from and whether the last
+	// edit was rejected.
+	MeshConfig meshsource.Status `json:"meshConfig"`
 }
 
 // NetworkzResponse is /debug/networkz: the meshNetworks in force, how it got there,
@@ -81,7 +84,7 @@ func (h *Horizon) httpMux(reg *prometheus.Registry, debug *debugauth.Filter, wit
 	mux := http.NewServeMux()
 	open.Handle("/", debug.Wrap(mux))
 	mux.HandleFunc("/debug/clusterz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, ClusterzResponse{Clusters: h.registry.Clusters(), Secrets: h.secrets.Status()})
+		writeJSON(w, ClusterzResponse{Clusters: h.registry.Clusters(), Secrets: h.secrets.Status(), MeshConfig: h.meshCfg.Status()})
 	})
 	mux.HandleFunc("/debug/networkz", func(w http.ResponseWriter, _ *http.Request) {
 		mn, err := protojson.Marshal(h.mesh.Current().MeshNetworks())

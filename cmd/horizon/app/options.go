@@ -55,7 +55,10 @@ type Options struct {
 	// MeshNetworks.File is --mesh-networks; empty: the meshNetworks key of ConfigMap
 	// istio in the system namespace.
 	MeshNetworks meshsource.Options
-	Gateways     gatewaysource.Options
+	// MeshConfig.File is --mesh-config; empty: the mesh key of ConfigMap istio in the
+	// system namespace. Its discoverySelectors scope the namespaces watched.
+	MeshConfig meshsource.MeshConfigOptions
+	Gateways   gatewaysource.Options
 	// Resolver bounds the background DNS resolution of gateway names.
 	Resolver network.ResolverOptions
 	// TLS configures the xDS server's TLS; plaintext by default.
@@ -73,6 +76,8 @@ func NewOptions() Options {
 // AddFlags binds the options to `horizon serve`'s flags, with their defaults.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MeshNetworks.File, "mesh-networks", "", "meshNetworks file, reloaded when it changes (empty: the meshNetworks key of ConfigMap istio in --namespace)")
+	fs.StringVar(&o.MeshConfig.File, "mesh-config", "", "Istio mesh config file, reloaded when it changes (empty: the mesh key of ConfigMap istio in --namespace); "+
+		"its discoverySelectors (namespace label selectors) limit the namespaces watched in every cluster, the system namespace always included")
 	fs.StringVar(&o.XDSAddress, "xds-address", "", "address of the xDS (ADS) gRPC server (empty: 127.0.0.1:15010 in plaintext, :15010 with --xds-tls-cert); "+
 		"plaintext xDS listens on loopback addresses only, unless --xds-allow-plaintext-remote")
 	fs.BoolVar(&o.XDSAllowPlaintextRemote, "xds-allow-plaintext-remote", false, "allow plaintext xDS (no --xds-tls-cert) on a non-loopback --xds-address, such as :15010 in a pod: "+
@@ -157,5 +162,6 @@ func isLoopbackHost(host string) bool {
 func (o Options) withNamespace() Options {
 	o.Registry.Namespace = o.Secrets.Namespace
 	o.MeshNetworks.Namespace = o.Secrets.Namespace
+	o.MeshConfig.Namespace = o.Secrets.Namespace
 	return o
 }
