@@ -43,6 +43,8 @@ type clusterOptions struct {
 	probeInterval time.Duration
 	// host names a service's host.
 	host func(types.NamespacedName) string
+	// trim holds the informer transforms, shared by the registry's clusters (trim.go).
+	trim *trimmer
 	// log already names the cluster.
 	log  *slog.Logger
 	sink clusterSink

@@ -77,6 +77,7 @@ type entry struct {
 type Registry struct {
 	opts Options
 	log  *slog.Logger
+	trim *trimmer // informer transforms and the intern table every cluster shares
 
 	mu       sync.RWMutex
 	clusters map[network.ClusterID]*entry // guarded by mu
@@ -101,6 +102,7 @@ func New(opts Options) (*Registry, error) {
 		opts:     opts,
 		log:      opts.Logger.With("component", "clusterregistry"),
 		clusters: map[network.ClusterID]*entry{},
+		trim:     newTrimmer(newInterner(0)),
 	}, nil
 }
 
@@ -314,6 +316,7 @@ func (r *Registry) clusterOptions(id network.ClusterID) clusterOptions {
 		staleGrace:    r.opts.StaleGrace,
 		probeInterval: r.opts.ProbeInterval,
 		host:          r.host,
+		trim:          r.trim,
 		log:           r.log.With("cluster", id),
 		sink:          r,
 	}

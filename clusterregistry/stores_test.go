@@ -17,6 +17,8 @@ import (
 // informer: it changes a store, then calls the handler the informer would call.
 type stores struct {
 	services, slices, pods, nodes, namespaces cache.Indexer
+	// trim, when set, transforms objects as the informers do before they are stored.
+	trim *trimmer
 }
 
 func newStores() *stores {
@@ -47,19 +49,38 @@ func (s *stores) add(t *testing.T, objs ...any) {
 	t.Helper()
 	for _, obj := range objs {
 		var store cache.Indexer
+		var transform cache.TransformFunc
 		switch obj.(type) {
 		case *corev1.Service:
 			store = s.services
+			if s.trim != nil {
+				transform = s.trim.service
+			}
 		case *discoveryv1.EndpointSlice:
 			store = s.slices
+			if s.trim != nil {
+				transform = s.trim.slice
+			}
 		case *corev1.Pod:
 			store = s.pods
+			if s.trim != nil {
+				transform = s.trim.pod
+			}
 		case *corev1.Node:
 			store = s.nodes
+			if s.trim != nil {
+				transform = s.trim.node
+			}
 		case *corev1.Namespace:
 			store = s.namespaces
 		default:
 			t.Fatalf("no store for %T", obj)
+		}
+		if transform != nil {
+			var err error
+			if obj, err = transform(obj); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if err := store.Update(obj); err != nil {
 			t.Fatal(err)

@@ -81,8 +81,17 @@ func (c *Cluster) setupInformers(w *watchSet) error {
 	w.slices = slice.Informer().GetIndexer()
 	w.podCache = pod.Informer().GetIndexer()
 
-	if err := pod.Informer().SetTransform(trimPod); err != nil {
-		return err
+	trim := c.opts.trim
+	if trim == nil {
+		trim = newTrimmer(newInterner(0))
+	}
+	for _, t := range []struct {
+		inf cache.SharedIndexInformer
+		fn  cache.TransformFunc
+	}{{svc.Informer(), trim.service}, {slice.Informer(), trim.slice}, {pod.Informer(), trim.pod}, {node.Informer(), trim.node}} {
+		if err := t.inf.SetTransform(t.fn); err != nil {
+			return err
+		}
 	}
 	if err := pod.Informer().AddIndexers(podIndexers()); err != nil {
 		return err
@@ -295,38 +304,4 @@ func (c *Cluster) namespaceEvent(w *watchSet, _ any) {
 	for _, s := range svcs {
 		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
 	}
-}
-
-// trimPod keeps only what Horizon reads of a pod, so that the cache of a large cluster
-// stays small.
-func trimPod(obj any) (any, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	out := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:              p.Name,
-			Namespace:         p.Namespace,
-			UID:               p.UID,
-			ResourceVersion:   p.ResourceVersion,
-			Labels:            p.Labels,
-			DeletionTimestamp: p.DeletionTimestamp,
-		},
-		Spec: corev1.PodSpec{
-			NodeName:           p.Spec.NodeName,
-			ServiceAccountName: p.Spec.ServiceAccountName,
-		},
-		Status: corev1.PodStatus{
-			Phase:  p.Status.Phase,
-			PodIP:  p.Status.PodIP,
-			PodIPs: p.Status.PodIPs,
-		},
-	}
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			out.Status.Conditions = []corev1.PodCondition{{Type: cond.Type, Status: cond.Status}}
-		}
-	}
-	return out, nil
 }

@@ -5,7 +5,6 @@ import (
 	"sort"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -104,26 +103,5 @@ func TestEventsQueueTheirServices(t *testing.T) {
 				t.Errorf("queued %v, want %v", got, tt.want)
 			}
 		})
-	}
-}
-
-// TestTrimPodKeepsWhatTranslationReads checks that a trimmed pod translates as the
-// full one does.
-func TestTrimPodKeepsWhatTranslationReads(t *testing.T) {
-	full := pod("web-1", "node-a", map[string]string{"version": "v1"})
-	full.Spec.Containers = []corev1.Container{{Name: "app", Image: "registry.invalid/app"}}
-	full.Status.Conditions = append(full.Status.Conditions, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue})
-	trimmed, err := trimPod(full)
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs := []any{slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", "")), node("node-a", "r", "z")}
-	a := translateStores(t, service("web"), "", append(objs, full)...)
-	b := translateStores(t, service("web"), "", append(objs, trimmed)...)
-	if !reflect.DeepEqual(a, b) {
-		t.Errorf("trimmed pod translates to\n%+v\nfull pod to\n%+v", b, a)
-	}
-	if p := trimmed.(*corev1.Pod); len(p.Spec.Containers) != 0 || len(p.Status.Conditions) != 1 {
-		t.Errorf("trimmed pod keeps %+v", p)
 	}
 }
