@@ -21,7 +21,7 @@ type shardSource struct {
 	cluster network.ClusterID
 	// slices holds EndpointSlices indexed by serviceIndex.
 	slices cache.Indexer
-	pods   listersv1.PodLister
+	pods   podGetter
 	nodes  listersv1.NodeLister
 	// network is the system namespace's network label: the network of the endpoints
 	// whose pod names none.
@@ -88,23 +88,23 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 				nodeName = *ep.NodeName
 			}
 			if podKey, ok := endpointPod(slice, ep); ok {
-				pod, err := src.pods.Pods(podKey.Namespace).Get(podKey.Name)
-				if err != nil || pod.DeletionTimestamp != nil {
+				pod := src.pods.getPod(podKey.Namespace, podKey.Name)
+				if pod == nil || pod.Deleting {
 					// Not seen yet, gone, or terminating: not served. Its arrival
 					// re-queues this service through the slices' pod index.
 					continue
 				}
 				base.Pod = podKey.String()
 				base.Labels = pod.Labels
-				base.ServiceAccount = pod.Spec.ServiceAccountName
+				base.ServiceAccount = pod.ServiceAccount
 				base.TLSMode = pod.Labels[network.LabelTLSMode]
 				if n := pod.Labels[network.LabelNetwork]; n != "" {
 					base.Network = network.NetworkID(n)
 				}
-				if pod.Spec.NodeName != "" {
-					nodeName = pod.Spec.NodeName
+				if pod.NodeName != "" {
+					nodeName = pod.NodeName
 				}
-				if podNotReady(pod) {
+				if pod.notReady() {
 					base.Ready = false
 				}
 			}
@@ -210,15 +210,22 @@ func dedupe(eps []Endpoint) []Endpoint {
 	return out
 }
 
-// podNotReady reports whether the pod says it is not ready. A pod without a Ready
-// condition defers to the EndpointSlice.
-func podNotReady(p *corev1.Pod) bool {
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			return cond.Status != corev1.ConditionTrue
-		}
+// podGetter finds a pod in a cluster's cache.
+type podGetter interface {
+	// getPod returns the pod, nil if the cache has none.
+	getPod(namespace, name string) *cachedPod
+}
+
+// podStore is the pod informer's cache, which holds *cachedPod (trim.go).
+type podStore struct{ cache.Indexer }
+
+func (s podStore) getPod(namespace, name string) *cachedPod {
+	obj, ok, err := s.GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil
 	}
-	return false
+	p, _ := obj.(*cachedPod)
+	return p
 }
 
 // namespaceNetwork returns the network label of namespace name, if it has one.

@@ -35,7 +35,7 @@ func newStores() *stores {
 func (s *stores) watchSet() *watchSet {
 	return &watchSet{
 		services:   listersv1.NewServiceLister(s.services),
-		pods:       listersv1.NewPodLister(s.pods),
+		pods:       podStore{s.pods},
 		podCache:   s.pods,
 		nodes:      listersv1.NewNodeLister(s.nodes),
 		namespaces: listersv1.NewNamespaceLister(s.namespaces),
@@ -62,10 +62,8 @@ func (s *stores) add(t *testing.T, objs ...any) {
 				transform = s.trim.slice
 			}
 		case *corev1.Pod:
-			store = s.pods
-			if s.trim != nil {
-				transform = s.trim.pod
-			}
+			// The pod informer's cache only ever holds pods as cachedPod.
+			store, transform = s.pods, cachedPodOf(t, s.trim)
 		case *corev1.Node:
 			store = s.nodes
 			if s.trim != nil {
@@ -86,6 +84,26 @@ func (s *stores) add(t *testing.T, objs ...any) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// cachedPodOf returns the pod transform of trim, or of a trimmer of its own if trim is
+// nil.
+func cachedPodOf(t *testing.T, trim *trimmer) cache.TransformFunc {
+	t.Helper()
+	if trim == nil {
+		trim = newTrimmer(newInterner(0))
+	}
+	return trim.pod
+}
+
+// cached returns p as the pod informer caches it.
+func cached(t *testing.T, p *corev1.Pod) *cachedPod {
+	t.Helper()
+	out, err := cachedPodOf(t, nil)(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.(*cachedPod)
 }
 
 // newTestCluster returns a cluster whose worker reads ws and whose steps the test

@@ -137,13 +137,9 @@ func TestTrimKeepsOnlyWhatIsRead(t *testing.T) {
 				}
 				return p
 			}(),
-			want: &corev1.Pod{
-				ObjectMeta: metav1.ObjectMeta{
-					Name: "web-1", Namespace: testNS, ResourceVersion: "7", DeletionTimestamp: &deleted,
-					Labels: map[string]string{"app": "web"},
-				},
-				Spec:   corev1.PodSpec{NodeName: "node-a", ServiceAccountName: "sa"},
-				Status: corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}},
+			want: &cachedPod{
+				Name: "web-1", Namespace: testNS, ResourceVersion: "7", Labels: map[string]string{"app": "web"},
+				NodeName: "node-a", ServiceAccount: "sa", Deleting: true, Ready: corev1.ConditionFalse,
 			},
 		},
 		{
@@ -192,11 +188,11 @@ func TestTrimKeepsOnlyWhatIsRead(t *testing.T) {
 }
 
 // TestTrimSharesRepeatedValues checks that the pods of a service, as two clusters'
-// informers list them, share their label maps, namespaces, node names and
-// conditions.
+// informers list them, share their label maps, namespaces, node names and service
+// accounts.
 func TestTrimSharesRepeatedValues(t *testing.T) {
 	trim := newTrimmer(newInterner(0))
-	var pods []*corev1.Pod
+	var pods []*cachedPod
 	for i := range 4 {
 		// Every object decoded on its own, as from separate lists.
 		p := pod(fmt.Sprintf("web-%d", i), string([]byte("node-a")), map[string]string{
@@ -207,7 +203,7 @@ func TestTrimSharesRepeatedValues(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pods = append(pods, out.(*corev1.Pod))
+		pods = append(pods, out.(*cachedPod))
 	}
 	sameString := func(what, a, b string) {
 		t.Helper()
@@ -220,10 +216,8 @@ func TestTrimSharesRepeatedValues(t *testing.T) {
 			t.Errorf("labels of %s not shared", p.Name)
 		}
 		sameString("namespace", p.Namespace, pods[0].Namespace)
-		sameString("node", p.Spec.NodeName, pods[0].Spec.NodeName)
-		if &p.Status.Conditions[0] != &pods[0].Status.Conditions[0] {
-			t.Errorf("Ready condition of %s not shared", p.Name)
-		}
+		sameString("node", p.NodeName, pods[0].NodeName)
+		sameString("service account", p.ServiceAccount, pods[0].ServiceAccount)
 	}
 	s1, _ := trim.slice(slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", "node-a")))
 	s2, _ := trim.slice(slice("web-y", "web", podEndpoint("10.0.0.2", "web-2", "node-a")))
@@ -231,7 +225,7 @@ func TestTrimSharesRepeatedValues(t *testing.T) {
 	if e1.NodeName != e2.NodeName || e1.Conditions.Ready != e2.Conditions.Ready {
 		t.Errorf("slice endpoints do not share node name and Ready pointers")
 	}
-	sameString("node of a slice endpoint and a pod", *e1.NodeName, pods[0].Spec.NodeName)
+	sameString("node of a slice endpoint and a pod", *e1.NodeName, pods[0].NodeName)
 }
 
 // TestInternerBounded checks that churning through distinct values keeps the table

@@ -44,8 +44,8 @@ type watchSet struct {
 	nsFactory      informers.SharedInformerFactory
 	handlersSynced []cache.InformerSynced
 	services       listersv1.ServiceLister
-	pods           listersv1.PodLister
-	podCache       cache.Indexer // the pods, indexed by nodeIndex
+	pods           podGetter
+	podCache       cache.Indexer // the pods (*cachedPod), indexed by nodeIndex
 	nodes          listersv1.NodeLister
 	namespaces     listersv1.NamespaceLister
 	slices         cache.Indexer
@@ -77,9 +77,10 @@ func (c *Cluster) setupInformers(w *watchSet) error {
 	node := w.factory.Core().V1().Nodes()
 	slice := w.factory.Discovery().V1().EndpointSlices()
 	ns := w.nsFactory.Core().V1().Namespaces()
-	w.services, w.pods, w.nodes, w.namespaces = svc.Lister(), pod.Lister(), node.Lister(), ns.Lister()
+	w.services, w.nodes, w.namespaces = svc.Lister(), node.Lister(), ns.Lister()
 	w.slices = slice.Informer().GetIndexer()
 	w.podCache = pod.Informer().GetIndexer()
+	w.pods = podStore{w.podCache}
 
 	trim := c.opts.trim
 	if trim == nil {
@@ -137,10 +138,8 @@ func eventHandler(fn func(obj any), old bool) cache.ResourceEventHandlerFuncs {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: fn,
 		UpdateFunc: func(prev, cur any) {
-			if o, ok := prev.(metav1.Object); ok {
-				if n, ok := cur.(metav1.Object); ok && o.GetResourceVersion() == n.GetResourceVersion() {
-					return // resync with nothing changed
-				}
+			if o, n := resourceVersion(prev), resourceVersion(cur); o != "" && o == n {
+				return // resync with nothing changed
 			}
 			if old {
 				fn(prev)
@@ -154,6 +153,18 @@ func eventHandler(fn func(obj any), old bool) cache.ResourceEventHandlerFuncs {
 			fn(obj)
 		},
 	}
+}
+
+// resourceVersion returns the resource version of an informer's object; empty if it
+// has none.
+func resourceVersion(obj any) string {
+	switch o := obj.(type) {
+	case *cachedPod:
+		return o.ResourceVersion
+	case metav1.Object:
+		return o.GetResourceVersion()
+	}
+	return ""
 }
 
 // start runs the informers; synced is closed once they have synced.
@@ -231,11 +242,11 @@ func sliceIndexers() cache.Indexers {
 // podIndexers index pods by the node they run on.
 func podIndexers() cache.Indexers {
 	return cache.Indexers{nodeIndex: func(obj any) ([]string, error) {
-		p, ok := obj.(*corev1.Pod)
-		if !ok || p.Spec.NodeName == "" {
+		p, ok := obj.(*cachedPod)
+		if !ok || p.NodeName == "" {
 			return nil, nil
 		}
-		return []string{p.Spec.NodeName}, nil
+		return []string{p.NodeName}, nil
 	}}
 }
 
@@ -268,7 +279,7 @@ func (c *Cluster) sliceEvent(_ *watchSet, obj any) {
 
 // podEvent re-queues the services whose slices reference the pod.
 func (c *Cluster) podEvent(w *watchSet, obj any) {
-	if p, ok := obj.(*corev1.Pod); ok {
+	if p, ok := obj.(*cachedPod); ok {
 		c.enqueueSlices(w, podIndex, p.Namespace+"/"+p.Name)
 	}
 }
@@ -284,7 +295,7 @@ func (c *Cluster) nodeEvent(w *watchSet, obj any) {
 	c.enqueueSlices(w, nodeIndex, n.Name)
 	pods, _ := w.podCache.ByIndex(nodeIndex, n.Name)
 	for _, obj := range pods {
-		if p, ok := obj.(*corev1.Pod); ok {
+		if p, ok := obj.(*cachedPod); ok {
 			c.enqueueSlices(w, podIndex, p.Namespace+"/"+p.Name)
 		}
 	}

@@ -40,7 +40,7 @@ func TestEventsQueueTheirServices(t *testing.T) {
 		{
 			name: "a pod queues every service whose slices reference it",
 			event: func(c *Cluster, ws *watchSet) {
-				eventHandler(func(obj any) { c.podEvent(ws, obj) }, false).OnAdd(pod("web-1", "node-c", nil), false)
+				eventHandler(func(obj any) { c.podEvent(ws, obj) }, false).OnAdd(cached(t, pod("web-1", "node-c", nil)), false)
 			},
 			want: []string{"sample/canary", "sample/web"},
 		},
@@ -48,7 +48,7 @@ func TestEventsQueueTheirServices(t *testing.T) {
 			name: "a deleted pod, seen as a tombstone",
 			event: func(c *Cluster, ws *watchSet) {
 				eventHandler(func(obj any) { c.podEvent(ws, obj) }, false).OnDelete(
-					cache.DeletedFinalStateUnknown{Key: "sample/other-1", Obj: pod("other-1", "", nil)})
+					cache.DeletedFinalStateUnknown{Key: "sample/other-1", Obj: cached(t, pod("other-1", "", nil))})
 			},
 			want: []string{"sample/other"},
 		},
