@@ -30,6 +30,11 @@ type Options struct {
 	// last known endpoints before they are withdrawn. Zero means keep them until it
 	// answers again or is removed.
 	StaleGrace time.Duration
+	// ClusterQPS and ClusterBurst limit the requests each cluster's client sends its
+	// API server (client-go's token bucket: QPS sustained, Burst at once); 50 and 100
+	// when zero. A client config that sets its own QPS keeps it.
+	ClusterQPS   float32
+	ClusterBurst int
 	// ProbeInterval is how often an unreachable cluster is probed to learn that it
 	// answers again; 5s when zero. Not a flag.
 	ProbeInterval time.Duration
@@ -42,6 +47,8 @@ type Options struct {
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "DNS domain suffix of service hosts")
 	fs.DurationVar(&o.SyncTimeout, "remote-cluster-timeout", 30*time.Second, "how long a cluster may take to sync before Horizon is ready without it")
+	fs.Float32Var(&o.ClusterQPS, "remote-qps", defaultClusterQPS, "requests per second each watched cluster's API client may send on average (remote clusters and the config cluster alike; 0: the default)")
+	fs.IntVar(&o.ClusterBurst, "remote-burst", defaultClusterBurst, "requests each watched cluster's API client may send at once above --remote-qps (0: the default)")
 	fs.DurationVar(&o.StaleGrace, "stale-cluster-grace", 5*time.Minute, "how long a synced cluster that stopped answering keeps serving its last known endpoints (0: until it answers again)")
 }
 
@@ -60,11 +67,25 @@ func (o *Options) Validate() error {
 	if o.StaleGrace < 0 {
 		errs = append(errs, fmt.Errorf("--stale-cluster-grace: must not be negative, got %s", o.StaleGrace))
 	}
+	if o.ClusterQPS < 0 {
+		errs = append(errs, fmt.Errorf("--remote-qps: must not be negative, got %g", o.ClusterQPS))
+	}
+	if o.ClusterBurst < 0 {
+		errs = append(errs, fmt.Errorf("--remote-burst: must not be negative, got %d", o.ClusterBurst))
+	}
 	if o.ProbeInterval < 0 {
 		errs = append(errs, fmt.Errorf("probe interval: must not be negative, got %s", o.ProbeInterval))
 	}
 	return errors.Join(errs...)
 }
+
+// The client rate limit of each cluster when Options leaves it zero: enough for the
+// informers' lists and watches and the health probes, while a relist of many
+// clusters at once cannot flood their API servers.
+const (
+	defaultClusterQPS   = 50
+	defaultClusterBurst = 100
+)
 
 // entry is one cluster ID: the cluster that serves, and a replacement syncing to take
 // its place after a credential change.
@@ -97,6 +118,12 @@ func New(opts Options) (*Registry, error) {
 	}
 	if opts.ProbeInterval == 0 {
 		opts.ProbeInterval = defaultProbeInterval
+	}
+	if opts.ClusterQPS == 0 {
+		opts.ClusterQPS = defaultClusterQPS
+	}
+	if opts.ClusterBurst == 0 {
+		opts.ClusterBurst = defaultClusterBurst
 	}
 	return &Registry{
 		opts:     opts,
@@ -317,6 +344,8 @@ func (r *Registry) clusterOptions(id network.ClusterID) clusterOptions {
 		probeInterval: r.opts.ProbeInterval,
 		host:          r.host,
 		trim:          r.trim,
+		qps:           r.opts.ClusterQPS,
+		burst:         r.opts.ClusterBurst,
 		log:           r.log.With("cluster", id),
 		sink:          r,
 	}
