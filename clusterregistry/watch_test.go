@@ -105,3 +105,28 @@ func TestEventsQueueTheirServices(t *testing.T) {
 		})
 	}
 }
+
+// TestPodIndexGroupsPods checks that the slice index by pod holds one value per
+// group of pods (a ReplicaSet's), and that any pod of the group finds the slice.
+func TestPodIndexGroupsPods(t *testing.T) {
+	s := newStores()
+	sl := slice("web-x", "web",
+		podEndpoint("10.0.0.1", "web-5d8f-abcde", ""), podEndpoint("10.0.0.2", "web-5d8f-fghij", ""),
+		podEndpoint("10.0.0.3", "web-77c1-klmno", ""), podEndpoint("10.0.0.4", "solo", ""))
+	s.add(t, sl)
+	if got, want := s.slices.ListIndexFuncValues(podIndex), []string{"sample/solo", "sample/web-5d8f", "sample/web-77c1"}; !reflect.DeepEqual(sortedCopy(got), want) {
+		t.Errorf("index values %v, want %v", got, want)
+	}
+	for _, name := range []string{"web-5d8f-abcde", "web-5d8f-zzzzz", "web-77c1-klmno", "solo"} {
+		objs, err := s.slices.ByIndex(podIndex, podGroup(testNS, name))
+		if err != nil || len(objs) != 1 {
+			t.Errorf("pod %s finds %d slices (%v), want web-x", name, len(objs), err)
+		}
+	}
+}
+
+func sortedCopy(in []string) []string {
+	out := append([]string(nil), in...)
+	sort.Strings(out)
+	return out
+}
