@@ -66,6 +66,15 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 		}
 	}
 	objs, _ := src.slices.ByIndex(serviceIndex, svc.Namespace+"/"+svc.Name)
+	// Each port's endpoints are allocated once, for as many as the slices hold: the
+	// shards are most of what the registry keeps per endpoint, and appending from
+	// empty would leave up to half of each array unused.
+	capacity := 0
+	for _, obj := range objs {
+		if slice, ok := obj.(*discoveryv1.EndpointSlice); ok {
+			capacity += len(slice.Endpoints)
+		}
+	}
 	for _, obj := range objs {
 		slice, ok := obj.(*discoveryv1.EndpointSlice)
 		if !ok || slice.AddressType == discoveryv1.AddressTypeFQDN {
@@ -128,7 +137,11 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 				e := base
 				e.Address = ep.Addresses[0]
 				e.Port = uint32(target)
-				shard.Endpoints[sp.Port] = append(shard.Endpoints[sp.Port], e)
+				eps := shard.Endpoints[sp.Port]
+				if eps == nil {
+					eps = make([]Endpoint, 0, capacity)
+				}
+				shard.Endpoints[sp.Port] = append(eps, e)
 			}
 		}
 	}
