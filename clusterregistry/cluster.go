@@ -49,6 +49,11 @@ type clusterOptions struct {
 	maxScopes int
 	// host names a service's host.
 	host func(types.NamespacedName) string
+	// qps and burst rate-limit the cluster's client unless its config sets QPS.
+	qps   float32
+	burst int
+	// trim holds the informer transforms, shared by the registry's clusters (trim.go).
+	trim *trimmer
 	// log already names the cluster.
 	log  *slog.Logger
 	sink clusterSink
@@ -134,7 +139,7 @@ func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *r
 	})
 	cfg.Dial = dialer.DialContext
 	if cfg.QPS == 0 {
-		cfg.QPS, cfg.Burst = 50, 100
+		cfg.QPS, cfg.Burst = opts.qps, opts.burst
 	}
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {

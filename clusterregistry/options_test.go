@@ -21,7 +21,8 @@ func TestOptionsFlagsAndValidation(t *testing.T) {
 		{
 			name: "defaults",
 			check: func(t *testing.T, o clusterregistry.Options) {
-				if o.StaleGrace != 5*time.Minute || o.SyncTimeout != 30*time.Second || o.DomainSuffix != "cluster.local" {
+				if o.StaleGrace != 5*time.Minute || o.SyncTimeout != 30*time.Second || o.DomainSuffix != "cluster.local" ||
+					o.ClusterQPS != 50 || o.ClusterBurst != 100 {
 					t.Errorf("defaults = %+v", o)
 				}
 			},
@@ -37,6 +38,17 @@ func TestOptionsFlagsAndValidation(t *testing.T) {
 		},
 		{name: "stale grace zero keeps endpoints", args: []string{"--stale-cluster-grace=0"}},
 		{name: "negative stale grace", args: []string{"--stale-cluster-grace=-1s"}, wantErr: "--stale-cluster-grace: must not be negative"},
+		{
+			name: "client rate limit set",
+			args: []string{"--remote-qps=20.5", "--remote-burst=40"},
+			check: func(t *testing.T, o clusterregistry.Options) {
+				if o.ClusterQPS != 20.5 || o.ClusterBurst != 40 {
+					t.Errorf("ClusterQPS, ClusterBurst = %g, %d", o.ClusterQPS, o.ClusterBurst)
+				}
+			},
+		},
+		{name: "negative qps", args: []string{"--remote-qps=-1"}, wantErr: "--remote-qps: must not be negative"},
+		{name: "negative burst", args: []string{"--remote-burst=-1"}, wantErr: "--remote-burst: must not be negative"},
 		{name: "negative probe interval", edit: func(o *clusterregistry.Options) { o.ProbeInterval = -time.Second }, wantErr: "probe interval: must not be negative"},
 	}
 	for _, tt := range tests {

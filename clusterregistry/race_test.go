@@ -19,9 +19,10 @@ import (
 // the shard must show the change.
 func TestEventDuringRebuildIsNotLost(t *testing.T) {
 	const host = "web.sample.svc.cluster.local"
-	ready, notReady := pod("web-1", "node-a", nil), pod("web-1", "node-a", nil)
-	notReady.ResourceVersion = "2"
-	notReady.Status.Conditions[0].Status = corev1.ConditionFalse
+	ready, notReadyPod := pod("web-1", "node-a", nil), pod("web-1", "node-a", nil)
+	notReadyPod.ResourceVersion = "2"
+	notReadyPod.Status.Conditions[0].Status = corev1.ConditionFalse
+	notReady := cached(t, notReadyPod)
 	unscheduled := pod("web-1", "", nil)
 	zoneB := node("node-a", "region-1", "zone-b")
 	zoneB.ResourceVersion = "2"
@@ -40,8 +41,9 @@ func TestEventDuringRebuildIsNotLost(t *testing.T) {
 			objs:    []any{slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", "node-a")), node("node-a", "region-1", "zone-a")},
 			readPod: "web-1",
 			event: func(s *stores, c *Cluster, ws *watchSet) {
-				s.pods.Add(ready)
-				c.podEvent(ws, ready)
+				p := cached(t, ready)
+				s.pods.Add(p)
+				c.podEvent(ws, p)
 			},
 			wantReady: true, wantZone: "zone-a",
 		},
@@ -135,23 +137,14 @@ func oneEndpoint(shard *Shard, ready bool, zone string) error {
 
 // hookedPods calls after once a Get of a pod has read the store.
 type hookedPods struct {
-	listersv1.PodLister
+	podGetter
 	after func(kind, name string)
 }
 
-func (l hookedPods) Pods(namespace string) listersv1.PodNamespaceLister {
-	return hookedPodsIn{l.PodLister.Pods(namespace), l.after}
-}
-
-type hookedPodsIn struct {
-	listersv1.PodNamespaceLister
-	after func(kind, name string)
-}
-
-func (l hookedPodsIn) Get(name string) (*corev1.Pod, error) {
-	p, err := l.PodNamespaceLister.Get(name)
+func (l hookedPods) getPod(namespace, name string) *cachedPod {
+	p := l.podGetter.getPod(namespace, name)
 	l.after("pod", name)
-	return p, err
+	return p
 }
 
 // hookedNodes calls after once a Get of a node has read the store.

@@ -35,6 +35,11 @@ type Options struct {
 	// EndpointSlices and Pods are watched cluster-wide and the unselected
 	// namespaces' services filtered out. Default 100.
 	MaxNamespaceWatches int
+	// ClusterQPS and ClusterBurst limit the requests each cluster's client sends its
+	// API server (client-go's token bucket: QPS sustained, Burst at once); 50 and 100
+	// when zero. A client config that sets its own QPS keeps it.
+	ClusterQPS   float32
+	ClusterBurst int
 	// ProbeInterval is how often an unreachable cluster is probed to learn that it
 	// answers again; 5s when zero. Not a flag.
 	ProbeInterval time.Duration
@@ -49,6 +54,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.SyncTimeout, "remote-cluster-timeout", 30*time.Second, "how long a cluster may take to sync before Horizon is ready without it")
 	fs.IntVar(&o.MaxNamespaceWatches, "discovery-max-namespace-watches", defaultMaxNamespaceWatches, "with discoverySelectors, the most namespaces of one cluster watched one by one "+
 		"(three watches each: Services, EndpointSlices, Pods); past it the cluster is watched cluster-wide and unselected namespaces are filtered out")
+	fs.Float32Var(&o.ClusterQPS, "remote-qps", defaultClusterQPS, "requests per second each watched cluster's API client may send on average (remote clusters and the config cluster alike; 0: the default)")
+	fs.IntVar(&o.ClusterBurst, "remote-burst", defaultClusterBurst, "requests each watched cluster's API client may send at once above --remote-qps (0: the default)")
 	fs.DurationVar(&o.StaleGrace, "stale-cluster-grace", 5*time.Minute, "how long a synced cluster that stopped answering keeps serving its last known endpoints (0: until it answers again)")
 }
 
@@ -70,11 +77,25 @@ func (o *Options) Validate() error {
 	if o.MaxNamespaceWatches < 0 || o.MaxNamespaceWatches > 10000 {
 		errs = append(errs, fmt.Errorf("--discovery-max-namespace-watches: must be 0-10000, got %d", o.MaxNamespaceWatches))
 	}
+	if o.ClusterQPS < 0 {
+		errs = append(errs, fmt.Errorf("--remote-qps: must not be negative, got %g", o.ClusterQPS))
+	}
+	if o.ClusterBurst < 0 {
+		errs = append(errs, fmt.Errorf("--remote-burst: must not be negative, got %d", o.ClusterBurst))
+	}
 	if o.ProbeInterval < 0 {
 		errs = append(errs, fmt.Errorf("probe interval: must not be negative, got %s", o.ProbeInterval))
 	}
 	return errors.Join(errs...)
 }
+
+// The client rate limit of each cluster when Options leaves it zero: enough for the
+// informers' lists and watches and the health probes, while a relist of many
+// clusters at once cannot flood their API servers.
+const (
+	defaultClusterQPS   = 50
+	defaultClusterBurst = 100
+)
 
 // entry is one cluster ID: the cluster that serves, and a replacement syncing to take
 // its place after a credential change.
@@ -87,6 +108,7 @@ type entry struct {
 type Registry struct {
 	opts Options
 	log  *slog.Logger
+	trim *trimmer // informer transforms and the intern table every cluster shares
 
 	mu       sync.RWMutex
 	clusters map[network.ClusterID]*entry // guarded by mu
@@ -114,11 +136,18 @@ func New(opts Options) (*Registry, error) {
 	if opts.MaxNamespaceWatches == 0 {
 		opts.MaxNamespaceWatches = defaultMaxNamespaceWatches
 	}
+	if opts.ClusterQPS == 0 {
+		opts.ClusterQPS = defaultClusterQPS
+	}
+	if opts.ClusterBurst == 0 {
+		opts.ClusterBurst = defaultClusterBurst
+	}
 	return &Registry{
 		opts:      opts,
 		log:       opts.Logger.With("component", "clusterregistry"),
 		clusters:  map[network.ClusterID]*entry{},
 		overrides: map[network.ClusterID]*network.DiscoverySelectors{},
+		trim:      newTrimmer(newInterner(0)),
 	}, nil
 }
 
@@ -386,6 +415,9 @@ func (r *Registry) clusterOptions(id network.ClusterID) clusterOptions {
 		staleGrace:    r.opts.StaleGrace,
 		probeInterval: r.opts.ProbeInterval,
 		host:          r.host,
+		trim:          r.trim,
+		qps:           r.opts.ClusterQPS,
+		burst:         r.opts.ClusterBurst,
 		log:           r.log.With("cluster", id),
 		sink:          r,
 	}

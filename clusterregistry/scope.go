@@ -41,7 +41,7 @@ type scope struct {
 
 	handlersSynced []cache.InformerSynced
 	services       listersv1.ServiceLister
-	pods           listersv1.PodLister
+	pods           podGetter
 	podCache       cache.Indexer
 	slices         cache.Indexer
 }
@@ -67,7 +67,7 @@ var emptyScope = func() *scope {
 	}
 	return &scope{
 		services: listersv1.NewServiceLister(idx()),
-		pods:     listersv1.NewPodLister(idx()),
+		pods:     podStore{cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})},
 		podCache: idx(),
 		slices:   idx(),
 	}
@@ -268,15 +268,16 @@ type scopedServices struct{ w *watchSet }
 
 func (l scopedServices) List(sel labels.Selector) ([]*corev1.Service, error) {
 	var out []*corev1.Service
-	seen := map[types.UID]bool{}
+	// By namespace and name: the trimmed caches keep no UID (trim.go).
+	seen := map[types.NamespacedName]bool{}
 	for _, s := range l.w.allScopes() {
 		svcs, err := s.services.List(sel)
 		if err != nil {
 			return nil, err
 		}
 		for _, svc := range svcs {
-			if !seen[svc.UID] {
-				seen[svc.UID] = true
+			if key := (types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}); !seen[key] {
+				seen[key] = true
 				out = append(out, svc)
 			}
 		}
@@ -288,29 +289,11 @@ func (l scopedServices) Services(ns string) listersv1.ServiceNamespaceLister {
 	return l.w.scopeFor(ns).services.Services(ns)
 }
 
-// scopedPods lists Pods across w's scopes.
+// scopedPods finds pods in the scope of their namespace.
 type scopedPods struct{ w *watchSet }
 
-func (l scopedPods) List(sel labels.Selector) ([]*corev1.Pod, error) {
-	var out []*corev1.Pod
-	seen := map[types.UID]bool{}
-	for _, s := range l.w.allScopes() {
-		pods, err := s.pods.List(sel)
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range pods {
-			if !seen[p.UID] {
-				seen[p.UID] = true
-				out = append(out, p)
-			}
-		}
-	}
-	return out, nil
-}
-
-func (l scopedPods) Pods(ns string) listersv1.PodNamespaceLister {
-	return l.w.scopeFor(ns).pods.Pods(ns)
+func (l scopedPods) getPod(namespace, name string) *cachedPod {
+	return l.w.scopeFor(namespace).pods.getPod(namespace, name)
 }
 
 // scopedIndex reads one index across w's scopes: a "namespace/name" value from the

@@ -7,6 +7,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	listersv1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/horizon-mesh/horizon/network"
 )
@@ -20,7 +21,7 @@ type shardSource struct {
 	cluster network.ClusterID
 	// slices holds EndpointSlices indexed by serviceIndex.
 	slices indexReader
-	pods   listersv1.PodLister
+	pods   podGetter
 	nodes  listersv1.NodeLister
 	// network is the system namespace's network label: the network of the endpoints
 	// whose pod names none.
@@ -65,6 +66,15 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 		}
 	}
 	objs, _ := src.slices.ByIndex(serviceIndex, svc.Namespace+"/"+svc.Name)
+	// Each port's endpoints are allocated once, for as many as the slices hold: the
+	// shards are most of what the registry keeps per endpoint, and appending from
+	// empty would leave up to half of each array unused.
+	capacity := 0
+	for _, obj := range objs {
+		if slice, ok := obj.(*discoveryv1.EndpointSlice); ok {
+			capacity += len(slice.Endpoints)
+		}
+	}
 	for _, obj := range objs {
 		slice, ok := obj.(*discoveryv1.EndpointSlice)
 		if !ok || slice.AddressType == discoveryv1.AddressTypeFQDN {
@@ -87,23 +97,23 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 				nodeName = *ep.NodeName
 			}
 			if podKey, ok := endpointPod(slice, ep); ok {
-				pod, err := src.pods.Pods(podKey.Namespace).Get(podKey.Name)
-				if err != nil || pod.DeletionTimestamp != nil {
+				pod := src.pods.getPod(podKey.Namespace, podKey.Name)
+				if pod == nil || pod.Deleting {
 					// Not seen yet, gone, or terminating: not served. Its arrival
 					// re-queues this service through the slices' pod index.
 					continue
 				}
 				base.Pod = podKey.String()
 				base.Labels = pod.Labels
-				base.ServiceAccount = pod.Spec.ServiceAccountName
+				base.ServiceAccount = pod.ServiceAccount
 				base.TLSMode = pod.Labels[network.LabelTLSMode]
 				if n := pod.Labels[network.LabelNetwork]; n != "" {
 					base.Network = network.NetworkID(n)
 				}
-				if pod.Spec.NodeName != "" {
-					nodeName = pod.Spec.NodeName
+				if pod.NodeName != "" {
+					nodeName = pod.NodeName
 				}
-				if podNotReady(pod) {
+				if pod.notReady() {
 					base.Ready = false
 				}
 			}
@@ -127,7 +137,11 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 				e := base
 				e.Address = ep.Addresses[0]
 				e.Port = uint32(target)
-				shard.Endpoints[sp.Port] = append(shard.Endpoints[sp.Port], e)
+				eps := shard.Endpoints[sp.Port]
+				if eps == nil {
+					eps = make([]Endpoint, 0, capacity)
+				}
+				shard.Endpoints[sp.Port] = append(eps, e)
 			}
 		}
 	}
@@ -209,15 +223,22 @@ func dedupe(eps []Endpoint) []Endpoint {
 	return out
 }
 
-// podNotReady reports whether the pod says it is not ready. A pod without a Ready
-// condition defers to the EndpointSlice.
-func podNotReady(p *corev1.Pod) bool {
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			return cond.Status != corev1.ConditionTrue
-		}
+// podGetter finds a pod in a cluster's cache.
+type podGetter interface {
+	// getPod returns the pod, nil if the cache has none.
+	getPod(namespace, name string) *cachedPod
+}
+
+// podStore is the pod informer's cache, which holds *cachedPod (trim.go).
+type podStore struct{ cache.Indexer }
+
+func (s podStore) getPod(namespace, name string) *cachedPod {
+	obj, ok, err := s.GetByKey(namespace + "/" + name)
+	if err != nil || !ok {
+		return nil
 	}
-	return false
+	p, _ := obj.(*cachedPod)
+	return p
 }
 
 // namespaceNetwork returns the network label of namespace name, if it has one.

@@ -15,10 +15,28 @@ import (
 
 const testHost = "web.sample.svc.cluster.local"
 
-// translateStores translates svc from caches holding objs.
+// translateStores translates svc from caches holding objs. It translates them again
+// through the informer transforms (trim.go), as a cluster's informers store them,
+// and fails the test when the two differ: the transforms must keep everything
+// translate reads.
 func translateStores(t *testing.T, svc *corev1.Service, nsNetwork network.NetworkID, objs ...any) *Shard {
 	t.Helper()
+	full := translateFrom(t, newStores(), svc, nsNetwork, objs...)
+	trim := newTrimmer(newInterner(0))
 	s := newStores()
+	s.trim = trim
+	tsvc, err := trim.service(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if trimmed := translateFrom(t, s, tsvc.(*corev1.Service), nsNetwork, objs...); !reflect.DeepEqual(trimmed, full) {
+		t.Errorf("translated from trimmed objects:\n%+v\nfrom the objects as listed:\n%+v", trimmed, full)
+	}
+	return full
+}
+
+func translateFrom(t *testing.T, s *stores, svc *corev1.Service, nsNetwork network.NetworkID, objs ...any) *Shard {
+	t.Helper()
 	s.add(t, objs...)
 	ws := s.watchSet()
 	return translate(shardSource{

@@ -17,6 +17,8 @@ import (
 // informer: it changes a store, then calls the handler the informer would call.
 type stores struct {
 	services, slices, pods, nodes, namespaces cache.Indexer
+	// trim, when set, transforms objects as the informers do before they are stored.
+	trim *trimmer
 }
 
 func newStores() *stores {
@@ -33,7 +35,7 @@ func newStores() *stores {
 func (s *stores) watchSet() *watchSet {
 	return &watchSet{
 		services:   listersv1.NewServiceLister(s.services),
-		pods:       listersv1.NewPodLister(s.pods),
+		pods:       podStore{s.pods},
 		podCache:   s.pods,
 		nodes:      listersv1.NewNodeLister(s.nodes),
 		namespaces: listersv1.NewNamespaceLister(s.namespaces),
@@ -47,24 +49,61 @@ func (s *stores) add(t *testing.T, objs ...any) {
 	t.Helper()
 	for _, obj := range objs {
 		var store cache.Indexer
+		var transform cache.TransformFunc
 		switch obj.(type) {
 		case *corev1.Service:
 			store = s.services
+			if s.trim != nil {
+				transform = s.trim.service
+			}
 		case *discoveryv1.EndpointSlice:
 			store = s.slices
+			if s.trim != nil {
+				transform = s.trim.slice
+			}
 		case *corev1.Pod:
-			store = s.pods
+			// The pod informer's cache only ever holds pods as cachedPod.
+			store, transform = s.pods, cachedPodOf(t, s.trim)
 		case *corev1.Node:
 			store = s.nodes
+			if s.trim != nil {
+				transform = s.trim.node
+			}
 		case *corev1.Namespace:
 			store = s.namespaces
 		default:
 			t.Fatalf("no store for %T", obj)
 		}
+		if transform != nil {
+			var err error
+			if obj, err = transform(obj); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := store.Update(obj); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// cachedPodOf returns the pod transform of trim, or of a trimmer of its own if trim is
+// nil.
+func cachedPodOf(t *testing.T, trim *trimmer) cache.TransformFunc {
+	t.Helper()
+	if trim == nil {
+		trim = newTrimmer(newInterner(0))
+	}
+	return trim.pod
+}
+
+// cached returns p as the pod informer caches it.
+func cached(t *testing.T, p *corev1.Pod) *cachedPod {
+	t.Helper()
+	out, err := cachedPodOf(t, nil)(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.(*cachedPod)
 }
 
 // newTestCluster returns a cluster whose worker reads ws and whose steps the test

@@ -56,12 +56,15 @@ type Service struct {
 	Name      string            `json:"name"`
 	Namespace string            `json:"namespace"`
 	Cluster   network.ClusterID `json:"cluster"`
-	Labels    map[string]string `json:"labels,omitempty"`
+	// Labels are the Service's labels. Shared: do not modify.
+	Labels map[string]string `json:"labels,omitempty"`
 	// Selector is spec.selector: the labels of the pods the Service sends traffic to
 	// (a gateway Service's selects its gateway pods). Empty for a Service without one.
 	// Shared: do not modify.
 	Selector map[string]string `json:"selector,omitempty"`
-	// Annotations are kept for the few Istio annotations Horizon reads.
+	// Annotations are the Service's annotations in an istio.io domain (such as
+	// networking.istio.io/gatewayPort); the informers keep no others. Shared: do not
+	// modify.
 	Annotations map[string]string `json:"annotations,omitempty"`
 	Ports       []ServicePort     `json:"ports"`
 	// ExternalIPs and LoadBalancer (ingress IPs or hostnames) are where a gateway

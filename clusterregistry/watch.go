@@ -2,6 +2,7 @@ package clusterregistry
 
 import (
 	"context"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,7 +22,7 @@ import (
 const (
 	// serviceIndex: EndpointSlices by "namespace/service".
 	serviceIndex = "service"
-	// podIndex: EndpointSlices by "namespace/name" of the pods their endpoints
+	// podIndex: EndpointSlices by the podGroup of the pods their endpoints
 	// reference.
 	podIndex = "pod"
 	// nodeIndex: EndpointSlices by the nodeName of their endpoints, and Pods by
@@ -51,8 +52,8 @@ type watchSet struct {
 
 	// The namespaced caches, across the scopes.
 	services listersv1.ServiceLister
-	pods     listersv1.PodLister
-	podCache indexReader // the pods, indexed by nodeIndex
+	pods     podGetter
+	podCache indexReader // the pods (*cachedPod), indexed by nodeIndex
 	slices   indexReader
 
 	// reconcile holds one signal that the scopes should be brought in line with the
@@ -98,10 +99,22 @@ func (c *Cluster) setupInformers(w *watchSet) error {
 	if err := ns.Informer().SetTransform(trimNamespace); err != nil {
 		return err
 	}
+	if err := node.Informer().SetTransform(c.trimmer().node); err != nil {
+		return err
+	}
 	return c.addHandlers(w, &w.handlersSynced, []informerHandler{
 		{node.Informer(), c.nodeEvent, false},
 		{ns.Informer(), c.namespaceEvent, false},
 	})
+}
+
+// trimmer returns the registry's trimmer (trim.go), or a cluster's own in tests that
+// build a Cluster without one.
+func (c *Cluster) trimmer() *trimmer {
+	if c.opts.trim != nil {
+		return c.opts.trim
+	}
+	return newTrimmer(newInterner(0))
 }
 
 // setupScope sets up the namespaced informers of s.
@@ -109,12 +122,19 @@ func (c *Cluster) setupScope(w *watchSet, s *scope) error {
 	svc := s.factory.Core().V1().Services()
 	pod := s.factory.Core().V1().Pods()
 	slice := s.factory.Discovery().V1().EndpointSlices()
-	s.services, s.pods = svc.Lister(), pod.Lister()
+	s.services = svc.Lister()
 	s.slices = slice.Informer().GetIndexer()
 	s.podCache = pod.Informer().GetIndexer()
+	s.pods = podStore{s.podCache}
 
-	if err := pod.Informer().SetTransform(trimPod); err != nil {
-		return err
+	trim := c.trimmer()
+	for _, t := range []struct {
+		inf cache.SharedIndexInformer
+		fn  cache.TransformFunc
+	}{{svc.Informer(), trim.service}, {slice.Informer(), trim.slice}, {pod.Informer(), trim.pod}} {
+		if err := t.inf.SetTransform(t.fn); err != nil {
+			return err
+		}
 	}
 	if err := pod.Informer().AddIndexers(podIndexers()); err != nil {
 		return err
@@ -164,10 +184,8 @@ func eventHandler(fn func(obj any), old bool) cache.ResourceEventHandlerFuncs {
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: fn,
 		UpdateFunc: func(prev, cur any) {
-			if o, ok := prev.(metav1.Object); ok {
-				if n, ok := cur.(metav1.Object); ok && o.GetResourceVersion() == n.GetResourceVersion() {
-					return // resync with nothing changed
-				}
+			if o, n := resourceVersion(prev), resourceVersion(cur); o != "" && o == n {
+				return // resync with nothing changed
 			}
 			if old {
 				fn(prev)
@@ -181,6 +199,18 @@ func eventHandler(fn func(obj any), old bool) cache.ResourceEventHandlerFuncs {
 			fn(obj)
 		},
 	}
+}
+
+// resourceVersion returns the resource version of an informer's object; empty if it
+// has none.
+func resourceVersion(obj any) string {
+	switch o := obj.(type) {
+	case *cachedPod:
+		return o.ResourceVersion
+	case metav1.Object:
+		return o.GetResourceVersion()
+	}
+	return ""
 }
 
 // start runs the informers and the goroutine that keeps the scopes in line; synced
@@ -252,7 +282,9 @@ func sliceIndexers() cache.Indexers {
 			var out []string
 			for _, ep := range s.Endpoints {
 				if key, ok := endpointPod(s, ep); ok {
-					out = append(out, key.String())
+					if g := podGroup(key.Namespace, key.Name); len(out) == 0 || out[len(out)-1] != g {
+						out = append(out, g)
+					}
 				}
 			}
 			return out, nil
@@ -276,12 +308,25 @@ func sliceIndexers() cache.Indexers {
 // podIndexers index pods by the node they run on.
 func podIndexers() cache.Indexers {
 	return cache.Indexers{nodeIndex: func(obj any) ([]string, error) {
-		p, ok := obj.(*corev1.Pod)
-		if !ok || p.Spec.NodeName == "" {
+		p, ok := obj.(*cachedPod)
+		if !ok || p.NodeName == "" {
 			return nil, nil
 		}
-		return []string{p.Spec.NodeName}, nil
+		return []string{p.NodeName}, nil
 	}}
+}
+
+// podGroup is the podIndex value of pod namespace/name: namespace and the name
+// without its last "-" segment, which the pods of one ReplicaSet or StatefulSet
+// share. The index then holds a set of slices per workload rather than one per pod,
+// a few hundred bytes per pod less. A pod's lookup can also name slices that
+// reference only other pods of its group; their services are queued as well, and
+// their rebuild changes nothing.
+func podGroup(namespace, name string) string {
+	if i := strings.LastIndexByte(name, '-'); i > 0 {
+		name = name[:i]
+	}
+	return namespace + "/" + name
 }
 
 // endpointPod returns the pod an endpoint of slice s references, if any.
@@ -313,8 +358,8 @@ func (c *Cluster) sliceEvent(_ *watchSet, obj any) {
 
 // podEvent re-queues the services whose slices reference the pod.
 func (c *Cluster) podEvent(w *watchSet, obj any) {
-	if p, ok := obj.(*corev1.Pod); ok {
-		c.enqueueSlices(w, podIndex, p.Namespace+"/"+p.Name)
+	if p, ok := obj.(*cachedPod); ok {
+		c.enqueueSlices(w, podIndex, podGroup(p.Namespace, p.Name))
 	}
 }
 
@@ -329,8 +374,8 @@ func (c *Cluster) nodeEvent(w *watchSet, obj any) {
 	c.enqueueSlices(w, nodeIndex, n.Name)
 	pods, _ := w.podCache.ByIndex(nodeIndex, n.Name)
 	for _, obj := range pods {
-		if p, ok := obj.(*corev1.Pod); ok {
-			c.enqueueSlices(w, podIndex, p.Namespace+"/"+p.Name)
+		if p, ok := obj.(*cachedPod); ok {
+			c.enqueueSlices(w, podIndex, podGroup(p.Namespace, p.Name))
 		}
 	}
 }
@@ -368,38 +413,4 @@ func trimNamespace(obj any) (any, error) {
 		ResourceVersion: n.ResourceVersion,
 		Labels:          n.Labels,
 	}}, nil
-}
-
-// trimPod keeps only what Horizon reads of a pod, so that the cache of a large cluster
-// stays small.
-func trimPod(obj any) (any, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
-	}
-	out := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:              p.Name,
-			Namespace:         p.Namespace,
-			UID:               p.UID,
-			ResourceVersion:   p.ResourceVersion,
-			Labels:            p.Labels,
-			DeletionTimestamp: p.DeletionTimestamp,
-		},
-		Spec: corev1.PodSpec{
-			NodeName:           p.Spec.NodeName,
-			ServiceAccountName: p.Spec.ServiceAccountName,
-		},
-		Status: corev1.PodStatus{
-			Phase:  p.Status.Phase,
-			PodIP:  p.Status.PodIP,
-			PodIPs: p.Status.PodIPs,
-		},
-	}
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodReady {
-			out.Status.Conditions = []corev1.PodCondition{{Type: cond.Type, Status: cond.Status}}
-		}
-	}
-	return out, nil
 }

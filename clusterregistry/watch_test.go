@@ -5,7 +5,6 @@ import (
 	"sort"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -41,7 +40,7 @@ func TestEventsQueueTheirServices(t *testing.T) {
 		{
 			name: "a pod queues every service whose slices reference it",
 			event: func(c *Cluster, ws *watchSet) {
-				eventHandler(func(obj any) { c.podEvent(ws, obj) }, false).OnAdd(pod("web-1", "node-c", nil), false)
+				eventHandler(func(obj any) { c.podEvent(ws, obj) }, false).OnAdd(cached(t, pod("web-1", "node-c", nil)), false)
 			},
 			want: []string{"sample/canary", "sample/web"},
 		},
@@ -49,7 +48,7 @@ func TestEventsQueueTheirServices(t *testing.T) {
 			name: "a deleted pod, seen as a tombstone",
 			event: func(c *Cluster, ws *watchSet) {
 				eventHandler(func(obj any) { c.podEvent(ws, obj) }, false).OnDelete(
-					cache.DeletedFinalStateUnknown{Key: "sample/other-1", Obj: pod("other-1", "", nil)})
+					cache.DeletedFinalStateUnknown{Key: "sample/other-1", Obj: cached(t, pod("other-1", "", nil))})
 			},
 			want: []string{"sample/other"},
 		},
@@ -107,23 +106,27 @@ func TestEventsQueueTheirServices(t *testing.T) {
 	}
 }
 
-// TestTrimPodKeepsWhatTranslationReads checks that a trimmed pod translates as the
-// full one does.
-func TestTrimPodKeepsWhatTranslationReads(t *testing.T) {
-	full := pod("web-1", "node-a", map[string]string{"version": "v1"})
-	full.Spec.Containers = []corev1.Container{{Name: "app", Image: "registry.invalid/app"}}
-	full.Status.Conditions = append(full.Status.Conditions, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue})
-	trimmed, err := trimPod(full)
-	if err != nil {
-		t.Fatal(err)
+// TestPodIndexGroupsPods checks that the slice index by pod holds one value per
+// group of pods (a ReplicaSet's), and that any pod of the group finds the slice.
+func TestPodIndexGroupsPods(t *testing.T) {
+	s := newStores()
+	sl := slice("web-x", "web",
+		podEndpoint("10.0.0.1", "web-5d8f-abcde", ""), podEndpoint("10.0.0.2", "web-5d8f-fghij", ""),
+		podEndpoint("10.0.0.3", "web-77c1-klmno", ""), podEndpoint("10.0.0.4", "solo", ""))
+	s.add(t, sl)
+	if got, want := s.slices.ListIndexFuncValues(podIndex), []string{"sample/solo", "sample/web-5d8f", "sample/web-77c1"}; !reflect.DeepEqual(sortedCopy(got), want) {
+		t.Errorf("index values %v, want %v", got, want)
 	}
-	objs := []any{slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", "")), node("node-a", "r", "z")}
-	a := translateStores(t, service("web"), "", append(objs, full)...)
-	b := translateStores(t, service("web"), "", append(objs, trimmed)...)
-	if !reflect.DeepEqual(a, b) {
-		t.Errorf("trimmed pod translates to\n%+v\nfull pod to\n%+v", b, a)
+	for _, name := range []string{"web-5d8f-abcde", "web-5d8f-zzzzz", "web-77c1-klmno", "solo"} {
+		objs, err := s.slices.ByIndex(podIndex, podGroup(testNS, name))
+		if err != nil || len(objs) != 1 {
+			t.Errorf("pod %s finds %d slices (%v), want web-x", name, len(objs), err)
+		}
 	}
-	if p := trimmed.(*corev1.Pod); len(p.Spec.Containers) != 0 || len(p.Status.Conditions) != 1 {
-		t.Errorf("trimmed pod keeps %+v", p)
-	}
+}
+
+func sortedCopy(in []string) []string {
+	out := append([]string(nil), in...)
+	sort.Strings(out)
+	return out
 }

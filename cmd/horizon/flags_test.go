@@ -20,6 +20,7 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		{"debounce max below after", []string{"serve", "--debounce-after=2s", "--debounce-max=1s"}, "--debounce-max: must be at least --debounce-after"},
 		{"bad duration", []string{"serve", "--remote-cluster-timeout=soon"}, `invalid argument "soon"`},
 		{"negative timeout", []string{"serve", "--remote-cluster-timeout=-5s"}, "--remote-cluster-timeout: must not be negative"},
+		{"negative client rate limit", []string{"serve", "--remote-qps=-1"}, "--remote-qps: must not be negative"},
 		{"bad address", []string{"serve", "--xds-address=15010"}, "--xds-address: address 15010: missing port in address"},
 		{"plaintext xDS on every interface", []string{"serve", "--xds-address=:15010"},
 			`--xds-address ":15010": plaintext xDS listens only on a loopback address (such as 127.0.0.1:15010); serve xDS over TLS (--xds-tls-cert, --xds-tls-key, and --xds-client-ca to authenticate proxies) or allow plaintext on this address with --xds-allow-plaintext-remote`},
@@ -66,7 +67,7 @@ func TestHelp(t *testing.T) {
 	}
 	for _, flag := range []string{"--kubeconfig", "--context", "--cluster-id", "--namespace", "--mesh-networks", "--mesh-config", "--discovery-max-namespace-watches", "--domain-suffix",
 		"--xds-address", "--http-address", "--debounce-after", "--debounce-max", "--remote-cluster-timeout",
-		"--stale-cluster-grace", "--xds-tls-cert", "--xds-tls-key", "--xds-client-ca", "--xds-allow-plaintext-remote", "--trust-domain", "--pprof", "--default-passthrough", "--proxyless-mtls",
+		"--stale-cluster-grace", "--remote-qps", "--remote-burst", "--xds-tls-cert", "--xds-tls-key", "--xds-client-ca", "--xds-allow-plaintext-remote", "--trust-domain", "--pprof", "--default-passthrough", "--proxyless-mtls",
 		"--debug-access", "--debug-token-audience"} {
 		if !strings.Contains(out.String(), flag) {
 			t.Errorf("serve --help does not mention %s", flag)

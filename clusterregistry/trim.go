@@ -1,0 +1,360 @@
+package clusterregistry
+
+import (
+	"slices"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/horizon-mesh/horizon/network"
+)
+
+// Informer transforms: what a cluster's informers cache of Services, EndpointSlices,
+// Pods and Nodes is only what translate (shard.go) and the event handlers and
+// indexers (watch.go) read, with the strings that repeat across objects (namespaces,
+// label keys and values, node names, zones, service accounts, port names) and whole
+// label maps shared through an intern table. A field these start to read must be
+// kept here too; translateStores in the tests translates every case from trimmed and
+// untrimmed caches and fails when they differ.
+//
+// A transform runs on the informer's goroutine before the object is stored; the
+// objects it returns are shared (their maps, pointers and slices) and must not be
+// modified, as informer caches never are.
+
+// defaultInternLimit bounds the entries of one generation of an intern table: two
+// generations, each at most this many strings and label maps, are held at once.
+const defaultInternLimit = 1 << 16
+
+// interner shares equal strings and equal label maps. It is bounded: when the current
+// generation is full it becomes the previous one and the one before is dropped, so
+// values that stopped being looked up (deleted pods' labels, nodes gone) are let go
+// after at most two generations, while values still in use move to the new one when
+// next looked up. Values handed out stay valid; only their sharing ends.
+//
+// interner is safe for concurrent use.
+type interner struct {
+	limit int
+
+	mu         sync.Mutex
+	strs, prev map[string]string            // guarded by mu
+	maps, pmap map[string]map[string]string // guarded by mu; keyed by labelKey
+	ptrs, pptr map[string]*string           // guarded by mu
+}
+
+func newInterner(limit int) *interner {
+	if limit <= 0 {
+		limit = defaultInternLimit
+	}
+	return &interner{
+		limit: limit,
+		strs:  map[string]string{},
+		maps:  map[string]map[string]string{},
+		ptrs:  map[string]*string{},
+	}
+}
+
+// size is the number of entries held over both generations.
+func (in *interner) size() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return len(in.strs) + len(in.prev) + len(in.maps) + len(in.pmap) + len(in.ptrs) + len(in.pptr)
+}
+
+// rotate starts a new generation if the current one is full; in.mu is held.
+func (in *interner) rotate() {
+	if len(in.strs)+len(in.maps)+len(in.ptrs) < in.limit {
+		return
+	}
+	in.prev, in.pmap, in.pptr = in.strs, in.maps, in.ptrs
+	in.strs = make(map[string]string, len(in.prev))
+	in.maps = make(map[string]map[string]string, len(in.pmap))
+	in.ptrs = make(map[string]*string, len(in.pptr))
+}
+
+// str returns a string equal to s, shared with earlier calls.
+func (in *interner) str(s string) string {
+	if s == "" {
+		return ""
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.strLocked(s)
+}
+
+func (in *interner) strLocked(s string) string {
+	if v, ok := in.strs[s]; ok {
+		return v
+	}
+	in.rotate()
+	if v, ok := in.prev[s]; ok {
+		s = v
+	} else {
+		s = strings.Clone(s) // not pinning the decoded object's buffer
+	}
+	in.strs[s] = s
+	return s
+}
+
+// ptr returns a pointer to a string equal to *p, shared with earlier calls; nil for
+// nil.
+func (in *interner) ptr(p *string) *string {
+	if p == nil {
+		return nil
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if v, ok := in.ptrs[*p]; ok {
+		return v
+	}
+	v, ok := in.pptr[*p]
+	if !ok {
+		s := in.strLocked(*p)
+		v = &s
+	}
+	in.rotate()
+	in.ptrs[*v] = v
+	return v
+}
+
+// labels returns a map equal to m, shared with earlier calls with equal maps; nil for
+// an empty map.
+func (in *interner) labels(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	key := labelKey(m)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if v, ok := in.maps[key]; ok {
+		return v
+	}
+	v, ok := in.pmap[key]
+	if !ok {
+		v = make(map[string]string, len(m))
+		for k, val := range m {
+			v[in.strLocked(k)] = in.strLocked(val)
+		}
+	}
+	in.rotate()
+	in.maps[strings.Clone(key)] = v
+	return v
+}
+
+// labelKey encodes m as its sorted keys and values, each followed by a NUL byte (no
+// label key or value holds one).
+func labelKey(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	n := 0
+	for k, v := range m {
+		keys = append(keys, k)
+		n += len(k) + len(v) + 2
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	b.Grow(n)
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(m[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// trimmer holds the informer transforms of a registry's clusters; they share its
+// intern table.
+type trimmer struct {
+	in *interner
+	// yes and no are shared by every trimmed *bool.
+	yes, no *bool
+}
+
+func newTrimmer(in *interner) *trimmer {
+	yes, no := true, false
+	return &trimmer{in: in, yes: &yes, no: &no}
+}
+
+func (t *trimmer) bool(b *bool) *bool {
+	switch {
+	case b == nil:
+		return nil
+	case *b:
+		return t.yes
+	default:
+		return t.no
+	}
+}
+
+// meta keeps name, namespace and resource version (the handlers skip resyncs by it);
+// labels and annotations are the caller's.
+func (t *trimmer) meta(m *metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:            m.Name,
+		Namespace:       t.in.str(m.Namespace),
+		ResourceVersion: m.ResourceVersion,
+	}
+}
+
+// service keeps what translate and the gateway discovery read of a Service: labels,
+// the Istio annotations (keys in an istio.io domain), type, selector, ports,
+// external IPs and load balancer ingress addresses.
+func (t *trimmer) service(obj any) (any, error) {
+	s, ok := obj.(*corev1.Service)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Service{ObjectMeta: t.meta(&s.ObjectMeta)}
+	out.Labels = t.in.labels(s.Labels)
+	out.Annotations = t.in.labels(istioAnnotations(s.Annotations))
+	out.Spec.Type = s.Spec.Type
+	out.Spec.Selector = t.in.labels(s.Spec.Selector)
+	out.Spec.ExternalIPs = s.Spec.ExternalIPs
+	if len(s.Spec.Ports) > 0 {
+		out.Spec.Ports = make([]corev1.ServicePort, len(s.Spec.Ports))
+		for i, p := range s.Spec.Ports {
+			out.Spec.Ports[i] = corev1.ServicePort{
+				Name:       t.in.str(p.Name),
+				Protocol:   corev1.Protocol(t.in.str(string(p.Protocol))),
+				Port:       p.Port,
+				TargetPort: p.TargetPort,
+			}
+			out.Spec.Ports[i].TargetPort.StrVal = t.in.str(p.TargetPort.StrVal)
+		}
+	}
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		out.Status.LoadBalancer.Ingress = append(out.Status.LoadBalancer.Ingress,
+			corev1.LoadBalancerIngress{IP: in.IP, Hostname: in.Hostname})
+	}
+	return out, nil
+}
+
+// istioAnnotations returns the annotations of m whose key is in an istio.io domain
+// (networking.istio.io/gatewayPort and the like); nil when none is.
+func istioAnnotations(m map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range m {
+		domain, _, ok := strings.Cut(k, "/")
+		if ok && (domain == "istio.io" || strings.HasSuffix(domain, ".istio.io")) {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// slice keeps the service-name label, address type, ports, and per endpoint its
+// first address, Ready and Terminating conditions, node, zone and target
+// reference (kind, namespace, name).
+func (t *trimmer) slice(obj any) (any, error) {
+	s, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return obj, nil
+	}
+	out := &discoveryv1.EndpointSlice{ObjectMeta: t.meta(&s.ObjectMeta), AddressType: s.AddressType}
+	if name, ok := s.Labels[discoveryv1.LabelServiceName]; ok {
+		out.Labels = t.in.labels(map[string]string{discoveryv1.LabelServiceName: name})
+	}
+	if len(s.Ports) > 0 {
+		out.Ports = make([]discoveryv1.EndpointPort, len(s.Ports))
+		for i, p := range s.Ports {
+			out.Ports[i] = discoveryv1.EndpointPort{Name: t.in.ptr(p.Name), Port: p.Port, Protocol: p.Protocol}
+		}
+	}
+	if len(s.Endpoints) > 0 {
+		out.Endpoints = make([]discoveryv1.Endpoint, len(s.Endpoints))
+		for i, ep := range s.Endpoints {
+			e := discoveryv1.Endpoint{
+				Conditions: discoveryv1.EndpointConditions{
+					Ready:       t.bool(ep.Conditions.Ready),
+					Terminating: t.bool(ep.Conditions.Terminating),
+				},
+				NodeName: t.in.ptr(ep.NodeName),
+				Zone:     t.in.ptr(ep.Zone),
+			}
+			if len(ep.Addresses) > 0 {
+				e.Addresses = ep.Addresses[:1:1]
+			}
+			if r := ep.TargetRef; r != nil {
+				e.TargetRef = &corev1.ObjectReference{Kind: t.in.str(r.Kind), Namespace: t.in.str(r.Namespace), Name: r.Name}
+			}
+			out.Endpoints[i] = e
+		}
+	}
+	return out, nil
+}
+
+// cachedPod is what a cluster's pod informer caches of a pod: a corev1.Pod takes over
+// 1 KB however little of it is set, several times what translate reads of it.
+type cachedPod struct {
+	Name, Namespace, ResourceVersion string
+	// Labels are shared: do not modify.
+	Labels         map[string]string
+	NodeName       string
+	ServiceAccount string
+	// Deleting: the pod has a deletion timestamp.
+	Deleting bool
+	// Ready is the status of the pod's Ready condition; empty when it has none.
+	Ready corev1.ConditionStatus
+}
+
+// GetObjectMeta gives the informer's key function and handlers the pod's name,
+// namespace and resource version.
+func (p *cachedPod) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, ResourceVersion: p.ResourceVersion}
+}
+
+// notReady reports whether the pod says it is not ready. A pod without a Ready
+// condition defers to the EndpointSlice.
+func (p *cachedPod) notReady() bool {
+	return p.Ready != "" && p.Ready != corev1.ConditionTrue
+}
+
+// pod turns a Pod into a cachedPod: labels, node, service account, whether it is
+// being deleted and its Ready condition.
+func (t *trimmer) pod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	out := &cachedPod{
+		Name:            p.Name,
+		Namespace:       t.in.str(p.Namespace),
+		ResourceVersion: p.ResourceVersion,
+		Labels:          t.in.labels(p.Labels),
+		NodeName:        t.in.str(p.Spec.NodeName),
+		ServiceAccount:  t.in.str(p.Spec.ServiceAccountName),
+		Deleting:        p.DeletionTimestamp != nil,
+	}
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodReady {
+			out.Ready = corev1.ConditionStatus(t.in.str(string(cond.Status)))
+		}
+	}
+	return out, nil
+}
+
+// node keeps the name and the locality labels.
+func (t *trimmer) node(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Node{ObjectMeta: t.meta(&n.ObjectMeta)}
+	out.Name = t.in.str(n.Name)
+	var keep map[string]string
+	for _, k := range [...]string{corev1.LabelTopologyRegion, corev1.LabelTopologyZone, network.LabelSubzone} {
+		if v, ok := n.Labels[k]; ok {
+			if keep == nil {
+				keep = map[string]string{}
+			}
+			keep[k] = v
+		}
+	}
+	out.Labels = t.in.labels(keep)
+	return out, nil
+}
