@@ -4,8 +4,8 @@
 // opens -conns connections with one stream each and reads the child's Go heap,
 // goroutine stacks and RSS (after two forced GCs) before and after.
 //
-//	go run ./hack/grpcconnmem -conns 1000 -knobs shared-write-buffer
-//	go run ./hack/grpcconnmem -conns 1000 -knobs shared-write-buffer,read-buffer-0
+//	go run ./cmd/grpcconnmem -conns 1000 -knobs shared-write-buffer
+//	go run ./cmd/grpcconnmem -conns 1000 -knobs shared-write-buffer,read-buffer-0
 //
 // The base server has Horizon's keepalive, stream and message bounds; -knobs adds
 // server options one by one (-help lists them). docs/load.md has the results.
