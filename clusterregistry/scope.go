@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -28,10 +29,70 @@ import (
 //
 // A change of scopes starts the new ones, waits until they have synced, and only then
 // stops the ones no longer wanted and re-queues their services, so that a service
-// does not blink out while a selector edit moves it from one scope to another.
+// does not blink out while a selector edit moves it from one scope to another. The
+// wait gives way to a newer edit (which is then brought in line instead), and after
+// a change (not the first) ends after scopeSyncLimit: a namespace whose watches
+// cannot sync (its objects forbidden to Horizon, say) holds up neither later edits
+// nor the removal of the scopes no longer wanted.
 
 // defaultMaxNamespaceWatches is Options.MaxNamespaceWatches' default.
 const defaultMaxNamespaceWatches = 100
+
+// scopeSyncLimit is how long a change of scopes waits for its new scopes to sync
+// before it stops the scopes no longer wanted anyway.
+const scopeSyncLimit = 30 * time.Second
+
+// waitOutcome is how waitScopes ended.
+type waitOutcome int
+
+const (
+	scopesSynced waitOutcome = iota
+	scopesTimedOut
+	scopesSuperseded // a newer change came: bring that one in line instead
+	watchSetStopped
+)
+
+// waitScopes waits until synced report true, w stops, a new reconcile signal comes
+// (taken), or limit passes (0: no limit).
+func (w *watchSet) waitScopes(synced []cache.InformerSynced, limit time.Duration) waitOutcome {
+	if len(synced) == 0 {
+		return scopesSynced
+	}
+	stop, quit := make(chan struct{}), make(chan struct{})
+	why := make(chan waitOutcome, 1)
+	var timeout <-chan time.Time
+	if limit > 0 {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		timeout = t.C
+	}
+	go func() {
+		defer close(stop)
+		select {
+		case <-w.ctx.Done():
+			why <- watchSetStopped
+		case <-w.reconcile:
+			why <- scopesSuperseded
+		case <-timeout:
+			why <- scopesTimedOut
+		case <-quit:
+		}
+	}()
+	ok := cache.WaitForCacheSync(stop, synced...)
+	close(quit)
+	<-stop
+	if ok {
+		select {
+		case r := <-why:
+			if r == scopesSuperseded {
+				w.poke() // taken while the scopes synced: keep it for the loop
+			}
+		default:
+		}
+		return scopesSynced
+	}
+	return <-why
+}
 
 type scope struct {
 	ns      string
@@ -135,9 +196,12 @@ func (w *watchSet) selects(ns string) bool {
 }
 
 // reconcileScopes brings w's scopes in line with c's selectors and the namespaces'
-// labels as w's Namespace cache has them. It returns false if w was stopped first.
-// Only w's goroutine calls it.
-func (c *Cluster) reconcileScopes(w *watchSet) bool {
+// labels as w's Namespace cache has them. It returns false if w was stopped first,
+// and superseded if a newer change came while the new scopes synced (the caller
+// then calls it again). The first call (first) waits for its scopes without a
+// limit: the cluster's sync timeout reports a cluster that does not sync. Only w's
+// goroutine calls it.
+func (c *Cluster) reconcileScopes(w *watchSet, first bool) (alive, superseded bool) {
 	sel := c.discoverySelectors()
 	var selected map[string]bool // nil: every namespace
 	if !sel.All() {
@@ -179,13 +243,38 @@ func (c *Cluster) reconcileScopes(w *watchSet) bool {
 		c.requeueChangedSelection(w, previous, selected)
 	}
 
-	var synced []cache.InformerSynced
 	for _, s := range added {
 		s.factory.Start(s.ctx.Done())
-		synced = append(synced, s.handlersSynced...)
 	}
-	if !cache.WaitForCacheSync(w.ctx.Done(), synced...) {
-		return false
+	// Every wanted scope not synced yet, also those a superseded call started.
+	var synced []cache.InformerSynced
+	var waiting []*scope
+	w.scopesMu.RLock()
+	for ns := range want {
+		if s := w.scopes[ns]; s != nil && !s.hasSynced() {
+			synced = append(synced, s.handlersSynced...)
+			waiting = append(waiting, s)
+		}
+	}
+	w.scopesMu.RUnlock()
+	limit := scopeSyncLimit
+	if first {
+		limit = 0
+	}
+	switch w.waitScopes(synced, limit) {
+	case watchSetStopped:
+		return false, false
+	case scopesSuperseded:
+		return true, true
+	case scopesTimedOut:
+		var stuck []*scope
+		for _, s := range waiting {
+			if !s.hasSynced() {
+				stuck = append(stuck, s)
+			}
+		}
+		c.log.Warn("namespace watches have not synced; applying the discovery scope change without them",
+			"after", limit, "namespaces", scopeNames(stuck))
 	}
 
 	w.scopesMu.Lock()
@@ -209,7 +298,7 @@ func (c *Cluster) reconcileScopes(w *watchSet) bool {
 			"namespaceWatches", len(want), "started", scopeNames(added), "stopped", scopeNames(removed))
 		c.opts.sink.changed()
 	}
-	return true
+	return true, false
 }
 
 // requeueChangedSelection re-queues the services (as the cluster-wide scope has them)

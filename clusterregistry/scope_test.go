@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
@@ -280,6 +284,96 @@ func TestDiscoverySelectorsPastMaxNamespaceWatches(t *testing.T) {
 	kubetest.Eventually(t, 20*time.Second, func() error {
 		if served(nss[0]) || !served(nss[1]) {
 			return fmt.Errorf("after relabelling: served %v %v, want only %s", served(nss[0]), served(nss[1]), nss[1])
+		}
+		return nil
+	})
+}
+
+// TestDiscoveryScopeChangeNotHeldByForbiddenNamespace: a selector edit that selects a
+// namespace whose objects Horizon may not list leaves that namespace's watches
+// unsynced for good. A later edit is still brought in line: its namespace is
+// served and the one no longer selected withdrawn.
+func TestDiscoveryScopeChangeNotHeldByForbiddenNamespace(t *testing.T) {
+	ctx := t.Context()
+	cs := cluster.Client
+	const (
+		open, locked, later = "dsfb-open", "dsfb-locked", "dsfb-later"
+		user                = "dsfb-reader"
+	)
+	if err := kubetest.EnsureNamespace(ctx, cs, "istio-system", nil); err != nil {
+		t.Fatal(err)
+	}
+	for i, ns := range []string{open, locked, later} {
+		if err := kubetest.EnsureNamespace(ctx, cs, ns, nil); err != nil {
+			t.Fatal(err)
+		}
+		svc := kubetest.Service{
+			Namespace: ns, Name: "web",
+			Ports:    []corev1.ServicePort{httpPort(80, 8080)},
+			Backends: []kubetest.Backend{{Pod: "web-1", IP: fmt.Sprintf("10.9.%d.1", i), Ready: true}},
+		}
+		if err := kubetest.Deploy(ctx, cs, svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The reader may read nodes and namespaces everywhere, and services, slices and
+	// pods everywhere but in the locked namespace.
+	read := []string{"get", "list", "watch"}
+	roles := []rbacv1.ClusterRole{
+		{ObjectMeta: metav1.ObjectMeta{Name: "dsfb-cluster"}, Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes", "namespaces"}, Verbs: read}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "dsfb-namespaced"}, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"services", "pods"}, Verbs: read},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: read},
+		}},
+	}
+	for i := range roles {
+		if _, err := cs.RbacV1().ClusterRoles().Create(ctx, &roles[i], metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	subject := []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "dsfb-cluster"}, Subjects: subject,
+		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "dsfb-cluster"},
+	}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{"istio-system", open, later} {
+		if _, err := cs.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "dsfb-namespaced"}, Subjects: subject,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "dsfb-namespaced"},
+		}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	cfg := rest.CopyConfig(cluster.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+
+	r := newRegistry(t, 0)
+	byName := func(names ...string) *network.DiscoverySelectors {
+		return mustSelectors(t, `[{matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [`+strings.Join(names, ", ")+`]}]}]`)
+	}
+	served := func(ns string) bool { return len(r.Endpoints("web."+ns+".svc.cluster.local", 80)["c1"]) == 1 }
+	r.SetDiscoverySelectors(byName(open))
+	r.SetCluster("c1", "test", cfg)
+	waitSynced(t, r, "c1")
+	if !served(open) {
+		t.Fatalf("%s not served with the reader's access", open)
+	}
+
+	// The locked namespace's watches cannot sync.
+	r.SetDiscoverySelectors(byName(open, locked))
+	kubetest.Eventually(t, 20*time.Second, func() error {
+		if sc := scopeOf(r, "c1"); sc.NamespaceWatches != 3 {
+			return fmt.Errorf("scope %+v, want 3 namespace watches (istio-system, %s, %s)", sc, open, locked)
+		}
+		return nil
+	})
+	// A later edit is applied all the same, well before the scope change's limit.
+	r.SetDiscoverySelectors(byName(later))
+	kubetest.Eventually(t, 20*time.Second, func() error {
+		if !served(later) || served(open) || served(locked) {
+			return fmt.Errorf("served: %s %v, %s %v, %s %v; want only %s", open, served(open), locked, served(locked), later, served(later), later)
 		}
 		return nil
 	})

@@ -223,16 +223,23 @@ func (w *watchSet) start(c *Cluster) {
 		if !cache.WaitForCacheSync(w.ctx.Done(), w.handlersSynced...) {
 			return
 		}
-		if !c.reconcileScopes(w) {
-			return
-		}
-		close(w.synced)
+		first := true
 		for {
+			alive, superseded := c.reconcileScopes(w, first)
+			if !alive {
+				return
+			}
+			if superseded {
+				continue // a newer change came while the scopes synced
+			}
+			if first {
+				close(w.synced)
+				first = false
+			}
 			select {
 			case <-w.ctx.Done():
 				return
 			case <-w.reconcile:
-				c.reconcileScopes(w)
 			}
 		}
 	}()
