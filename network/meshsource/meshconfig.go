@@ -3,7 +3,6 @@ package meshsource
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -45,22 +44,7 @@ func (o *MeshConfigOptions) AddFlags(fs *pflag.FlagSet) {
 
 // Validate checks the options once, before NewMeshConfig.
 func (o *MeshConfigOptions) Validate() error {
-	var errs []error
-	if o.File == "" {
-		if o.Client == nil {
-			errs = append(errs, errors.New("meshsource: a file (--mesh-config) or a config-cluster client is required"))
-		}
-		if o.Namespace == "" {
-			errs = append(errs, errors.New("--namespace: must not be empty"))
-		}
-	}
-	if o.Debounce < 0 {
-		errs = append(errs, fmt.Errorf("meshsource: debounce must not be negative, got %s", o.Debounce))
-	}
-	if o.Resync < 0 {
-		errs = append(errs, fmt.Errorf("meshsource: resync must not be negative, got %s", o.Resync))
-	}
-	return errors.Join(errs...)
+	return validateSource("--mesh-config", o.File, o.Client, o.Namespace, o.Debounce, o.Resync)
 }
 
 // MeshConfigSource watches Istio's MeshConfig and keeps the last good one. Like Source,

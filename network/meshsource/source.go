@@ -54,20 +54,26 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 
 // Validate checks the options once, before New.
 func (o *Options) Validate() error {
+	return validateSource("--mesh-networks", o.File, o.Client, o.Namespace, o.Debounce, o.Resync)
+}
+
+// validateSource checks what every source of this package takes: a file (fileFlag)
+// or a client and namespace, and non-negative debounce and resync.
+func validateSource(fileFlag, file string, client kubernetes.Interface, namespace string, debounce, resync time.Duration) error {
 	var errs []error
-	if o.File == "" {
-		if o.Client == nil {
-			errs = append(errs, errors.New("meshsource: a file (--mesh-networks) or a config-cluster client is required"))
+	if file == "" {
+		if client == nil {
+			errs = append(errs, fmt.Errorf("meshsource: a file (%s) or a config-cluster client is required", fileFlag))
 		}
-		if o.Namespace == "" {
+		if namespace == "" {
 			errs = append(errs, errors.New("--namespace: must not be empty"))
 		}
 	}
-	if o.Debounce < 0 {
-		errs = append(errs, fmt.Errorf("meshsource: debounce must not be negative, got %s", o.Debounce))
+	if debounce < 0 {
+		errs = append(errs, fmt.Errorf("meshsource: debounce must not be negative, got %s", debounce))
 	}
-	if o.Resync < 0 {
-		errs = append(errs, fmt.Errorf("meshsource: resync must not be negative, got %s", o.Resync))
+	if resync < 0 {
+		errs = append(errs, fmt.Errorf("meshsource: resync must not be negative, got %s", resync))
 	}
 	return errors.Join(errs...)
 }
