@@ -54,6 +54,9 @@ type clusterOptions struct {
 	burst int
 	// trim holds the informer transforms, shared by the registry's clusters (trim.go).
 	trim *trimmer
+	// requests counts the requests the cluster's client sends (requests.go); nil:
+	// not counted.
+	requests *requestCounts
 	// log already names the cluster.
 	log  *slog.Logger
 	sink clusterSink
@@ -138,6 +141,9 @@ func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *r
 		return conn, err
 	})
 	cfg.Dial = dialer.DialContext
+	if opts.requests != nil {
+		cfg.Wrap(opts.requests.wrap)
+	}
 	if cfg.QPS == 0 {
 		cfg.QPS, cfg.Burst = opts.qps, opts.burst
 	}

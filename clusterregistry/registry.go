@@ -102,6 +102,9 @@ const (
 type entry struct {
 	active  *Cluster
 	pending *Cluster
+	// requests counts what the cluster ID's clients (active and pending alike) send
+	// their API server.
+	requests *requestCounts
 }
 
 // Registry holds every cluster and the aggregated endpoint index.
@@ -188,7 +191,7 @@ func (r *Registry) SetCluster(id network.ClusterID, source string, cfg *rest.Con
 	}
 	e := r.clusters[id]
 	if e == nil {
-		r.clusters[id] = &entry{active: c}
+		r.clusters[id] = &entry{active: c, requests: c.opts.requests}
 		c.start()
 		r.log.Info("cluster added", "cluster", id, "source", source, "server", c.server)
 		return
@@ -280,6 +283,7 @@ func (r *Registry) Clusters() []ClusterStatus {
 	out := make([]ClusterStatus, 0, len(r.clusters))
 	for _, e := range r.clusters {
 		st := e.active.status()
+		st.APIRequests = e.requests.snapshot()
 		if e.pending != nil {
 			p := e.pending.status()
 			st.Rotation = &p
@@ -406,7 +410,12 @@ func (r *Registry) applySelectorsLocked(id network.ClusterID) {
 // clusterOptions is what the registry gives cluster id. Called with r.mu held.
 func (r *Registry) clusterOptions(id network.ClusterID) clusterOptions {
 	sel, override := r.selectorsLocked(id)
+	requests := &requestCounts{}
+	if e := r.clusters[id]; e != nil {
+		requests = e.requests
+	}
 	return clusterOptions{
+		requests:      requests,
 		selectors:     sel,
 		override:      override,
 		maxScopes:     r.opts.MaxNamespaceWatches,

@@ -134,6 +134,10 @@ type ClusterStatus struct {
 	// Scope describes the cluster's discovery selectors ("*": every namespace) and
 	// what its caches hold under them.
 	Scope ScopeStatus `json:"scope"`
+	// APIRequests counts the requests Horizon sent the cluster's API server since the
+	// cluster was added, by verb and outcome (credential rotations included); only on
+	// the top-level status.
+	APIRequests APIRequests `json:"apiRequests,omitempty"`
 	// Rotation describes a credential change that is syncing and not yet swapped in.
 	Rotation *ClusterStatus `json:"rotation,omitempty"`
 }

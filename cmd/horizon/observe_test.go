@@ -182,6 +182,9 @@ users: [{name: u, user: {token: ` + execToken + `, exec: {apiVersion: client.aut
 		`horizon_xds_cache_misses_total`,
 		`horizon_mesh_networks_reloads_total 1`,
 		`horizon_mesh_networks_rejections_total 0`,
+		`horizon_remote_api_requests_total{cluster="cluster2",code="2xx",verb="list"}`,
+		`horizon_remote_api_requests_total{cluster="cluster2",code="2xx",verb="watch"}`,
+		`horizon_remote_api_requests_total{cluster="dead",code="error",verb="list"}`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
@@ -197,7 +200,7 @@ users: [{name: u, user: {token: ` + execToken + `, exec: {apiVersion: client.aut
 	table := out.String()
 	t.Logf("horizon status:\n%s", table)
 	outputs["status"] = table
-	for _, want := range []string{"CLUSTERS", "cluster2", "synced", "dead", "timed-out", "connection refused",
+	for _, want := range []string{"CLUSTERS", "API REQUESTS", "failed)", "cluster2", "synced", "dead", "timed-out", "connection refused",
 		"192.0.2.21:15443", "fromRegistry cluster2", "sidecar", "network1", "exec credential plugin"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("status output lacks %q:\n%s", want, table)

@@ -179,10 +179,19 @@ func scope(s clusterregistry.ScopeStatus) string {
 	return out
 }
 
+// apiRequests sums what Horizon sent a cluster's API server: total requests, and
+// those that got no 2xx answer.
+func apiRequests(a clusterregistry.APIRequests) string {
+	if failed := a.Failed(); failed > 0 {
+		return fmt.Sprintf("%d (%d failed)", a.Total(), failed)
+	}
+	return fmt.Sprint(a.Total())
+}
+
 func printStatus(out io.Writer, rep statusReport) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "CLUSTERS")
-	fmt.Fprintln(w, "ID\tSOURCE\tSERVER\tSTATE\tSERVICES\tENDPOINTS\tSCOPE\tLAST SYNC\tLAST ERROR")
+	fmt.Fprintln(w, "ID\tSOURCE\tSERVER\tSTATE\tSERVICES\tENDPOINTS\tSCOPE\tAPI REQUESTS\tLAST SYNC\tLAST ERROR")
 	for _, c := range rep.Clusters {
 		state := string(c.State)
 		if c.Withdrawn {
@@ -193,7 +202,8 @@ func printStatus(out io.Writer, rep statusReport) {
 		if c.Rotation != nil {
 			state += " (rotating: " + string(c.Rotation.State) + ")"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", c.ID, c.Source, c.Server, state, c.Services, c.Endpoints, scope(c.Scope), ago(c.SyncedAt), dash(c.LastError))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", c.ID, c.Source, c.Server, state, c.Services, c.Endpoints, scope(c.Scope),
+			apiRequests(c.APIRequests), ago(c.SyncedAt), dash(c.LastError))
 	}
 
 	fmt.Fprintln(w, "\nNETWORKS\tENDPOINTS FROM\tGATEWAYS")

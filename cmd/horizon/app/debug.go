@@ -184,6 +184,7 @@ type statusCollector struct {
 	dnsFailed  *prometheus.Desc
 	dnsNames   *prometheus.Desc
 	dnsRefused *prometheus.Desc
+	requests   *prometheus.Desc
 }
 
 func newStatusCollector(h *Horizon) *statusCollector {
@@ -203,12 +204,15 @@ func newStatusCollector(h *Horizon) *statusCollector {
 		dnsNames:   prometheus.NewDesc("horizon_gateway_dns_names", "Gateway DNS names resolved and cached.", nil, nil),
 		dnsRefused: prometheus.NewDesc("horizon_gateway_dns_names_refused_total",
 			"Look-ups of a gateway name left unresolved because --gateway-dns-max-names names are cached (asked again at each push).", nil, nil),
+		requests: prometheus.NewDesc("horizon_remote_api_requests_total",
+			"Requests sent to each watched cluster's API server (the config cluster's included), by verb (list, watch, get, other) and outcome (2xx, 3xx, 4xx, 5xx, error: no response).",
+			[]string{"cluster", "verb", "code"}, nil),
 	}
 }
 
 func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{s.clusters, s.syncTime, s.timedOut, s.secretKeys, s.secretEvts, s.reloads, s.rejections,
-		s.refusals, s.dnsLookups, s.dnsFailed, s.dnsNames, s.dnsRefused} {
+		s.refusals, s.dnsLookups, s.dnsFailed, s.dnsNames, s.dnsRefused, s.requests} {
 		ch <- d
 	}
 }
@@ -226,6 +230,14 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			timedOut = 1
 		}
 		ch <- prometheus.MustNewConstMetric(s.timedOut, prometheus.GaugeValue, timedOut, string(cl.ID))
+		// Cluster IDs are bounded by --remote-max-clusters, verbs and codes are fixed sets.
+		for _, verb := range clusterregistry.RequestVerbs {
+			for _, code := range clusterregistry.RequestCodes {
+				if n := cl.APIRequests[verb][code]; n > 0 {
+					ch <- prometheus.MustNewConstMetric(s.requests, prometheus.CounterValue, float64(n), string(cl.ID), string(verb), string(code))
+				}
+			}
+		}
 	}
 	for state, n := range states {
 		ch <- prometheus.MustNewConstMetric(s.clusters, prometheus.GaugeValue, float64(n), string(state))
