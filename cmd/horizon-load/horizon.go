@@ -177,6 +177,35 @@ type clusterSync struct {
 	Endpoints int       `json:"endpoints"`
 	Started   time.Time `json:"started"`
 	SyncedAt  time.Time `json:"syncedAt"`
+	// Scope holds the objects the cluster's caches hold.
+	Scope struct {
+		Services       int `json:"cachedServices"`
+		EndpointSlices int `json:"cachedEndpointSlices"`
+		Pods           int `json:"cachedPods"`
+	} `json:"scope"`
+	// APIRequests counts the requests Horizon sent the cluster's API server: verb →
+	// HTTP status class (or "error") → requests.
+	APIRequests map[string]map[string]uint64 `json:"apiRequests"`
+}
+
+// objects is the number of objects the cluster's caches hold.
+func (s clusterSync) objects() int { return s.Scope.Services + s.Scope.EndpointSlices + s.Scope.Pods }
+
+// requests sums the cluster's API requests of verb ("" for every verb), and those of
+// them that got no 2xx answer.
+func (s clusterSync) requests(verb string) (all, failed uint64) {
+	for v, codes := range s.APIRequests {
+		if verb != "" && v != verb {
+			continue
+		}
+		for code, n := range codes {
+			all += n
+			if code != "2xx" {
+				failed += n
+			}
+		}
+	}
+	return all, failed
 }
 
 // clusters reads every cluster's sync from /debug/clusterz.

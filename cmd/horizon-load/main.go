@@ -78,6 +78,8 @@ type config struct {
 	Duration       time.Duration
 	Settle         time.Duration
 	Writers        int
+	// StartParallel bounds the clusters started, and then written, at once.
+	StartParallel  int
 	Markdown       string
 	Horizon        string
 	HorizonArgs    string
@@ -93,7 +95,7 @@ func defaultConfig() config {
 		Clusters: 2, Services: 100, Endpoints: 10, Proxies: 1000, Watch: 20, DeltaFraction: 0, ProxiesPerConn: 1,
 		Changes: 5, ChangeTimeout: 10 * time.Second, ServeTimeout: 2 * time.Minute,
 		ChurnDuration: 30 * time.Second, Duration: 5 * time.Minute, Settle: 2 * time.Second,
-		Writers: 32, ProfileSeconds: 10, Scenario: scenarioFleet, HostileScale: 1, HostileFloods: allFloods,
+		Writers: 32, StartParallel: 4, ProfileSeconds: 10, Scenario: scenarioFleet, HostileScale: 1, HostileFloods: allFloods,
 	}
 }
 
@@ -157,6 +159,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "cap on the whole run, setup included; the tool stops itself after it")
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "quiet time before each memory sample")
 	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "concurrent writers per cluster used to create the services, pods and EndpointSlices")
+	fs.IntVar(&cfg.StartParallel, "start-parallel", cfg.StartParallel, "clusters whose API servers are started at once, and then written at once (bounds the setup's CPU and memory peak with many -clusters; 1-64)")
 	fs.StringVar(&cfg.Markdown, "markdown", "", "append a Markdown results table to this file")
 	fs.StringVar(&cfg.Horizon, "horizon", "", "horizon binary (default: next to this program, else built with go build into a temporary directory)")
 	fs.StringVar(&cfg.HorizonArgs, "horizon-args", "", "extra flags for horizon serve, space separated (e.g. \"--debounce-after=20ms\")")
@@ -177,11 +180,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	return cfg, cfg.validate()
 }
 
-// Address plan limits: pod IPs are 10.<32*cluster + service/256>.<service%256>.<1+endpoint>
-// (cluster 1-7), with one spare endpoint per service; proxy IPs are 100.64.0.0/10.
+// Address plan limits: pod IPs are 10.<32 + slot/256>.<slot%256>.<1+endpoint>, with
+// slot = cluster × services + service, below maxSlots; one spare endpoint per service;
+// gateways are 192.0.2.<cluster>; proxy IPs are 100.64.0.0/10.
 const (
-	maxClusters  = 7
-	maxServices  = 32 * 256
+	maxClusters  = 32
+	maxSlots     = (256 - 32) * 256
+	maxServices  = maxSlots / 2
 	maxEndpoints = 250
 	maxProxies   = 1 << 22
 )
@@ -198,6 +203,7 @@ func (c config) validate() error {
 	check(c.HostileFloods != "" && strings.Trim(c.HostileFloods, allFloods) == "", "-hostile-floods: must be letters of %q, got %q", allFloods, c.HostileFloods)
 	check(c.Clusters >= 2 && c.Clusters <= maxClusters, "-clusters: must be 2-%d, got %d", maxClusters, c.Clusters)
 	check(c.Services >= 1 && c.Services <= maxServices, "-services: must be 1-%d, got %d", maxServices, c.Services)
+	check(c.Clusters*c.Services <= maxSlots, "-services: -clusters × -services must be at most %d (the pod address plan), got %d × %d", maxSlots, c.Clusters, c.Services)
 	check(c.Endpoints >= 1 && c.Endpoints <= maxEndpoints, "-endpoints: must be 1-%d, got %d", maxEndpoints, c.Endpoints)
 	check(c.Proxies >= 1 && c.Proxies <= maxProxies, "-proxies: must be 1-%d, got %d", maxProxies, c.Proxies)
 	check(c.Watch >= 1, "-watch: must be at least 1, got %d", c.Watch)
@@ -211,6 +217,7 @@ func (c config) validate() error {
 	check(c.Duration > 0, "-duration: must be positive, got %s", c.Duration)
 	check(c.Settle >= 0, "-settle: must not be negative, got %s", c.Settle)
 	check(c.Writers >= 1, "-writers: must be at least 1, got %d", c.Writers)
+	check(c.StartParallel >= 1 && c.StartParallel <= 64, "-start-parallel: must be 1-64, got %d", c.StartParallel)
 	check(c.ProfileSeconds >= 1, "-profile-seconds: must be at least 1, got %d", c.ProfileSeconds)
 	return errors.Join(errs...)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,6 +142,17 @@ func checkSmallRun(t *testing.T, cfg config, rep *report, wantConns, wantDelta i
 	if len(rep.ClusterSyncs) != cfg.Clusters {
 		t.Errorf("%d clusters reported synced, want %d: %+v", len(rep.ClusterSyncs), cfg.Clusters, rep.ClusterSyncs)
 	}
+	if len(rep.ClustersAtEnd) != cfg.Clusters {
+		t.Errorf("%d clusters read at the end, want %d", len(rep.ClustersAtEnd), cfg.Clusters)
+	}
+	for _, s := range rep.ClustersAtEnd {
+		// Services, EndpointSlices, Pods, Nodes, Namespaces: a list and a watch each.
+		list, _ := s.requests("list")
+		watch, _ := s.requests("watch")
+		if list < 5 || watch < 5 || s.Scope.Pods != cfg.Services*cfg.Endpoints+map[bool]int{true: cfg.Services}[s.ID == clusterName(changedCluster)] {
+			t.Errorf("cluster %s at the end: %d lists, %d watches, %+v cached; want ≥ 5 of each and every pod", s.ID, list, watch, s.Scope)
+		}
+	}
 	for c, s := range rep.ClusterSyncs {
 		// Services counts the API server's own "kubernetes" Service too.
 		if s.ID != clusterName(c) || s.State != "synced" || s.Services != cfg.Services+1 || s.Endpoints != cfg.Services*cfg.Endpoints {
@@ -156,7 +168,9 @@ func checkSmallRun(t *testing.T, cfg config, rep *report, wantConns, wantDelta i
 	}
 	for _, want := range []string{
 		fmt.Sprintf("%d clusters on %d networks", cfg.Clusters, cfg.Clusters),
-		fmt.Sprintf("%-15s synced at", clusterName(cfg.Clusters-1)),
+		"API requests: list/watch/get/other (not 2xx)",
+		fmt.Sprintf("  %-15s ", clusterName(cfg.Clusters-1)),
+		"  total           ",
 		"last sync →     ready",
 		"no proxies      heap",
 		fmt.Sprintf("served          %d of %d proxies", n, n),
@@ -181,6 +195,9 @@ func checkSmallRun(t *testing.T, cfg config, rep *report, wantConns, wantDelta i
 		"| change timeouts | 0 | 0 |",
 		"| last cluster synced → ready / serving every endpoint |",
 		"| Go heap / RSS with no proxies |",
+		"| cluster | synced at | its sync |",
+		"| " + clusterName(cfg.Clusters-1) + " | ",
+		"| **total** (sync: the last) |",
 	} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
@@ -369,9 +386,90 @@ func TestParseFlags(t *testing.T) {
 		!strings.Contains(err.Error(), "-endpoints") || !strings.Contains(err.Error(), "-delta-fraction") {
 		t.Errorf("invalid flags: error %v, want both named", err)
 	}
-	for _, n := range []string{"1", "8"} {
+	if cfg, err := parseFlags([]string{"-clusters", "20", "-services", "1000"}, &stderr); err != nil || cfg.Clusters != 20 || cfg.StartParallel != 4 {
+		t.Errorf("-clusters 20 -services 1000: %d clusters, %d started at once, %v; want 20 and the default 4", cfg.Clusters, cfg.StartParallel, err)
+	}
+	if _, err := parseFlags([]string{"-clusters", "32", "-services", "2000"}, &stderr); err == nil || !strings.Contains(err.Error(), "-clusters × -services") {
+		t.Errorf("-clusters 32 -services 2000: error %v, want the address plan's bound named", err)
+	}
+	if _, err := parseFlags([]string{"-start-parallel", "0"}, &stderr); err == nil || !strings.Contains(err.Error(), "-start-parallel") {
+		t.Errorf("-start-parallel 0: error %v, want -start-parallel named", err)
+	}
+	for _, n := range []string{"1", "33"} {
 		if _, err := parseFlags([]string{"-clusters", n}, &stderr); err == nil || !strings.Contains(err.Error(), "-clusters") {
 			t.Errorf("-clusters %s: error %v, want -clusters named", n, err)
 		}
+	}
+}
+
+// TestPodIPs checks the address plan at its limits: every pod of every cluster gets
+// its own valid address.
+func TestPodIPs(t *testing.T) {
+	for _, tc := range []struct{ clusters, services int }{{2, maxServices}, {20, 1000}, {maxClusters, maxSlots / maxClusters}} {
+		seen := map[string]bool{}
+		for c := range tc.clusters {
+			for j := range tc.services {
+				for _, e := range []int{0, maxEndpoints} {
+					ip := podIP(c, j, e, tc.services)
+					if _, err := netip.ParseAddr(ip); err != nil {
+						t.Fatalf("%d clusters × %d services: podIP(%d, %d, %d) = %q: %v", tc.clusters, tc.services, c, j, e, ip, err)
+					}
+					if seen[ip] {
+						t.Fatalf("%d clusters × %d services: podIP(%d, %d, %d) = %s twice", tc.clusters, tc.services, c, j, e, ip)
+					}
+					seen[ip] = true
+				}
+			}
+		}
+	}
+}
+
+// TestClusterTable checks the per-cluster table of the report and its markdown: the
+// sync of each cluster from Horizon's start, its cached objects, its share of the heap
+// at rest, its API requests by verb, and the totals.
+func TestClusterTable(t *testing.T) {
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	cluster := func(id string, syncedAt time.Duration, pods int, requests map[string]map[string]uint64) clusterSync {
+		s := clusterSync{ID: id, State: "synced", Services: 3, Endpoints: pods, Started: start.Add(time.Second), SyncedAt: start.Add(syncedAt), APIRequests: requests}
+		s.Scope.Services, s.Scope.EndpointSlices, s.Scope.Pods = 3, 2, pods
+		return s
+	}
+	r := &report{Config: defaultConfig(), HorizonStarted: start, MemBefore: memSample{Heap: 30 << 20}}
+	r.ClusterSyncs = []clusterSync{
+		cluster("cluster1", 3*time.Second, 5, nil),
+		cluster("cluster2", 4*time.Second, 15, nil),
+	}
+	// At the end: more requests, and a failed watch in cluster2.
+	r.ClustersAtEnd = []clusterSync{
+		cluster("cluster1", 3*time.Second, 5, map[string]map[string]uint64{"list": {"2xx": 5}, "watch": {"2xx": 6}, "get": {"2xx": 1}}),
+		cluster("cluster2", 4*time.Second, 15, map[string]map[string]uint64{"list": {"2xx": 5}, "watch": {"2xx": 7, "error": 2}}),
+	}
+	rows, total := r.clusterRows()
+	want := []clusterRow{
+		{ID: "cluster1", Services: 3, Endpoints: 5, syncedAt: "3.000s", sync: "2.000s", objects: "3/2/5", heap: "10.0 MiB", requests: "5/6/1/0 (0)"},
+		{ID: "cluster2", Services: 3, Endpoints: 15, syncedAt: "4.000s", sync: "3.000s", objects: "3/2/15", heap: "20.0 MiB", requests: "5/9/0/0 (2)"},
+	}
+	if !slices.Equal(rows, want) {
+		t.Errorf("rows =\n%+v\nwant\n%+v", rows, want)
+	}
+	wantTotal := clusterRow{ID: "total", Services: 6, Endpoints: 20, syncedAt: "4.000s", sync: "3.000s", objects: "6/4/20", heap: "30.0 MiB", requests: "10/15/1/0 (2)"}
+	if total != wantTotal {
+		t.Errorf("total = %+v, want %+v", total, wantTotal)
+	}
+	var b strings.Builder
+	r.clustersMarkdown(&b)
+	for _, line := range []string{
+		"| cluster1 | 3.000s | 2.000s | 3 | 5 | 3/2/5 | 10.0 MiB | 5/6/1/0 (0) |",
+		"| cluster2 | 4.000s | 3.000s | 3 | 15 | 3/2/15 | 20.0 MiB | 5/9/0/0 (2) |",
+		"| **total** (sync: the last) | 4.000s | 3.000s | 6 | 20 | 6/4/20 | 30.0 MiB | 10/15/1/0 (2) |",
+	} {
+		if !strings.Contains(b.String(), line+"\n") {
+			t.Errorf("markdown lacks %q:\n%s", line, b.String())
+		}
+	}
+	// Without an end reading (a run that stopped early) the rows use the sync's.
+	r.ClustersAtEnd = nil
+	if rows, _ := r.clusterRows(); rows[0].requests != "0/0/0/0 (0)" || rows[1].heap != "20.0 MiB" {
+		t.Errorf("rows without an end reading: %+v", rows)
 	}
 }

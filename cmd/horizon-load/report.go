@@ -52,6 +52,9 @@ type report struct {
 	// reported of each cluster's sync once serving.
 	HorizonStarted time.Time
 	ClusterSyncs   []clusterSync
+	// ClustersAtEnd is what Horizon reported of each cluster at the end of the run:
+	// the cached objects and the API requests of the whole run.
+	ClustersAtEnd []clusterSync
 	// From the last cluster's sync (informers synced, startup backlog processed) to
 	// /readyz and to a probe on each network holding every endpoint.
 	SyncToReady, SyncToServed time.Duration
@@ -250,9 +253,11 @@ func (r *report) write(w io.Writer) {
 	p("  setup %s; horizon ready in %s, serving every endpoint in %s", secs(r.SetupTime), secs(r.ReadyTime), secs(r.ReadyToServed))
 	p("")
 	p("Horizon's startup (from starting horizon serve; a cluster is synced once its informers have synced and its startup backlog is processed):")
-	for _, s := range r.ClusterSyncs {
-		p("  %-15s synced at %s (its sync %s): %d services, %d ready endpoints", s.ID, secs(s.SyncedAt.Sub(r.HorizonStarted)),
-			secs(s.SyncedAt.Sub(s.Started)), s.Services, s.Endpoints)
+	rows, total := r.clusterRows()
+	p("  %-15s %10s %10s %8s %9s  %-24s %12s  %s", "cluster", "synced at", "its sync", "services", "endpoints",
+		"cached svc/slices/pods", "heap (est.)", "API requests: list/watch/get/other (not 2xx)")
+	for _, row := range append(rows, total) {
+		p("  %-15s %10s %10s %8d %9d  %-24s %12s  %s", row.ID, row.syncedAt, row.sync, row.Services, row.Endpoints, row.objects, row.heap, row.requests)
 	}
 	p("  last sync →     ready %s, serving every endpoint on every network %s   (target < %s; %s)",
 		secs(r.SyncToReady), secs(r.SyncToServed), secs(targetSyncToReady), verdict(r.startupOK()))
@@ -409,7 +414,106 @@ func (r *report) appendMarkdown(path string) error {
 			kib(ch.heapPerWrite()), map[bool]string{true: "still growing", false: "flat"}[growing])
 	}
 	p("| pushes / NACKs (Horizon) | %.0f / %.0f | / 0 |", r.Pushes, r.NACKs)
+	r.clustersMarkdown(&b)
 	return appendFile(path, b.String())
+}
+
+// clusterRow is one line of the per-cluster table.
+type clusterRow struct {
+	ID                  string
+	Services, Endpoints int
+	syncedAt, sync      string
+	objects             string // cached services/slices/pods
+	heap                string // the heap at rest apportioned by cached objects
+	requests            string // list/watch/get/other (not 2xx)
+}
+
+// clusterRows describes each cluster's sync, cached objects, estimated memory and
+// API requests, and their totals (sync: the last cluster's). Sync times are from
+// when Horizon reported serving; objects and requests from the end of the run when
+// it was read then. A cluster's memory is estimated as the heap at rest (no proxies)
+// times its share of all cached objects: the caches hold most of the heap at rest,
+// and objects of a kind cost about the same in every cluster of a run.
+func (r *report) clusterRows() (rows []clusterRow, total clusterRow) {
+	end := map[string]clusterSync{}
+	for _, s := range r.ClustersAtEnd {
+		end[s.ID] = s
+	}
+	all := 0
+	for _, s := range r.ClusterSyncs {
+		if e, ok := end[s.ID]; ok {
+			s = e
+		}
+		all += s.objects()
+	}
+	verbs := []string{"list", "watch", "get", "other"}
+	requests := func(s clusterSync) string {
+		var b strings.Builder
+		for i, v := range verbs {
+			n, _ := s.requests(v)
+			if i > 0 {
+				b.WriteByte('/')
+			}
+			fmt.Fprint(&b, n)
+		}
+		_, failed := s.requests("")
+		fmt.Fprintf(&b, " (%d)", failed)
+		return b.String()
+	}
+	var sum clusterSync
+	sum.APIRequests = map[string]map[string]uint64{}
+	var lastSync, lastSyncedAt time.Duration
+	for _, s := range r.ClusterSyncs {
+		at, took := s.SyncedAt.Sub(r.HorizonStarted), s.SyncedAt.Sub(s.Started)
+		lastSync, lastSyncedAt = max(lastSync, took), max(lastSyncedAt, at)
+		if e, ok := end[s.ID]; ok {
+			s.Scope, s.APIRequests = e.Scope, e.APIRequests
+		}
+		heap := "-"
+		if all > 0 && r.MemBefore.Heap > 0 {
+			heap = mib(uint64(float64(r.MemBefore.Heap) * float64(s.objects()) / float64(all)))
+		}
+		rows = append(rows, clusterRow{ID: s.ID, Services: s.Services, Endpoints: s.Endpoints, syncedAt: secs(at), sync: secs(took),
+			objects: fmt.Sprintf("%d/%d/%d", s.Scope.Services, s.Scope.EndpointSlices, s.Scope.Pods), heap: heap, requests: requests(s)})
+		sum.Services += s.Services
+		sum.Endpoints += s.Endpoints
+		sum.Scope.Services += s.Scope.Services
+		sum.Scope.EndpointSlices += s.Scope.EndpointSlices
+		sum.Scope.Pods += s.Scope.Pods
+		for v, codes := range s.APIRequests {
+			if sum.APIRequests[v] == nil {
+				sum.APIRequests[v] = map[string]uint64{}
+			}
+			for code, n := range codes {
+				sum.APIRequests[v][code] += n
+			}
+		}
+	}
+	heap := "-"
+	if r.MemBefore.Heap > 0 {
+		heap = mib(r.MemBefore.Heap)
+	}
+	total = clusterRow{ID: "total", Services: sum.Services, Endpoints: sum.Endpoints, syncedAt: secs(lastSyncedAt), sync: secs(lastSync),
+		objects: fmt.Sprintf("%d/%d/%d", sum.Scope.Services, sum.Scope.EndpointSlices, sum.Scope.Pods), heap: heap, requests: requests(sum)}
+	return rows, total
+}
+
+// clustersMarkdown writes the per-cluster table.
+func (r *report) clustersMarkdown(b *strings.Builder) {
+	if len(r.ClusterSyncs) == 0 {
+		return
+	}
+	rows, total := r.clusterRows()
+	p := func(format string, args ...any) { fmt.Fprintf(b, format+"\n", args...) }
+	p("")
+	p("Per cluster (synced at: from starting horizon serve; heap: the heap with no proxies apportioned by cached objects; API requests Horizon sent over the run):")
+	p("")
+	p("| cluster | synced at | its sync | services | ready endpoints | cached services / slices / pods | heap (est.) | API requests list / watch / get / other (not 2xx) |")
+	p("| --- | --- | --- | --- | --- | --- | --- | --- |")
+	for _, row := range rows {
+		p("| %s | %s | %s | %d | %d | %s | %s | %s |", row.ID, row.syncedAt, row.sync, row.Services, row.Endpoints, row.objects, row.heap, row.requests)
+	}
+	p("| **total** (sync: the last) | %s | %s | %d | %d | %s | %s | %s |", total.syncedAt, total.sync, total.Services, total.Endpoints, total.objects, total.heap, total.requests)
 }
 
 func appendFile(path, text string) error {

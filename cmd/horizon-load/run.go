@@ -84,6 +84,9 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 	rep.NACKs = m["horizon_xds_nacks_total"]
 	rep.Refused = m["horizon_xds_refused_requests_total"]
 	rep.Throttled = m["horizon_xds_throttled_requests_total"]
+	if rep.ClustersAtEnd, err = l.h.clusters(context.WithoutCancel(ctx)); err != nil {
+		return nil, err
+	}
 	if l.fleet != nil {
 		rep.Responses, rep.Resources, rep.Reconnects, rep.ClientNACKs = l.fleet.totals()
 		rep.CDSResponses = l.fleet.cdsResponses()
@@ -145,31 +148,34 @@ func (l *loadRun) setup(ctx context.Context) (*localmesh.Environment, *localmesh
 	cfg := l.cfg
 	n := cfg.Clusters
 	t0 := time.Now()
-	l.step("starting etcd and %d kube-apiservers (%s)", n, localmesh.BinDir())
+	l.step("starting etcd and %d kube-apiservers (%s), %d at a time, and writing %d services × %d endpoints into each (%d writers)",
+		n, localmesh.BinDir(), cfg.StartParallel, cfg.Services, cfg.Endpoints, cfg.Writers)
 	env, err := localmesh.Start()
 	if err != nil {
 		return nil, nil, err
 	}
+	// Each cluster is started and then written while holding one of StartParallel
+	// slots: both are mostly the API server's CPU, and the peak memory of the setup
+	// grows with the clusters busy at once.
 	clusters := make([]*localmesh.Cluster, n)
+	slices := make([][]*discoveryv1.EndpointSlice, n)
 	errs := make([]error, n)
+	slots := make(chan struct{}, cfg.StartParallel)
 	var wg sync.WaitGroup
 	for c := range clusters {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			clusters[c], errs[c] = env.StartCluster(ctx, clusterName(c))
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return env, nil, err
-	}
-	l.step("writing %d services × %d endpoints into each cluster (%d writers)", cfg.Services, cfg.Endpoints, cfg.Writers)
-	slices := make([][]*discoveryv1.EndpointSlice, n)
-	for c := range clusters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				errs[c] = ctx.Err()
+				return
+			}
+			defer func() { <-slots }()
+			if clusters[c], errs[c] = env.StartCluster(ctx, clusterName(c)); errs[c] != nil {
+				return
+			}
 			cs, err := writeClient(clusters[c].Config)
 			if err != nil {
 				errs[c] = err

@@ -63,9 +63,11 @@ func hostName(j int) string {
 func claName(j int) string { return eds.ClusterName(hostName(j), servicePort) }
 
 // podIP is the address of endpoint e (0-based; e == Endpoints is the spare) of
-// service j in cluster c (0-based).
-func podIP(c, j, e int) string {
-	return fmt.Sprintf("10.%d.%d.%d", 32*(c+1)+j/256, j%256, e+1)
+// service j in cluster c (0-based), of services per cluster:
+// 10.<32 + slot/256>.<slot%256>.<e+1> with slot = c*services + j (see maxSlots).
+func podIP(c, j, e, services int) string {
+	slot := c*services + j
+	return fmt.Sprintf("10.%d.%d.%d", 32+slot/256, slot%256, e+1)
 }
 
 func podName(j, e int) string { return fmt.Sprintf("%s-%d", serviceName(j), e) }
@@ -96,7 +98,7 @@ func writeCluster(ctx context.Context, cs kubernetes.Interface, c int, cfg confi
 		go func() {
 			defer wg.Done()
 			for j := range work {
-				s, err := writeService(ctx, cs, c, j, node, cfg.Endpoints, c == changedCluster)
+				s, err := writeService(ctx, cs, c, j, node, cfg, c == changedCluster)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
@@ -122,7 +124,7 @@ feed:
 	return slices, ctx.Err()
 }
 
-func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node string, endpoints int, spare bool) (*discoveryv1.EndpointSlice, error) {
+func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node string, cfg config, spare bool) (*discoveryv1.EndpointSlice, error) {
 	name := serviceName(j)
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{"app": name}},
@@ -134,7 +136,7 @@ func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node s
 	if _, err := cs.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("create service %s in %s: %w", name, clusterName(c), err)
 	}
-	n := endpoints
+	n := cfg.Endpoints
 	if spare {
 		n++
 	}
@@ -149,7 +151,7 @@ func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node s
 		if err != nil {
 			return nil, fmt.Errorf("create pod %s in %s: %w", pod.Name, clusterName(c), err)
 		}
-		if err := localmesh.SetPodStatus(ctx, cs, created, podIP(c, j, e), true); err != nil {
+		if err := localmesh.SetPodStatus(ctx, cs, created, podIP(c, j, e, cfg.Services), true); err != nil {
 			return nil, fmt.Errorf("in %s: %w", clusterName(c), err)
 		}
 	}
@@ -158,7 +160,7 @@ func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node s
 			Labels: map[string]string{discoveryv1.LabelServiceName: name}},
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](targetPort), Protocol: ptr.To(corev1.ProtocolTCP)}},
-		Endpoints:   sliceEndpoints(c, j, node, endpoints),
+		Endpoints:   sliceEndpoints(c, j, node, cfg.Endpoints, cfg.Services),
 	}
 	created, err := cs.DiscoveryV1().EndpointSlices(namespace).Create(ctx, slice, metav1.CreateOptions{})
 	if err != nil {
@@ -167,12 +169,13 @@ func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node s
 	return created, nil
 }
 
-// sliceEndpoints lists the first n endpoints of service j in cluster c.
-func sliceEndpoints(c, j int, node string, n int) []discoveryv1.Endpoint {
+// sliceEndpoints lists the first n endpoints of service j in cluster c, of services
+// per cluster.
+func sliceEndpoints(c, j int, node string, n, services int) []discoveryv1.Endpoint {
 	out := make([]discoveryv1.Endpoint, 0, n)
 	for e := range n {
 		out = append(out, discoveryv1.Endpoint{
-			Addresses:  []string{podIP(c, j, e)},
+			Addresses:  []string{podIP(c, j, e, services)},
 			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
 			NodeName:   ptr.To(node),
 			Zone:       ptr.To("zone-a"),
@@ -245,7 +248,7 @@ func (r *remoteSlices) toggle(ctx context.Context, j int, onWrite func(count int
 	}
 	for attempt := 0; ; attempt++ {
 		s := r.slices[j].DeepCopy()
-		s.Endpoints = sliceEndpoints(changedCluster, j, "load-node", count)
+		s.Endpoints = sliceEndpoints(changedCluster, j, "load-node", count, len(r.slices))
 		onWrite(count)
 		started = time.Now()
 		updated, err := r.cs.DiscoveryV1().EndpointSlices(namespace).Update(ctx, s, metav1.UpdateOptions{})
