@@ -95,7 +95,7 @@ func defaultConfig() config {
 		Clusters: 2, Services: 100, Endpoints: 10, Proxies: 1000, Watch: 20, DeltaFraction: 0, ProxiesPerConn: 1,
 		Changes: 5, ChangeTimeout: 10 * time.Second, ServeTimeout: 2 * time.Minute,
 		ChurnDuration: 30 * time.Second, Duration: 5 * time.Minute, Settle: 2 * time.Second,
-		Writers: 32, StartParallel: 4, ProfileSeconds: 10, Scenario: scenarioFleet, HostileScale: 1, HostileFloods: allFloods,
+		Writers: 32, StartParallel: 2, ProfileSeconds: 10, Scenario: scenarioFleet, HostileScale: 1, HostileFloods: allFloods,
 	}
 }
 

@@ -386,8 +386,8 @@ func TestParseFlags(t *testing.T) {
 		!strings.Contains(err.Error(), "-endpoints") || !strings.Contains(err.Error(), "-delta-fraction") {
 		t.Errorf("invalid flags: error %v, want both named", err)
 	}
-	if cfg, err := parseFlags([]string{"-clusters", "20", "-services", "1000"}, &stderr); err != nil || cfg.Clusters != 20 || cfg.StartParallel != 4 {
-		t.Errorf("-clusters 20 -services 1000: %d clusters, %d started at once, %v; want 20 and the default 4", cfg.Clusters, cfg.StartParallel, err)
+	if cfg, err := parseFlags([]string{"-clusters", "20", "-services", "1000"}, &stderr); err != nil || cfg.Clusters != 20 || cfg.StartParallel != 2 {
+		t.Errorf("-clusters 20 -services 1000: %d clusters, %d started at once, %v; want 20 and the default 2", cfg.Clusters, cfg.StartParallel, err)
 	}
 	if _, err := parseFlags([]string{"-clusters", "32", "-services", "2000"}, &stderr); err == nil || !strings.Contains(err.Error(), "-clusters × -services") {
 		t.Errorf("-clusters 32 -services 2000: error %v, want the address plan's bound named", err)

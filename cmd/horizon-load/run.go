@@ -173,7 +173,8 @@ func (l *loadRun) setup(ctx context.Context) (*localmesh.Environment, *localmesh
 				return
 			}
 			defer func() { <-slots }()
-			if clusters[c], errs[c] = env.StartCluster(ctx, clusterName(c)); errs[c] != nil {
+			// A busy machine starting many API servers needs more than the default minute.
+			if clusters[c], errs[c] = env.StartClusterWith(ctx, clusterName(c), localmesh.ClusterOptions{ReadyTimeout: 5 * time.Minute}); errs[c] != nil {
 				return
 			}
 			cs, err := writeClient(clusters[c].Config)
@@ -241,7 +242,9 @@ func (l *loadRun) startHorizon(ctx context.Context, bin, work string, c1 *localm
 		}
 		l.profileCPU(ctx, "startup.cpu.pprof")
 	}
-	if err := l.h.waitReady(ctx, time.Minute); err != nil {
+	// Every cluster is listed at once: allow more with many clusters on a busy machine.
+	startTimeout := time.Minute + time.Duration(l.cfg.Clusters)*10*time.Second
+	if err := l.h.waitReady(ctx, startTimeout); err != nil {
 		return err
 	}
 	readyAt := time.Now()
@@ -260,11 +263,11 @@ func (l *loadRun) startHorizon(ctx context.Context, bin, work string, c1 *localm
 		return err
 	}
 	probes.start(ctx)
-	ok := waitUntil(ctx, time.Minute, func() bool { return probes.served.Load() == int64(len(probeSpecs)) })
+	ok := waitUntil(ctx, startTimeout, func() bool { return probes.served.Load() == int64(len(probeSpecs)) })
 	servedAt := time.Now()
 	probes.close()
 	if !ok {
-		return fmt.Errorf("horizon did not serve every endpoint to a probe on each network within a minute (log %s)", l.h.logPath)
+		return fmt.Errorf("horizon did not serve every endpoint to a probe on each network within %s (log %s)", startTimeout, l.h.logPath)
 	}
 	l.rep.ReadyToServed = servedAt.Sub(t0)
 

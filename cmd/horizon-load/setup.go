@@ -133,7 +133,11 @@ func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node s
 			Ports:    []corev1.ServicePort{{Name: "http", Port: servicePort, TargetPort: intstr.FromInt32(targetPort)}},
 		},
 	}
-	if _, err := cs.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+	if _, err := create(ctx, func() (*corev1.Service, error) {
+		return cs.CoreV1().Services(namespace).Create(ctx, svc, metav1.CreateOptions{})
+	}, func() (*corev1.Service, error) {
+		return cs.CoreV1().Services(namespace).Get(ctx, name, metav1.GetOptions{})
+	}); err != nil {
 		return nil, fmt.Errorf("create service %s in %s: %w", name, clusterName(c), err)
 	}
 	n := cfg.Endpoints
@@ -147,11 +151,26 @@ func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node s
 			}},
 			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "app", Image: "registry.invalid/app:load"}}},
 		}
-		created, err := cs.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{})
+		get := func() (*corev1.Pod, error) {
+			return cs.CoreV1().Pods(namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		}
+		created, err := create(ctx, func() (*corev1.Pod, error) {
+			return cs.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{})
+		}, get)
 		if err != nil {
 			return nil, fmt.Errorf("create pod %s in %s: %w", pod.Name, clusterName(c), err)
 		}
-		if err := localmesh.SetPodStatus(ctx, cs, created, podIP(c, j, e, cfg.Services), true); err != nil {
+		// A status write that timed out may have been applied: a conflict then means
+		// the pod moved on, and the write is made again on the pod as it is.
+		tries := 0
+		if _, err := create(ctx, func() (*corev1.Pod, error) {
+			if tries++; tries > 1 {
+				if cur, err := get(); err == nil {
+					created = cur
+				}
+			}
+			return created, localmesh.SetPodStatus(ctx, cs, created, podIP(c, j, e, cfg.Services), true)
+		}, nil); err != nil {
 			return nil, fmt.Errorf("in %s: %w", clusterName(c), err)
 		}
 	}
@@ -162,11 +181,39 @@ func writeService(ctx context.Context, cs kubernetes.Interface, c, j int, node s
 		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](targetPort), Protocol: ptr.To(corev1.ProtocolTCP)}},
 		Endpoints:   sliceEndpoints(c, j, node, cfg.Endpoints, cfg.Services),
 	}
-	created, err := cs.DiscoveryV1().EndpointSlices(namespace).Create(ctx, slice, metav1.CreateOptions{})
+	created, err := create(ctx, func() (*discoveryv1.EndpointSlice, error) {
+		return cs.DiscoveryV1().EndpointSlices(namespace).Create(ctx, slice, metav1.CreateOptions{})
+	}, func() (*discoveryv1.EndpointSlice, error) {
+		return cs.DiscoveryV1().EndpointSlices(namespace).Get(ctx, name, metav1.GetOptions{})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("create endpointslice %s in %s: %w", name, clusterName(c), err)
 	}
 	return created, nil
+}
+
+// create runs write until it succeeds, retrying errors of an overloaded API server
+// or etcd (timeouts, 429, 500, 503) up to 5 times with backoff from 1s: with many
+// clusters on a busy machine, the shared etcd times out now and then. A write that
+// timed out may have been applied: a retry that finds the object there (already
+// exists, or a conflict) returns get's answer. get nil: a conflict is retried too.
+func create[T any](ctx context.Context, write func() (T, error), get func() (T, error)) (T, error) {
+	for attempt := 0; ; attempt++ {
+		obj, err := write()
+		if err == nil {
+			return obj, nil
+		}
+		if attempt > 0 && get != nil && (apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err)) {
+			return get()
+		}
+		again := apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
+			apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err) || strings.Contains(err.Error(), "request timed out") ||
+			attempt > 0 && get == nil && apierrors.IsConflict(err)
+		if !again || attempt >= 5 || ctx.Err() != nil {
+			return obj, err
+		}
+		sleep(ctx, time.Second<<attempt)
+	}
 }
 
 // sliceEndpoints lists the first n endpoints of service j in cluster c, of services

@@ -75,6 +75,8 @@ type Cluster struct {
 	env  *Environment
 	dir  string // certificates, tokens, service-account key and log
 	port int
+	// readyTimeout bounds each wait for the API server to come up.
+	readyTimeout time.Duration
 
 	mu   sync.Mutex
 	proc *process // the running (or last) API server; guarded by mu
@@ -155,7 +157,10 @@ func (e *Environment) StartClusterWith(ctx context.Context, name string, opts Cl
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Name: name, Host: fmt.Sprintf("https://127.0.0.1:%d", ports[0]), env: e, dir: dir, port: ports[0]}
+	c := &Cluster{Name: name, Host: fmt.Sprintf("https://127.0.0.1:%d", ports[0]), env: e, dir: dir, port: ports[0], readyTimeout: opts.ReadyTimeout}
+	if c.readyTimeout <= 0 {
+		c.readyTimeout = 60 * time.Second
+	}
 	proc, err := c.startAPIServer()
 	if err != nil {
 		return nil, err
@@ -168,7 +173,7 @@ func (e *Environment) StartClusterWith(ctx context.Context, name string, opts Cl
 	// The API server writes its self-signed serving certificate (with the CA that
 	// signed it) before it listens.
 	crt := filepath.Join(dir, "certs", "apiserver.crt")
-	if err := poll(ctx, proc, 60*time.Second, func() bool {
+	if err := poll(ctx, proc, c.readyTimeout, func() bool {
 		b, err := os.ReadFile(crt)
 		if err != nil || len(b) == 0 {
 			return false
@@ -270,7 +275,7 @@ func (c *Cluster) waitReady(ctx context.Context, proc *process) error {
 		return err
 	}
 	defer hc.CloseIdleConnections()
-	if err := waitHTTP(ctx, proc, &authClient{hc}, c.Host+"/readyz", 60*time.Second); err != nil {
+	if err := waitHTTP(ctx, proc, &authClient{hc}, c.Host+"/readyz", c.readyTimeout); err != nil {
 		return fmt.Errorf("kube-apiserver %s not ready (log %s): %w", c.Name, proc.logPath, err)
 	}
 	return nil

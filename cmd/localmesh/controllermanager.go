@@ -20,6 +20,10 @@ type ClusterOptions struct {
 	// runs it must not also get hand-written slices for Services with selectors (Deploy
 	// writes them): the controller would make a second copy. Use DeployPods there.
 	ControllerManager bool
+	// ReadyTimeout is how long the API server may take to write its certificate and
+	// then to answer /readyz; 60s when zero. Many API servers starting on a busy
+	// machine need longer.
+	ReadyTimeout time.Duration
 }
 
 // controllers are the kube-controller-manager controllers a cluster runs: the
