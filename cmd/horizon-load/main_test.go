@@ -435,19 +435,20 @@ func TestClusterTable(t *testing.T) {
 		return s
 	}
 	r := &report{Config: defaultConfig(), HorizonStarted: start, MemBefore: memSample{Heap: 30 << 20}}
+	// Horizon lists clusters by ID as a string; the table in their numbers' order.
 	r.ClusterSyncs = []clusterSync{
-		cluster("cluster1", 3*time.Second, 5, nil),
-		cluster("cluster2", 4*time.Second, 15, nil),
+		cluster("cluster10", 4*time.Second, 15, nil),
+		cluster("cluster9", 3*time.Second, 5, nil),
 	}
 	// At the end: more requests, and a failed watch in cluster2.
 	r.ClustersAtEnd = []clusterSync{
-		cluster("cluster1", 3*time.Second, 5, map[string]map[string]uint64{"list": {"2xx": 5}, "watch": {"2xx": 6}, "get": {"2xx": 1}}),
-		cluster("cluster2", 4*time.Second, 15, map[string]map[string]uint64{"list": {"2xx": 5}, "watch": {"2xx": 7, "error": 2}}),
+		cluster("cluster10", 4*time.Second, 15, map[string]map[string]uint64{"list": {"2xx": 5}, "watch": {"2xx": 7, "error": 2}}),
+		cluster("cluster9", 3*time.Second, 5, map[string]map[string]uint64{"list": {"2xx": 5}, "watch": {"2xx": 6}, "get": {"2xx": 1}}),
 	}
 	rows, total := r.clusterRows()
 	want := []clusterRow{
-		{ID: "cluster1", Services: 3, Endpoints: 5, syncedAt: "3.000s", sync: "2.000s", objects: "3/2/5", heap: "10.0 MiB", requests: "5/6/1/0 (0)"},
-		{ID: "cluster2", Services: 3, Endpoints: 15, syncedAt: "4.000s", sync: "3.000s", objects: "3/2/15", heap: "20.0 MiB", requests: "5/9/0/0 (2)"},
+		{ID: "cluster9", Services: 3, Endpoints: 5, syncedAt: "3.000s", sync: "2.000s", objects: "3/2/5", heap: "10.0 MiB", requests: "5/6/1/0 (0)"},
+		{ID: "cluster10", Services: 3, Endpoints: 15, syncedAt: "4.000s", sync: "3.000s", objects: "3/2/15", heap: "20.0 MiB", requests: "5/9/0/0 (2)"},
 	}
 	if !slices.Equal(rows, want) {
 		t.Errorf("rows =\n%+v\nwant\n%+v", rows, want)
@@ -459,8 +460,7 @@ func TestClusterTable(t *testing.T) {
 	var b strings.Builder
 	r.clustersMarkdown(&b)
 	for _, line := range []string{
-		"| cluster1 | 3.000s | 2.000s | 3 | 5 | 3/2/5 | 10.0 MiB | 5/6/1/0 (0) |",
-		"| cluster2 | 4.000s | 3.000s | 3 | 15 | 3/2/15 | 20.0 MiB | 5/9/0/0 (2) |",
+		"| cluster9 | 3.000s | 2.000s | 3 | 5 | 3/2/5 | 10.0 MiB | 5/6/1/0 (0) |\n| cluster10 | 4.000s | 3.000s | 3 | 15 | 3/2/15 | 20.0 MiB | 5/9/0/0 (2) |",
 		"| **total** (sync: the last) | 4.000s | 3.000s | 6 | 20 | 6/4/20 | 30.0 MiB | 10/15/1/0 (2) |",
 	} {
 		if !strings.Contains(b.String(), line+"\n") {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -460,10 +462,13 @@ func (r *report) clusterRows() (rows []clusterRow, total clusterRow) {
 		fmt.Fprintf(&b, " (%d)", failed)
 		return b.String()
 	}
+	// cluster2 before cluster10.
+	syncs := slices.Clone(r.ClusterSyncs)
+	slices.SortStableFunc(syncs, func(a, b clusterSync) int { return cmp.Or(cmp.Compare(len(a.ID), len(b.ID)), cmp.Compare(a.ID, b.ID)) })
 	var sum clusterSync
 	sum.APIRequests = map[string]map[string]uint64{}
 	var lastSync, lastSyncedAt time.Duration
-	for _, s := range r.ClusterSyncs {
+	for _, s := range syncs {
 		at, took := s.SyncedAt.Sub(r.HorizonStarted), s.SyncedAt.Sub(s.Started)
 		lastSync, lastSyncedAt = max(lastSync, took), max(lastSyncedAt, at)
 		if e, ok := end[s.ID]; ok {
