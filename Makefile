@@ -44,7 +44,7 @@ e2e: testbin ## Run only the end-to-end tests (real API servers).
 	$(GO) test -race -count=1 -timeout 20m -v $(GOTESTFLAGS) ./e2e/...
 
 .PHONY: bench
-bench: testbin build ## Run the benchmarks and a 1,000-proxy load run; writes docs/bench-results.md.
+bench: testbin build ## Run the benchmarks and the 1,000-proxy load runs (BENCH_BIG=1: the large ones too); writes docs/bench-results.md.
 	@bash hack/bench.sh
 
 .PHONY: hostile

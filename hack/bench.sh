@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs Horizon's benchmarks and a short load run on this machine and writes the
 # results as markdown to docs/bench-results.md (the README links to it).
-# BENCH_BIG=1 adds the performance issue's startup scenario: 3 clusters × 1,000
-# services × 10 endpoints with 1,000 proxies (writes 30,000 pods first; minutes).
+# The load runs: 1,000 proxies on a connection each with churn, and the Envoy shape
+# (-full-mesh). BENCH_BIG=1 adds the large runs: 10 clusters × 1,000 services × 10
+# endpoints (memory per endpoint; writes 100,000 pods first), 20 clusters, and
+# 10,000 proxies (an hour or more on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/bench-results.md
@@ -19,12 +21,28 @@ echo "bench: BenchmarkEndpointGeneration (-cpu 1)" >&2
 go test -run '^$' -bench BenchmarkEndpointGeneration -benchmem -cpu 1 -count 3 ./eds/ | tee "$tmp/eds.txt" >&2
 echo "bench: BenchmarkRegistrySync10kPods (writes 10,000 pods to a real API server first)" >&2
 go test -run '^$' -bench 'BenchmarkRegistrySync10kPods|BenchmarkRegistrySyncScoped' -benchmem -benchtime 3x -timeout 30m ./clusterregistry/ | tee "$tmp/registry.txt" >&2
-echo "bench: load run, 1,000 proxies" >&2
-bin/horizon-load -proxies 1000 -markdown "$tmp/load.md" >&2 || echo "bench: the load run reported a failure (see above)" >&2
+# load NAME TITLE ARGS…: one horizon-load run, its markdown into $tmp/NAME.md and its
+# title into $tmp/NAME.title; a failed run is reported, and the next one still runs.
+runs=()
+load() {
+  local name=$1 title=$2
+  shift 2
+  runs+=("$name")
+  echo "$title" >"$tmp/$name.title"
+  echo "bench: load run: $title" >&2
+  bin/horizon-load "$@" -markdown "$tmp/$name.md" >&2 || echo "bench: the load run \"$title\" reported a failure (see above)" >&2
+}
+load conn "1,000 proxies, one gRPC connection each (the default), 20 services each; churn 30 changes/s for 30 s" \
+  -proxies 1000 -churn-rate 30 -churn-duration 30s
+load envoy "Envoy shape: 1,000 proxies, one connection each, state of the world, CDS wildcard then every service's EDS (-full-mesh)" \
+  -proxies 1000 -full-mesh
 if [[ "${BENCH_BIG:-}" == 1 ]]; then
-  echo "bench: big load run, 3 clusters × 1,000 services × 10 endpoints, 1,000 proxies (BENCH_BIG=1)" >&2
-  bin/horizon-load -clusters 3 -services 1000 -endpoints 10 -proxies 1000 -duration 15m -markdown "$tmp/big.md" >&2 ||
-    echo "bench: the big load run reported a failure (see above)" >&2
+  load endpoints "Memory per endpoint: 10 clusters × 1,000 services × 10 endpoints (100,000 endpoints), 10 proxies (BENCH_BIG=1)" \
+    -clusters 10 -services 1000 -endpoints 10 -proxies 10 -changes 1 -duration 40m
+  load clusters "20 clusters × 100 services × 10 endpoints, 100 proxies (BENCH_BIG=1)" \
+    -clusters 20 -services 100 -endpoints 10 -proxies 100 -duration 20m
+  load proxies "10,000 proxies, one connection each (BENCH_BIG=1)" \
+    -proxies 10000 -duration 10m -serve-timeout 5m -change-timeout 30s
 fi
 
 # "name  N  v unit  v unit …" lines → one markdown row per line.
@@ -38,6 +56,13 @@ table() {
   echo "Written by \`make bench\` on $(date -u +%Y-%m-%d) — $(nproc) cores, $(go version | cut -d' ' -f3),"
   echo "load average $(cut -d' ' -f1-3 /proc/loadavg) at the end. Absolute times are noisy on a shared"
   echo "2-core machine; compare ratios. The targets are in the performance issue and in docs/load.md."
+  echo
+  echo "Where the scale issue's items are measured: discovery scope in BenchmarkRegistrySyncScoped;"
+  echo "memory per endpoint in BenchmarkRegistrySync10kPods (and, with BENCH_BIG=1, 10 clusters × 1,000"
+  echo "services × 10 endpoints); partial state-of-the-world EDS and change latency in the Envoy-shape run;"
+  echo "one connection per proxy in every load run (BENCH_BIG=1: 10,000 proxies); many clusters with"
+  echo "BENCH_BIG=1 (20 clusters, per-cluster sync, cached objects and API requests). The before/after of"
+  echo "each change and what the profiles showed are in docs/load.md."
   echo
   echo "## BenchmarkEndpointGeneration (-cpu 1, build + marshal of what one proxy asks for)"
   echo
@@ -53,14 +78,11 @@ table() {
   echo "| --- | --- |"
   table "$tmp/registry.txt"
   echo
-  echo "## Load run (cmd/horizon-load, 1,000 proxies)"
-  echo
-  cat "$tmp/load.md" 2>/dev/null || echo "(no load results)"
-  if [[ "${BENCH_BIG:-}" == 1 ]]; then
+  for name in "${runs[@]}"; do
     echo
-    echo "## Big load run (cmd/horizon-load, 3 clusters × 1,000 services × 10 endpoints, 1,000 proxies)"
+    echo "## Load run (cmd/horizon-load): $(cat "$tmp/$name.title")"
     echo
-    cat "$tmp/big.md" 2>/dev/null || echo "(no load results)"
-  fi
+    cat "$tmp/$name.md" 2>/dev/null || echo "(no load results)"
+  done
 } >"$out"
 echo "bench: wrote $out" >&2
