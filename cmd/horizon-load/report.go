@@ -182,6 +182,9 @@ func fullMeshNote(c config) string {
 	if c.FullMesh {
 		return " (full mesh: every service, after CDS)"
 	}
+	if c.CDS {
+		return " (after CDS)"
+	}
 	return ""
 }
 

@@ -323,7 +323,7 @@ func (l *loadRun) connect(ctx context.Context) error {
 	}
 
 	k := cfg.watchCount()
-	sp := specs(cfg.Proxies, k, cfg.Services, cfg.Clusters, cfg.DeltaFraction, cfg.FullMesh)
+	sp := specs(cfg.Proxies, k, cfg.Services, cfg.Clusters, cfg.DeltaFraction, cfg.CDS || cfg.FullMesh)
 	for _, s := range sp {
 		if s.delta {
 			rep.DeltaProxies++
