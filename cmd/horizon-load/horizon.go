@@ -7,10 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -236,6 +239,86 @@ func (h *horizonProc) metrics(ctx context.Context) (map[string]float64, error) {
 		return nil, fmt.Errorf("read horizon /metrics: status %d", code)
 	}
 	return parseMetrics(b), nil
+}
+
+// histogram reads the cumulative buckets of a Prometheus histogram (summed over
+// its other labels) from Horizon's /metrics.
+func (h *horizonProc) histogram(ctx context.Context, name string) (buckets, error) {
+	b, code, err := h.get(ctx, "/metrics")
+	if err != nil {
+		return nil, fmt.Errorf("read horizon /metrics: %w", err)
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("read horizon /metrics: status %d", code)
+	}
+	return parseBuckets(b, name), nil
+}
+
+// buckets is a histogram's cumulative counts by upper bound (+Inf included).
+type buckets map[float64]float64
+
+func parseBuckets(b []byte, name string) buckets {
+	out := buckets{}
+	prefix := name + "_bucket{"
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		i := strings.Index(rest, `le="`)
+		j := strings.LastIndexByte(rest, '}')
+		if i < 0 || j < i {
+			continue
+		}
+		le, _, _ := strings.Cut(rest[i+4:], `"`)
+		bound, err1 := strconv.ParseFloat(le, 64)
+		fields := strings.Fields(rest[j+1:])
+		if err1 != nil || len(fields) == 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(fields[0], 64); err == nil {
+			out[bound] += v
+		}
+	}
+	return out
+}
+
+// since returns the counts observed after before.
+func (b buckets) since(before buckets) buckets {
+	out := make(buckets, len(b))
+	for le, v := range b {
+		out[le] = v - before[le]
+	}
+	return out
+}
+
+// quantile estimates the q-quantile as Prometheus's histogram_quantile does:
+// linear within the bucket it falls in; the highest finite bound if it falls in
+// +Inf; 0 with no observations.
+func (b buckets) quantile(q float64) time.Duration {
+	bounds := slices.Sorted(maps.Keys(b))
+	if len(bounds) == 0 || b[bounds[len(bounds)-1]] == 0 {
+		return 0
+	}
+	rank := q * b[bounds[len(bounds)-1]]
+	lower, below := 0.0, 0.0
+	for _, le := range bounds {
+		if b[le] >= rank {
+			if math.IsInf(le, 1) {
+				return time.Duration(lower * float64(time.Second))
+			}
+			frac := 0.0
+			if n := b[le] - below; n > 0 {
+				frac = (rank - below) / n
+			}
+			return time.Duration((lower + (le-lower)*frac) * float64(time.Second))
+		}
+		lower, below = le, b[le]
+	}
+	return time.Duration(lower * float64(time.Second))
 }
 
 // parseMetrics sums the samples of each metric in the Prometheus text format.

@@ -67,7 +67,11 @@ type config struct {
 	Watch         int
 	// FullMesh: every proxy subscribes to every service's EDS, and the state of the
 	// world ones to every cluster (CDS wildcard) first, as Envoy without scoping does.
-	FullMesh       bool
+	FullMesh bool
+	// CDS: the state of the world proxies subscribe to every cluster (CDS
+	// wildcard) before their -watch services' EDS, as an Envoy does; implied by
+	// FullMesh.
+	CDS            bool
 	DeltaFraction  float64
 	ProxiesPerConn int
 	Changes        int
@@ -149,6 +153,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.Proxies, "proxies", cfg.Proxies, "simulated sidecars, spread evenly over the networks")
 	fs.IntVar(&cfg.Watch, "watch", cfg.Watch, "services whose EDS each proxy subscribes to (spread so that every service is watched); not with -full-mesh")
 	fs.BoolVar(&cfg.FullMesh, "full-mesh", cfg.FullMesh, "every proxy subscribes to every service's EDS, the state-of-the-world ones after a CDS wildcard request, as Envoy with no scoping does")
+	fs.BoolVar(&cfg.CDS, "cds", cfg.CDS, "the state-of-the-world proxies subscribe to every cluster (a CDS wildcard request) before the EDS of their -watch services, as an Envoy does (implied by -full-mesh)")
 	fs.Float64Var(&cfg.DeltaFraction, "delta-fraction", cfg.DeltaFraction, "fraction of proxies on delta (incremental) xDS, reported apart; the rest use state of the world, as the example Envoy bootstrap does (0-1)")
 	fs.IntVar(&cfg.ProxiesPerConn, "proxies-per-conn", cfg.ProxiesPerConn, "ADS streams sharing one gRPC connection (1: a connection per proxy, as Envoy connects; more multiplexes, which costs Horizon less than real proxies do)")
 	fs.IntVar(&cfg.Changes, "changes", cfg.Changes, "single-endpoint EndpointSlice changes in cluster2 to time, one after the other")
@@ -177,6 +182,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if watchSet && cfg.FullMesh {
 		return cfg, errors.New("-watch: not with -full-mesh, where every proxy watches every service")
 	}
+	cfg.CDS = cfg.CDS || cfg.FullMesh
 	return cfg, cfg.validate()
 }
 

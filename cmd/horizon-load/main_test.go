@@ -127,7 +127,7 @@ func checkSmallRun(t *testing.T, cfg config, rep *report, wantConns, wantDelta i
 		t.Errorf("bytes per proxy until served: %+v", rep.ServeBytes)
 	}
 	// A full-mesh state-of-the-world proxy subscribes to CDS too.
-	if sotw := n - wantDelta; cfg.FullMesh && rep.CDSResponses < sotw || !cfg.FullMesh && rep.CDSResponses != 0 {
+	if sotw, cds := n-wantDelta, cfg.CDS || cfg.FullMesh; cds && rep.CDSResponses < sotw || !cds && rep.CDSResponses != 0 {
 		t.Errorf("the fleet received %d CDS responses; full mesh %v with %d state-of-the-world proxies", rep.CDSResponses, cfg.FullMesh, sotw)
 	}
 	if rep.NACKs != 0 || rep.ClientNACKs != 0 {
@@ -378,6 +378,12 @@ func TestParseFlags(t *testing.T) {
 	}
 	if cfg, err := parseFlags([]string{"-full-mesh"}, &stderr); err != nil || !cfg.FullMesh || cfg.watchCount() != cfg.Services {
 		t.Errorf("-full-mesh: watching %d of %d services, %v", cfg.watchCount(), cfg.Services, err)
+	}
+	if cfg, err := parseFlags([]string{"-cds", "-watch", "5"}, &stderr); err != nil || !cfg.CDS || cfg.watchCount() != 5 {
+		t.Errorf("-cds -watch 5: CDS %v, watching %d services, %v", cfg.CDS, cfg.watchCount(), err)
+	}
+	if cfg, err := parseFlags([]string{"-full-mesh"}, &stderr); err != nil || !cfg.CDS {
+		t.Errorf("-full-mesh: CDS %v, want implied; %v", cfg.CDS, err)
 	}
 	if _, err := parseFlags([]string{"-full-mesh", "-watch", "5"}, &stderr); err == nil || !strings.Contains(err.Error(), "-watch") {
 		t.Errorf("-full-mesh -watch 5: error %v, want -watch named", err)

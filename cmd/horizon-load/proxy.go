@@ -197,13 +197,20 @@ type fleet struct {
 	decoder *decoder
 }
 
+// envoyWindow is Envoy's default HTTP/2 stream and connection window.
+const envoyWindow = 256 << 20
+
 // newFleet makes one gRPC connection to addr (dialled on first use) per perConn
 // proxies and prepares the proxies; start opens their streams.
 func newFleet(addr string, specs []proxySpec, perConn int, t *truth) (*fleet, error) {
 	f := &fleet{truth: t, perConn: perConn, byName: map[string][]*proxy{}, decoder: &decoder{seen: map[string]decoded{}}}
 	for i := 0; i < len(specs); i += perConn {
+		// Static flow-control windows of Envoy's default size (256 MiB): Envoy does
+		// not PING to estimate the bandwidth-delay product, as gRPC's dynamic windows
+		// would after most responses (each PING costs Horizon a read and a write).
 		conn, err := grpc.NewClient("passthrough:///"+addr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithInitialWindowSize(envoyWindow), grpc.WithInitialConnWindowSize(envoyWindow),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
 		if err != nil {
 			f.close()

@@ -88,6 +88,14 @@ type report struct {
 	ChangePushes                          float64
 	// HorizonCPUChanges is Horizon's CPU time over the timed changes.
 	HorizonCPUChanges time.Duration
+	// Where a change's time went: per change, the first watching proxy's receipt
+	// and the time from it to the last one's; Horizon's own part, from a change
+	// reaching its push loop to a response handed to gRPC (its push-latency
+	// histogram over the changes, interpolated); this tool's CPU time over the
+	// changes.
+	ChangeFirst, ChangeSpread stats
+	HorizonPush               [2]time.Duration // p50, p99
+	SelfCPUChanges            time.Duration
 
 	Churn *churnResult
 
@@ -186,6 +194,9 @@ func (m kindMeans) get(kind int) float64 {
 func fullMeshNote(c config) string {
 	if c.FullMesh {
 		return " (full mesh: every service, after CDS)"
+	}
+	if c.CDS {
+		return " (after CDS)"
 	}
 	return ""
 }
@@ -320,6 +331,9 @@ func (r *report) write(w io.Writer) {
 				kindName[k], l.N, secs(l.P50), secs(l.P99), secs(l.Max), kib(bytes.get(k)), resources.get(k), kib(changed))
 		}
 		p("  timeouts        %d (after %s); %.0f pushes; Horizon CPU over the changes %s", r.ChangeTimeouts, c.ChangeTimeout, r.ChangePushes, secs(r.HorizonCPUChanges))
+		p("  breakdown       first watcher p50 %s p99 %s; first → last watcher p50 %s p99 %s; Horizon change → response to gRPC p50 %s p99 %s; CPU over the changes: this tool %s",
+			secs(r.ChangeFirst.P50), secs(r.ChangeFirst.P99), secs(r.ChangeSpread.P50), secs(r.ChangeSpread.P99),
+			secs(r.HorizonPush[0]), secs(r.HorizonPush[1]), secs(r.SelfCPUChanges))
 	}
 	if ch := r.Churn; ch != nil {
 		early, late, growing := ch.rssGrowing()

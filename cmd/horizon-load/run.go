@@ -332,7 +332,7 @@ func (l *loadRun) connect(ctx context.Context) error {
 	}
 
 	k := cfg.watchCount()
-	sp := specs(cfg.Proxies, k, cfg.Services, cfg.Clusters, cfg.DeltaFraction, cfg.FullMesh)
+	sp := specs(cfg.Proxies, k, cfg.Services, cfg.Clusters, cfg.DeltaFraction, cfg.CDS || cfg.FullMesh)
 	for _, s := range sp {
 		if s.delta {
 			rep.DeltaProxies++
@@ -410,6 +410,12 @@ func (l *loadRun) timeChanges(ctx context.Context) error {
 	}
 	l.step("timing %d single-endpoint changes of cluster2 EndpointSlices", cfg.Changes)
 	l.profileCPU(ctx, "changes.cpu.pprof")
+	self0 := selfCPU()
+	push0, err := l.h.histogram(ctx, "horizon_xds_push_latency_seconds")
+	if err != nil {
+		return err
+	}
+	var firsts, spreads []time.Duration
 	for c := range cfg.Changes {
 		if ctx.Err() != nil {
 			break
@@ -444,6 +450,10 @@ func (l *loadRun) timeChanges(ctx context.Context) error {
 		tr.mu.Unlock()
 		sotw, delta := ch.latencies()
 		lat := append(slices.Clone(sotw), delta...)
+		if len(lat) > 0 {
+			first, last := slices.Min(lat), slices.Max(lat)
+			firsts, spreads = append(firsts, first), append(spreads, last-first)
+		}
 		r1, _, _, _ := f.totals()
 		op := "remove"
 		if count > cfg.Endpoints {
@@ -471,6 +481,13 @@ func (l *loadRun) timeChanges(ctx context.Context) error {
 		allDelta = append(allDelta, c.delta...)
 	}
 	rep.ChangeLatency, rep.ChangeLatencySotW, rep.ChangeLatencyDelta = summarize(all), summarize(allSotW), summarize(allDelta)
+	rep.SelfCPUChanges = selfCPU() - self0
+	rep.ChangeFirst, rep.ChangeSpread = summarize(firsts), summarize(spreads)
+	push1, err := l.h.histogram(context.WithoutCancel(ctx), "horizon_xds_push_latency_seconds")
+	if err != nil {
+		return err
+	}
+	rep.HorizonPush = [2]time.Duration{push1.since(push0).quantile(0.5), push1.since(push0).quantile(0.99)}
 	m, err := l.h.metrics(context.WithoutCancel(ctx))
 	if err != nil {
 		return err

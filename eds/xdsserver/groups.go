@@ -47,7 +47,7 @@ type Group interface {
 // Feed holds a group's current snapshot and the streams that serve it. The zero
 // Feed is ready to use: no snapshot yet, no streams. It is safe for concurrent use.
 type Feed struct {
-	snap    atomic.Pointer[Snapshot]
+	cur     atomic.Pointer[publication]
 	mu      sync.Mutex
 	streams map[*stream]struct{} // guarded by mu
 
@@ -57,21 +57,83 @@ type Feed struct {
 	sets map[string]weak.Pointer[nameSet]
 }
 
+// publication is one published snapshot and, for each type whose resources
+// changed since the snapshot before, what changed: a stream that held the type at
+// the version before checks and sends only the changed names, however many it
+// subscribes to. Immutable.
+type publication struct {
+	snap  *Snapshot
+	diffs map[string]*typeDiff // by type URL; a type not here did not change or has no diff
+}
+
+// typeDiff is what differs between two Resources of one type.
+type typeDiff struct {
+	from, to string   // the versions before and after
+	names    []string // sorted: the names added, removed or at another version
+}
+
+// diff returns what changed in rs since the version before, if rs is the
+// publication's and the diff is known.
+func (p *publication) diff(typ string, rs *Resources) *typeDiff {
+	if p == nil {
+		return nil
+	}
+	d := p.diffs[typ]
+	if d == nil || rs == nil || d.to != rs.version {
+		return nil
+	}
+	return d
+}
+
+// diffResources returns the names whose resource differs between old and rs.
+func diffResources(old, rs *Resources) *typeDiff {
+	d := &typeDiff{from: old.version, to: rs.version}
+	for n, r := range rs.byName {
+		if o := old.byName[n]; o != r && (o == nil || o.version != r.version) {
+			d.names = append(d.names, n)
+		}
+	}
+	for n := range old.byName {
+		if rs.byName[n] == nil {
+			d.names = append(d.names, n)
+		}
+	}
+	slices.Sort(d.names)
+	return d
+}
+
 // Current returns the snapshot published last (nil before the first).
-func (f *Feed) Current() *Snapshot { return f.snap.Load() }
+func (f *Feed) Current() *Snapshot {
+	if p := f.cur.Load(); p != nil {
+		return p.snap
+	}
+	return nil
+}
 
 // Publish makes snap the group's snapshot and wakes the streams that subscribe to
-// a resource that changed.
+// a resource that changed. What changed is worked out once here, per type, so
+// that each stream checks only the changed names against what it holds.
 func (f *Feed) Publish(snap *Snapshot) {
+	p := &publication{snap: snap}
+	if prev := f.cur.Load(); prev != nil {
+		for typ, rs := range snap.byType {
+			if old := prev.snap.byType[typ]; old != nil && old != rs && old.version != rs.version {
+				if p.diffs == nil {
+					p.diffs = map[string]*typeDiff{}
+				}
+				p.diffs[typ] = diffResources(old, rs)
+			}
+		}
+	}
 	f.mu.Lock()
-	f.snap.Store(snap)
+	f.cur.Store(p)
 	streams := make([]*stream, 0, len(f.streams))
 	for st := range f.streams {
 		streams = append(streams, st)
 	}
 	f.mu.Unlock()
 	for _, st := range streams {
-		st.wake(snap)
+		st.wake(p)
 	}
 }
 
@@ -101,8 +163,8 @@ func (f *Feed) detach(st *stream) {
 // Immutable, and shared by the streams of a group that subscribe to the same names.
 // Its methods accept a nil *nameSet, the empty set.
 type nameSet struct {
-	names []string // sorted
-	index map[string]struct{}
+	names []string         // sorted
+	index map[string]int32 // position in names
 }
 
 func (ns *nameSet) len() int {
@@ -118,6 +180,34 @@ func (ns *nameSet) has(name string) bool {
 	}
 	_, ok := ns.index[name]
 	return ok
+}
+
+// equal reports whether names, leaving out "*", are exactly the set's names, each
+// once, in any order. It does not allocate for sets of up to 1,024 names: a
+// proxy's ACK repeats the names it subscribes to, and is checked against its set
+// at every response.
+func (ns *nameSet) equal(names []string) bool {
+	var small [16]uint64
+	seen := small[:]
+	if w := (ns.len() + 63) / 64; w > len(small) {
+		seen = make([]uint64, w)
+	}
+	count := 0
+	for _, n := range names {
+		if n == "*" {
+			continue
+		}
+		if ns == nil {
+			return false
+		}
+		i, ok := ns.index[n]
+		if !ok || seen[i/64]&(1<<(i%64)) != 0 {
+			return false
+		}
+		seen[i/64] |= 1 << (i % 64)
+		count++
+	}
+	return count == ns.len()
 }
 
 // list returns the names, sorted; callers must not change the slice.
@@ -140,9 +230,9 @@ func (f *Feed) nameSet(names []string) *nameSet {
 	if ns := f.sets[key].Value(); ns != nil {
 		return ns
 	}
-	ns := &nameSet{names: slices.Clip(names), index: make(map[string]struct{}, len(names))}
-	for _, n := range names {
-		ns.index[n] = struct{}{}
+	ns := &nameSet{names: slices.Clip(names), index: make(map[string]int32, len(names))}
+	for i, n := range names {
+		ns.index[n] = int32(i)
 	}
 	if f.sets == nil {
 		f.sets = map[string]weak.Pointer[nameSet]{}

@@ -77,18 +77,8 @@ func (st *stream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest) {
 	// with none keep it so; "*" asks for the whole type explicitly; once a request
 	// named anything, one with no names unsubscribes from everything.
 	names := req.GetResourceNames()
-	wildcard, same := false, true // same: names are exactly the names in set
-	distinct := 0
-	for _, n := range names {
-		if n == "*" {
-			wildcard = true
-		} else if sb.set.has(n) {
-			distinct++
-		} else {
-			same = false
-		}
-	}
-	same = same && distinct == sb.set.len() && distinctNames(names)
+	wildcard := slices.Contains(names, "*")
+	same := sb.set.equal(names) // names are exactly the names in set
 	switch {
 	case first && len(names) == 0:
 		wildcard = wildcardType(typ)
@@ -131,23 +121,6 @@ func (st *stream) sotwRequest(typ string, req *discoverygrpc.DiscoveryRequest) {
 	}
 }
 
-// distinctNames reports whether no name is listed twice. Short lists, the usual
-// case, are checked without allocating; long ones are reported as not distinct,
-// which sends the caller down its general path.
-func distinctNames(names []string) bool {
-	if len(names) > 64 {
-		return false
-	}
-	for i := range names {
-		for j := i + 1; j < len(names); j++ {
-			if names[i] == names[j] {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 // sotwResponse fills out with what sb is owed at rs and records it as held. A
 // subscription to a whole type is sent all of it. Otherwise, for endpoints and
 // routes, a response carries only the resources the proxy does not hold at their
@@ -155,7 +128,11 @@ func distinctNames(names []string) bool {
 // proxy rejected a response since (resend); for the other types, every resource
 // subscribed to. It reports whether the response answers anything: false when a
 // partial response would carry nothing.
-func (st *stream) sotwResponse(sb *sub, rs *Resources, out *outgoing) bool {
+//
+// d, if not nil, is what changed in rs since the version before; a partial
+// response to a proxy that held that version looks only at those names and the
+// owed ones, not at every name subscribed to.
+func (st *stream) sotwResponse(sb *sub, rs *Resources, d *typeDiff, out *outgoing) bool {
 	if sb.wildcard {
 		out.res = make([]*Resource, 0, len(rs.names))
 		for _, n := range rs.names {
@@ -166,7 +143,11 @@ func (st *stream) sotwResponse(sb *sub, rs *Resources, out *outgoing) bool {
 	}
 	partial := partialType(sb.typ) && !sb.resend
 	sb.resend = false
-	for _, n := range sb.set.list() {
+	names := sb.set.list()
+	if partial && d != nil && sb.held.Version() == d.from {
+		names = changedNames(sb, d)
+	}
+	for _, n := range names {
 		r := rs.byName[n]
 		if r == nil {
 			continue // nothing to send; the proxy learns of it from CDS or LDS
@@ -178,4 +159,22 @@ func (st *stream) sotwResponse(sb *sub, rs *Resources, out *outgoing) bool {
 	}
 	sb.held, sb.owed = rs, nil
 	return len(out.res) > 0 || !partial
+}
+
+// changedNames returns, sorted, the names sb subscribes to that d changed and the
+// names sb is owed.
+func changedNames(sb *sub, d *typeDiff) []string {
+	out := make([]string, 0, len(sb.owed)+1)
+	for _, n := range d.names {
+		if sb.set.has(n) {
+			out = append(out, n)
+		}
+	}
+	for n := range sb.owed {
+		if _, changed := slices.BinarySearch(d.names, n); !changed {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -354,7 +354,7 @@ func TestSotwFullStateTypesStayComplete(t *testing.T) {
 		st := &stream{feed: &f.group.feed}
 		sb := &sub{typ: tc.typ, set: st.feed.nameSet([]string{claA, claB}), held: held}
 		out := &outgoing{}
-		if !st.sotwResponse(sb, rs, out) {
+		if !st.sotwResponse(sb, rs, nil, out) {
 			t.Fatalf("%s: no response", tc.typ)
 		}
 		var got []string

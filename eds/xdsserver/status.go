@@ -73,7 +73,7 @@ func (s *Server) Streams() []StreamStatus {
 		for typ, sb := range st.subs {
 			c := sb.sync
 			p.Types[typ] = &c
-			if c.Sent != "" && c.Acked != sb.lastSent || st.pending(sb, snap.Resources(typ)) {
+			if c.Sent != "" && c.Acked != sb.lastSent || st.pending(sb, snap.Resources(typ), nil) {
 				p.UpToDate = false
 			}
 		}

@@ -250,11 +250,12 @@ func (st *stream) nack(sb *sub, msg string) {
 
 // wake is called by Publish after the stream's group changed: it starts the sender
 // if a subscribed resource changed.
-func (st *stream) wake(snap *Snapshot) {
+func (st *stream) wake(p *publication) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, sb := range st.subs {
-		if st.pending(sb, snap.Resources(sb.typ)) {
+		rs := p.snap.Resources(sb.typ)
+		if st.pending(sb, rs, p.diff(sb.typ, rs)) {
 			st.kickLocked()
 			return
 		}
@@ -262,8 +263,10 @@ func (st *stream) wake(snap *Snapshot) {
 }
 
 // pending reports whether sb has something to send at rs. When it has not, it
-// remembers rs's version so that the next check is one comparison.
-func (st *stream) pending(sb *sub, rs *Resources) bool {
+// remembers rs's version so that the next check is one comparison. d, if not nil,
+// is what changed in rs since the version before: a subscription that was up to
+// date there checks only those names.
+func (st *stream) pending(sb *sub, rs *Resources, d *typeDiff) bool {
 	if rs == nil {
 		return false // the group's first push has not happened
 	}
@@ -281,9 +284,17 @@ func (st *stream) pending(sb *sub, rs *Resources) bool {
 			return true
 		}
 		if sb.held != rs {
-			for _, n := range sb.set.list() {
-				if r, h := rs.byName[n], sb.held.Get(n); r != h && (r == nil || h == nil || r.version != h.version) {
-					return true
+			if d != nil && sb.held.Version() == d.from {
+				for _, n := range d.names {
+					if sb.set.has(n) {
+						return true
+					}
+				}
+			} else {
+				for _, n := range sb.set.list() {
+					if r, h := rs.byName[n], sb.held.Get(n); r != h && (r == nil || h == nil || r.version != h.version) {
+						return true
+					}
 				}
 			}
 		}
@@ -291,9 +302,20 @@ func (st *stream) pending(sb *sub, rs *Resources) bool {
 		sb.seen = rs.version
 		return false
 	}
-	for n, v := range sb.have {
-		if r := rs.byName[n]; r == nil && v != "" || r != nil && r.version != v {
-			return true
+	if d != nil && sb.seen == d.from {
+		// Nothing was owed at the version before: only a changed name can be.
+		for _, n := range d.names {
+			if v, ok := sb.have[n]; ok {
+				if r := rs.byName[n]; r == nil && v != "" || r != nil && r.version != v {
+					return true
+				}
+			}
+		}
+	} else {
+		for n, v := range sb.have {
+			if r := rs.byName[n]; r == nil && v != "" || r != nil && r.version != v {
+				return true
+			}
 		}
 	}
 	sb.seen = rs.version
@@ -347,11 +369,16 @@ func (st *stream) flush() {
 // next builds the next response owed, in typeOrder, and records it as sent. pushed
 // says it answers a change rather than a request. st.mu is held.
 func (st *stream) next() (*outgoing, bool) {
-	snap := st.feed.Current()
+	p := st.feed.cur.Load()
+	var snap *Snapshot
+	if p != nil {
+		snap = p.snap
+	}
 	for _, typ := range st.order() {
 		sb := st.subs[typ]
 		rs := snap.Resources(typ)
-		if !st.pending(sb, rs) {
+		d := p.diff(typ, rs)
+		if !st.pending(sb, rs, d) {
 			continue
 		}
 		pushed := !sb.force
@@ -360,7 +387,7 @@ func (st *stream) next() (*outgoing, bool) {
 		out := &outgoing{typ: typ, version: rs.version, delta: st.delta}
 		if st.delta {
 			st.deltaResponse(sb, rs, out)
-		} else if !st.sotwResponse(sb, rs, out) && pushed {
+		} else if !st.sotwResponse(sb, rs, d, out) && pushed {
 			// Only resources the proxy holds went: a partial response would carry
 			// nothing, and the proxy keeps what it holds anyway.
 			continue
