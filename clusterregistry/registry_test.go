@@ -422,11 +422,12 @@ func TestTrafficDistributionFromRealCluster(t *testing.T) {
 	deploy()
 	want(network.DistributionPreferSameZone, "")
 
-	svc.TrafficDistribution = "PreferSameNode"
+	dist := "PreferSameNode"
+	svc.TrafficDistribution = &dist
 	deploy()
 	want(network.DistributionPreferSameNode, "")
 
-	svc.TrafficDistribution = ""
+	dist = ""
 	svc.Annotations = map[string]string{network.AnnotationTrafficDistribution: "Nearest"}
 	deploy()
 	want(network.DistributionPreferSameNode, `Service annotation networking.istio.io/traffic-distribution "Nearest"`)

@@ -76,7 +76,7 @@ func TestFailover(t *testing.T) {
 	deploy := func(ctx context.Context, c *kubetest.Cluster, version, ip string, ready bool, dist string) error {
 		node := map[*kubetest.Cluster]string{cluster1: "node-1", cluster2: "node-2"}[c]
 		return kubetest.Deploy(ctx, c.Client, kubetest.Service{
-			Namespace: "sample", Name: "helloworld", TrafficDistribution: dist,
+			Namespace: "sample", Name: "helloworld", TrafficDistribution: &dist,
 			Ports: []corev1.ServicePort{{Name: "grpc", Port: 5000, TargetPort: intstr.FromInt32(5000)}},
 			Backends: []kubetest.Backend{{
 				Pod: "helloworld-" + version + "-0", IP: ip, Node: node, Ready: ready, ServiceAccount: "helloworld-" + version,
