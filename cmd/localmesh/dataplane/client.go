@@ -26,9 +26,30 @@ type Client struct {
 // leaves NETWORK out of the node metadata, as a sidecar of a cluster installed without
 // a network sends it.
 func Bootstrap(xdsAddr, nodeID, network string, certs *Certs) ([]byte, error) {
+	return BootstrapNode(xdsAddr, Node{ID: nodeID, Network: network}, certs)
+}
+
+// Node is the xDS node a client presents.
+type Node struct {
+	ID string
+	// Network is its NETWORK metadata; empty: none.
+	Network string
+	// Region, Zone and SubZone are its locality; all empty: none.
+	Region, Zone, SubZone string
+}
+
+// BootstrapNode is Bootstrap for node, with its locality when it has one.
+func BootstrapNode(xdsAddr string, node Node, certs *Certs) ([]byte, error) {
 	metadata := map[string]any{"GENERATOR": "grpc"}
-	if network != "" {
-		metadata["NETWORK"] = network
+	if node.Network != "" {
+		metadata["NETWORK"] = node.Network
+	}
+	n := map[string]any{
+		"id":       node.ID,
+		"metadata": metadata,
+	}
+	if node.Region != "" || node.Zone != "" || node.SubZone != "" {
+		n["locality"] = map[string]any{"region": node.Region, "zone": node.Zone, "sub_zone": node.SubZone}
 	}
 	return json.Marshal(map[string]any{
 		"xds_servers": []any{map[string]any{
@@ -36,10 +57,7 @@ func Bootstrap(xdsAddr, nodeID, network string, certs *Certs) ([]byte, error) {
 			"channel_creds":   []any{map[string]any{"type": "insecure"}},
 			"server_features": []string{"xds_v3"},
 		}},
-		"node": map[string]any{
-			"id":       nodeID,
-			"metadata": metadata,
-		},
+		"node": n,
 		"certificate_providers": map[string]any{
 			"default": map[string]any{
 				"plugin_name": "file_watcher",
@@ -57,7 +75,12 @@ func Bootstrap(xdsAddr, nodeID, network string, certs *Certs) ([]byte, error) {
 // Dial connects to xds:///target (host:port) through Horizon at xdsAddr, as a client
 // on network (empty: none named; see Bootstrap).
 func Dial(xdsAddr, nodeID, network, target string, certs *Certs) (*Client, error) {
-	bootstrap, err := Bootstrap(xdsAddr, nodeID, network, certs)
+	return DialNode(xdsAddr, Node{ID: nodeID, Network: network}, target, certs)
+}
+
+// DialNode is Dial as node (BootstrapNode).
+func DialNode(xdsAddr string, node Node, target string, certs *Certs) (*Client, error) {
+	bootstrap, err := BootstrapNode(xdsAddr, node, certs)
 	if err != nil {
 		return nil, err
 	}
