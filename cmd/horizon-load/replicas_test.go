@@ -285,7 +285,7 @@ func TestReplicasInterchangeable(t *testing.T) {
 						t.Errorf("%s %s: delta and state-of-the-world bytes differ", what, name)
 					}
 				}
-				t.Logf("%s: %d resources identical on both replicas (version_info %s)", what, len(sa.res), sa.version)
+				t.Logf("%s: %d resources compared (version_info %s on replica 1)", what, len(sa.res), sa.version)
 			}
 		}
 	}
