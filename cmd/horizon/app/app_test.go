@@ -57,6 +57,9 @@ func TestNewOptionsHoldTheFlagDefaults(t *testing.T) {
 		{"--cluster-id", string(opts.Secrets.ClusterID), "Kubernetes"},
 		{"--domain-suffix", opts.Registry.DomainSuffix, "cluster.local"},
 		{"--debounce-after", opts.EDS.DebounceAfter.String(), "100ms"},
+		{"--remote-probe-interval", opts.Registry.ProbeInterval.String(), "5s"},
+		{"--remote-probe-timeout", opts.Registry.ProbeTimeout.String(), "5s"},
+		{"--remote-probe-failures", fmt.Sprint(opts.Registry.ProbeFailures), "3"},
 		{"--debug-access", string(opts.Debug.Access), "loopback-or-token"},
 		{"--debug-token-audience", opts.Debug.Audience, "horizon"},
 	} {
