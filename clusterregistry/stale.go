@@ -176,6 +176,11 @@ func (c *Cluster) untilReachable(ctx context.Context) bool {
 	}
 	tick := time.NewTicker(c.opts.probeInterval)
 	defer tick.Stop()
+	// The first probe goes out at once: a server that hung may answer again
+	// while the failures that made it stale were counted, and one that is
+	// down fails it at once.
+	first := make(chan struct{}, 1)
+	first <- struct{}{}
 
 	// fresh is a watchSet listing the cluster after it answered; this goroutine owns
 	// it until the handover.
@@ -187,6 +192,7 @@ func (c *Cluster) untilReachable(ctx context.Context) bool {
 		}
 	}()
 	for {
+		probeNow := false
 		select {
 		case <-ctx.Done():
 			return false
@@ -211,7 +217,12 @@ func (c *Cluster) untilReachable(ctx context.Context) bool {
 			default:
 			}
 			return true
+		case <-first:
+			probeNow = true
 		case <-tick.C:
+			probeNow = true
+		}
+		if probeNow {
 			err := c.probe(ctx)
 			switch {
 			case ctx.Err() != nil:
