@@ -181,11 +181,9 @@ type proxy struct {
 	nacks      int
 	lastErr    error
 	// replica is the index of the replica the current (or next) stream is on;
-	// streamAt is when that stream was opened and firstAt when its first response
-	// arrived (zero: none yet).
-	replica  int
-	streamAt time.Time
-	firstAt  time.Time
+	// firstAt is when that stream's first response arrived (zero: none yet).
+	replica int
+	firstAt time.Time
 	// shrunk counts the assignments that arrived with fewer endpoints than the
 	// proxy held (or were removed) while the fleet's watchShrink was set;
 	// resentDelta counts the resources a delta stream was sent in its first
@@ -286,7 +284,7 @@ func (p *proxy) run(ctx context.Context, conns []*grpc.ClientConn) {
 	for {
 		p.mu.Lock()
 		conn := conns[p.replica]
-		p.streamAt, p.firstAt = time.Now(), time.Time{}
+		p.firstAt = time.Time{}
 		p.mu.Unlock()
 		progressed, err := p.stream(ctx, conn)
 		if ctx.Err() != nil {
