@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/horizon-mesh/horizon/network"
@@ -39,8 +40,12 @@ type clusterOptions struct {
 	// staleGrace is how long a stale cluster's shards are served before they are
 	// withdrawn; zero: until it answers again.
 	staleGrace time.Duration
-	// probeInterval is how often a stale cluster is probed.
+	// probeInterval is how often a synced or stale cluster is probed; probeTimeout
+	// bounds one probe; probeFailures periodic probes failing in a row make a synced
+	// cluster stale.
 	probeInterval time.Duration
+	probeTimeout  time.Duration
+	probeFailures int
 	// selectors are the discovery selectors the cluster starts with; override says
 	// they are the cluster's own rather than the mesh's.
 	selectors *network.DiscoverySelectors
@@ -89,7 +94,9 @@ type Cluster struct {
 	httpClient *http.Client
 	dialer     *closingDialer
 	client     kubernetes.Interface
-	queue      workqueue.TypedRateLimitingInterface[types.NamespacedName]
+	// probeClient shares client's connections without its rate limit (stale.go).
+	probeClient kubernetes.Interface
+	queue       workqueue.TypedRateLimitingInterface[types.NamespacedName]
 	// suspect holds one signal that a dial or a list or watch failed; the health
 	// goroutine then checks whether the cluster still answers.
 	suspect chan struct{}
@@ -155,20 +162,27 @@ func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *r
 	if err != nil {
 		return nil, fmt.Errorf("build client for cluster %q: %w", id, err)
 	}
+	pcfg := rest.CopyConfig(cfg)
+	pcfg.RateLimiter = flowcontrol.NewFakeAlwaysRateLimiter()
+	probeClient, err := kubernetes.NewForConfigAndClient(pcfg, hc)
+	if err != nil {
+		return nil, fmt.Errorf("build probe client for cluster %q: %w", id, err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Cluster{
-		ctx:        ctx,
-		cancel:     cancel,
-		id:         id,
-		source:     source,
-		server:     network.RedactServer(cfg.Host),
-		token:      cfg.BearerToken,
-		opts:       opts,
-		log:        opts.log,
-		httpClient: hc,
-		dialer:     dialer,
-		client:     client,
-		suspect:    suspect,
+		ctx:         ctx,
+		cancel:      cancel,
+		id:          id,
+		source:      source,
+		server:      network.RedactServer(cfg.Host),
+		token:       cfg.BearerToken,
+		opts:        opts,
+		log:         opts.log,
+		httpClient:  hc,
+		dialer:      dialer,
+		client:      client,
+		probeClient: probeClient,
+		suspect:     suspect,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName](),
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "cluster-" + string(id)}),

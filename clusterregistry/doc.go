@@ -26,7 +26,9 @@
 // narrow sink (notify, changed) by the registry, not the registry itself.
 //
 // A cluster that synced and then stops answering (its list or watch calls fail, and a
-// direct check of the server fails too) is stale: its last known endpoints are still
+// direct check of the server fails too; or, for a server that hangs without failing
+// anything, Options.ProbeFailures periodic probes in a row fail) is stale: its last
+// known endpoints are still
 // served, for Options.StaleGrace, then withdrawn. It is probed until it answers; then
 // it is listed again into fresh informers, every shard is rebuilt from them, and
 // subscribers learn which hosts differ from what was served. Readiness does not

@@ -22,7 +22,8 @@ func TestOptionsFlagsAndValidation(t *testing.T) {
 			name: "defaults",
 			check: func(t *testing.T, o clusterregistry.Options) {
 				if o.StaleGrace != 5*time.Minute || o.SyncTimeout != 30*time.Second || o.DomainSuffix != "cluster.local" ||
-					o.ClusterQPS != 50 || o.ClusterBurst != 100 {
+					o.ClusterQPS != 50 || o.ClusterBurst != 100 ||
+					o.ProbeInterval != 5*time.Second || o.ProbeTimeout != 5*time.Second || o.ProbeFailures != 3 {
 					t.Errorf("defaults = %+v", o)
 				}
 			},
@@ -49,7 +50,21 @@ func TestOptionsFlagsAndValidation(t *testing.T) {
 		},
 		{name: "negative qps", args: []string{"--remote-qps=-1"}, wantErr: "--remote-qps: must not be negative"},
 		{name: "negative burst", args: []string{"--remote-burst=-1"}, wantErr: "--remote-burst: must not be negative"},
-		{name: "negative probe interval", edit: func(o *clusterregistry.Options) { o.ProbeInterval = -time.Second }, wantErr: "probe interval: must not be negative"},
+		{
+			name: "probes set",
+			args: []string{"--remote-probe-interval=2s", "--remote-probe-timeout=1s", "--remote-probe-failures=4"},
+			check: func(t *testing.T, o clusterregistry.Options) {
+				if o.ProbeInterval != 2*time.Second || o.ProbeTimeout != time.Second || o.ProbeFailures != 4 {
+					t.Errorf("ProbeInterval, ProbeTimeout, ProbeFailures = %s, %s, %d", o.ProbeInterval, o.ProbeTimeout, o.ProbeFailures)
+				}
+			},
+		},
+		{name: "negative probe interval", args: []string{"--remote-probe-interval=-1s"}, wantErr: "--remote-probe-interval: must be 0-10m"},
+		{name: "probe interval too long", args: []string{"--remote-probe-interval=11m"}, wantErr: "--remote-probe-interval: must be 0-10m"},
+		{name: "negative probe timeout", args: []string{"--remote-probe-timeout=-1s"}, wantErr: "--remote-probe-timeout: must be 0-1m"},
+		{name: "probe timeout too long", args: []string{"--remote-probe-timeout=2m"}, wantErr: "--remote-probe-timeout: must be 0-1m"},
+		{name: "negative probe failures", args: []string{"--remote-probe-failures=-1"}, wantErr: "--remote-probe-failures: must be 0-100"},
+		{name: "too many probe failures", args: []string{"--remote-probe-failures=101"}, wantErr: "--remote-probe-failures: must be 0-100"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -40,9 +40,16 @@ type Options struct {
 	// when zero. A client config that sets its own QPS keeps it.
 	ClusterQPS   float32
 	ClusterBurst int
-	// ProbeInterval is how often an unreachable cluster is probed to learn that it
-	// answers again; 5s when zero. Not a flag.
+	// ProbeInterval is how often each synced cluster's API server is probed: while
+	// it answers, to notice that it hangs; while stale, to learn that it answers
+	// again. 5s when zero.
 	ProbeInterval time.Duration
+	// ProbeTimeout bounds one probe; 5s when zero.
+	ProbeTimeout time.Duration
+	// ProbeFailures is how many periodic probes in a row must fail (time out or
+	// err) before a synced cluster is stale; 3 when zero. A failed list or watch
+	// followed by one failed probe makes it stale at once.
+	ProbeFailures int
 	// Logger receives the registry's log lines; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -57,6 +64,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Float32Var(&o.ClusterQPS, "remote-qps", defaultClusterQPS, "requests per second each watched cluster's API client may send on average (remote clusters and the config cluster alike; 0: the default)")
 	fs.IntVar(&o.ClusterBurst, "remote-burst", defaultClusterBurst, "requests each watched cluster's API client may send at once above --remote-qps (0: the default)")
 	fs.DurationVar(&o.StaleGrace, "stale-cluster-grace", 5*time.Minute, "how long a synced cluster that stopped answering keeps serving its last known endpoints (0: until it answers again)")
+	fs.DurationVar(&o.ProbeInterval, "remote-probe-interval", defaultProbeInterval, "how often each synced cluster's API server is probed (a cheap GET of the system namespace): while it answers, to notice that it hangs; while stale, to notice that it is back")
+	fs.DurationVar(&o.ProbeTimeout, "remote-probe-timeout", defaultProbeTimeout, "how long one probe of a cluster's API server may take before it counts as failed")
+	fs.IntVar(&o.ProbeFailures, "remote-probe-failures", defaultProbeFailures, "periodic probes in a row that must fail before a cluster is shown stale; a hung server is stale after about interval + failures × max(interval, timeout)")
 }
 
 // Validate checks the options once, before New.
@@ -83,8 +93,14 @@ func (o *Options) Validate() error {
 	if o.ClusterBurst < 0 {
 		errs = append(errs, fmt.Errorf("--remote-burst: must not be negative, got %d", o.ClusterBurst))
 	}
-	if o.ProbeInterval < 0 {
-		errs = append(errs, fmt.Errorf("probe interval: must not be negative, got %s", o.ProbeInterval))
+	if o.ProbeInterval < 0 || o.ProbeInterval > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("--remote-probe-interval: must be 0-10m (0: the default), got %s", o.ProbeInterval))
+	}
+	if o.ProbeTimeout < 0 || o.ProbeTimeout > time.Minute {
+		errs = append(errs, fmt.Errorf("--remote-probe-timeout: must be 0-1m (0: the default), got %s", o.ProbeTimeout))
+	}
+	if o.ProbeFailures < 0 || o.ProbeFailures > 100 {
+		errs = append(errs, fmt.Errorf("--remote-probe-failures: must be 0-100 (0: the default), got %d", o.ProbeFailures))
 	}
 	return errors.Join(errs...)
 }
@@ -135,6 +151,12 @@ func New(opts Options) (*Registry, error) {
 	}
 	if opts.ProbeInterval == 0 {
 		opts.ProbeInterval = defaultProbeInterval
+	}
+	if opts.ProbeTimeout == 0 {
+		opts.ProbeTimeout = defaultProbeTimeout
+	}
+	if opts.ProbeFailures == 0 {
+		opts.ProbeFailures = defaultProbeFailures
 	}
 	if opts.MaxNamespaceWatches == 0 {
 		opts.MaxNamespaceWatches = defaultMaxNamespaceWatches
@@ -423,6 +445,8 @@ func (r *Registry) clusterOptions(id network.ClusterID) clusterOptions {
 		syncTimeout:   r.opts.SyncTimeout,
 		staleGrace:    r.opts.StaleGrace,
 		probeInterval: r.opts.ProbeInterval,
+		probeTimeout:  r.opts.ProbeTimeout,
+		probeFailures: r.opts.ProbeFailures,
 		host:          r.host,
 		trim:          r.trim,
 		qps:           r.opts.ClusterQPS,

@@ -2,6 +2,7 @@ package clusterregistry
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"time"
 
@@ -21,13 +22,23 @@ import (
 // the way out (finishRelist), while the health goroutine waits for it. Both write the
 // fields under c.mu.
 
+// A synced cluster is also probed every Options.ProbeInterval while it answers: a
+// server that hangs (a frozen process, a black-holed load balancer) keeps its
+// connections open and fails no request, so nothing else would tell for as long as
+// the client's HTTP/2 health check takes (30s without a frame, then 15s for a ping).
+// Options.ProbeFailures probes in a row failing, each after at most
+// Options.ProbeTimeout, make it stale; one slow answer does not.
 const (
-	// defaultProbeInterval is how often a stale cluster is probed when
+	// defaultProbeInterval is how often a cluster is probed when
 	// Options.ProbeInterval is zero.
 	defaultProbeInterval = 5 * time.Second
-	// probeTimeout bounds one probe: a server that answers at all answers this
-	// cheap request quickly.
-	probeTimeout = 3 * time.Second
+	// defaultProbeTimeout bounds one probe when Options.ProbeTimeout is zero: a
+	// server that answers at all answers this cheap request from its watch cache in
+	// milliseconds.
+	defaultProbeTimeout = 5 * time.Second
+	// defaultProbeFailures is how many periodic probes in a row must fail before a
+	// cluster that seemed fine is stale, when Options.ProbeFailures is zero.
+	defaultProbeFailures = 3
 )
 
 // handover passes a relisted watchSet to the worker; done is closed once it serves.
@@ -47,40 +58,68 @@ func poke(ch chan struct{}) {
 // watchHealth turns failures into staleness and staleness back into service; it runs
 // until ctx ends.
 func (c *Cluster) watchHealth(ctx context.Context) {
+	tick := time.NewTicker(c.opts.probeInterval)
+	defer tick.Stop()
+	failures := 0
 	for {
+		var err error
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.suspect:
-		}
-		// Only a cluster that synced has endpoints to keep; one that never did
-		// reports errors and times out instead.
-		if !c.hasSynced() {
-			continue
-		}
-		// One failed request is not an outage: ask the server directly.
-		err := c.probe(ctx)
-		if ctx.Err() != nil {
-			return
+			// Only a cluster that synced has endpoints to keep; one that never
+			// did reports errors and times out instead.
+			if !c.hasSynced() {
+				continue
+			}
+			// One failed request is not an outage: ask the server directly. A
+			// failed request and a failed probe together are.
+			if err = c.probe(ctx); ctx.Err() != nil {
+				return
+			}
+		case <-tick.C:
+			if !c.hasSynced() {
+				continue
+			}
+			if err = c.probe(ctx); ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				failures++
+				c.notAnswering(err)
+				if failures == 1 {
+					c.log.Warn("cluster probe failed; the cluster turns stale if it keeps failing",
+						"failuresToStale", c.opts.probeFailures, "error", c.redact(err))
+				}
+				if failures < c.opts.probeFailures {
+					continue
+				}
+				err = fmt.Errorf("%d probes in a row failed, the last: %w", failures, err)
+			}
 		}
 		if err == nil {
+			failures = 0
 			continue
 		}
+		failures = 0
 		c.markStale(err)
 		if !c.untilReachable(ctx) {
 			return
 		}
+		tick.Reset(c.opts.probeInterval)
 	}
 }
 
 // probe makes the cheapest request that proves the server answers and still lets
 // this client list what its informers list: the system namespace, from the server's
 // watch cache. It needs no permission beyond the informers' own, unlike /readyz or
-// /version, which a cluster may restrict.
+// /version, which a cluster may restrict. It shares the informers' connections, so a
+// connection that hangs is noticed, but not their rate limit: a probe queued behind a
+// burst of lists would time out on a server that answers.
 func (c *Cluster) probe(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.opts.probeTimeout)
 	defer cancel()
-	return c.client.CoreV1().RESTClient().Get().
+	return c.probeClient.CoreV1().RESTClient().Get().
 		Resource("namespaces").
 		VersionedParams(&metav1.ListOptions{
 			FieldSelector:   fields.OneTermEqualSelector("metadata.name", c.opts.namespace).String(),
@@ -137,6 +176,11 @@ func (c *Cluster) untilReachable(ctx context.Context) bool {
 	}
 	tick := time.NewTicker(c.opts.probeInterval)
 	defer tick.Stop()
+	// The first probe goes out at once: a server that hung may answer again
+	// while the failures that made it stale were counted, and one that is
+	// down fails it at once.
+	first := make(chan struct{}, 1)
+	first <- struct{}{}
 
 	// fresh is a watchSet listing the cluster after it answered; this goroutine owns
 	// it until the handover.
@@ -148,6 +192,7 @@ func (c *Cluster) untilReachable(ctx context.Context) bool {
 		}
 	}()
 	for {
+		probeNow := false
 		select {
 		case <-ctx.Done():
 			return false
@@ -172,7 +217,12 @@ func (c *Cluster) untilReachable(ctx context.Context) bool {
 			default:
 			}
 			return true
+		case <-first:
+			probeNow = true
 		case <-tick.C:
+			probeNow = true
+		}
+		if probeNow {
 			err := c.probe(ctx)
 			switch {
 			case ctx.Err() != nil:

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -438,4 +439,91 @@ func TestStaleClusterLifecycleLeaksNothing(t *testing.T) {
 	}
 	// The restarted API server's process is waited for by a goroutine of kubetest.
 	goleak.VerifyNone(t, baseline, goleak.IgnoreAnyFunction("github.com/horizon-mesh/horizon/cmd/localmesh.startProcess.func1"))
+}
+
+// TestHungClusterStaleThenBack freezes a synced cluster's API server with SIGSTOP: it
+// accepts connections and answers nothing, and no request fails. A pause shorter than
+// ProbeFailures probe timeouts is not an outage; a longer one makes the cluster stale
+// (long before the client's own HTTP/2 health check would break the connection), its
+// endpoints served meanwhile; once the server runs again the cluster is synced and
+// follows changes.
+func TestHungClusterStaleThenBack(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	kc := startCluster(t, "stale-hung")
+	t.Cleanup(kc.Thaw) // before Kill: a frozen server must not outlive the test
+	const host = "web.hung-sample.svc.cluster.local"
+	svc := kubetest.Service{
+		Namespace: "hung-sample", Name: "web", Ports: []corev1.ServicePort{httpPort(80, 8080)},
+		Backends: []kubetest.Backend{{Pod: "web-1", IP: "10.8.0.1", Ready: true}},
+	}
+	if err := kubetest.Deploy(ctx, kc.Client, svc); err != nil {
+		t.Fatal(err)
+	}
+	const probeTimeout = time.Second
+	r, err := clusterregistry.New(clusterregistry.Options{
+		DomainSuffix:  "cluster.local",
+		Namespace:     "istio-system",
+		SyncTimeout:   5 * time.Second,
+		StaleGrace:    time.Hour,
+		ProbeInterval: probeInterval,
+		ProbeTimeout:  probeTimeout,
+		ProbeFailures: 3,
+		Logger:        slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	r.SetCluster("remote", "test", kc.Config)
+	waitSynced(t, r, "remote")
+	served := func(want ...string) error {
+		if got := addresses(r, host, 80, "remote"); !slices.Equal(got, want) {
+			return fmt.Errorf("endpoints = %v, want %v", got, want)
+		}
+		return nil
+	}
+	if err := served("10.8.0.1"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A pause of one and a half probe timeouts fails one probe at most: not stale.
+	if err := kc.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	notStale := func() error {
+		if st := clusterStatus(r, "remote"); st.State != clusterregistry.StateSynced {
+			return fmt.Errorf("a paused server shown %s: %+v", st.State, st)
+		}
+		return served("10.8.0.1")
+	}
+	kubetest.Consistently(t, probeTimeout*3/2, notStale)
+	kc.Thaw()
+	kubetest.Consistently(t, 2*probeTimeout, notStale)
+
+	// Hung for good: stale within a few probe timeouts, endpoints kept.
+	frozen := time.Now()
+	if err := kc.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, r, "remote", clusterregistry.StateStale, 20*time.Second)
+	t.Logf("hung server stale %s after it froze (probe every %s, timeout %s, 3 failures)",
+		time.Since(frozen).Round(time.Millisecond), probeInterval, probeTimeout)
+	if st.Withdrawn || st.Endpoints != 1 || !strings.Contains(st.LastError, "probes in a row failed") {
+		t.Errorf("stale status = %+v", st)
+	}
+	kubetest.Consistently(t, time.Second, func() error { return served("10.8.0.1") })
+
+	thawed := time.Now()
+	kc.Thaw()
+	waitState(t, r, "remote", clusterregistry.StateSynced, 20*time.Second)
+	t.Logf("synced again %s after the server continued", time.Since(thawed).Round(time.Millisecond))
+	if err := served("10.8.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	svc.Backends = append(svc.Backends, kubetest.Backend{Pod: "web-2", IP: "10.8.0.2", Ready: true})
+	if err := kubetest.Deploy(ctx, kc.Client, svc); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, 15*time.Second, func() error { return served("10.8.0.1", "10.8.0.2") })
 }

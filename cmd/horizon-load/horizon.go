@@ -58,14 +58,14 @@ func findHorizon(ctx context.Context, cfg config, dir string) (string, error) {
 
 // startHorizon runs `horizon serve` against the config cluster's kubeconfig, as
 // cluster1, on free loopback ports, with pprof on (the tool forces a GC through it
-// before reading the heap). Its log goes to dir/horizon.log.
-func startHorizon(bin, kubeconfig, dir string, extra []string) (*horizonProc, error) {
+// before reading the heap). Its log goes to dir/<name>.log.
+func startHorizon(bin, kubeconfig, dir, name string, extra []string) (*horizonProc, error) {
 	addrs, err := localmesh.FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}
 	h := &horizonProc{
-		xdsAddr: addrs[0], httpAddr: addrs[1], logPath: filepath.Join(dir, "horizon.log"),
+		xdsAddr: addrs[0], httpAddr: addrs[1], logPath: filepath.Join(dir, name+".log"),
 		done:   make(chan struct{}),
 		client: &http.Client{Timeout: 2 * time.Minute},
 	}
@@ -99,6 +99,14 @@ func (h *horizonProc) stop() {
 		_ = h.cmd.Process.Kill()
 		<-h.done
 	}
+	h.client.CloseIdleConnections()
+}
+
+// kill ends Horizon at once with SIGKILL, as a crashed pod or a lost node would:
+// every stream to it breaks. It waits for the process.
+func (h *horizonProc) kill() {
+	_ = h.cmd.Process.Kill()
+	<-h.done
 	h.client.CloseIdleConnections()
 }
 

@@ -574,7 +574,7 @@ func (l *loadRun) hostile(ctx context.Context) error {
 		all[j] = claName(j)
 	}
 	var err error
-	l.fleet, err = newFleet(h.xdsAddr, []proxySpec{{index: maxProxies - 1 - maxClusters, network: 0, names: all, cds: true}}, 1, l.truth)
+	l.fleet, err = newFleet([]string{h.xdsAddr}, []proxySpec{{index: maxProxies - 1 - maxClusters, network: 0, names: all, cds: true}}, 1, l.truth)
 	if err != nil {
 		return err
 	}

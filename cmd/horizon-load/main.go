@@ -79,9 +79,14 @@ type config struct {
 	ServeTimeout   time.Duration
 	ChurnRate      float64
 	ChurnDuration  time.Duration
-	Duration       time.Duration
-	Settle         time.Duration
-	Writers        int
+	// Replicas is how many horizon processes serve; the proxies are spread over
+	// them. KillReplicaAfter, if positive, kills the last one that long after the
+	// changes (the failover phase).
+	Replicas         int
+	KillReplicaAfter time.Duration
+	Duration         time.Duration
+	Settle           time.Duration
+	Writers          int
 	// StartParallel bounds the clusters started, and then written, at once.
 	StartParallel  int
 	Markdown       string
@@ -97,7 +102,7 @@ type config struct {
 func defaultConfig() config {
 	return config{
 		Clusters: 2, Services: 100, Endpoints: 10, Proxies: 1000, Watch: 20, DeltaFraction: 0, ProxiesPerConn: 1,
-		Changes: 5, ChangeTimeout: 10 * time.Second, ServeTimeout: 2 * time.Minute,
+		Replicas: 1, Changes: 5, ChangeTimeout: 10 * time.Second, ServeTimeout: 2 * time.Minute,
 		ChurnDuration: 30 * time.Second, Duration: 5 * time.Minute, Settle: 2 * time.Second,
 		Writers: 32, StartParallel: 2, ProfileSeconds: 10, Scenario: scenarioFleet, HostileScale: 1, HostileFloods: allFloods,
 	}
@@ -120,6 +125,10 @@ CDS), and reports, for state-of-the-world and delta proxies apart:
   - for -changes single-endpoint edits of a cluster2 EndpointSlice, the time from the
     API write until each watching proxy receives the changed ClusterLoadAssignment,
     and the bytes each watching proxy was sent for it;
+  - with -replicas 2 and -kill-replica-after, the time from killing one replica
+    until each of its proxies is served by another, whether any proxy's assignment
+    lost an endpoint meanwhile, and whether the delta proxies were re-sent what
+    they hold;
   - with -churn-rate, convergence after a burst of changes and memory under churn;
   - Horizon's push and NACK counters.
 With -scenario hostile it instead connects one well-behaved proxy (state of the
@@ -161,6 +170,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.ServeTimeout, "serve-timeout", cfg.ServeTimeout, "how long the proxies may take to be served every watched endpoint")
 	fs.Float64Var(&cfg.ChurnRate, "churn-rate", cfg.ChurnRate, "EndpointSlice changes per second in the churn phase (0: no churn phase)")
 	fs.DurationVar(&cfg.ChurnDuration, "churn-duration", cfg.ChurnDuration, "length of the churn phase")
+	fs.IntVar(&cfg.Replicas, "replicas", cfg.Replicas, fmt.Sprintf("horizon serve processes against the same clusters (1-%d); each group of proxies starts on one, in contiguous blocks, and knows every replica's address, moving to the next when its stream breaks", maxReplicas))
+	fs.DurationVar(&cfg.KillReplicaAfter, "kill-replica-after", cfg.KillReplicaAfter, "with -replicas 2 or more: after the changes, wait this long, kill the last replica with SIGKILL and measure its proxies moving to the others (0: no failover phase)")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "cap on the whole run, setup included; the tool stops itself after it")
 	fs.DurationVar(&cfg.Settle, "settle", cfg.Settle, "quiet time before each memory sample")
 	fs.IntVar(&cfg.Writers, "writers", cfg.Writers, "concurrent writers per cluster used to create the services, pods and EndpointSlices")
@@ -195,6 +206,7 @@ const (
 	maxServices  = maxSlots / 2
 	maxEndpoints = 250
 	maxProxies   = 1 << 22
+	maxReplicas  = 4
 )
 
 func (c config) validate() error {
@@ -220,6 +232,10 @@ func (c config) validate() error {
 	check(c.ServeTimeout > 0, "-serve-timeout: must be positive, got %s", c.ServeTimeout)
 	check(c.ChurnRate >= 0, "-churn-rate: must not be negative, got %g", c.ChurnRate)
 	check(c.ChurnRate == 0 || c.ChurnDuration > 0, "-churn-duration: must be positive with -churn-rate, got %s", c.ChurnDuration)
+	check(c.Replicas >= 1 && c.Replicas <= maxReplicas, "-replicas: must be 1-%d, got %d", maxReplicas, c.Replicas)
+	check(c.KillReplicaAfter >= 0, "-kill-replica-after: must not be negative, got %s", c.KillReplicaAfter)
+	check(c.KillReplicaAfter == 0 || c.Replicas >= 2, "-kill-replica-after: needs -replicas 2 or more, got -replicas %d", c.Replicas)
+	check(c.Scenario != scenarioHostile || c.Replicas == 1, "-replicas: the hostile scenario runs one replica, got %d", c.Replicas)
 	check(c.Duration > 0, "-duration: must be positive, got %s", c.Duration)
 	check(c.Settle >= 0, "-settle: must not be negative, got %s", c.Settle)
 	check(c.Writers >= 1, "-writers: must be at least 1, got %d", c.Writers)

@@ -78,6 +78,49 @@ func TestRunSmall(t *testing.T) {
 	goleak.VerifyNone(t, baseline)
 }
 
+// TestRunFailover runs the tool with two replicas and kills one after the changes:
+// every proxy that was on it (half the fleet, state of the world and delta) is served
+// by the other, no proxy's assignment loses an endpoint, the delta proxies are sent
+// nothing they hold, and a change made afterwards reaches every proxy.
+func TestRunFailover(t *testing.T) {
+	bin := buildHorizon(t)
+	cfg := defaultConfig()
+	cfg.Services, cfg.Endpoints, cfg.Proxies, cfg.Watch = 4, 2, 20, 2
+	cfg.DeltaFraction, cfg.Changes = 0.5, 1
+	cfg.Replicas, cfg.KillReplicaAfter = 2, 100*time.Millisecond
+	cfg.ChangeTimeout, cfg.ServeTimeout, cfg.Duration = 10*time.Second, 30*time.Second, 2*time.Minute
+	cfg.Settle = 100 * time.Millisecond
+	cfg.Horizon = bin
+	var progress, out bytes.Buffer
+	cfg.Progress = &progress
+	rep, err := run(t.Context(), cfg, &out)
+	if err != nil {
+		t.Fatalf("run: %v\nprogress:\n%s", err, progress.String())
+	}
+	t.Logf("report:\n%s", out.String())
+	fo := rep.Failover
+	if fo == nil {
+		t.Fatalf("no failover reported; progress:\n%s", progress.String())
+	}
+	if fo.Moving != cfg.Proxies/2 || fo.DeltaMoving == 0 || fo.DeltaMoving == fo.Moving {
+		t.Errorf("%d proxies (%d delta) on the killed replica, want half the %d, of both kinds", fo.Moving, fo.DeltaMoving, cfg.Proxies)
+	}
+	if fo.Recovered != fo.Moving || fo.Shrunk != 0 || fo.ResentDelta != 0 {
+		t.Errorf("failover: %d of %d recovered, %d assignments shrank, %d resources re-sent", fo.Recovered, fo.Moving, fo.Shrunk, fo.ResentDelta)
+	}
+	if fo.Change == nil || fo.Change.Reached != fo.Change.Watchers || fo.Change.Watchers == 0 {
+		t.Errorf("change after the failover: %+v", fo.Change)
+	}
+	if !rep.OK() {
+		t.Errorf("report not OK:\n%s", out.String())
+	}
+	for _, want := range []string{"Failover (replica 2 of 2 killed", "endpoints lost  0 assignments"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+}
+
 // buildHorizon builds cmd/horizon into a temporary directory and returns its path.
 func buildHorizon(t *testing.T) string {
 	t.Helper()
@@ -404,6 +447,20 @@ func TestParseFlags(t *testing.T) {
 	for _, n := range []string{"1", "33"} {
 		if _, err := parseFlags([]string{"-clusters", n}, &stderr); err == nil || !strings.Contains(err.Error(), "-clusters") {
 			t.Errorf("-clusters %s: error %v, want -clusters named", n, err)
+		}
+	}
+	if cfg.Replicas != 1 || cfg.KillReplicaAfter != 0 {
+		t.Errorf("default -replicas %d, -kill-replica-after %s; want 1 and 0", cfg.Replicas, cfg.KillReplicaAfter)
+	}
+	if cfg, err := parseFlags([]string{"-replicas", "2", "-kill-replica-after", "5s"}, &stderr); err != nil || cfg.Replicas != 2 || cfg.KillReplicaAfter != 5*time.Second {
+		t.Errorf("-replicas 2 -kill-replica-after 5s: %d, %s, %v", cfg.Replicas, cfg.KillReplicaAfter, err)
+	}
+	for _, args := range [][]string{
+		{"-replicas", "0"}, {"-replicas", "5"}, {"-kill-replica-after", "5s"}, {"-replicas", "2", "-kill-replica-after", "-1s"},
+		{"-scenario", "hostile", "-replicas", "2"},
+	} {
+		if _, err := parseFlags(args, &stderr); err == nil || !strings.Contains(err.Error(), args[len(args)-2]) {
+			t.Errorf("%v: error %v, want %s named", args, err, args[len(args)-2])
 		}
 	}
 }

@@ -180,18 +180,35 @@ type proxy struct {
 	reconnects int
 	nacks      int
 	lastErr    error
+	// replica is the index of the replica the current (or next) stream is on;
+	// firstAt is when that stream's first response arrived (zero: none yet).
+	replica int
+	firstAt time.Time
+	// shrunk counts the assignments that arrived with fewer endpoints than the
+	// proxy held (or were removed) while the fleet's watchShrink was set;
+	// resentDelta counts the resources a delta stream was sent in its first
+	// response after a reconnect.
+	shrunk      int
+	resentDelta int
 }
 
 // fleet is every simulated proxy of a run, on a few shared gRPC connections.
 type fleet struct {
 	truth   *truth
 	proxies []*proxy
-	conns   []*grpc.ClientConn
-	perConn int // proxies per connection
-	started time.Time
-	served  atomic.Int64
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// conns are the gRPC connections, by group of perConn proxies, then by
+	// replica: each group knows every replica's address, as Envoy with several
+	// xDS hosts does, starts on its home replica and moves to the next when its
+	// stream fails.
+	conns   [][]*grpc.ClientConn
+	home    []int // by group
+	perConn int   // proxies per connection
+	// watchShrink: count assignments that lose endpoints (proxy.shrunk).
+	watchShrink atomic.Bool
+	started     time.Time
+	served      atomic.Int64
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
 	// byName lists the proxies watching each resource.
 	byName  map[string][]*proxy
 	decoder *decoder
@@ -200,26 +217,36 @@ type fleet struct {
 // envoyWindow is Envoy's default HTTP/2 stream and connection window.
 const envoyWindow = 256 << 20
 
-// newFleet makes one gRPC connection to addr (dialled on first use) per perConn
-// proxies and prepares the proxies; start opens their streams.
-func newFleet(addr string, specs []proxySpec, perConn int, t *truth) (*fleet, error) {
+// newFleet makes, per perConn proxies, one gRPC connection to each of addrs (each
+// dialled on first use) and prepares the proxies; start opens their streams. The
+// groups are spread over the addresses in contiguous blocks, so that each replica
+// gets a like mix of networks and protocols.
+func newFleet(addrs []string, specs []proxySpec, perConn int, t *truth) (*fleet, error) {
 	f := &fleet{truth: t, perConn: perConn, byName: map[string][]*proxy{}, decoder: &decoder{seen: map[string]decoded{}}}
-	for i := 0; i < len(specs); i += perConn {
-		// Static flow-control windows of Envoy's default size (256 MiB): Envoy does
-		// not PING to estimate the bandwidth-delay product, as gRPC's dynamic windows
-		// would after most responses (each PING costs Horizon a read and a write).
-		conn, err := grpc.NewClient("passthrough:///"+addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithInitialWindowSize(envoyWindow), grpc.WithInitialConnWindowSize(envoyWindow),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
-		if err != nil {
-			f.close()
-			return nil, fmt.Errorf("dial horizon xDS at %s: %w", addr, err)
+	groups := (len(specs) + perConn - 1) / perConn
+	for g := range groups {
+		conns := make([]*grpc.ClientConn, 0, len(addrs))
+		for _, addr := range addrs {
+			// Static flow-control windows of Envoy's default size (256 MiB): Envoy does
+			// not PING to estimate the bandwidth-delay product, as gRPC's dynamic windows
+			// would after most responses (each PING costs Horizon a read and a write).
+			conn, err := grpc.NewClient("passthrough:///"+addr,
+				grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithInitialWindowSize(envoyWindow), grpc.WithInitialConnWindowSize(envoyWindow),
+				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
+			if err != nil {
+				f.conns = append(f.conns, conns)
+				f.close()
+				return nil, fmt.Errorf("dial horizon xDS at %s: %w", addr, err)
+			}
+			conns = append(conns, conn)
 		}
-		f.conns = append(f.conns, conn)
+		f.conns = append(f.conns, conns)
+		f.home = append(f.home, g*len(addrs)/groups)
 	}
 	for _, s := range specs {
 		p := &proxy{spec: s, pos: len(f.proxies), node: s.node(), f: f, got: map[string]sig{}, gotAt: map[string]time.Time{}, versions: map[string]string{}}
+		p.replica = f.home[p.pos/perConn]
 		f.proxies = append(f.proxies, p)
 		for _, n := range s.names {
 			f.byName[n] = append(f.byName[n], p)
@@ -233,11 +260,11 @@ func (f *fleet) start(ctx context.Context) {
 	ctx, f.cancel = context.WithCancel(ctx)
 	f.started = time.Now()
 	for i, p := range f.proxies {
-		conn := f.conns[i/f.perConn]
+		conns := f.conns[i/f.perConn]
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			p.run(ctx, conn)
+			p.run(ctx, conns)
 		}()
 	}
 }
@@ -248,17 +275,24 @@ func (f *fleet) close() {
 		f.cancel()
 	}
 	f.wg.Wait()
-	for _, c := range f.conns {
-		c.Close()
+	for _, cs := range f.conns {
+		for _, c := range cs {
+			c.Close()
+		}
 	}
 }
 
 // run keeps the proxy's stream open until ctx is done, reconnecting with jittered
-// exponential backoff (100ms doubling to 5s) when it fails or is refused.
-func (p *proxy) run(ctx context.Context, conn *grpc.ClientConn) {
+// exponential backoff (100ms doubling to 5s) when it fails or is refused, to the
+// next replica's connection when there are several.
+func (p *proxy) run(ctx context.Context, conns []*grpc.ClientConn) {
 	const base, ceiling = 100 * time.Millisecond, 5 * time.Second
 	failures := 0
 	for {
+		p.mu.Lock()
+		conn := conns[p.replica]
+		p.firstAt = time.Time{}
+		p.mu.Unlock()
 		progressed, err := p.stream(ctx, conn)
 		if ctx.Err() != nil {
 			return
@@ -269,6 +303,7 @@ func (p *proxy) run(ctx context.Context, conn *grpc.ClientConn) {
 		p.mu.Lock()
 		p.reconnects++
 		p.lastErr = err
+		p.replica = (p.replica + 1) % len(conns)
 		p.mu.Unlock()
 		backoff := min(ceiling, base<<min(failures, 10))
 		failures++
@@ -354,7 +389,7 @@ func (p *proxy) deltaStream(ctx context.Context, client discoveryv3.AggregatedDi
 	}); err != nil {
 		return false, err
 	}
-	progressed := false
+	progressed, firstCLA := false, true
 	for {
 		resp, err := s.Recv()
 		if err != nil {
@@ -370,6 +405,12 @@ func (p *proxy) deltaStream(ctx context.Context, client discoveryv3.AggregatedDi
 			for i, r := range resp.GetResources() {
 				res[i], versions[i] = r.GetResource(), r.GetVersion()
 			}
+			if len(initial) > 0 && firstCLA {
+				p.mu.Lock()
+				p.resentDelta += len(res)
+				p.mu.Unlock()
+			}
+			firstCLA = false
 			if bad := p.apply(res, versions, resp.GetRemovedResources(), now); bad != nil {
 				req.ErrorDetail = status.New(codes.InvalidArgument, bad.Error()).Proto()
 			}
@@ -381,11 +422,15 @@ func (p *proxy) deltaStream(ctx context.Context, client discoveryv3.AggregatedDi
 }
 
 // received counts a response's bytes: its serialized size, as gRPC carries it
-// (without gRPC's 5-byte message header and HTTP/2 framing).
+// (without gRPC's 5-byte message header and HTTP/2 framing), and notes the first
+// response on the stream.
 func (p *proxy) received(m proto.Message) {
 	n := int64(proto.Size(m))
 	p.mu.Lock()
 	p.bytes += n
+	if p.firstAt.IsZero() {
+		p.firstAt = time.Now()
+	}
 	p.mu.Unlock()
 }
 
@@ -455,8 +500,12 @@ func (p *proxy) apply(res []*anypb.Any, versions []string, removed []string, now
 		return errors.Join(errs...)
 	}
 	p.resources += len(clas)
+	watchShrink := p.f.watchShrink.Load()
 	for i, cla := range clas {
 		name, s := cla.name, cla.sig
+		if cur, ok := p.got[name]; ok && watchShrink && s.endpoints < cur.endpoints {
+			p.shrunk++
+		}
 		if cur, ok := p.got[name]; !ok || cur != s {
 			p.got[name], p.gotAt[name] = s, now
 		}
@@ -465,6 +514,9 @@ func (p *proxy) apply(res []*anypb.Any, versions []string, removed []string, now
 		}
 	}
 	for _, name := range removed {
+		if _, ok := p.got[name]; ok && watchShrink {
+			p.shrunk++
+		}
 		delete(p.got, name)
 		delete(p.versions, name)
 		p.gotAt[name] = now

@@ -135,7 +135,7 @@ func TestProxyReconnectsAndAcks(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := &truth{want: map[string][]sig{name: {{endpoints: 1, weight: 1}, {endpoints: 1, weight: 1}}}}
-	f, err := newFleet(addrs[0], []proxySpec{
+	f, err := newFleet(addrs[:1], []proxySpec{
 		{index: 0, network: 0, names: []string{name}},
 		{index: 1, network: 1, delta: true, names: []string{name}},
 	}, 2, tr)

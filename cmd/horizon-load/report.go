@@ -99,6 +99,9 @@ type report struct {
 
 	Churn *churnResult
 
+	// Failover is the -kill-replica-after result, else nil.
+	Failover *failoverResult
+
 	// Hostile is the hostile scenario's result (-scenario hostile), else nil.
 	Hostile *hostileResult
 
@@ -164,6 +167,9 @@ func (r *report) OK() bool {
 	ok := !r.TimedOut && r.Served == r.Config.Proxies && r.ChangeTimeouts == 0 && r.NACKs == 0 && r.ClientNACKs == 0
 	if r.Churn != nil {
 		ok = ok && r.Churn.Converged
+	}
+	if r.Failover != nil {
+		ok = ok && r.Failover.ok()
 	}
 	return ok
 }
@@ -263,6 +269,9 @@ func (r *report) write(w io.Writer) {
 		p("  %d proxies (%d state of the world, %d delta) on %d gRPC connections, each watching %d services%s; %d CPUs shared by Horizon, the API servers, etcd and the proxies",
 			c.Proxies, c.Proxies-r.DeltaProxies, r.DeltaProxies, r.Conns, c.watchCount(), fullMeshNote(c), r.CPUs)
 	}
+	if c.Replicas > 1 {
+		p("  %d horizon replicas, the proxies spread over them; memory, CPU and counters are the first replica's", c.Replicas)
+	}
 	p("  setup %s; horizon ready in %s, serving every endpoint in %s", secs(r.SetupTime), secs(r.ReadyTime), secs(r.ReadyToServed))
 	p("")
 	p("Horizon's startup (from starting horizon serve; a cluster is synced once its informers have synced and its startup backlog is processed):")
@@ -335,6 +344,9 @@ func (r *report) write(w io.Writer) {
 			secs(r.ChangeFirst.P50), secs(r.ChangeFirst.P99), secs(r.ChangeSpread.P50), secs(r.ChangeSpread.P99),
 			secs(r.HorizonPush[0]), secs(r.HorizonPush[1]), secs(r.SelfCPUChanges))
 	}
+	if r.Failover != nil {
+		r.Failover.write(w, c)
+	}
 	if ch := r.Churn; ch != nil {
 		early, late, growing := ch.rssGrowing()
 		p("")
@@ -394,6 +406,9 @@ func (r *report) appendMarkdown(path string) error {
 	if c.HorizonArgs != "" {
 		p("Horizon flags: `%s`.", c.HorizonArgs)
 	}
+	if c.Replicas > 1 {
+		p("%d horizon replicas, the proxies spread over them; memory, CPU and counters are the first replica's.", c.Replicas)
+	}
 	p("")
 	p("| measure | value | target |")
 	p("| --- | --- | --- |")
@@ -418,6 +433,9 @@ func (r *report) appendMarkdown(path string) error {
 				kindName[k], secs(l.P50), secs(l.P99), kib(bytes.get(k)), kib(changed))
 		}
 		p("| change timeouts | %d | 0 |", r.ChangeTimeouts)
+	}
+	if r.Failover != nil {
+		r.Failover.markdown(&b, c)
 	}
 	if ch := r.Churn; ch != nil {
 		_, _, growing := ch.rssGrowing()

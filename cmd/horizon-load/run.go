@@ -54,13 +54,16 @@ func run(ctx context.Context, cfg config, out io.Writer) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := l.startHorizon(ctx, bin, work, c1); err != nil {
-		if l.h != nil {
-			l.h.stop()
+	stopAll := func() {
+		for _, h := range l.hs {
+			h.stop()
 		}
+	}
+	if err := l.startHorizon(ctx, bin, work, c1); err != nil {
+		stopAll()
 		return nil, err
 	}
-	defer l.h.stop()
+	defer stopAll()
 	defer func() {
 		if l.fleet != nil {
 			l.fleet.close()
@@ -112,6 +115,11 @@ func (l *loadRun) phases(ctx context.Context) error {
 	if err := l.timeChanges(ctx); err != nil {
 		return err
 	}
+	if l.cfg.KillReplicaAfter > 0 && ctx.Err() == nil {
+		if err := l.failover(ctx); err != nil {
+			return err
+		}
+	}
 	if l.cfg.ChurnRate > 0 && ctx.Err() == nil {
 		var err error
 		if l.rep.Churn, err = l.churn(ctx); err != nil {
@@ -128,6 +136,9 @@ type loadRun struct {
 	progress io.Writer
 	rep      *report
 
+	// hs are the horizon replicas (-replicas); h is the first, which the
+	// measurements of memory, CPU and counters read.
+	hs     []*horizonProc
 	h      *horizonProc
 	truth  *truth
 	remote *remoteSlices
@@ -212,10 +223,10 @@ func (l *loadRun) want(changed int) []sig {
 	return expectedAll(counts)
 }
 
-// startHorizon runs horizon against cluster1 and waits until it is ready and a probe
-// on each network holds every service: the fleet then measures serving, not
-// Horizon's initial sync. It records when each cluster synced, as Horizon's
-// /debug/clusterz says.
+// startHorizon runs -replicas horizon processes against cluster1 and waits until
+// each is ready and a probe on each network holds every service from each: the
+// fleet then measures serving, not Horizon's initial sync. It records when each
+// cluster synced, as the first replica's /debug/clusterz says.
 func (l *loadRun) startHorizon(ctx context.Context, bin, work string, c1 *localmesh.Cluster) error {
 	kc := filepath.Join(work, "cluster1.kubeconfig")
 	b, err := c1.Kubeconfig(c1.Config.BearerToken)
@@ -230,11 +241,20 @@ func (l *loadRun) startHorizon(ctx context.Context, bin, work string, c1 *localm
 			return err
 		}
 	}
-	l.step("starting horizon serve (%s)", bin)
-	if l.h, err = startHorizon(bin, kc, work, strings.Fields(l.cfg.HorizonArgs)); err != nil {
-		return err
-	}
+	l.step("starting horizon serve (%s), %d replica(s)", bin, l.cfg.Replicas)
 	t0 := time.Now()
+	for r := range l.cfg.Replicas {
+		name := "horizon"
+		if r > 0 {
+			name = fmt.Sprintf("horizon-%d", r+1)
+		}
+		h, err := startHorizon(bin, kc, work, name, strings.Fields(l.cfg.HorizonArgs))
+		if err != nil {
+			return err
+		}
+		l.hs = append(l.hs, h)
+	}
+	l.h = l.hs[0]
 	if l.cfg.ProfileDir != "" {
 		// From the moment Horizon answers HTTP: its sync, readiness and the probes.
 		if err := l.h.waitHTTP(ctx, time.Minute); err != nil {
@@ -244,8 +264,10 @@ func (l *loadRun) startHorizon(ctx context.Context, bin, work string, c1 *localm
 	}
 	// Every cluster is listed at once: allow more with many clusters on a busy machine.
 	startTimeout := time.Minute + time.Duration(l.cfg.Clusters)*10*time.Second
-	if err := l.h.waitReady(ctx, startTimeout); err != nil {
-		return err
+	for _, h := range l.hs {
+		if err := h.waitReady(ctx, startTimeout); err != nil {
+			return err
+		}
 	}
 	readyAt := time.Now()
 	l.rep.ReadyTime = readyAt.Sub(t0)
@@ -258,17 +280,19 @@ func (l *loadRun) startHorizon(ctx context.Context, bin, work string, c1 *localm
 	for n := range probeSpecs {
 		probeSpecs[n] = proxySpec{index: maxProxies - 1 - n, network: n, names: all}
 	}
-	probes, err := newFleet(l.h.xdsAddr, probeSpecs, len(probeSpecs), l.truth)
-	if err != nil {
-		return err
+	for _, h := range l.hs {
+		probes, err := newFleet([]string{h.xdsAddr}, probeSpecs, len(probeSpecs), l.truth)
+		if err != nil {
+			return err
+		}
+		probes.start(ctx)
+		ok := waitUntil(ctx, startTimeout, func() bool { return probes.served.Load() == int64(len(probeSpecs)) })
+		probes.close()
+		if !ok {
+			return fmt.Errorf("horizon did not serve every endpoint to a probe on each network within %s (log %s)", startTimeout, h.logPath)
+		}
 	}
-	probes.start(ctx)
-	ok := waitUntil(ctx, startTimeout, func() bool { return probes.served.Load() == int64(len(probeSpecs)) })
 	servedAt := time.Now()
-	probes.close()
-	if !ok {
-		return fmt.Errorf("horizon did not serve every endpoint to a probe on each network within %s (log %s)", startTimeout, l.h.logPath)
-	}
 	l.rep.ReadyToServed = servedAt.Sub(t0)
 
 	syncs, err := l.h.clusters(ctx)
@@ -338,7 +362,11 @@ func (l *loadRun) connect(ctx context.Context) error {
 			rep.DeltaProxies++
 		}
 	}
-	if l.fleet, err = newFleet(h.xdsAddr, sp, cfg.ProxiesPerConn, l.truth); err != nil {
+	addrs := make([]string, len(l.hs))
+	for r, h := range l.hs {
+		addrs[r] = h.xdsAddr
+	}
+	if l.fleet, err = newFleet(addrs, sp, cfg.ProxiesPerConn, l.truth); err != nil {
 		return err
 	}
 	f := l.fleet
@@ -404,7 +432,7 @@ func (l *loadRun) connect(ctx context.Context) error {
 // EndpointSlices, one after the other, and times each until every proxy watching the
 // service holds its new state, or cfg.ChangeTimeout.
 func (l *loadRun) timeChanges(ctx context.Context) error {
-	cfg, rep, f, tr := l.cfg, l.rep, l.fleet, l.truth
+	cfg, rep, f := l.cfg, l.rep, l.fleet
 	if cfg.Changes == 0 || ctx.Err() != nil {
 		return nil
 	}
@@ -421,56 +449,20 @@ func (l *loadRun) timeChanges(ctx context.Context) error {
 			break
 		}
 		j := changeService(c, cfg.Changes, cfg.Services, f)
-		name := claName(j)
-		r0, _, _, _ := f.totals()
-		bytes0, res0 := f.received()
-		var ch *change
-		count, _, took, err := l.remote.toggle(ctx, j, func(count int) {
-			w := l.want(count)
-			ch = &change{name: name, want: w, wanted: len(f.byName[name]), seen: map[int]arrival{}, done: make(chan struct{})}
-			tr.mu.Lock()
-			tr.want[name] = w
-			ch.at = time.Now()
-			tr.change = ch
-			tr.mu.Unlock()
-		})
+		cr, err := l.timeChange(ctx, j)
 		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
 			return err
 		}
-		select {
-		case <-ch.done:
-		case <-time.After(cfg.ChangeTimeout):
-		case <-ctx.Done():
+		if cr == nil {
+			break
 		}
-		tr.mu.Lock()
-		tr.change = nil
-		tr.mu.Unlock()
-		sotw, delta := ch.latencies()
-		lat := append(slices.Clone(sotw), delta...)
-		if len(lat) > 0 {
+		if lat := cr.all; len(lat) > 0 {
 			first, last := slices.Min(lat), slices.Max(lat)
 			firsts, spreads = append(firsts, first), append(spreads, last-first)
 		}
-		r1, _, _, _ := f.totals()
-		op := "remove"
-		if count > cfg.Endpoints {
-			op = "add"
-		}
-		cr := changeResult{Service: serviceName(j), Op: op, Watchers: ch.wanted, Reached: len(lat),
-			WriteLatency: took, Latency: summarize(lat), Responses: r1 - r0, all: lat, sotw: sotw, delta: delta,
-			ChangedSize: ch.changedSize()}
 		l.step("change %d: %s an endpoint of %s: %d/%d watching proxies in p50 %s, max %s (write %s)",
-			c+1, op, serviceName(j), cr.Reached, cr.Watchers, cr.Latency.P50, cr.Latency.Max, took.Round(time.Microsecond))
-		// Bytes and resources until the next change: a push that comes late counts too.
-		sleep(ctx, 300*time.Millisecond)
-		bytes1, res1 := f.received()
-		watchers := f.byName[name]
-		cr.Bytes = perKind(watchers, func(p *proxy) float64 { return float64(bytes1[p.pos] - bytes0[p.pos]) })
-		cr.Resources = perKind(watchers, func(p *proxy) float64 { return float64(res1[p.pos] - res0[p.pos]) })
-		rep.Changes = append(rep.Changes, cr)
+			c+1, cr.Op, cr.Service, cr.Reached, cr.Watchers, cr.Latency.P50, cr.Latency.Max, cr.WriteLatency.Round(time.Microsecond))
+		rep.Changes = append(rep.Changes, *cr)
 		rep.ChangePairs += cr.Watchers
 		rep.ChangeTimeouts += cr.Watchers - cr.Reached
 	}
@@ -495,6 +487,57 @@ func (l *loadRun) timeChanges(ctx context.Context) error {
 	rep.HorizonCPUChanges = cpuSeconds(m) - cpuSeconds(l.atConnected)
 	rep.ChangePushes = m["horizon_xds_pushes_total"] - l.atConnected["horizon_xds_pushes_total"]
 	return nil
+}
+
+// timeChange adds or removes the spare endpoint of service j in cluster2 and times
+// the change until every proxy watching the service holds its new state, or
+// -change-timeout. It returns nil if ctx ended first.
+func (l *loadRun) timeChange(ctx context.Context, j int) (*changeResult, error) {
+	cfg, f, tr := l.cfg, l.fleet, l.truth
+	name := claName(j)
+	r0, _, _, _ := f.totals()
+	bytes0, res0 := f.received()
+	var ch *change
+	count, _, took, err := l.remote.toggle(ctx, j, func(count int) {
+		w := l.want(count)
+		ch = &change{name: name, want: w, wanted: len(f.byName[name]), seen: map[int]arrival{}, done: make(chan struct{})}
+		tr.mu.Lock()
+		tr.want[name] = w
+		ch.at = time.Now()
+		tr.change = ch
+		tr.mu.Unlock()
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		return nil, err
+	}
+	select {
+	case <-ch.done:
+	case <-time.After(cfg.ChangeTimeout):
+	case <-ctx.Done():
+	}
+	tr.mu.Lock()
+	tr.change = nil
+	tr.mu.Unlock()
+	sotw, delta := ch.latencies()
+	lat := append(slices.Clone(sotw), delta...)
+	r1, _, _, _ := f.totals()
+	op := "remove"
+	if count > cfg.Endpoints {
+		op = "add"
+	}
+	cr := &changeResult{Service: serviceName(j), Op: op, Watchers: ch.wanted, Reached: len(lat),
+		WriteLatency: took, Latency: summarize(lat), Responses: r1 - r0, all: lat, sotw: sotw, delta: delta,
+		ChangedSize: ch.changedSize()}
+	// Bytes and resources until the next change: a push that comes late counts too.
+	sleep(ctx, 300*time.Millisecond)
+	bytes1, res1 := f.received()
+	watchers := f.byName[name]
+	cr.Bytes = perKind(watchers, func(p *proxy) float64 { return float64(bytes1[p.pos] - bytes0[p.pos]) })
+	cr.Resources = perKind(watchers, func(p *proxy) float64 { return float64(res1[p.pos] - res0[p.pos]) })
+	return cr, nil
 }
 
 // changeService picks the service of timed change c: spread over the services, and

@@ -308,6 +308,30 @@ func (c *Cluster) Kill() {
 	proc.kill()
 }
 
+// Freeze stops the cluster's API server with SIGSTOP, as a hung server or a
+// black-holed load balancer behaves: connections to it are accepted by the kernel and
+// stay open, but no request is answered and no watch event sent. Thaw continues it.
+// Call Thaw in the test's cleanup: Stop and Kill work on a frozen server too, but
+// everything else waits for it.
+func (c *Cluster) Freeze() error {
+	c.mu.Lock()
+	proc := c.proc
+	c.mu.Unlock()
+	if err := proc.freeze(); err != nil {
+		return fmt.Errorf("freeze kube-apiserver %s: %w", c.Name, err)
+	}
+	return nil
+}
+
+// Thaw continues the cluster's API server after Freeze. Thawing a running or
+// stopped server does nothing.
+func (c *Cluster) Thaw() {
+	c.mu.Lock()
+	proc := c.proc
+	c.mu.Unlock()
+	proc.thaw()
+}
+
 // Restart starts the API server (and its controller manager) again after Stop or Kill, on the same port with the same
 // serving certificate, tokens, service-account key and etcd prefix, and waits until
 // it is ready: Host, CAData, Config, Client and minted tokens stay valid, and every

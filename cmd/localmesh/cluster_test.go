@@ -1,6 +1,7 @@
 package localmesh_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -179,4 +180,52 @@ func TestRestartKeepsAddressCredentialsAndData(t *testing.T) {
 	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, "kept", metav1.GetOptions{}); err != nil {
 		t.Fatalf("namespace after kill and restart: %v", err)
 	}
+}
+
+// TestFreezeThawAndStopFrozen freezes an API server with a watch open: a request
+// gets no answer (it times out); after Thaw the same client is answered; a frozen
+// server still stops; freezing a stopped one says so.
+func TestFreezeThawAndStopFrozen(t *testing.T) {
+	t.Parallel()
+	env, err := localmesh.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(env.Close)
+	ctx := t.Context()
+	c, err := env.StartCluster(ctx, "freeze")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Thaw)
+	w, err := c.Client.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	if err := c.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	_, err = c.Client.CoreV1().Namespaces().Get(short, "default", metav1.GetOptions{})
+	cancel()
+	if err == nil {
+		t.Fatal("a frozen server answered")
+	}
+	c.Thaw()
+	kubetest.Eventually(t, 20*time.Second, func() error {
+		_, err := c.Client.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+
+	if err := c.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.Stop() // SIGTERM reaches a frozen server once it is continued
+	t.Logf("stopped a frozen server in %s", time.Since(start).Round(time.Millisecond))
+	if err := c.Freeze(); err == nil || !strings.Contains(err.Error(), "exited") {
+		t.Fatalf("freeze of a stopped server: err = %v", err)
+	}
+	c.Thaw() // harmless
 }

@@ -150,6 +150,8 @@ func (p *process) kill() {
 func (p *process) stop() {
 	p.once.Do(func() {
 		p.cmd.Process.Signal(syscall.SIGTERM)
+		// A frozen process (freeze) acts on SIGTERM only once it runs again.
+		p.cmd.Process.Signal(syscall.SIGCONT)
 		select {
 		case <-p.done:
 		case <-time.After(10 * time.Second):
@@ -157,4 +159,25 @@ func (p *process) stop() {
 			<-p.done
 		}
 	})
+}
+
+// freeze stops the process with SIGSTOP: it keeps its sockets, and the kernel still
+// accepts connections for it, but it answers nothing until thaw.
+func (p *process) freeze() error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("freeze: process exited: %v", p.err)
+	default:
+	}
+	return p.cmd.Process.Signal(syscall.SIGSTOP)
+}
+
+// thaw continues a frozen process with SIGCONT; thawing a running or exited process
+// does nothing.
+func (p *process) thaw() {
+	select {
+	case <-p.done:
+	default:
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	}
 }

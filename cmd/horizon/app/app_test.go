@@ -23,11 +23,15 @@ import (
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
 )
 
-// cluster is the config cluster, a real API server shared by the tests.
-var cluster *kubetest.Cluster
+// cluster is the config cluster, a real API server shared by the tests; env runs it,
+// and the remote clusters a test starts (and may stop) for itself.
+var (
+	cluster *kubetest.Cluster
+	env     *kubetest.Environment
+)
 
 func TestMain(m *testing.M) {
-	kubetest.Main(m, func(_ *kubetest.Environment, cs []*kubetest.Cluster) { cluster = cs[0] }, "config")
+	kubetest.Main(m, func(e *kubetest.Environment, cs []*kubetest.Cluster) { env, cluster = e, cs[0] }, "config")
 }
 
 func testOptions() app.Options {
@@ -53,6 +57,9 @@ func TestNewOptionsHoldTheFlagDefaults(t *testing.T) {
 		{"--cluster-id", string(opts.Secrets.ClusterID), "Kubernetes"},
 		{"--domain-suffix", opts.Registry.DomainSuffix, "cluster.local"},
 		{"--debounce-after", opts.EDS.DebounceAfter.String(), "100ms"},
+		{"--remote-probe-interval", opts.Registry.ProbeInterval.String(), "5s"},
+		{"--remote-probe-timeout", opts.Registry.ProbeTimeout.String(), "5s"},
+		{"--remote-probe-failures", fmt.Sprint(opts.Registry.ProbeFailures), "3"},
 		{"--debug-access", string(opts.Debug.Access), "loopback-or-token"},
 		{"--debug-token-audience", opts.Debug.Audience, "horizon"},
 	} {
