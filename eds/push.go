@@ -10,7 +10,6 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
@@ -43,9 +42,9 @@ type cacheKey struct {
 }
 
 type builtCLA struct {
-	gen  uint64 // host generation
-	topo uint64 // topology generation
-	cla  *endpointv3.ClusterLoadAssignment
+	gen  uint64              // host generation
+	topo uint64              // topology generation
+	res  *xdsserver.Resource // the assignment, encoded
 }
 
 // push rebuilds what changed since changedAt and hands every group its new
@@ -265,7 +264,7 @@ func (s *Server) updateHost(host string) (cdsChanged bool, rebound []*clusterreg
 		}
 		for _, p := range ports {
 			name := s.claName(sh.view, host, p)
-			sh.clas[name] = s.build(sh.view, host, p, name, shards)
+			sh.set(name, s.build(sh.view, host, p, name, shards))
 		}
 	}
 	return cdsChanged || old != nil && len(ports) == 0, rebound
@@ -295,19 +294,29 @@ func (s *Server) claName(v View, host string, port int32) string {
 	return ClusterName(host, port)
 }
 
-// build returns the ClusterLoadAssignment for one group and service port, from the
-// cache when neither the host nor the topology changed since it was built.
-func (s *Server) build(v View, host string, port int32, name string, shards map[network.ClusterID]*clusterregistry.Shard) *endpointv3.ClusterLoadAssignment {
+// build returns the encoded ClusterLoadAssignment for one group and service port,
+// from the cache when neither the host nor the topology changed since it was
+// built; nil if it cannot be encoded. A rebuilt assignment whose bytes equal the
+// cached one's is the cached Resource, so that the push recognises it by pointer.
+func (s *Server) build(v View, host string, port int32, name string, shards map[network.ClusterID]*clusterregistry.Shard) *xdsserver.Resource {
 	key := cacheKey{group: v.endpointsKey(), name: name}
 	gen := s.hosts[host].gen
-	if b, ok := s.built.Get(key); ok && b.gen == gen && b.topo == s.topoGen {
+	b, ok := s.built.Get(key)
+	if ok && b.gen == gen && b.topo == s.topoGen {
 		s.metrics.cacheHits.Inc()
-		return b.cla
+		return b.res
 	}
 	s.metrics.cacheMisses.Inc()
-	cla := BuildLoadAssignment(name, endpointsOf(shards, port), s.topo, v)
-	s.built.Add(key, builtCLA{gen: gen, topo: s.topoGen, cla: cla})
-	return cla
+	res := s.encodeCLA(BuildLoadAssignment(name, endpointsOf(shards, port), s.topo, v))
+	if res == nil {
+		s.built.Remove(key)
+		return nil
+	}
+	if ok && sameResource(b.res, res) {
+		res = b.res
+	}
+	s.built.Add(key, builtCLA{gen: gen, topo: s.topoGen, res: res})
+	return res
 }
 
 // endpointsOf picks one service port's endpoints out of each cluster's shard.

@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"strconv"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -43,15 +44,11 @@ func (s *Server) setSnapshot(g *group) {
 	snap := make(map[string]*xdsserver.Resources, len(res)+1)
 	changed := false
 	if sh := g.eds; sh.at == 0 || sh.at != s.version {
-		clas := make([]types.Resource, 0, len(sh.clas)) // any order: the snapshot sorts names
-		for _, cla := range sh.clas {
-			clas = append(clas, cla)
-		}
-		s.versionType(resourcev3.EndpointType, &sh.sent, clas)
+		sh.sent = versionEncoded(sh.sent, sh.clas)
 		sh.at = s.version
 	}
-	if g.edsSent != g.eds.sent.snap {
-		g.edsSent = g.eds.sent.snap
+	if g.edsSent != g.eds.sent {
+		g.edsSent = g.eds.sent
 		changed = true
 	}
 	snap[resourcev3.EndpointType] = g.edsSent
@@ -114,7 +111,7 @@ func (s *Server) versionType(typ string, st *typeState, items []types.Resource) 
 			continue
 		}
 		changed = true
-		next[name] = xdsserver.NewResource(typ, name, strconv.FormatUint(fnvHash(b), 36), r, b)
+		next[name] = xdsserver.NewResource(typ, name, versionOf(b), b)
 	}
 	st.items = nextItems
 	if !changed && len(next) == prev.Len() {
@@ -124,10 +121,52 @@ func (s *Server) versionType(typ string, st *typeState, items []types.Resource) 
 	return true
 }
 
-func fnvHash(b []byte) uint64 {
+// versionEncoded returns the snapshot of resources encoded when they were built
+// (the endpoints, by name), given the one published before (nil: none): prev itself
+// when nothing changed. A resource whose bytes equal the published one's keeps the
+// published Resource, in clas too, so that the next push recognises it by pointer.
+func versionEncoded(prev *xdsserver.Resources, clas map[string]*xdsserver.Resource) *xdsserver.Resources {
+	changed := prev == nil || prev.Len() != len(clas)
+	next := make(map[string]*xdsserver.Resource, len(clas))
+	for name, r := range clas {
+		if old := prev.Get(name); old == r {
+			next[name] = r
+			continue
+		} else if old != nil && sameResource(old, r) {
+			next[name], clas[name] = old, old
+			continue
+		}
+		changed = true
+		next[name] = r
+	}
+	if !changed {
+		return prev
+	}
+	return xdsserver.NewResources(next)
+}
+
+// encodeCLA encodes a built assignment as it is published. Only the encoding is
+// kept: the messages of an assignment are several times the size of its bytes. nil
+// (logged) if it cannot be encoded.
+func (s *Server) encodeCLA(cla *endpointv3.ClusterLoadAssignment) *xdsserver.Resource {
+	b, err := marshal(cla)
+	if err != nil {
+		s.log.Error("cannot encode a resource; leaving it out", "type", resourcev3.EndpointType, "name", cla.GetClusterName(), "error", err)
+		return nil
+	}
+	return xdsserver.NewResource(resourcev3.EndpointType, cla.GetClusterName(), versionOf(b), b)
+}
+
+// sameResource reports whether a and b encode the same resource.
+func sameResource(a, b *xdsserver.Resource) bool {
+	return a.Version() == b.Version() && bytes.Equal(a.Bytes(), b.Bytes())
+}
+
+// versionOf is the version of a resource encoded as b: a hash of its bytes.
+func versionOf(b []byte) string {
 	h := fnv.New64a()
 	h.Write(b)
-	return h.Sum64()
+	return strconv.FormatUint(h.Sum64(), 36)
 }
 
 // resourceName is the name of any resource served here: field 1 of Cluster,

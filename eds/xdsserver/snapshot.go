@@ -17,16 +17,18 @@ type Resource struct {
 	version string
 	any     *anypb.Any
 	delta   *discoverygrpc.Resource // the same, as delta responses carry it
-	msg     proto.Message           // the message itself, for config dumps
 	// What puts the encoding in a response without copying it (wire.go).
 	sotwPrefix, deltaPrefix []byte
 }
 
-// NewResource returns resource msg of type typeURL, named name, at version, whose
-// encoding is b. The Resource owns b from then on: nothing may change it.
-func NewResource(typeURL, name, version string, msg proto.Message, b []byte) *Resource {
+// NewResource returns the resource of type typeURL named name, at version, whose
+// encoding is b. The Resource owns b from then on: nothing may change it. It keeps
+// only the encoding, not the message: a group's resources cost their bytes (the
+// messages of a thousand ClusterLoadAssignments are several times their size);
+// Message decodes them again for the rare reader that wants them.
+func NewResource(typeURL, name, version string, b []byte) *Resource {
 	a := &anypb.Any{TypeUrl: typeURL, Value: b}
-	r := &Resource{version: version, any: a, msg: msg,
+	r := &Resource{version: version, any: a,
 		delta: &discoverygrpc.Resource{Name: name, Version: version, Resource: a}}
 	r.sotwPrefix, r.deltaPrefix = wirePrefixes(typeURL, name, version, len(b))
 	return r
@@ -44,8 +46,9 @@ func (r *Resource) Bytes() []byte { return r.any.Value }
 // Any is the resource as responses carry it; callers must not change it.
 func (r *Resource) Any() *anypb.Any { return r.any }
 
-// Message is the resource as it was built; callers must not change it.
-func (r *Resource) Message() proto.Message { return r.msg }
+// Message decodes the resource (for config dumps and tests): a new message each
+// call, which the caller owns.
+func (r *Resource) Message() (proto.Message, error) { return r.any.UnmarshalNew() }
 
 // Resources is what a snapshot holds of one type: resources by name and the type's
 // version. Immutable. Its methods accept a nil *Resources, which holds nothing.

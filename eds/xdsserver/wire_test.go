@@ -23,7 +23,7 @@ func TestWireResponsesDecode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res = append(res, NewResource(resourcev3.EndpointType, cla.GetClusterName(), "v"+string(rune('a'+i)), cla, b))
+		res = append(res, NewResource(resourcev3.EndpointType, cla.GetClusterName(), "v"+string(rune('a'+i)), b))
 	}
 	for _, n := range []int{0, 1, len(res)} {
 		for _, delta := range []bool{false, true} {
