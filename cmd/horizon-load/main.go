@@ -177,10 +177,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	return cfg, cfg.validate()
 }
 
-// Address plan limits: pod IPs are 10.<32*cluster + service/256>.<service%256>.<1+endpoint>
-// (cluster 1-7), with one spare endpoint per service; proxy IPs are 100.64.0.0/10.
+// Address plan limits: pod IPs are <10+cluster/8>.<32*(cluster%8) + service/256>.<service%256>.<1+endpoint>
+// (cluster 1-20: 10.32.0.0 to 12.159.255.255, outside 127/8, 100.64/10 and
+// 192.0.2/24), with one spare endpoint per service; proxy IPs are 100.64.0.0/10.
 const (
-	maxClusters  = 7
+	maxClusters  = 20
 	maxServices  = 32 * 256
 	maxEndpoints = 250
 	maxProxies   = 1 << 22

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -372,6 +373,28 @@ func TestParseFlags(t *testing.T) {
 	for _, n := range []string{"1", "8"} {
 		if _, err := parseFlags([]string{"-clusters", n}, &stderr); err == nil || !strings.Contains(err.Error(), "-clusters") {
 			t.Errorf("-clusters %s: error %v, want -clusters named", n, err)
+		}
+	}
+}
+
+// TestPodIPsAreDistinct: the address plan gives every endpoint of every cluster its
+// own valid address, up to the limits.
+func TestPodIPsAreDistinct(t *testing.T) {
+	seen := map[netip.Addr]string{}
+	for c := range maxClusters {
+		for _, j := range []int{0, 255, 256, maxServices - 1} {
+			for _, e := range []int{0, maxEndpoints} {
+				ip := podIP(c, j, e)
+				a, err := netip.ParseAddr(ip)
+				if err != nil || !a.Is4() || a.IsLoopback() || netip.MustParsePrefix("100.64.0.0/10").Contains(a) {
+					t.Fatalf("podIP(%d, %d, %d) = %q, want an IPv4 address outside loopback and the proxies' range", c, j, e, ip)
+				}
+				key := fmt.Sprintf("(%d, %d, %d)", c, j, e)
+				if prev, ok := seen[a]; ok {
+					t.Fatalf("podIP%s = podIP%s = %s", key, prev, ip)
+				}
+				seen[a] = key
+			}
 		}
 	}
 }

@@ -65,7 +65,7 @@ func claName(j int) string { return eds.ClusterName(hostName(j), servicePort) }
 // podIP is the address of endpoint e (0-based; e == Endpoints is the spare) of
 // service j in cluster c (0-based).
 func podIP(c, j, e int) string {
-	return fmt.Sprintf("10.%d.%d.%d", 32*(c+1)+j/256, j%256, e+1)
+	return fmt.Sprintf("%d.%d.%d.%d", 10+(c+1)/8, 32*((c+1)%8)+j/256, j%256, e+1)
 }
 
 func podName(j, e int) string { return fmt.Sprintf("%s-%d", serviceName(j), e) }
