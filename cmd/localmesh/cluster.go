@@ -117,7 +117,7 @@ func Start() (*Environment, error) {
 		env.Close()
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
-	if err := waitHTTP(context.Background(), env.etcd, http.DefaultClient, client+"/health", 30*time.Second); err != nil {
+	if err := waitHTTP(context.Background(), env.etcd, http.DefaultClient, client+"/health", startTimeout); err != nil {
 		env.Close()
 		return nil, fmt.Errorf("etcd did not become healthy (log %s): %w", env.etcd.logPath, err)
 	}
@@ -168,7 +168,7 @@ func (e *Environment) StartClusterWith(ctx context.Context, name string, opts Cl
 	// The API server writes its self-signed serving certificate (with the CA that
 	// signed it) before it listens.
 	crt := filepath.Join(dir, "certs", "apiserver.crt")
-	if err := poll(ctx, proc, 60*time.Second, func() bool {
+	if err := poll(ctx, proc, startTimeout, func() bool {
 		b, err := os.ReadFile(crt)
 		if err != nil || len(b) == 0 {
 			return false
@@ -263,6 +263,11 @@ func (c *Cluster) restartProcess() (*process, error) {
 	return proc, nil
 }
 
+// startTimeout bounds how long etcd and each kube-apiserver may take to come up.
+// Ten API servers starting at once on a loaded 2-core machine take minutes, not
+// the seconds one takes alone.
+const startTimeout = 3 * time.Minute
+
 // waitReady waits until proc answers /readyz with c's admin credential.
 func (c *Cluster) waitReady(ctx context.Context, proc *process) error {
 	hc, err := rest.HTTPClientFor(c.Config)
@@ -270,7 +275,7 @@ func (c *Cluster) waitReady(ctx context.Context, proc *process) error {
 		return err
 	}
 	defer hc.CloseIdleConnections()
-	if err := waitHTTP(ctx, proc, &authClient{hc}, c.Host+"/readyz", 60*time.Second); err != nil {
+	if err := waitHTTP(ctx, proc, &authClient{hc}, c.Host+"/readyz", startTimeout); err != nil {
 		return fmt.Errorf("kube-apiserver %s not ready (log %s): %w", c.Name, proc.logPath, err)
 	}
 	return nil
