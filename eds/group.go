@@ -4,11 +4,11 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/eds/xdsserver"
 )
 
@@ -29,7 +29,7 @@ type group struct {
 	// routerSent is the listeners and clusters snapshots the group last published.
 	routerSent [2]*xdsserver.Resources
 	// What the last snapshot held per type URL, to version only what changed.
-	sent map[resourcev3.Type]*typeState
+	sent map[resourcev3.Type]*xdsserver.Resources
 	// emptySince is when the feed was last seen without streams (zero while it has
 	// some).
 	emptySince time.Time
@@ -216,16 +216,22 @@ func (s *Server) releaseShare(sh *endpointShare) {
 // (routerInputs) are equal, encoded once per push. Owned by the push goroutine.
 type routerShare struct {
 	key                 string // routerInputs and Server.routerGen; "" if not kept in Server.routerShares
-	listeners, clusters []types.Resource
-	sent                [2]typeState // listeners, clusters as last versioned
-	at                  uint64       // Server.version when sent was versioned; 0: never
+	listeners, clusters []*xdsserver.Resource
+	sent                [2]*xdsserver.Resources // listeners, clusters as last versioned
+	at                  uint64                  // Server.version when sent was versioned; 0: never
 	refs                int
 }
 
-func newRouterShare(key string, listeners, clusters []types.Resource) *routerShare {
-	sh := &routerShare{key: key, listeners: listeners, clusters: clusters}
-	for i := range sh.sent {
-		sh.sent[i].items = map[string]types.Resource{}
+// newRouterShare builds, and encodes, the listeners and clusters of the routers
+// that servers select and whose ports svcs bind (buildRouterResources).
+func (s *Server) newRouterShare(key string, servers []PassthroughServer, svcs []*clusterregistry.Service) *routerShare {
+	listeners, clusters := buildRouterResources(servers, s.hosts, svcs)
+	sh := &routerShare{key: key}
+	for _, l := range listeners {
+		sh.listeners = s.appendEncoded(sh.listeners, resourcev3.ListenerType, l)
+	}
+	for _, c := range clusters {
+		sh.clusters = s.appendEncoded(sh.clusters, resourcev3.ClusterType, c)
 	}
 	return sh
 }

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/eds/xdsserver"
@@ -28,9 +28,9 @@ type hostState struct {
 	// peers are the identities behind each port (by index of ports).
 	peers []PeerIdentities
 	// The host's resources shared by every sidecar and every proxyless client, one of
-	// each per port, rebuilt only when ports or peers change, so that a push that
-	// leaves them alone hands out the same messages (not encoded again).
-	clusters, grpcListeners, grpcRoutes, grpcClusters []types.Resource
+	// each per port, encoded, rebuilt only when ports or peers change, so that a push
+	// that leaves them alone hands out the same Resources.
+	clusters, grpcListeners, grpcRoutes, grpcClusters []*xdsserver.Resource
 }
 
 // cacheKey names one built ClusterLoadAssignment; builtCLA says from which inputs
@@ -270,13 +270,13 @@ func (s *Server) updateHost(host string) (cdsChanged bool, rebound []*clusterreg
 	return cdsChanged || old != nil && len(ports) == 0, rebound
 }
 
-// buildShared builds hs's shared resources for host.
+// buildShared builds hs's shared resources for host, encoded.
 func (s *Server) buildShared(host string, hs *hostState) {
 	for i, p := range hs.ports {
-		hs.clusters = append(hs.clusters, BuildCluster(host, p, hs.peers[i]))
-		hs.grpcListeners = append(hs.grpcListeners, buildGRPCListener(host, p))
-		hs.grpcRoutes = append(hs.grpcRoutes, buildGRPCRoute(host, p))
-		hs.grpcClusters = append(hs.grpcClusters, buildGRPCCluster(host, p, s.opts.ProxylessMTLS, hs.peers[i]))
+		hs.clusters = s.appendEncoded(hs.clusters, resourcev3.ClusterType, BuildCluster(host, p, hs.peers[i]))
+		hs.grpcListeners = s.appendEncoded(hs.grpcListeners, resourcev3.ListenerType, buildGRPCListener(host, p))
+		hs.grpcRoutes = s.appendEncoded(hs.grpcRoutes, resourcev3.RouteType, buildGRPCRoute(host, p))
+		hs.grpcClusters = s.appendEncoded(hs.grpcClusters, resourcev3.ClusterType, buildGRPCCluster(host, p, s.opts.ProxylessMTLS, hs.peers[i]))
 	}
 }
 
@@ -336,7 +336,7 @@ func endpointsOf(shards map[network.ClusterID]*clusterregistry.Shard, port int32
 // the old ones.
 func (s *Server) rebuildShared() {
 	hosts := slices.Sorted(maps.Keys(s.hosts))
-	s.clusters = []types.Resource{}
+	s.clusters = []*xdsserver.Resource{}
 	s.grpc.listeners, s.grpc.routes, s.grpc.clusters = nil, nil, nil
 	for _, h := range hosts {
 		hs := s.hosts[h]
@@ -369,8 +369,7 @@ func (s *Server) rebuildRouter(g *group, kept bool) {
 		svcs = routerServices(candidates, g.view, s.topo)
 	}
 	if !kept {
-		g.router = newRouterShare("", nil, nil)
-		g.router.listeners, g.router.clusters = buildRouterResources(servers, s.hosts, svcs)
+		g.router = s.newRouterShare("", servers, svcs)
 		return
 	}
 	key := routerInputs(servers, svcs) + "#" + strconv.FormatUint(s.routerGen, 10)
@@ -379,8 +378,7 @@ func (s *Server) rebuildRouter(g *group, kept bool) {
 	}
 	sh := s.routerShares[key]
 	if sh == nil {
-		listeners, clusters := buildRouterResources(servers, s.hosts, svcs)
-		sh = newRouterShare(key, listeners, clusters)
+		sh = s.newRouterShare(key, servers, svcs)
 		s.routerShares[key] = sh
 	}
 	sh.refs++

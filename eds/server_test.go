@@ -163,14 +163,14 @@ func TestEncodedResourcesDecodeToThemselves(t *testing.T) {
 	s := &Server{log: slog.New(slog.DiscardHandler)}
 	for _, r := range []types.Resource{cla, BuildCluster(host, 5000, PeerIdentities{IDs: []string{"spiffe://cluster.local/ns/sample/sa/helloworld"}}), buildGRPCListener(host, 5000), buildGRPCRoute(host, 5000), listeners[0]} {
 		typ := "type.googleapis.com/" + string(r.ProtoReflect().Descriptor().FullName())
-		st := &typeState{items: map[string]types.Resource{}}
-		if !s.versionType(typ, st, []types.Resource{r}) {
+		snap, changed := versionList(nil, []*xdsserver.Resource{s.encode(typ, r)})
+		if !changed {
 			t.Fatalf("%T: first publish reported no change", r)
 		}
 		name := resourceName(r)
-		res := st.snap.Get(name)
+		res := snap.Get(name)
 		if name == "" || res == nil || res.Name() != name {
-			t.Fatalf("%T: published as %v, want name %q", r, st.snap.Names(), name)
+			t.Fatalf("%T: published as %v, want name %q", r, snap.Names(), name)
 		}
 		dec := r.ProtoReflect().New().Interface()
 		if err := res.Any().UnmarshalTo(dec); err != nil {
@@ -180,7 +180,7 @@ func TestEncodedResourcesDecodeToThemselves(t *testing.T) {
 			t.Errorf("%T changed by encoding:\n got %v\nwant %v", r, dec, r)
 		}
 		// Rebuilt but equal: same version, same encoded resource, no new type version.
-		if s.versionType(typ, st, []types.Resource{proto.Clone(r).(types.Resource)}) || st.snap.Get(name) != res {
+		if again, changed := versionList(snap, []*xdsserver.Resource{s.encode(typ, proto.Clone(r).(types.Resource))}); changed || again != snap || again.Get(name) != res {
 			t.Errorf("%T: an equal rebuilt resource counted as a change", r)
 		}
 	}
