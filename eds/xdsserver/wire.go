@@ -8,8 +8,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// Responses without encoding. A resource is encoded once per group when it
-// changes, before it reaches a snapshot; with the codec below, a response is handed
+// Responses without encoding. A resource is encoded once, when it is built,
+// before it reaches a snapshot; with the codec below, a response is handed
 // to gRPC's transport as a list of byte slices — a few header bytes of its own,
 // then each resource's shared bytes — instead of being encoded, copied, into a
 // buffer of its own for every proxy. Serving a fleet then allocates next to nothing
