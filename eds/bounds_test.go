@@ -298,7 +298,11 @@ func TestRouterLabelSetsShareEndpoints(t *testing.T) {
 	if before == nil || r == nil || r.Version() == before.Version() {
 		t.Fatalf("shared endpoints of %s: %v before the change, %v after; want a new version", name, before, r)
 	}
-	if got := addresses(r.Message().(*endpointv3.ClusterLoadAssignment)); !slices.Contains(got, "10.0.0.2") {
+	m, err := r.Message()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := addresses(m.(*endpointv3.ClusterLoadAssignment)); !slices.Contains(got, "10.0.0.2") {
 		t.Fatalf("shared endpoints of %s after the change: %v, want 10.0.0.2 in them", name, got)
 	}
 	f.s.idleTimeout = 0

@@ -8,9 +8,10 @@
 // listeners and routes that go with it. The Server (server.go) takes changes and
 // debounces them; a push (push.go) rebuilds only what a change touched, for every
 // group. A group (group.go) is every proxy with one view — (role, network, network
-// view, and a router's labels) — and holds one set of resources; snapshot.go
-// encodes each changed resource once per group (marshal.go), versions it by its
-// bytes, and publishes the group's immutable xdsserver.Snapshot on the group's Feed.
+// view, and a router's labels) — and holds one set of resources. Every resource
+// is encoded when it is built (marshal.go) and kept only as its bytes, shared by
+// every group that holds it; snapshot.go versions resources by their bytes and
+// publishes the group's immutable xdsserver.Snapshot on the group's Feed.
 // The Server tells xdsserver which group a node belongs to through
 // xdsserver.Groups; xdsserver streams the snapshots and knows nothing of networks.
 // proxies.go reports connected proxies and what their groups hold.

@@ -4,12 +4,11 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/eds/xdsserver"
 )
 
@@ -30,7 +29,7 @@ type group struct {
 	// routerSent is the listeners and clusters snapshots the group last published.
 	routerSent [2]*xdsserver.Resources
 	// What the last snapshot held per type URL, to version only what changed.
-	sent map[resourcev3.Type]*typeState
+	sent map[resourcev3.Type]*xdsserver.Resources
 	// emptySince is when the feed was last seen without streams (zero while it has
 	// some).
 	emptySince time.Time
@@ -136,11 +135,13 @@ func (s *Server) fill(g *group, cached bool) {
 			shards := s.opts.Source.Services(host)
 			for _, p := range hs.ports {
 				name := s.claName(g.view, host, p)
+				var res *xdsserver.Resource
 				if cached {
-					sh.clas[name] = s.build(g.view, host, p, name, shards)
+					res = s.build(g.view, host, p, name, shards)
 				} else {
-					sh.clas[name] = BuildDistributed(name, endpointsOf(shards, p), s.topo, g.view, hs.dist)
+					res = s.encodeCLA(BuildDistributed(name, endpointsOf(shards, p), s.topo, g.view, hs.dist))
 				}
+				sh.set(name, res)
 			}
 		}
 		sh.filled = true
@@ -164,20 +165,30 @@ func (s *Server) sweep(now time.Time) {
 }
 
 // endpointShare is the endpoints of every kept group with one View.endpointsKey:
-// their assignments, and the snapshot of them encoded once per push. Owned by the
-// push goroutine (under Server.pushMu).
+// their assignments, encoded when built, and the snapshot of them published. Owned
+// by the push goroutine (under Server.pushMu).
 type endpointShare struct {
-	view   View                                         // a view with this key (labels cleared)
-	clas   map[string]*endpointv3.ClusterLoadAssignment // by assignment name
-	filled bool                                         // clas holds every host's assignments
-	sent   typeState                                    // as last versioned
-	at     uint64                                       // Server.version when sent was versioned; 0: never
-	refs   int                                          // kept groups using it
+	view   View                           // a view with this key (labels cleared)
+	clas   map[string]*xdsserver.Resource // encoded assignments by name
+	filled bool                           // clas holds every host's assignments
+	sent   *xdsserver.Resources           // as last published
+	at     uint64                         // Server.version when sent was versioned; 0: never
+	refs   int                            // kept groups using it
 }
 
 func newEndpointShare(v View) *endpointShare {
 	v.Labels = nil
-	return &endpointShare{view: v, clas: map[string]*endpointv3.ClusterLoadAssignment{}, sent: typeState{items: map[string]types.Resource{}}}
+	return &endpointShare{view: v, clas: map[string]*xdsserver.Resource{}}
+}
+
+// set makes res the assignment named name; nil (it could not be encoded) leaves
+// it out.
+func (sh *endpointShare) set(name string, res *xdsserver.Resource) {
+	if res == nil {
+		delete(sh.clas, name)
+		return
+	}
+	sh.clas[name] = res
 }
 
 // shareFor returns the share of v's endpoints key, creating it, and counts one more
@@ -205,16 +216,22 @@ func (s *Server) releaseShare(sh *endpointShare) {
 // (routerInputs) are equal, encoded once per push. Owned by the push goroutine.
 type routerShare struct {
 	key                 string // routerInputs and Server.routerGen; "" if not kept in Server.routerShares
-	listeners, clusters []types.Resource
-	sent                [2]typeState // listeners, clusters as last versioned
-	at                  uint64       // Server.version when sent was versioned; 0: never
+	listeners, clusters []*xdsserver.Resource
+	sent                [2]*xdsserver.Resources // listeners, clusters as last versioned
+	at                  uint64                  // Server.version when sent was versioned; 0: never
 	refs                int
 }
 
-func newRouterShare(key string, listeners, clusters []types.Resource) *routerShare {
-	sh := &routerShare{key: key, listeners: listeners, clusters: clusters}
-	for i := range sh.sent {
-		sh.sent[i].items = map[string]types.Resource{}
+// newRouterShare builds, and encodes, the listeners and clusters of the routers
+// that servers select and whose ports svcs bind (buildRouterResources).
+func (s *Server) newRouterShare(key string, servers []PassthroughServer, svcs []*clusterregistry.Service) *routerShare {
+	listeners, clusters := buildRouterResources(servers, s.hosts, svcs)
+	sh := &routerShare{key: key}
+	for _, l := range listeners {
+		sh.listeners = s.appendEncoded(sh.listeners, resourcev3.ListenerType, l)
+	}
+	for _, c := range clusters {
+		sh.clusters = s.appendEncoded(sh.clusters, resourcev3.ClusterType, c)
 	}
 	return sh
 }

@@ -10,8 +10,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/eds/xdsserver"
@@ -33,9 +32,9 @@ type hostState struct {
 	// peers are the identities behind each port (by index of ports).
 	peers []PeerIdentities
 	// The host's resources shared by every sidecar and every proxyless client, one of
-	// each per port, rebuilt only when ports or peers change, so that a push that
-	// leaves them alone hands out the same messages (not encoded again).
-	clusters, grpcListeners, grpcRoutes, grpcClusters []types.Resource
+	// each per port, encoded, rebuilt only when ports or peers change, so that a push
+	// that leaves them alone hands out the same Resources.
+	clusters, grpcListeners, grpcRoutes, grpcClusters []*xdsserver.Resource
 }
 
 // cacheKey names one built ClusterLoadAssignment; builtCLA says from which inputs
@@ -47,9 +46,9 @@ type cacheKey struct {
 }
 
 type builtCLA struct {
-	gen  uint64 // host generation
-	topo uint64 // topology generation
-	cla  *endpointv3.ClusterLoadAssignment
+	gen  uint64              // host generation
+	topo uint64              // topology generation
+	res  *xdsserver.Resource // the assignment, encoded
 }
 
 // push rebuilds what changed since changedAt and hands every group its new
@@ -284,7 +283,7 @@ func (s *Server) updateHost(host string) (cdsChanged bool, rebound []*clusterreg
 		}
 		for _, p := range ports {
 			name := s.claName(sh.view, host, p)
-			sh.clas[name] = s.build(sh.view, host, p, name, shards)
+			sh.set(name, s.build(sh.view, host, p, name, shards))
 		}
 	}
 	return cdsChanged || old != nil && len(ports) == 0, rebound
@@ -329,13 +328,13 @@ func (s *Server) countDist(d network.TrafficDistribution, delta int) {
 	}
 }
 
-// buildShared builds hs's shared resources for host.
+// buildShared builds hs's shared resources for host, encoded.
 func (s *Server) buildShared(host string, hs *hostState) {
 	for i, p := range hs.ports {
-		hs.clusters = append(hs.clusters, BuildCluster(host, p, hs.peers[i]))
-		hs.grpcListeners = append(hs.grpcListeners, buildGRPCListener(host, p))
-		hs.grpcRoutes = append(hs.grpcRoutes, buildGRPCRoute(host, p))
-		hs.grpcClusters = append(hs.grpcClusters, buildGRPCCluster(host, p, s.opts.ProxylessMTLS, hs.peers[i]))
+		hs.clusters = s.appendEncoded(hs.clusters, resourcev3.ClusterType, BuildCluster(host, p, hs.peers[i]))
+		hs.grpcListeners = s.appendEncoded(hs.grpcListeners, resourcev3.ListenerType, buildGRPCListener(host, p))
+		hs.grpcRoutes = s.appendEncoded(hs.grpcRoutes, resourcev3.RouteType, buildGRPCRoute(host, p))
+		hs.grpcClusters = s.appendEncoded(hs.grpcClusters, resourcev3.ClusterType, buildGRPCCluster(host, p, s.opts.ProxylessMTLS, hs.peers[i]))
 	}
 }
 
@@ -353,11 +352,13 @@ func (s *Server) claName(v View, host string, port int32) string {
 	return ClusterName(host, port)
 }
 
-// build returns the ClusterLoadAssignment for one group and service port, from the
-// cache when neither the host nor the topology changed since it was built. A host
-// without a traffic distribution is built once for views that differ only in
-// locality and node.
-func (s *Server) build(v View, host string, port int32, name string, shards map[network.ClusterID]*clusterregistry.Shard) *endpointv3.ClusterLoadAssignment {
+// build returns the encoded ClusterLoadAssignment for one group and service port,
+// from the cache when neither the host nor the topology changed since it was
+// built; nil if it cannot be encoded. A rebuilt assignment whose bytes equal the
+// cached one's is the cached Resource, so that the push recognises it by pointer.
+// A host without a traffic distribution is built once for views that differ only
+// in locality and node.
+func (s *Server) build(v View, host string, port int32, name string, shards map[network.ClusterID]*clusterregistry.Shard) *xdsserver.Resource {
 	hs := s.hosts[host]
 	if hs.dist == network.DistributionUnset {
 		v = v.withoutPlace()
@@ -366,14 +367,22 @@ func (s *Server) build(v View, host string, port int32, name string, shards map[
 	}
 	key := cacheKey{group: v.endpointsKey(), name: name}
 	gen := hs.gen
-	if b, ok := s.built.Get(key); ok && b.gen == gen && b.topo == s.topoGen {
+	b, ok := s.built.Get(key)
+	if ok && b.gen == gen && b.topo == s.topoGen {
 		s.metrics.cacheHits.Inc()
-		return b.cla
+		return b.res
 	}
 	s.metrics.cacheMisses.Inc()
-	cla := BuildDistributed(name, endpointsOf(shards, port), s.topo, v, hs.dist)
-	s.built.Add(key, builtCLA{gen: gen, topo: s.topoGen, cla: cla})
-	return cla
+	res := s.encodeCLA(BuildDistributed(name, endpointsOf(shards, port), s.topo, v, hs.dist))
+	if res == nil {
+		s.built.Remove(key)
+		return nil
+	}
+	if ok && sameResource(b.res, res) {
+		res = b.res
+	}
+	s.built.Add(key, builtCLA{gen: gen, topo: s.topoGen, res: res})
+	return res
 }
 
 // endpointsOf picks one service port's endpoints out of each cluster's shard.
@@ -393,7 +402,7 @@ func endpointsOf(shards map[network.ClusterID]*clusterregistry.Shard, port int32
 // the old ones.
 func (s *Server) rebuildShared() {
 	hosts := slices.Sorted(maps.Keys(s.hosts))
-	s.clusters = []types.Resource{}
+	s.clusters = []*xdsserver.Resource{}
 	s.grpc.listeners, s.grpc.routes, s.grpc.clusters = nil, nil, nil
 	for _, h := range hosts {
 		hs := s.hosts[h]
@@ -426,8 +435,7 @@ func (s *Server) rebuildRouter(g *group, kept bool) {
 		svcs = routerServices(candidates, g.view, s.topo)
 	}
 	if !kept {
-		g.router = newRouterShare("", nil, nil)
-		g.router.listeners, g.router.clusters = buildRouterResources(servers, s.hosts, svcs)
+		g.router = s.newRouterShare("", servers, svcs)
 		return
 	}
 	key := routerInputs(servers, svcs) + "#" + strconv.FormatUint(s.routerGen, 10)
@@ -436,8 +444,7 @@ func (s *Server) rebuildRouter(g *group, kept bool) {
 	}
 	sh := s.routerShares[key]
 	if sh == nil {
-		listeners, clusters := buildRouterResources(servers, s.hosts, svcs)
-		sh = newRouterShare(key, listeners, clusters)
+		sh = s.newRouterShare(key, servers, svcs)
 		s.routerShares[key] = sh
 	}
 	sh.refs++

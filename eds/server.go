@@ -10,7 +10,6 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
@@ -200,8 +199,8 @@ type Server struct {
 	topo         *Topology
 	topoGen      uint64
 	gateways     []network.Gateway
-	clusters     []types.Resource                                       // CDS, the same for every sidecar group
-	grpc         struct{ listeners, routes, clusters []types.Resource } // the same for every proxyless group
+	clusters     []*xdsserver.Resource                                       // CDS, the same for every sidecar group
+	grpc         struct{ listeners, routes, clusters []*xdsserver.Resource } // the same for every proxyless group
 	version      uint64
 	pushCount    uint64
 	// distHosts and nodeHosts count the hosts with a traffic distribution, and with

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -162,14 +163,14 @@ func TestEncodedResourcesDecodeToThemselves(t *testing.T) {
 	s := &Server{log: slog.New(slog.DiscardHandler)}
 	for _, r := range []types.Resource{cla, BuildCluster(host, 5000, PeerIdentities{IDs: []string{"spiffe://cluster.local/ns/sample/sa/helloworld"}}), buildGRPCListener(host, 5000), buildGRPCRoute(host, 5000), listeners[0]} {
 		typ := "type.googleapis.com/" + string(r.ProtoReflect().Descriptor().FullName())
-		st := &typeState{items: map[string]types.Resource{}}
-		if !s.versionType(typ, st, []types.Resource{r}) {
+		snap, changed := versionList(nil, []*xdsserver.Resource{s.encode(typ, r)})
+		if !changed {
 			t.Fatalf("%T: first publish reported no change", r)
 		}
 		name := resourceName(r)
-		res := st.snap.Get(name)
+		res := snap.Get(name)
 		if name == "" || res == nil || res.Name() != name {
-			t.Fatalf("%T: published as %v, want name %q", r, st.snap.Names(), name)
+			t.Fatalf("%T: published as %v, want name %q", r, snap.Names(), name)
 		}
 		dec := r.ProtoReflect().New().Interface()
 		if err := res.Any().UnmarshalTo(dec); err != nil {
@@ -179,7 +180,7 @@ func TestEncodedResourcesDecodeToThemselves(t *testing.T) {
 			t.Errorf("%T changed by encoding:\n got %v\nwant %v", r, dec, r)
 		}
 		// Rebuilt but equal: same version, same encoded resource, no new type version.
-		if s.versionType(typ, st, []types.Resource{proto.Clone(r).(types.Resource)}) || st.snap.Get(name) != res {
+		if again, changed := versionList(snap, []*xdsserver.Resource{s.encode(typ, proto.Clone(r).(types.Resource))}); changed || again != snap || again.Get(name) != res {
 			t.Errorf("%T: an equal rebuilt resource counted as a change", r)
 		}
 	}
@@ -221,5 +222,59 @@ func TestIdleGroupsAreDropped(t *testing.T) {
 	f.change(hostA, "10.0.0.7") // the sidecar's group still serves
 	if _, clas := recvSotw(t, st); len(addresses(clas[claA])) != 1 || addresses(clas[claA])[0] != "10.0.0.7" {
 		t.Fatalf("after its group survived the idle sweep, the sidecar got %v", clas)
+	}
+}
+
+// TestGroupsHoldEncodedAssignments: a group's endpoints are kept encoded, and an
+// assignment rebuilt equal keeps the Resource published before (the same bytes,
+// shared with the cache), so that nothing is held twice and the type's version
+// stays; one rebuilt different is published anew and decodes to what was built.
+func TestGroupsHoldEncodedAssignments(t *testing.T) {
+	src := &fakeSource{shards: map[string]map[network.ClusterID]*clusterregistry.Shard{}}
+	const host = "web.ns.svc.cluster.local"
+	name := ClusterName(host, 80)
+	src.set(host, "10.0.0.1")
+	s := newTestServer(t, src)
+	g, err := s.ensureGroup(node("p1"), keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := func() *xdsserver.Resources {
+		s.pushMu.Lock()
+		defer s.pushMu.Unlock()
+		return g.edsSent
+	}
+	before := published()
+	res := before.Get(name)
+	if res == nil {
+		t.Fatalf("group publishes %v, want %s", before.Names(), name)
+	}
+	s.HostChanged(host) // rebuilt, unchanged
+	s.push(time.Now())
+	after := published()
+	if after != before || after.Get(name) != res {
+		t.Fatalf("an assignment rebuilt equal was published anew (version %s → %s)", before.Version(), after.Version())
+	}
+	s.pushMu.Lock()
+	shared := g.eds.clas[name]
+	b, ok := s.built.Peek(cacheKey{group: g.view.endpointsKey(), name: name})
+	s.pushMu.Unlock()
+	if shared != res || !ok || b.res != res {
+		t.Fatalf("the share holds %p and the cache %p, want both the published %p", shared, b.res, res)
+	}
+
+	src.set(host, "10.0.0.2")
+	s.HostChanged(host)
+	s.push(time.Now())
+	changed := published().Get(name)
+	if changed == nil || changed == res || changed.Version() == res.Version() {
+		t.Fatalf("a changed assignment kept version %s", res.Version())
+	}
+	m, err := changed.Message()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := addresses(m.(*endpointv3.ClusterLoadAssignment)); !slices.Equal(got, []string{"10.0.0.2"}) {
+		t.Fatalf("published %v, want [10.0.0.2]", got)
 	}
 }

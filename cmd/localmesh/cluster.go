@@ -119,7 +119,7 @@ func Start() (*Environment, error) {
 		env.Close()
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
-	if err := waitHTTP(context.Background(), env.etcd, http.DefaultClient, client+"/health", 30*time.Second); err != nil {
+	if err := waitHTTP(context.Background(), env.etcd, http.DefaultClient, client+"/health", startTimeout); err != nil {
 		env.Close()
 		return nil, fmt.Errorf("etcd did not become healthy (log %s): %w", env.etcd.logPath, err)
 	}
@@ -159,7 +159,7 @@ func (e *Environment) StartClusterWith(ctx context.Context, name string, opts Cl
 	}
 	c := &Cluster{Name: name, Host: fmt.Sprintf("https://127.0.0.1:%d", ports[0]), env: e, dir: dir, port: ports[0], readyTimeout: opts.ReadyTimeout}
 	if c.readyTimeout <= 0 {
-		c.readyTimeout = 60 * time.Second
+		c.readyTimeout = startTimeout
 	}
 	proc, err := c.startAPIServer()
 	if err != nil {
@@ -267,6 +267,11 @@ func (c *Cluster) restartProcess() (*process, error) {
 	c.proc = proc
 	return proc, nil
 }
+
+// startTimeout bounds how long etcd and each kube-apiserver may take to come up.
+// Ten API servers starting at once on a loaded 2-core machine take minutes, not
+// the seconds one takes alone.
+const startTimeout = 3 * time.Minute
 
 // waitReady waits until proc answers /readyz with c's admin credential.
 func (c *Cluster) waitReady(ctx context.Context, proc *process) error {

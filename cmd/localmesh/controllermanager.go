@@ -21,7 +21,7 @@ type ClusterOptions struct {
 	// writes them): the controller would make a second copy. Use DeployPods there.
 	ControllerManager bool
 	// ReadyTimeout is how long the API server may take to write its certificate and
-	// then to answer /readyz; 60s when zero. Many API servers starting on a busy
+	// then to answer /readyz; 3 minutes when zero. Many API servers starting on a busy
 	// machine need longer.
 	ReadyTimeout time.Duration
 }

@@ -163,5 +163,5 @@ func (st *stream) deltaResponse(sb *sub, rs *Resources, out *outgoing) {
 		}
 	}
 	slices.Sort(out.removed)
-	slices.SortFunc(out.res, func(a, b *Resource) int { return strings.Compare(a.delta.Name, b.delta.Name) })
+	slices.SortFunc(out.res, func(a, b *Resource) int { return strings.Compare(a.name, b.name) })
 }

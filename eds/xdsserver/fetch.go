@@ -39,7 +39,7 @@ func (s *Server) fetch(ctx context.Context, req *discoverygrpc.DiscoveryRequest,
 	}
 	for _, n := range names {
 		if r := rs.byName[n]; r != nil {
-			resp.Resources = append(resp.Resources, r.any)
+			resp.Resources = append(resp.Resources, r.Any())
 		}
 	}
 	return resp, nil

@@ -185,7 +185,7 @@ func (f *xdsFixture) resource(typ, name string, m proto.Message) *Resource {
 	}
 	h := fnv.New64a()
 	h.Write(b)
-	return NewResource(typ, name, strconv.FormatUint(h.Sum64(), 36), m, b)
+	return NewResource(typ, name, strconv.FormatUint(h.Sum64(), 36), b)
 }
 
 func lbEndpoint(ip string) *endpointv3.LbEndpoint {

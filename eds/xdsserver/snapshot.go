@@ -6,46 +6,54 @@ import (
 	"slices"
 	"strconv"
 
-	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // Resource is one encoded resource. Immutable: it is shared by every snapshot that
-// holds it and every response that carries it.
+// holds it and every response that carries it. It keeps its encoding and what
+// puts the encoding in a response, nothing else: a group holds thousands.
 type Resource struct {
-	version string
-	any     *anypb.Any
-	delta   *discoverygrpc.Resource // the same, as delta responses carry it
-	msg     proto.Message           // the message itself, for config dumps
-	// What puts the encoding in a response without copying it (wire.go).
-	sotwPrefix, deltaPrefix []byte
+	typeURL, name, version string
+	b                      []byte
+	// prefixes[:sotw] puts the encoding in a state-of-the-world response,
+	// prefixes[sotw:] in a delta one, without copying it (wire.go).
+	prefixes []byte
+	sotw     int
 }
 
-// NewResource returns resource msg of type typeURL, named name, at version, whose
-// encoding is b. The Resource owns b from then on: nothing may change it.
-func NewResource(typeURL, name, version string, msg proto.Message, b []byte) *Resource {
-	a := &anypb.Any{TypeUrl: typeURL, Value: b}
-	r := &Resource{version: version, any: a, msg: msg,
-		delta: &discoverygrpc.Resource{Name: name, Version: version, Resource: a}}
-	r.sotwPrefix, r.deltaPrefix = wirePrefixes(typeURL, name, version, len(b))
+// NewResource returns the resource of type typeURL named name, at version, whose
+// encoding is b. The Resource owns b from then on: nothing may change it. It keeps
+// only the encoding, not the message: a group's resources cost their bytes (the
+// messages of a thousand ClusterLoadAssignments are several times their size);
+// Message decodes them again for the rare reader that wants them.
+func NewResource(typeURL, name, version string, b []byte) *Resource {
+	r := &Resource{typeURL: typeURL, name: name, version: version, b: b}
+	r.prefixes, r.sotw = wirePrefixes(typeURL, name, version, len(b))
 	return r
 }
 
 // Name is the resource's name.
-func (r *Resource) Name() string { return r.delta.Name }
+func (r *Resource) Name() string { return r.name }
 
 // Version is the resource's version.
 func (r *Resource) Version() string { return r.version }
 
 // Bytes is the resource's encoding; callers must not change it.
-func (r *Resource) Bytes() []byte { return r.any.Value }
+func (r *Resource) Bytes() []byte { return r.b }
 
-// Any is the resource as responses carry it; callers must not change it.
-func (r *Resource) Any() *anypb.Any { return r.any }
+// Any is the resource as responses carry it: a new Any each call, whose value is
+// the shared encoding, which callers must not change.
+func (r *Resource) Any() *anypb.Any { return &anypb.Any{TypeUrl: r.typeURL, Value: r.b} }
 
-// Message is the resource as it was built; callers must not change it.
-func (r *Resource) Message() proto.Message { return r.msg }
+// sotwPrefix and deltaPrefix put the encoding in a state-of-the-world and in a
+// delta response.
+func (r *Resource) sotwPrefix() []byte  { return r.prefixes[:r.sotw:r.sotw] }
+func (r *Resource) deltaPrefix() []byte { return r.prefixes[r.sotw:] }
+
+// Message decodes the resource (for config dumps and tests): a new message each
+// call, which the caller owns.
+func (r *Resource) Message() (proto.Message, error) { return r.Any().UnmarshalNew() }
 
 // Resources is what a snapshot holds of one type: resources by name and the type's
 // version. Immutable. Its methods accept a nil *Resources, which holds nothing.

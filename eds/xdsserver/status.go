@@ -2,6 +2,7 @@ package xdsserver
 
 import (
 	"encoding/json"
+	"fmt"
 	"sort"
 	"time"
 
@@ -116,7 +117,11 @@ func (s *Server) ConfigDump(id string) (map[string][]json.RawMessage, bool, erro
 			continue
 		}
 		for _, name := range rs.names {
-			b, err := protojson.Marshal(rs.byName[name].msg)
+			m, err := rs.byName[name].Message()
+			if err != nil {
+				return nil, true, fmt.Errorf("decode %s %q: %w", typ, name, err)
+			}
+			b, err := protojson.Marshal(m)
 			if err != nil {
 				return nil, true, err
 			}

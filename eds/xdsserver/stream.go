@@ -208,7 +208,7 @@ const unanswered = "\x00"
 // subscription does not keep the request's strings alive.
 func (st *stream) intern(typ, name string) string {
 	if r := st.feed.Current().Resources(typ).Get(name); r != nil {
-		return r.delta.Name
+		return r.name
 	}
 	return name
 }

@@ -8,8 +8,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// Responses without encoding. A resource is encoded once per group when it
-// changes, before it reaches a snapshot; with the codec below, a response is handed
+// Responses without encoding. A resource is encoded once, when it is built,
+// before it reaches a snapshot; with the codec below, a response is handed
 // to gRPC's transport as a list of byte slices — a few header bytes of its own,
 // then each resource's shared bytes — instead of being encoded, copied, into a
 // buffer of its own for every proxy. Serving a fleet then allocates next to nothing
@@ -27,31 +27,39 @@ const (
 )
 
 // wirePrefixes returns what puts a resource's encoding, of n bytes, in a state of
-// the world and in a delta response without copying it.
-func wirePrefixes(typeURL, name, version string, n int) (sotwPrefix, deltaPrefix []byte) {
+// the world response (prefixes[:sotw]) and in a delta response (prefixes[sotw:])
+// without copying it, in one allocation.
+func wirePrefixes(typeURL, name, version string, n int) (prefixes []byte, sotw int) {
 	// Any{type_url, value} up to value's bytes.
-	anyHead := protowire.AppendTag(nil, anyTypeURL, protowire.BytesType)
-	anyHead = protowire.AppendString(anyHead, typeURL)
-	anyHead = protowire.AppendTag(anyHead, anyValue, protowire.BytesType)
-	anyHead = protowire.AppendVarint(anyHead, uint64(n))
-	anyLen := len(anyHead) + n
-
-	// DiscoveryResponse.resources: one Any.
-	sotwPrefix = protowire.AppendTag(nil, sotwResources, protowire.BytesType)
-	sotwPrefix = protowire.AppendVarint(sotwPrefix, uint64(anyLen))
-	sotwPrefix = append(sotwPrefix, anyHead...)
-
+	anyHeadLen := 1 + protowire.SizeBytes(len(typeURL)) + 1 + protowire.SizeVarint(uint64(n))
+	anyLen := anyHeadLen + n
+	appendAnyHead := func(b []byte) []byte {
+		b = protowire.AppendTag(b, anyTypeURL, protowire.BytesType)
+		b = protowire.AppendString(b, typeURL)
+		b = protowire.AppendTag(b, anyValue, protowire.BytesType)
+		return protowire.AppendVarint(b, uint64(n))
+	}
 	// DeltaDiscoveryResponse.resources: Resource{version, name, resource: Any}.
-	inner := protowire.AppendTag(nil, resVersion, protowire.BytesType)
-	inner = protowire.AppendString(inner, version)
-	inner = protowire.AppendTag(inner, resName, protowire.BytesType)
-	inner = protowire.AppendString(inner, name)
-	inner = protowire.AppendTag(inner, resResource, protowire.BytesType)
-	inner = protowire.AppendVarint(inner, uint64(anyLen))
-	deltaPrefix = protowire.AppendTag(nil, deltaResources, protowire.BytesType)
-	deltaPrefix = protowire.AppendVarint(deltaPrefix, uint64(len(inner)+anyLen))
-	deltaPrefix = append(append(deltaPrefix, inner...), anyHead...)
-	return sotwPrefix, deltaPrefix
+	innerLen := 1 + protowire.SizeBytes(len(version)) + 1 + protowire.SizeBytes(len(name)) + 1 + protowire.SizeVarint(uint64(anyLen))
+	sotwLen := 1 + protowire.SizeVarint(uint64(anyLen)) + anyHeadLen
+	deltaLen := 1 + protowire.SizeVarint(uint64(innerLen+anyLen)) + innerLen + anyHeadLen
+
+	b := make([]byte, 0, sotwLen+deltaLen)
+	// DiscoveryResponse.resources: one Any.
+	b = protowire.AppendTag(b, sotwResources, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(anyLen))
+	b = appendAnyHead(b)
+	sotw = len(b)
+	b = protowire.AppendTag(b, deltaResources, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(innerLen+anyLen))
+	b = protowire.AppendTag(b, resVersion, protowire.BytesType)
+	b = protowire.AppendString(b, version)
+	b = protowire.AppendTag(b, resName, protowire.BytesType)
+	b = protowire.AppendString(b, name)
+	b = protowire.AppendTag(b, resResource, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(anyLen))
+	b = appendAnyHead(b)
+	return b, sotw
 }
 
 // outgoing is one response to send, state of the world or delta.
@@ -67,7 +75,7 @@ func (o *outgoing) sotw() *discoverygrpc.DiscoveryResponse {
 	resp := &discoverygrpc.DiscoveryResponse{VersionInfo: o.version, TypeUrl: o.typ, Nonce: o.nonce,
 		Resources: make([]*anypb.Any, len(o.res))}
 	for i, r := range o.res {
-		resp.Resources[i] = r.any
+		resp.Resources[i] = r.Any()
 	}
 	return resp
 }
@@ -77,7 +85,7 @@ func (o *outgoing) deltaMsg() *discoverygrpc.DeltaDiscoveryResponse {
 	resp := &discoverygrpc.DeltaDiscoveryResponse{SystemVersionInfo: o.version, TypeUrl: o.typ, Nonce: o.nonce,
 		RemovedResources: o.removed}
 	for _, r := range o.res {
-		resp.Resources = append(resp.Resources, r.delta)
+		resp.Resources = append(resp.Resources, &discoverygrpc.Resource{Name: r.name, Version: r.version, Resource: r.Any()})
 	}
 	return resp
 }
@@ -106,11 +114,11 @@ func (o *outgoing) wire() *wireResponse {
 	bufs := make(mem.BufferSlice, 0, 1+2*len(o.res))
 	bufs = append(bufs, mem.SliceBuffer(head))
 	for _, r := range o.res {
-		prefix := r.sotwPrefix
+		prefix := r.sotwPrefix()
 		if o.delta {
-			prefix = r.deltaPrefix
+			prefix = r.deltaPrefix()
 		}
-		bufs = append(bufs, mem.SliceBuffer(prefix), mem.SliceBuffer(r.any.Value))
+		bufs = append(bufs, mem.SliceBuffer(prefix), mem.SliceBuffer(r.b))
 	}
 	return &wireResponse{bufs: bufs}
 }

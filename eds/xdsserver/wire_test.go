@@ -23,7 +23,11 @@ func TestWireResponsesDecode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res = append(res, NewResource(resourcev3.EndpointType, cla.GetClusterName(), "v"+string(rune('a'+i)), cla, b))
+		r := NewResource(resourcev3.EndpointType, cla.GetClusterName(), "v"+string(rune('a'+i)), b)
+		if len(r.prefixes) != cap(r.prefixes) {
+			t.Errorf("%s: prefixes of %d bytes in %d allocated, want them sized exactly", host, len(r.prefixes), cap(r.prefixes))
+		}
+		res = append(res, r)
 	}
 	for _, n := range []int{0, 1, len(res)} {
 		for _, delta := range []bool{false, true} {
