@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -78,12 +79,13 @@ func jwtExpiry(token string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	var claims struct {
-		Exp *json.Number `json:"exp"`
+		Exp json.RawMessage `json:"exp"`
 	}
-	if err := json.Unmarshal(b, &claims); err != nil || claims.Exp == nil {
+	// A NumericDate is a JSON number: a quoted one is not.
+	if err := json.Unmarshal(b, &claims); err != nil || len(claims.Exp) == 0 || claims.Exp[0] < '0' || claims.Exp[0] > '9' {
 		return time.Time{}, false
 	}
-	secs, err := claims.Exp.Float64()
+	secs, err := strconv.ParseFloat(string(claims.Exp), 64)
 	// NumericDate: seconds since the epoch, possibly fractional. Past year 9999 is
 	// not a date anyone means.
 	if err != nil || math.IsNaN(secs) || secs <= 0 || secs > 253402300799 {
