@@ -131,8 +131,8 @@ type Cluster struct {
 
 func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *rest.Config) (*Cluster, error) {
 	cfg = rest.CopyConfig(cfg)
-	// A dialer of our own keeps client-go from handing us a shared, cached transport
-	// and tracks every connection, so that stopping the cluster closes them all.
+	// A dialer of our own tracks every connection, so that stopping the cluster closes
+	// them all.
 	dial := cfg.Dial
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
@@ -153,6 +153,14 @@ func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *r
 	}
 	if cfg.QPS == 0 {
 		cfg.QPS, cfg.Burst = opts.qps, opts.burst
+	}
+	// client-go keeps every transport it builds in a process-wide cache keyed by the
+	// TLS options and the dialer; our dialer is a new key each time, so every client
+	// built (each credential rotation) would stay cached, with its TLS state, for the
+	// life of the process. A config with a proxy function is never cached: give it
+	// the one client-go uses when none is set.
+	if cfg.Proxy == nil {
+		cfg.Proxy = http.ProxyFromEnvironment
 	}
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {

@@ -71,6 +71,13 @@ type horizon struct {
 // cluster itself is not added: these tests look at remote clusters only.
 func startHorizon(t *testing.T, timeout time.Duration) *horizon {
 	t.Helper()
+	return startHorizonWith(t, timeout, nil)
+}
+
+// startHorizonWith is startHorizon with the secret controller's options changed by
+// configure (when not nil).
+func startHorizonWith(t *testing.T, timeout time.Duration, configure func(*secrets.Options)) *horizon {
+	t.Helper()
 	logs := &kubetest.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg, err := clusterregistry.New(clusterregistry.Options{
@@ -79,9 +86,13 @@ func startHorizon(t *testing.T, timeout time.Duration) *horizon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctrl, err := secrets.New(secrets.Options{
+	opts := secrets.Options{
 		Client: config.Client, Handler: reg, Namespace: systemNamespace, ClusterID: "config", Logger: logger,
-	})
+	}
+	if configure != nil {
+		configure(&opts)
+	}
+	ctrl, err := secrets.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

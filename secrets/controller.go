@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 
 	"github.com/horizon-mesh/horizon/network"
 )
@@ -76,8 +77,15 @@ type Options struct {
 	// already added keep serving, credential changes still apply, and once a cluster
 	// is removed the waiting keys are taken in Secret and key order. 256 when zero.
 	MaxClusters int
+	// ExpiryWarning is how long before a remote credential expires that its key is
+	// shown as expiring (CredentialExpiring) and a warning is logged. 0 turns the
+	// warning off; the expired state stays.
+	ExpiryWarning time.Duration
 	// Logger receives the controller's log lines; slog.Default() when nil.
 	Logger *slog.Logger
+	// Clock tells the time for credential expiry; the real clock when nil. Tests
+	// inject a fake one.
+	Clock clock.WithTicker
 }
 
 // AddFlags binds the options that come from the command line.
@@ -92,6 +100,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Load.AllowInsecureSkipTLSVerify, "remote-allow-insecure-skip-tls-verify", false, "let remote kubeconfigs set insecure-skip-tls-verify (no server certificate check); unsafe with untrusted secrets")
 	fs.BoolVar(&o.Load.AllowHTTP, "remote-allow-http", false, "let remote kubeconfigs name an http:// server (credentials sent in clear); unsafe with untrusted secrets")
 	fs.BoolVar(&o.Load.AllowProxyURL, "remote-allow-proxy-url", false, "let remote kubeconfigs set proxy-url (Horizon connects through a proxy the secret names); unsafe with untrusted secrets")
+	fs.DurationVar(&o.ExpiryWarning, "credential-expiry-warning", DefaultExpiryWarning,
+		"how long before a remote credential (token exp claim or client certificate) expires to show it as expiring and log a warning; 0: no warning")
 }
 
 // Validate checks the values that come from flags; New also checks the wiring.
@@ -109,6 +119,9 @@ func (o *Options) Validate() error {
 	if o.MaxClusters < 0 {
 		errs = append(errs, errors.New("--remote-max-clusters: must not be negative"))
 	}
+	if o.ExpiryWarning < 0 || o.ExpiryWarning > MaxExpiryWarning {
+		errs = append(errs, fmt.Errorf("--credential-expiry-warning %s: must be between 0 and %s", o.ExpiryWarning, MaxExpiryWarning))
+	}
 	if o.SecretsNamespace != "" {
 		if msgs := validation.IsDNS1123Label(o.SecretsNamespace); len(msgs) > 0 {
 			errs = append(errs, fmt.Errorf("--remote-secrets-namespace %q: %s", o.SecretsNamespace, strings.Join(msgs, "; ")))
@@ -122,6 +135,16 @@ const DefaultMaxKeysPerSecret = 100
 
 // DefaultMaxClusters is Options.MaxClusters when unset.
 const DefaultMaxClusters = 256
+
+// DefaultExpiryWarning is the --credential-expiry-warning default: a week.
+const DefaultExpiryWarning = 7 * 24 * time.Hour
+
+// MaxExpiryWarning bounds Options.ExpiryWarning: a year.
+const MaxExpiryWarning = 366 * 24 * time.Hour
+
+// expiryCheckInterval is how often credential expiries are checked for a warning to
+// log; statuses are computed when asked.
+const expiryCheckInterval = time.Minute
 
 // secretsNamespace is where remote Secrets are read.
 func (o *Options) secretsNamespace() string {
@@ -167,6 +190,18 @@ type KeyStatus struct {
 	State   KeyState          `json:"state"`
 	Error   string            `json:"error,omitempty"`
 	Updated time.Time         `json:"updated"`
+	// CredentialExpiry is when the credential of the kubeconfig last handed to the
+	// registry for this key expires (a token's exp claim, or the earliest NotAfter of
+	// the client certificate chain); zero when it cannot be read or no kubeconfig of
+	// this key was accepted. A later kubeconfig that is rejected does not change it:
+	// the cluster keeps the previous credential.
+	CredentialExpiry time.Time `json:"credentialExpiry,omitzero"`
+	// CredentialSource is what the expiry was read from: "token" or
+	// "client-certificate".
+	CredentialSource string `json:"credentialSource,omitempty"`
+	// CredentialState is CredentialExpiry judged at the time of the status; empty for
+	// a key whose cluster was never handed to the registry.
+	CredentialState CredentialState `json:"credentialState,omitempty"`
 }
 
 // keyRecord is what the worker remembers of one data key.
@@ -197,6 +232,8 @@ type Controller struct {
 	events      map[string]uint64      // guarded by mu; outcomes of key changes
 	refusals    map[RefusalKind]uint64 // guarded by mu; refused kubeconfigs by kind
 
+	// kick wakes the expiry checker after a change of statuses.
+	kick chan struct{}
 }
 
 // New returns a Controller; Run starts it.
@@ -216,6 +253,9 @@ func New(opts Options) (*Controller, error) {
 	if opts.MaxClusters == 0 {
 		opts.MaxClusters = DefaultMaxClusters
 	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
 	selector := network.LabelMultiCluster + "=true"
 	factory := informers.NewSharedInformerFactoryWithOptions(opts.Client, 0,
 		informers.WithNamespace(opts.secretsNamespace()),
@@ -230,6 +270,7 @@ func New(opts Options) (*Controller, error) {
 		owners:   map[network.ClusterID]types.NamespacedName{},
 		keys:     map[types.NamespacedName]map[string]*keyRecord{},
 		tooMany:  map[types.NamespacedName]KeyStatus{},
+		kick:     make(chan struct{}, 1),
 	}
 	_, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: c.enqueue,
@@ -291,11 +332,15 @@ func (c *Controller) Run(ctx context.Context) {
 	c.mu.Lock()
 	c.initialDone = true
 	c.mu.Unlock()
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		for c.processNext() {
 		}
+	}()
+	go func() {
+		defer wg.Done()
+		c.watchExpiry(ctx)
 	}()
 	<-ctx.Done()
 }
@@ -309,10 +354,20 @@ func (c *Controller) HasSynced() bool {
 
 // Status returns the state of every data key of every remote Secret, sorted by
 // Secret and key.
+//
+// A key whose cluster was handed to the registry carries its credential's expiry
+// and state, judged now.
 func (c *Controller) Status() []KeyStatus {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]KeyStatus(nil), c.status...)
+	out := append([]KeyStatus(nil), c.status...)
+	c.mu.Unlock()
+	now := c.opts.Clock.Now()
+	for i := range out {
+		if out[i].CredentialSource != "" || out[i].CredentialState != "" {
+			out[i].CredentialState = credentialState(out[i].CredentialExpiry, now, c.opts.ExpiryWarning)
+		}
+	}
+	return out
 }
 
 func (c *Controller) processNext() bool {
@@ -490,6 +545,9 @@ func (c *Controller) reconcileKey(name types.NamespacedName, key string, kubecon
 		log.Info("remote cluster added", "server", network.RedactServer(cfg.Host))
 	}
 	rec.active, rec.hash = true, sum
+	rec.status.CredentialExpiry, rec.status.CredentialSource = credentialExpiry(cfg)
+	// Marks the key as holding a credential, whose state Status judges.
+	rec.status.CredentialState = CredentialUnknown
 	set(KeyAccepted, "")
 	return false
 }
@@ -583,4 +641,58 @@ func (c *Controller) publishStatus() {
 	c.mu.Lock()
 	c.status = out
 	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// watchExpiry logs, once per credential, when a remote credential comes within the
+// warning window of its expiry and when it expires. It checks after every change of
+// statuses and every expiryCheckInterval, until ctx is done.
+func (c *Controller) watchExpiry(ctx context.Context) {
+	tick := c.opts.Clock.NewTicker(expiryCheckInterval)
+	defer tick.Stop()
+	// Secret/key → the credential (by expiry) and the state last logged for it.
+	type seen struct {
+		expiry time.Time
+		state  CredentialState
+	}
+	logged := map[string]seen{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C():
+		case <-c.kick:
+		}
+		now := c.opts.Clock.Now()
+		current := map[string]bool{}
+		for _, st := range c.Status() {
+			if st.CredentialExpiry.IsZero() {
+				continue
+			}
+			k := st.Secret + "[" + st.Key + "]"
+			current[k] = true
+			state := st.CredentialState
+			prev, ok := logged[k]
+			if ok && prev.expiry.Equal(st.CredentialExpiry) && prev.state == state {
+				continue
+			}
+			logged[k] = seen{st.CredentialExpiry, state}
+			attrs := []any{"secret", st.Secret, "key", st.Key, "cluster", st.Cluster, "credential", st.CredentialSource,
+				"expiry", st.CredentialExpiry.Format(time.RFC3339), "left", st.CredentialExpiry.Sub(now).Round(time.Second).String()}
+			switch state {
+			case CredentialExpiring:
+				c.log.Warn("remote credential expires soon; rotate it with create-remote-secret", attrs...)
+			case CredentialExpired:
+				c.log.Error("remote credential expired; the remote cluster will refuse it", attrs...)
+			}
+		}
+		for k := range logged {
+			if !current[k] {
+				delete(logged, k)
+			}
+		}
+	}
 }

@@ -10,6 +10,11 @@
 // Kubeconfig contents never appear in logs, errors or status: they name the Secret and
 // the key instead.
 //
+// Each accepted key's status carries when its credential expires (see KeyStatus),
+// judged against Options.ExpiryWarning whenever Status is called; a second goroutine
+// logs, once per credential, when one comes within the warning window and when it
+// expires.
+//
 // Concurrency: the Controller's state is owned by its single worker goroutine; Status
 // and HasSynced are safe to call from any goroutine. Handler methods are called from
 // the worker goroutine, one at a time.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
@@ -165,13 +166,15 @@ func TestOptionsFlags(t *testing.T) {
 		want    Options
 		wantErr string
 	}{
-		{name: "defaults", want: Options{Namespace: "istio-system", ClusterID: "Kubernetes", MaxKeysPerSecret: DefaultMaxKeysPerSecret, MaxClusters: DefaultMaxClusters}},
+		{name: "defaults", want: Options{Namespace: "istio-system", ClusterID: "Kubernetes", MaxKeysPerSecret: DefaultMaxKeysPerSecret, MaxClusters: DefaultMaxClusters,
+			ExpiryWarning: DefaultExpiryWarning}},
 		{name: "opt-ins", args: []string{"--remote-allow-insecure-skip-tls-verify", "--remote-allow-http", "--remote-allow-proxy-url", "--remote-max-keys-per-secret=5",
-			"--remote-max-clusters=7", "--remote-refuse-loopback", "--remote-secrets-namespace=horizon-remotes"},
-			want: Options{Namespace: "istio-system", SecretsNamespace: "horizon-remotes", ClusterID: "Kubernetes", MaxKeysPerSecret: 5, MaxClusters: 7,
+			"--remote-max-clusters=7", "--remote-refuse-loopback", "--remote-secrets-namespace=horizon-remotes", "--credential-expiry-warning=72h"},
+			want: Options{Namespace: "istio-system", SecretsNamespace: "horizon-remotes", ClusterID: "Kubernetes", MaxKeysPerSecret: 5, MaxClusters: 7, ExpiryWarning: 72 * time.Hour,
 				Load: LoadOptions{AllowInsecureSkipTLSVerify: true, AllowHTTP: true, AllowProxyURL: true, RefuseLoopback: true}}},
 		{name: "negative cap", args: []string{"--remote-max-keys-per-secret=-1"}, wantErr: "--remote-max-keys-per-secret: must not be negative"},
 		{name: "negative cluster cap", args: []string{"--remote-max-clusters=-1"}, wantErr: "--remote-max-clusters: must not be negative"},
+		{name: "negative expiry warning", args: []string{"--credential-expiry-warning=-1s"}, wantErr: "--credential-expiry-warning -1s: must be between 0 and"},
 		{name: "bad secrets namespace", args: []string{"--remote-secrets-namespace=Not_A_Namespace"}, wantErr: `--remote-secrets-namespace "Not_A_Namespace": `},
 	}
 	for _, tt := range tests {

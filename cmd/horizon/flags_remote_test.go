@@ -20,6 +20,8 @@ func TestRemoteAndDNSBoundFlags(t *testing.T) {
 		{[]string{"serve", "--gateway-dns-concurrency=-1"}, "--gateway-dns-concurrency: must not be negative"},
 		{[]string{"serve", "--gateway-dns-max-names=-1"}, "--gateway-dns-max-names: must not be negative"},
 		{[]string{"serve", "--gateway-dns-max-addresses=-1"}, "--gateway-dns-max-addresses: must not be negative"},
+		{[]string{"serve", "--credential-expiry-warning=-1h"}, "--credential-expiry-warning -1h0m0s: must be between 0 and"},
+		{[]string{"serve", "--credential-expiry-warning=9000h"}, "--credential-expiry-warning 9000h0m0s: must be between 0 and"},
 	} {
 		var out bytes.Buffer
 		err := run(t.Context(), tt.args, &out, &out)
@@ -33,7 +35,7 @@ func TestRemoteAndDNSBoundFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, flag := range []string{"--remote-max-clusters", "--remote-secrets-namespace", "--remote-refuse-loopback",
-		"--gateway-dns-refresh-interval", "--gateway-dns-concurrency", "--gateway-dns-max-names", "--gateway-dns-max-addresses"} {
+		"--gateway-dns-refresh-interval", "--gateway-dns-concurrency", "--gateway-dns-max-names", "--gateway-dns-max-addresses", "--credential-expiry-warning"} {
 		if !strings.Contains(out.String(), flag) {
 			t.Errorf("serve --help does not mention %s", flag)
 		}

@@ -41,6 +41,9 @@ const (
 	remoteSecretPrefix = "istio-remote-secret-"
 	// minTokenTTL is the shortest expiration the TokenRequest API accepts.
 	minTokenTTL = 10 * time.Minute
+	// maxTokenTTL is the longest expiration the TokenRequest API accepts (2^32
+	// seconds); an API server may cap it lower (--service-account-max-token-expiration).
+	maxTokenTTL = (1 << 32) * time.Second
 	// tokenPollInterval is how often the token Secret is read while waiting for the
 	// cluster to fill it in.
 	tokenPollInterval = 250 * time.Millisecond
@@ -74,6 +77,11 @@ type remoteSecretOptions struct {
 	tokenWait time.Duration
 	// tokenTTL is the lifetime asked of the TokenRequest API in that fallback.
 	tokenTTL time.Duration
+	// tokenDuration, when set, asks the TokenRequest API for a bound token of this
+	// lifetime instead of using a token Secret.
+	tokenDuration time.Duration
+	// explicitTokenTTL is set when --token-ttl was given.
+	explicitTokenTTL bool
 }
 
 func (o *remoteSecretOptions) addFlags(fs *pflag.FlagSet) {
@@ -88,6 +96,9 @@ func (o *remoteSecretOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.secretName, "secret-name", "", `name of the printed Secret (empty: "`+remoteSecretPrefix+`<name>")`)
 	fs.DurationVar(&o.tokenWait, "token-wait", 30*time.Second, "how long to wait for the cluster to fill in the service account's token Secret")
 	fs.DurationVar(&o.tokenTTL, "token-ttl", 365*24*time.Hour, "lifetime of the time-limited token used when the token Secret is not filled in")
+	fs.DurationVar(&o.tokenDuration, "token-duration", 0,
+		"issue a bound token of this lifetime through the TokenRequest API (at least 10m; the API server may cap it at its --service-account-max-token-expiration) "+
+			"instead of a non-expiring token Secret; run again and apply before it expires (0: token Secret)")
 }
 
 // validate checks what can be checked before talking to the cluster.
@@ -129,6 +140,14 @@ func (o *remoteSecretOptions) validate() error {
 	}
 	if o.tokenTTL < minTokenTTL {
 		errs = append(errs, fmt.Errorf("--token-ttl: must be at least %s", minTokenTTL))
+	} else if o.tokenTTL > maxTokenTTL {
+		errs = append(errs, fmt.Errorf("--token-ttl: must be at most %s", maxTokenTTL))
+	}
+	if o.tokenDuration != 0 && (o.tokenDuration < minTokenTTL || o.tokenDuration > maxTokenTTL) {
+		errs = append(errs, fmt.Errorf("--token-duration %s: must be 0 (token Secret) or between %s (the TokenRequest API's minimum) and %s", o.tokenDuration, minTokenTTL, maxTokenTTL))
+	}
+	if o.tokenDuration != 0 && o.explicitTokenTTL {
+		errs = append(errs, errors.New("--token-duration and --token-ttl: give one; --token-ttl is the lifetime of the fallback used when the token Secret is not filled in"))
 	}
 	return errors.Join(errs...)
 }
@@ -153,6 +172,7 @@ func createRemoteSecret(ctx context.Context, args []string, stdout, stderr io.Wr
 		return err
 	}
 	o.explicitServiceAccount = fs.Changed("service-account")
+	o.explicitTokenTTL = fs.Changed("token-ttl")
 	if err := o.validate(); err != nil {
 		return usageError{err}
 	}
@@ -345,6 +365,21 @@ func ensureReaderBinding(ctx context.Context, cs kubernetes.Interface, ns, sa st
 // and warns on stderr.
 func (o *remoteSecretOptions) readerToken(ctx context.Context, cs kubernetes.Interface, stderr io.Writer) (token string, ca []byte, err error) {
 	ns, sa := o.namespace, o.serviceAccount
+	if o.tokenDuration > 0 {
+		token, exp, err := o.requestToken(ctx, cs, o.tokenDuration)
+		if err != nil {
+			return "", nil, err
+		}
+		// The API server issues a shorter token than asked when the request is over its
+		// --service-account-max-token-expiration; say so rather than let it expire early.
+		if asked := time.Now().Add(o.tokenDuration); exp.Before(asked.Add(-time.Minute)) {
+			fmt.Fprintf(stderr, "warning: asked for a token valid for %s, the API server issued one valid until %s (its --service-account-max-token-expiration caps tokens)\n",
+				o.tokenDuration, exp.UTC().Format(time.RFC3339))
+		}
+		fmt.Fprintf(stderr, "token for service account %s/%s expires at %s: run create-remote-secret again and apply its output before then\n",
+			ns, sa, exp.UTC().Format(time.RFC3339))
+		return token, nil, nil
+	}
 	secrets := cs.CoreV1().Secrets(ns)
 	name := sa + "-token"
 	s, err := secrets.Create(ctx, &corev1.Secret{
@@ -378,20 +413,33 @@ func (o *remoteSecretOptions) readerToken(ctx context.Context, cs kubernetes.Int
 		return string(s.Data[corev1.ServiceAccountTokenKey]), s.Data[corev1.ServiceAccountRootCAKey], nil
 	}
 
-	secs := int64(o.tokenTTL / time.Second)
+	token, exp, err := o.requestToken(ctx, cs, o.tokenTTL)
+	if err != nil {
+		return "", nil, err
+	}
+	fmt.Fprintf(stderr, "warning: the remote cluster did not fill in token Secret %s/%s within %s (is its token controller running?); "+
+		"using a time-limited token from the TokenRequest API instead, which expires at %s: run create-remote-secret again before then\n",
+		ns, name, o.tokenWait, exp.UTC().Format(time.RFC3339))
+	return token, nil, nil
+}
+
+// requestToken asks the TokenRequest API (the service account's token subresource)
+// for a token of the reader service account valid for ttl. The token is bound to the
+// service account: deleting the account revokes it. It returns the token and when it
+// expires, as the API server says.
+func (o *remoteSecretOptions) requestToken(ctx context.Context, cs kubernetes.Interface, ttl time.Duration) (string, time.Time, error) {
+	ns, sa := o.namespace, o.serviceAccount
+	secs := int64(ttl / time.Second)
 	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &secs},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		return "", nil, fmt.Errorf("request a token for service account %s/%s: %w", ns, sa, err)
+		return "", time.Time{}, fmt.Errorf("request a token for service account %s/%s: %w", ns, sa, err)
 	}
 	if tr.Status.Token == "" {
-		return "", nil, fmt.Errorf("request a token for service account %s/%s: the API server returned no token", ns, sa)
+		return "", time.Time{}, fmt.Errorf("request a token for service account %s/%s: the API server returned no token", ns, sa)
 	}
-	fmt.Fprintf(stderr, "warning: the remote cluster did not fill in token Secret %s/%s within %s (is its token controller running?); "+
-		"using a time-limited token from the TokenRequest API instead, which expires at %s: run create-remote-secret again before then\n",
-		ns, name, o.tokenWait, tr.Status.ExpirationTimestamp.UTC().Format(time.RFC3339))
-	return tr.Status.Token, nil, nil
+	return tr.Status.Token, tr.Status.ExpirationTimestamp.Time, nil
 }
 
 // tokenFilled reports whether the cluster has filled in token Secret s.

@@ -468,6 +468,10 @@ func TestCreateRemoteSecretBadFlags(t *testing.T) {
 		{"bad duration", []string{"--kubeconfig=k", "--token-wait=soon"}, `invalid argument "soon"`},
 		{"negative token wait", []string{"--kubeconfig=k", "--token-wait=-1s"}, "--token-wait: must not be negative"},
 		{"short token TTL", []string{"--kubeconfig=k", "--token-ttl=1m"}, "--token-ttl: must be at least 10m0s"},
+		{"short token duration", []string{"--kubeconfig=k", "--token-duration=5m"}, "--token-duration 5m0s: must be 0 (token Secret) or between 10m0s"},
+		{"negative token duration", []string{"--kubeconfig=k", "--token-duration=-1h"}, "--token-duration -1h0m0s: must be 0"},
+		{"token duration past the API's maximum", []string{"--kubeconfig=k", "--token-duration=1200000h"}, "--token-duration 1200000h0m0s: must be 0"},
+		{"token duration and TTL", []string{"--kubeconfig=k", "--token-duration=1h", "--token-ttl=2h"}, "--token-duration and --token-ttl: give one"},
 		{"missing kubeconfig file", []string{"--kubeconfig=/nonexistent/kubeconfig"}, "load --kubeconfig"},
 	}
 	for _, tt := range tests {
@@ -500,7 +504,7 @@ func TestCreateRemoteSecretHelp(t *testing.T) {
 	if err := run(t.Context(), []string{"create-remote-secret", "--help"}, &out, &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, flag := range []string{"--kubeconfig", "--context", "--name", "--namespace", "--service-account", "--server", "--secret-name", "--token-wait", "--token-ttl"} {
+	for _, flag := range []string{"--kubeconfig", "--context", "--name", "--namespace", "--service-account", "--server", "--secret-name", "--token-wait", "--token-ttl", "--token-duration"} {
 		if !strings.Contains(out.String(), flag) {
 			t.Errorf("create-remote-secret --help does not mention %s", flag)
 		}

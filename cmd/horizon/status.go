@@ -75,14 +75,24 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	} else {
 		printStatus(stdout, rep)
 	}
-	bad := 0
+	bad, expired := 0, 0
 	for _, c := range rep.Clusters {
 		if c.State == clusterregistry.StateError || c.State == clusterregistry.StateTimedOut || c.State == clusterregistry.StateStale {
 			bad++
 		}
 	}
-	if bad > 0 {
+	for _, s := range rep.Secrets {
+		if s.CredentialState == secrets.CredentialExpired {
+			expired++
+		}
+	}
+	switch {
+	case bad > 0 && expired > 0:
+		return fmt.Errorf("%d cluster(s) in error, timed out or unreachable, %d remote credential(s) expired: %w", bad, expired, errClustersInError)
+	case bad > 0:
 		return fmt.Errorf("%d cluster(s) in error, timed out or unreachable: %w", bad, errClustersInError)
+	case expired > 0:
+		return fmt.Errorf("%d remote credential(s) expired: %w", expired, errClustersInError)
 	}
 	return nil
 }
@@ -154,6 +164,36 @@ func ago(t time.Time) string {
 	return time.Since(t).Round(time.Second).String() + " ago"
 }
 
+// credentialLeft is the CREDENTIAL column: the time left before the cluster's remote
+// credential expires ("23h", "6d", "45m"), "(warning)" added within
+// --credential-expiry-warning, "expired" once past, "-" when unknown or not a remote
+// cluster.
+func credentialLeft(k *secrets.KeyStatus, now time.Time) string {
+	if k == nil || k.CredentialExpiry.IsZero() {
+		return "-"
+	}
+	if k.CredentialState == secrets.CredentialExpired {
+		return "expired"
+	}
+	left := k.CredentialExpiry.Sub(now)
+	var out string
+	switch {
+	case left <= 0:
+		// Expired by this host's clock, not yet by the server's.
+		out = "0m"
+	case left >= 48*time.Hour:
+		out = fmt.Sprintf("%dd", int(left/(24*time.Hour)))
+	case left >= time.Hour:
+		out = fmt.Sprintf("%dh", int(left/time.Hour))
+	default:
+		out = fmt.Sprintf("%dm", int(left/time.Minute))
+	}
+	if k.CredentialState == secrets.CredentialExpiring {
+		out += " (warning)"
+	}
+	return out
+}
+
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -191,7 +231,15 @@ func apiRequests(a clusterregistry.APIRequests) string {
 func printStatus(out io.Writer, rep statusReport) {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "CLUSTERS")
-	fmt.Fprintln(w, "ID\tSOURCE\tSERVER\tSTATE\tSERVICES\tENDPOINTS\tSCOPE\tAPI REQUESTS\tLAST SYNC\tLAST ERROR")
+	fmt.Fprintln(w, "ID\tSOURCE\tSERVER\tSTATE\tSERVICES\tENDPOINTS\tSCOPE\tAPI REQUESTS\tCREDENTIAL\tLAST SYNC\tLAST ERROR")
+	// The key each remote cluster's credential came from.
+	creds := map[string]*secrets.KeyStatus{}
+	for i, s := range rep.Secrets {
+		if s.CredentialState != "" {
+			creds[string(s.Cluster)] = &rep.Secrets[i]
+		}
+	}
+	now := time.Now()
 	for _, c := range rep.Clusters {
 		state := string(c.State)
 		if c.Withdrawn {
@@ -202,8 +250,8 @@ func printStatus(out io.Writer, rep statusReport) {
 		if c.Rotation != nil {
 			state += " (rotating: " + string(c.Rotation.State) + ")"
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", c.ID, c.Source, c.Server, state, c.Services, c.Endpoints, scope(c.Scope),
-			apiRequests(c.APIRequests), ago(c.SyncedAt), dash(c.LastError))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.Source, c.Server, state, c.Services, c.Endpoints, scope(c.Scope),
+			apiRequests(c.APIRequests), credentialLeft(creds[string(c.ID)], now), ago(c.SyncedAt), dash(c.LastError))
 	}
 
 	fmt.Fprintln(w, "\nNETWORKS\tENDPOINTS FROM\tGATEWAYS")
@@ -260,6 +308,14 @@ func printStatus(out io.Writer, rep statusReport) {
 		fmt.Fprintf(out, "meshNetworks: %s, generation %d, no rejected edit\n", dash(rep.Networks.Status.Source), rep.Networks.Status.Generation)
 	}
 	for _, s := range rep.Secrets {
+		switch s.CredentialState {
+		case secrets.CredentialExpiring:
+			fmt.Fprintf(out, "remote secret %s key %q: credential (%s) expires at %s: rotate it (create-remote-secret, then apply)\n",
+				s.Secret, s.Key, s.CredentialSource, s.CredentialExpiry.UTC().Format(time.RFC3339))
+		case secrets.CredentialExpired:
+			fmt.Fprintf(out, "remote secret %s key %q: credential (%s) expired at %s: the remote cluster refuses it; rotate it (create-remote-secret, then apply)\n",
+				s.Secret, s.Key, s.CredentialSource, s.CredentialExpiry.UTC().Format(time.RFC3339))
+		}
 		switch {
 		case s.State == secrets.KeyAccepted:
 		case s.Key == "":

@@ -149,6 +149,9 @@ func (e *Environment) StartClusterWith(ctx context.Context, name string, opts Cl
 	if err := writeServiceAccountKey(filepath.Join(dir, "sa.key")); err != nil {
 		return nil, err
 	}
+	if err := writeClientCA(dir); err != nil {
+		return nil, err
+	}
 	tokens := filepath.Join(dir, "tokens.csv")
 	if err := os.WriteFile(tokens, []byte(adminToken+`,horizon-admin,horizon-admin,"system:masters"`+"\n"), 0o600); err != nil {
 		return nil, err
@@ -220,6 +223,7 @@ func (c *Cluster) startAPIServer() (*process, error) {
 		"--secure-port="+strconv.Itoa(c.port),
 		"--cert-dir="+filepath.Join(c.dir, "certs"),
 		"--token-auth-file="+filepath.Join(c.dir, "tokens.csv"),
+		"--client-ca-file="+filepath.Join(c.dir, clientCACert),
 		"--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file="+filepath.Join(c.dir, "sa.key"),

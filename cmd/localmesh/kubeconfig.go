@@ -88,15 +88,8 @@ func (c *Cluster) ensureReader(ctx context.Context, namespace, name string) erro
 	if _, err := c.Client.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); create(err) != nil {
 		return fmt.Errorf("create service account %s/%s: %w", namespace, name, err)
 	}
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: ReaderRole},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"services", "pods", "nodes", "namespaces", "secrets", "configmaps"}, Verbs: []string{"get", "list", "watch"}},
-			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
-		},
-	}
-	if _, err := c.Client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); create(err) != nil {
-		return fmt.Errorf("create cluster role: %w", err)
+	if err := c.ensureReaderRole(ctx); err != nil {
+		return err
 	}
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: ReaderRole + "-" + namespace + "-" + name},
@@ -105,6 +98,21 @@ func (c *Cluster) ensureReader(ctx context.Context, namespace, name string) erro
 	}
 	if _, err := c.Client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); create(err) != nil {
 		return fmt.Errorf("create cluster role binding: %w", err)
+	}
+	return nil
+}
+
+// ensureReaderRole creates ReaderRole if it does not exist.
+func (c *Cluster) ensureReaderRole(ctx context.Context) error {
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: ReaderRole},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"services", "pods", "nodes", "namespaces", "secrets", "configmaps"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+		},
+	}
+	if _, err := c.Client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create cluster role: %w", err)
 	}
 	return nil
 }

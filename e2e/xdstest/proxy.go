@@ -51,15 +51,20 @@ type Options struct {
 	// Plain uses a plain EDS stream (EndpointDiscoveryService) instead of ADS; CDS
 	// and Delta are then ignored.
 	Plain bool
+	// Observe, when set, is called with every resource received, in order, once it is
+	// decoded and validated. It runs on the stream's goroutine and must not call the
+	// Proxy's methods.
+	Observe func(typeURL string, m proto.Message)
 }
 
 // Proxy is a proxy's ADS stream as Envoy drives it: it subscribes, ACKs every
 // response, and keeps the latest version of each resource. Every resource received
 // is checked with Envoy's own proto validation; an invalid one fails the test.
 type Proxy struct {
-	t     *testing.T
-	delta bool
-	node  *corev3.Node
+	t       *testing.T
+	delta   bool
+	node    *corev3.Node
+	observe func(typeURL string, m proto.Message)
 
 	mu        sync.Mutex
 	resources map[string]map[string]proto.Message // type → name → resource
@@ -97,7 +102,8 @@ func Connect(t *testing.T, addr string, node *corev3.Node, opts Options) *Proxy 
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Proxy{t: t, delta: delta, node: node, resources: map[string]map[string]proto.Message{}, received: map[string]int{}, byType: map[string]int{}}
+	p := &Proxy{t: t, delta: delta, node: node, observe: opts.Observe,
+		resources: map[string]map[string]proto.Message{}, received: map[string]int{}, byType: map[string]int{}}
 	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 	done := make(chan struct{})
 	t.Cleanup(func() {
@@ -237,6 +243,9 @@ func (p *Proxy) store(typ, name string, a *anypb.Any) {
 	}
 	p.received[typ+" "+name]++
 	p.resources[typ][name] = m
+	if p.observe != nil {
+		p.observe(typ, m)
+	}
 }
 
 // CLA returns the latest ClusterLoadAssignment named name, or nil.

@@ -180,6 +180,8 @@ type statusCollector struct {
 	reloads    *prometheus.Desc
 	rejections *prometheus.Desc
 	refusals   *prometheus.Desc
+	credExpiry *prometheus.Desc
+	credStates *prometheus.Desc
 	dnsLookups *prometheus.Desc
 	dnsFailed  *prometheus.Desc
 	dnsNames   *prometheus.Desc
@@ -199,6 +201,11 @@ func newStatusCollector(h *Horizon) *statusCollector {
 		rejections: prometheus.NewDesc("horizon_mesh_networks_rejections_total", "meshNetworks edits rejected.", nil, nil),
 		refusals: prometheus.NewDesc("horizon_remote_kubeconfig_refusals_total",
 			"Remote kubeconfigs refused, by the kind of field that made them unusable; each refused kubeconfig counts once.", []string{"field"}, nil),
+		credExpiry: prometheus.NewDesc("horizon_remote_credential_expiry_timestamp_seconds",
+			"When the credential of each remote cluster expires (token exp claim or client certificate NotAfter), in seconds since the epoch; absent when it cannot be read.",
+			[]string{"cluster"}, nil),
+		credStates: prometheus.NewDesc("horizon_remote_credentials",
+			"Remote credentials by state: valid, expiring (within --credential-expiry-warning), expired, unknown.", []string{"state"}, nil),
 		dnsLookups: prometheus.NewDesc("horizon_gateway_dns_lookups_total", "DNS look-ups of gateway names.", nil, nil),
 		dnsFailed:  prometheus.NewDesc("horizon_gateway_dns_lookup_failures_total", "DNS look-ups of gateway names that failed (the previous answer is kept).", nil, nil),
 		dnsNames:   prometheus.NewDesc("horizon_gateway_dns_names", "Gateway DNS names resolved and cached.", nil, nil),
@@ -212,7 +219,7 @@ func newStatusCollector(h *Horizon) *statusCollector {
 
 func (s *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{s.clusters, s.syncTime, s.timedOut, s.secretKeys, s.secretEvts, s.reloads, s.rejections,
-		s.refusals, s.dnsLookups, s.dnsFailed, s.dnsNames, s.dnsRefused, s.requests} {
+		s.refusals, s.credExpiry, s.credStates, s.dnsLookups, s.dnsFailed, s.dnsNames, s.dnsRefused, s.requests} {
 		ch <- d
 	}
 }
@@ -243,8 +250,23 @@ func (s *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(s.clusters, prometheus.GaugeValue, float64(n), string(state))
 	}
 	keys := map[secrets.KeyState]int{}
+	creds := map[secrets.CredentialState]int{}
+	expiries := map[network.ClusterID]bool{}
 	for _, k := range s.h.secrets.Status() {
 		keys[k.State]++
+		if k.CredentialState == "" {
+			continue // no credential of this key was handed to the registry
+		}
+		creds[k.CredentialState]++
+		// One series per remote cluster: the controller hands each cluster ID to the
+		// registry from one key only, and at most --remote-max-clusters of them.
+		if !k.CredentialExpiry.IsZero() && !expiries[k.Cluster] {
+			expiries[k.Cluster] = true
+			ch <- prometheus.MustNewConstMetric(s.credExpiry, prometheus.GaugeValue, float64(k.CredentialExpiry.UnixNano())/1e9, string(k.Cluster))
+		}
+	}
+	for _, state := range secrets.CredentialStates {
+		ch <- prometheus.MustNewConstMetric(s.credStates, prometheus.GaugeValue, float64(creds[state]), string(state))
 	}
 	for _, state := range []secrets.KeyState{secrets.KeyAccepted, secrets.KeyRejected, secrets.KeyDuplicate, secrets.KeyIgnored, secrets.KeyTooMany, secrets.KeyTooManyClusters} {
 		ch <- prometheus.MustNewConstMetric(s.secretKeys, prometheus.GaugeValue, float64(keys[state]), string(state))
