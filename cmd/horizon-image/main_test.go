@@ -64,8 +64,14 @@ func TestImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := fromTar.Digest(); err != nil || got.String() != d1 {
-		t.Errorf("the tarball's image is %v (%v), want %s", got, err, d1)
+	// The tarball is in the container engines' format, whose manifest differs; its
+	// config is the same.
+	want, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := fromTar.ConfigName(); err != nil || got != want {
+		t.Errorf("the tarball's image config is %v (%v), want %s", got, err, want)
 	}
 
 	mt, err := img.MediaType()
