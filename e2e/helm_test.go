@@ -298,8 +298,9 @@ func documentedValues(t *testing.T, data []byte) []string {
 		} else {
 			if strings.TrimSpace(m[3]) != "" {
 				t.Errorf("charts/horizon/values.yaml: value %s has no \"# --\" comment", p)
+			} else {
+				parents[p] = true
 			}
-			parents[p] = true
 		}
 		stack = append(stack, frame{indent: indent, name: m[2], documented: docComment})
 		docComment = false
@@ -721,14 +722,10 @@ func installSection(t *testing.T) string {
 	return s
 }
 
-// shellWords splits a command line at spaces and drops the quotes around words; the
-// README's commands need no more.
+// shellWords splits a command line at spaces and drops double quotes; the README's
+// commands need no more.
 func shellWords(line string) []string {
-	var out []string
-	for _, w := range strings.Fields(line) {
-		out = append(out, strings.Trim(w, `"'`))
-	}
-	return out
+	return strings.Fields(strings.ReplaceAll(line, `"`, ""))
 }
 
 // TestReadmeInstall checks the commands of README.md's "Install on your clusters":
