@@ -9,6 +9,8 @@ GOTAGS    ?= vtprotobuf
 export GOFLAGS := $(strip $(GOFLAGS) -tags=$(GOTAGS))
 TESTBIN   := $(shell bash hack/testbin.sh --dir)
 export HORIZON_TESTBIN := $(TESTBIN)
+# helm for the chart tests, built by hack/helm.sh; the tests find it here.
+export HORIZON_HELM := $(shell bash hack/helm.sh --path)
 GOTESTFLAGS ?=
 
 .DEFAULT_GOAL := help
@@ -30,8 +32,16 @@ demo: deps testbin build ## Run the mission on two local clusters: remote secret
 	@bin/horizon-demo
 
 .PHONY: testbin
-testbin: ## Build etcd, kube-apiserver and kube-controller-manager for tests into the cache (once per machine; ~15 min the first time).
+testbin: helm ## Build etcd, kube-apiserver and kube-controller-manager (and helm) for tests into the cache (once per machine; ~15 min the first time).
 	@GOFLAGS='$(filter-out -tags=%,$(GOFLAGS))' bash hack/testbin.sh >/dev/null
+
+.PHONY: helm
+helm: ## Build helm from the Go module proxy into the cache, for the chart tests (once per machine).
+	@bash hack/helm.sh >/dev/null
+
+.PHONY: image
+image: ## Build the OCI image of horizon into bin/horizon-image.oci (an OCI layout, and bin/horizon-image.tar; reproducible, no container engine).
+	$(GO) run ./cmd/horizon-image -o bin/horizon-image.oci --tarball bin/horizon-image.tar
 
 .PHONY: test
 # eds runs again without the build tags, for marshal's fallback encoder.
