@@ -47,6 +47,11 @@ func TestExamplesEnvoyBootstrap(t *testing.T) {
 			if got := eds.ViewOf(b.GetNode()); !reflect.DeepEqual(got, tc.view) {
 				t.Errorf("Horizon sees the node as %+v, want %+v", got, tc.view)
 			}
+			// Horizon ranks endpoints by the proxy's locality for traffic
+			// distribution; a bootstrap without one is a proxy of nowhere.
+			if loc := b.GetNode().GetLocality(); loc.GetRegion() == "" || loc.GetZone() == "" {
+				t.Errorf("node locality = %v, want a region and a zone", loc)
+			}
 			if addr := b.GetAdmin().GetAddress().GetSocketAddress(); addr.GetAddress() != "127.0.0.1" || addr.GetPortValue() != 15000 {
 				t.Errorf("admin on %s:%d, want 127.0.0.1:15000", addr.GetAddress(), addr.GetPortValue())
 			}

@@ -75,6 +75,15 @@ func TestExamplesReadme(t *testing.T) {
 	if err := protojson.Unmarshal(b.Node, node); err != nil {
 		t.Fatal(err)
 	}
+	// Node's @grpc/grpc-js-xds refuses a bootstrap whose node has no locality
+	// ("locality field missing in node element"), even an empty one.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b.Node, &fields); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fields["locality"]; !ok || node.GetLocality().GetRegion() == "" || node.GetLocality().GetZone() == "" {
+		t.Errorf("the proxyless bootstrap's node has locality %v, want a region and a zone: Node's xDS client refuses a node without locality", node.GetLocality())
+	}
 	if got, want := eds.ViewOf(node), (eds.View{Role: eds.RoleGRPC, Network: "network1"}); !reflect.DeepEqual(got, want) {
 		t.Errorf("Horizon sees the proxyless client as %+v, want %+v", got, want)
 	}

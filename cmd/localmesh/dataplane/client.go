@@ -21,14 +21,28 @@ type Client struct {
 	client testgrpc.TestServiceClient
 }
 
-// Bootstrap returns grpc-go's xDS bootstrap for a client on network at xdsAddr,
-// whose certificate provider instance "default" reads certs' files. An empty network
-// leaves NETWORK out of the node metadata, as a sidecar of a cluster installed without
-// a network sends it.
-func Bootstrap(xdsAddr, nodeID, network string, certs *Certs) ([]byte, error) {
+// Locality is where a client runs: the region, zone and subzone of its Kubernetes
+// node, sent as its xDS node's locality.
+type Locality struct {
+	Region, Zone, SubZone string
+}
+
+// Bootstrap returns a proxyless client's xDS bootstrap for a client on network at
+// xdsAddr in locality loc, whose certificate provider instance "default" reads
+// certs' files. An empty network leaves NETWORK out of the node metadata, as a
+// sidecar of a cluster installed without a network sends it. The node always has a
+// locality (empty fields left out): Node's @grpc/grpc-js-xds refuses a bootstrap
+// whose node has none.
+func Bootstrap(xdsAddr, nodeID, network string, loc Locality, certs *Certs) ([]byte, error) {
 	metadata := map[string]any{"GENERATOR": "grpc"}
 	if network != "" {
 		metadata["NETWORK"] = network
+	}
+	locality := map[string]string{}
+	for k, v := range map[string]string{"region": loc.Region, "zone": loc.Zone, "sub_zone": loc.SubZone} {
+		if v != "" {
+			locality[k] = v
+		}
 	}
 	return json.Marshal(map[string]any{
 		"xds_servers": []any{map[string]any{
@@ -38,6 +52,7 @@ func Bootstrap(xdsAddr, nodeID, network string, certs *Certs) ([]byte, error) {
 		}},
 		"node": map[string]any{
 			"id":       nodeID,
+			"locality": locality,
 			"metadata": metadata,
 		},
 		"certificate_providers": map[string]any{
@@ -55,9 +70,9 @@ func Bootstrap(xdsAddr, nodeID, network string, certs *Certs) ([]byte, error) {
 }
 
 // Dial connects to xds:///target (host:port) through Horizon at xdsAddr, as a client
-// on network (empty: none named; see Bootstrap).
-func Dial(xdsAddr, nodeID, network, target string, certs *Certs) (*Client, error) {
-	bootstrap, err := Bootstrap(xdsAddr, nodeID, network, certs)
+// on network (empty: none named; see Bootstrap) in locality loc.
+func Dial(xdsAddr, nodeID, network string, loc Locality, target string, certs *Certs) (*Client, error) {
+	bootstrap, err := Bootstrap(xdsAddr, nodeID, network, loc, certs)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,10 @@
 //
 //   {"calls":N,"failed":F,"versions":{"v1":K,...},"results":[{"version":"v1","pod":"...","ms":1.2}|{"error":"..."},...]}
 //
+// Each call waits for a ready connection until its deadline (--timeout-ms, 5000), as
+// grpc-go's WaitForReady; with --no-wait-for-ready a call fails at once while the
+// channel has no ready connection, with the reason (a resolver error, say).
+//
 // --sni sets grpc.ssl_target_name_override: @grpc/grpc-js-xds ignores the cluster's
 // UpstreamTlsContext.sni and sends the target's host as SNI, which a passthrough
 // gateway cannot route. Usage errors exit 2.
@@ -30,12 +34,12 @@ const MAX_TIMEOUT_MS = 60000;
 
 function usage(msg) {
   process.stderr.write(`nodeclient: ${msg}\n` +
-    'usage: node client.js --target xds:///<host>:<port> [--sni NAME] (--calls N | --stdin) [--timeout-ms MS]\n');
+    'usage: node client.js --target xds:///<host>:<port> [--sni NAME] (--calls N | --stdin) [--timeout-ms MS] [--no-wait-for-ready]\n');
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const opts = { target: '', sni: '', calls: 0, stdin: false, timeoutMs: 5000 };
+  const opts = { target: '', sni: '', calls: 0, stdin: false, timeoutMs: 5000, waitForReady: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
@@ -48,6 +52,7 @@ function parseArgs(argv) {
       case '--calls': opts.calls = count('--calls', value(), MAX_CALLS); break;
       case '--timeout-ms': opts.timeoutMs = count('--timeout-ms', value(), MAX_TIMEOUT_MS); break;
       case '--stdin': opts.stdin = true; break;
+      case '--no-wait-for-ready': opts.waitForReady = false; break;
       default: usage(`unknown argument ${JSON.stringify(a)}`);
     }
   }
@@ -74,13 +79,12 @@ function newClient(opts) {
   return new TestService(opts.target, creds, channelOptions);
 }
 
-// call makes one call, waiting for a ready connection until its deadline as
-// grpc-go's client in the Go tests does, and resolves to its result.
-function call(client, timeoutMs) {
-  const md = new grpc.Metadata({ waitForReady: true });
+// call makes one call and resolves to its result.
+function call(client, opts) {
+  const md = new grpc.Metadata({ waitForReady: opts.waitForReady });
   const start = process.hrtime.bigint();
   return new Promise((resolve) => {
-    client.UnaryCall({ fill_server_id: true }, md, { deadline: Date.now() + timeoutMs }, (err, resp) => {
+    client.UnaryCall({ fill_server_id: true }, md, { deadline: Date.now() + opts.timeoutMs }, (err, resp) => {
       const ms = Number(process.hrtime.bigint() - start) / 1e6;
       if (err) resolve({ error: `${grpc.status[err.code] || err.code}: ${err.details || err.message}`, ms });
       else resolve({ version: resp.server_id, pod: resp.hostname, ms });
@@ -88,10 +92,10 @@ function call(client, timeoutMs) {
   });
 }
 
-async function batch(client, n, timeoutMs) {
+async function batch(client, n, opts) {
   const out = { calls: n, failed: 0, versions: {}, results: [] };
   for (let i = 0; i < n; i++) {
-    const r = await call(client, timeoutMs);
+    const r = await call(client, opts);
     if (r.error) out.failed++;
     else out.versions[r.version] = (out.versions[r.version] || 0) + 1;
     out.results.push(r);
@@ -103,7 +107,7 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const client = newClient(opts);
   if (!opts.stdin) {
-    const out = await batch(client, opts.calls, opts.timeoutMs);
+    const out = await batch(client, opts.calls, opts);
     process.stdout.write(JSON.stringify(out) + '\n');
     client.close();
     process.exit(out.failed > 0 ? 1 : 0);
@@ -116,7 +120,7 @@ async function main() {
       process.stdout.write(JSON.stringify({ error: `input line ${JSON.stringify(s.slice(0, 40))}: want a number of calls, 1 to ${MAX_CALLS}` }) + '\n');
       continue;
     }
-    process.stdout.write(JSON.stringify(await batch(client, Number(s), opts.timeoutMs)) + '\n');
+    process.stdout.write(JSON.stringify(await batch(client, Number(s), opts)) + '\n');
   }
   client.close();
   process.exit(0);
