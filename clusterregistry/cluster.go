@@ -336,11 +336,12 @@ func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) 
 	// way, or with the cluster-wide scope past the bound: not served.
 	if svc, err := ws.services.Services(key.Namespace).Get(key.Name); err == nil && ws.selects(key.Namespace) {
 		shard = translate(shardSource{
-			cluster: c.id,
-			slices:  ws.slices,
-			pods:    ws.pods,
-			nodes:   ws.nodes,
-			network: nsNetwork,
+			cluster:        c.id,
+			slices:         ws.slices,
+			pods:           ws.pods,
+			nodes:          ws.nodes,
+			network:        nsNetwork,
+			nsDistribution: namespaceDistribution(ws.namespaces, key.Namespace),
 		}, host, svc)
 	}
 

@@ -1,6 +1,7 @@
 package clusterregistry
 
 import (
+	"fmt"
 	"sort"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,6 +27,9 @@ type shardSource struct {
 	// network is the system namespace's network label: the network of the endpoints
 	// whose pod names none.
 	network network.NetworkID
+	// nsDistribution is the networking.istio.io/traffic-distribution annotation of
+	// the service's namespace.
+	nsDistribution string
 }
 
 // translate returns what src serves for svc under host; nil for an ExternalName
@@ -40,7 +44,9 @@ type shardSource struct {
 // a zone the node does not have.
 //
 // The Service keeps its selector, and each port its target port: a named one is
-// resolved from that port's endpoints, whose slice ports are numbers.
+// resolved from that port's endpoints, whose slice ports are numbers. Its traffic
+// distribution is the first recognized of spec.trafficDistribution, its annotation
+// and its namespace's annotation (trafficDistribution).
 func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil
@@ -58,6 +64,7 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 		},
 		Endpoints: map[int32][]Endpoint{},
 	}
+	shard.Service.TrafficDistribution, shard.Service.InvalidTrafficDistribution = trafficDistribution(svc, src.nsDistribution)
 	for _, in := range svc.Status.LoadBalancer.Ingress {
 		if in.IP != "" {
 			shard.Service.LoadBalancer = append(shard.Service.LoadBalancer, in.IP)
@@ -117,6 +124,7 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 					base.Ready = false
 				}
 			}
+			base.Node = nodeName
 			if nodeName != "" {
 				if node, err := src.nodes.Get(nodeName); err == nil {
 					base.Locality = Locality{
@@ -239,6 +247,46 @@ func (s podStore) getPod(namespace, name string) *cachedPod {
 	}
 	p, _ := obj.(*cachedPod)
 	return p
+}
+
+// trafficDistribution returns the first recognized value of svc's
+// spec.trafficDistribution, its networking.istio.io/traffic-distribution annotation
+// and nsValue (its namespace's annotation); and, when one of them before it (or
+// any, when none is recognized) holds a value that is not recognized, where and
+// what.
+func trafficDistribution(svc *corev1.Service, nsValue string) (network.TrafficDistribution, string) {
+	spec := ""
+	if svc.Spec.TrafficDistribution != nil {
+		spec = *svc.Spec.TrafficDistribution
+	}
+	invalid := ""
+	for _, c := range [...]struct{ where, value string }{
+		{"spec.trafficDistribution", spec},
+		{"Service annotation " + network.AnnotationTrafficDistribution, svc.Annotations[network.AnnotationTrafficDistribution]},
+		{"Namespace annotation " + network.AnnotationTrafficDistribution, nsValue},
+	} {
+		if c.value == "" {
+			continue
+		}
+		d, ok := network.ParseTrafficDistribution(c.value)
+		if ok {
+			return d, invalid
+		}
+		if invalid == "" {
+			invalid = fmt.Sprintf("%s %q", c.where, network.TruncateDistribution(c.value))
+		}
+	}
+	return network.DistributionUnset, invalid
+}
+
+// namespaceDistribution returns the traffic-distribution annotation of namespace
+// name, if it has one.
+func namespaceDistribution(namespaces listersv1.NamespaceLister, name string) string {
+	ns, err := namespaces.Get(name)
+	if err != nil {
+		return ""
+	}
+	return ns.Annotations[network.AnnotationTrafficDistribution]
 }
 
 // namespaceNetwork returns the network label of namespace name, if it has one.

@@ -238,7 +238,7 @@ func TestTranslateEndpoints(t *testing.T) {
 			want: map[int32][]Endpoint{80: {served("10.0.0.1", 8080, "web-1", v1)}},
 		},
 		{
-			name: "locality: node labels, the slice's zone hint in place of a zone the node lacks",
+			name: "locality and node: node labels, the slice's zone hint in place of a zone the node lacks",
 			objs: []any{
 				slice("web-x", "web",
 					edit(podEndpoint("10.0.0.1", "web-1", "node-a"), func(e *discoveryv1.Endpoint) {
@@ -257,15 +257,19 @@ func TestTranslateEndpoints(t *testing.T) {
 			want: map[int32][]Endpoint{80: {
 				with(served("10.0.0.1", 8080, "web-1", v1), func(e *Endpoint) {
 					e.Locality = Locality{Region: "region-1", Zone: "zone-a"}
+					e.Node = "node-a"
 				}),
 				with(served("10.0.0.2", 8080, "web-2", v1), func(e *Endpoint) {
 					e.Locality = Locality{Region: "region-1", Zone: "hinted"}
+					e.Node = "node-b"
 				}),
 				with(served("10.0.0.3", 8080, "web-3", v1), func(e *Endpoint) {
 					e.Locality = Locality{Zone: "hinted"}
+					e.Node = "node-unknown"
 				}),
 				with(served("10.0.0.4", 8080, "web-4", v1), func(e *Endpoint) {
 					e.Locality = Locality{Region: "region-2", Zone: "zone-c", Subzone: "rack-7"}
+					e.Node = "node-c"
 				}),
 			}},
 		},
@@ -423,6 +427,33 @@ func TestTranslateService(t *testing.T) {
 			),
 		},
 		{
+			name: "spec.trafficDistribution wins over the annotation",
+			svc: func(s *corev1.Service) {
+				s.Annotations = map[string]string{network.AnnotationTrafficDistribution: "PreferSameNode"}
+				s.Spec.TrafficDistribution = ptr.To("PreferClose")
+			},
+			want: func() *Service {
+				s := base(ServicePort{Name: "http", Port: 80, Protocol: "TCP", TargetPort: 8080})
+				s.Annotations = map[string]string{network.AnnotationTrafficDistribution: "PreferSameNode"}
+				s.TrafficDistribution = network.DistributionPreferSameZone
+				return s
+			}(),
+		},
+		{
+			name: "an unrecognized spec.trafficDistribution: the annotation, and it is reported",
+			svc: func(s *corev1.Service) {
+				s.Annotations = map[string]string{network.AnnotationTrafficDistribution: "PreferSameNode"}
+				s.Spec.TrafficDistribution = ptr.To("Nearby")
+			},
+			want: func() *Service {
+				s := base(ServicePort{Name: "http", Port: 80, Protocol: "TCP", TargetPort: 8080})
+				s.Annotations = map[string]string{network.AnnotationTrafficDistribution: "PreferSameNode"}
+				s.TrafficDistribution = network.DistributionPreferSameNode
+				s.InvalidTrafficDistribution = `spec.trafficDistribution "Nearby"`
+				return s
+			}(),
+		},
+		{
 			name: "an ExternalName service has no shard",
 			svc: func(s *corev1.Service) {
 				s.Spec.Type = corev1.ServiceTypeExternalName
@@ -446,6 +477,40 @@ func TestTranslateService(t *testing.T) {
 			}
 			if !reflect.DeepEqual(&got.Service, tt.want) {
 				t.Errorf("service\n got %+v\nwant %+v", got.Service, *tt.want)
+			}
+		})
+	}
+}
+
+func TestTrafficDistributionPrecedence(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		spec, annotation string
+		namespace        string
+		want             network.TrafficDistribution
+		wantInvalid      string
+	}{
+		{name: "none"},
+		{name: "the namespace's annotation", namespace: "PreferSameNode", want: network.DistributionPreferSameNode},
+		{name: "the Service's annotation over the namespace's", annotation: "PreferClose", namespace: "PreferSameNode", want: network.DistributionPreferSameZone},
+		{name: "the field over both", spec: "PreferSameNode", annotation: "PreferClose", namespace: "PreferClose", want: network.DistributionPreferSameNode},
+		{name: "PreferClose is PreferSameZone", spec: "PreferClose", want: network.DistributionPreferSameZone},
+		{name: "an unrecognized annotation: the namespace's applies, reported", annotation: "Closest", namespace: "PreferSameZone",
+			want: network.DistributionPreferSameZone, wantInvalid: `Service annotation networking.istio.io/traffic-distribution "Closest"`},
+		{name: "nothing recognized: unset, the first reported", spec: "Near", namespace: "Far",
+			wantInvalid: `spec.trafficDistribution "Near"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := service("web")
+			if tc.spec != "" {
+				svc.Spec.TrafficDistribution = ptr.To(tc.spec)
+			}
+			if tc.annotation != "" {
+				svc.Annotations = map[string]string{network.AnnotationTrafficDistribution: tc.annotation}
+			}
+			got, invalid := trafficDistribution(svc, tc.namespace)
+			if got != tc.want || invalid != tc.wantInvalid {
+				t.Errorf("trafficDistribution = %q, %q; want %q, %q", got, invalid, tc.want, tc.wantInvalid)
 			}
 		})
 	}

@@ -200,7 +200,7 @@ func (t *trimmer) meta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 
 // service keeps what translate and the gateway discovery read of a Service: labels,
 // the Istio annotations (keys in an istio.io domain), type, selector, ports,
-// external IPs and load balancer ingress addresses.
+// traffic distribution, external IPs and load balancer ingress addresses.
 func (t *trimmer) service(obj any) (any, error) {
 	s, ok := obj.(*corev1.Service)
 	if !ok {
@@ -212,6 +212,7 @@ func (t *trimmer) service(obj any) (any, error) {
 	out.Spec.Type = s.Spec.Type
 	out.Spec.Selector = t.in.labels(s.Spec.Selector)
 	out.Spec.ExternalIPs = s.Spec.ExternalIPs
+	out.Spec.TrafficDistribution = t.in.ptr(s.Spec.TrafficDistribution)
 	if len(s.Spec.Ports) > 0 {
 		out.Spec.Ports = make([]corev1.ServicePort, len(s.Spec.Ports))
 		for i, p := range s.Spec.Ports {

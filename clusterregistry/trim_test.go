@@ -55,7 +55,8 @@ func TestTrimKeepsOnlyWhatIsRead(t *testing.T) {
 						Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, NodePort: 30080,
 						TargetPort: intstr.FromString("http-web"), AppProtocol: ptr.To("http"),
 					}},
-					SessionAffinity: corev1.ServiceAffinityClientIP,
+					SessionAffinity:     corev1.ServiceAffinityClientIP,
+					TrafficDistribution: ptr.To("PreferSameNode"),
 				}
 				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{
 					{IP: "192.0.2.2", IPMode: ptr.To(corev1.LoadBalancerIPModeVIP), Ports: []corev1.PortStatus{{Port: 80}}},
@@ -73,9 +74,10 @@ func TestTrimKeepsOnlyWhatIsRead(t *testing.T) {
 					},
 				},
 				Spec: corev1.ServiceSpec{
-					Type:        corev1.ServiceTypeLoadBalancer,
-					Selector:    map[string]string{"app": "web"},
-					ExternalIPs: []string{"192.0.2.1"},
+					Type:                corev1.ServiceTypeLoadBalancer,
+					Selector:            map[string]string{"app": "web"},
+					ExternalIPs:         []string{"192.0.2.1"},
+					TrafficDistribution: ptr.To("PreferSameNode"),
 					Ports: []corev1.ServicePort{{
 						Name: "http", Protocol: corev1.ProtocolTCP, Port: 80, TargetPort: intstr.FromString("http-web"),
 					}},

@@ -34,6 +34,9 @@ type Endpoint struct {
 	Cluster        network.ClusterID `json:"cluster"`
 	// Pod is namespace/name of the backing pod, if any.
 	Pod string `json:"pod,omitempty"`
+	// Node is the name of the node the endpoint runs on (the pod's, else the
+	// EndpointSlice's); empty when unknown.
+	Node string `json:"node,omitempty"`
 }
 
 // ServicePort is one port of a Service.
@@ -71,6 +74,15 @@ type Service struct {
 	// Service is reachable from outside its cluster.
 	ExternalIPs  []string `json:"externalIPs,omitempty"`
 	LoadBalancer []string `json:"loadBalancer,omitempty"`
+	// TrafficDistribution is the first recognized of spec.trafficDistribution, the
+	// Service's networking.istio.io/traffic-distribution annotation and that
+	// annotation on its Namespace (network.ParseTrafficDistribution); unset when none
+	// is.
+	TrafficDistribution network.TrafficDistribution `json:"trafficDistribution,omitempty"`
+	// InvalidTrafficDistribution names the first of those that is set to a value
+	// Horizon does not recognize, and the value (truncated), for reporting; such a
+	// value counts as unset.
+	InvalidTrafficDistribution string `json:"invalidTrafficDistribution,omitempty"`
 }
 
 // Shard is what one cluster knows of one service.

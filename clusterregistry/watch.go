@@ -13,6 +13,8 @@ import (
 	"k8s.io/client-go/informers"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/horizon-mesh/horizon/network"
 )
 
 // Indexes of the informer caches. An event handler finds the services an object
@@ -104,7 +106,7 @@ func (c *Cluster) setupInformers(w *watchSet) error {
 	}
 	return c.addHandlers(w, &w.handlersSynced, []informerHandler{
 		{node.Informer(), c.nodeEvent, false},
-		{ns.Informer(), c.namespaceEvent, false},
+		{ns.Informer(), c.namespaceEvent, true},
 	})
 }
 
@@ -396,10 +398,22 @@ func (c *Cluster) enqueueSlices(w *watchSet, index, value string) {
 }
 
 // namespaceEvent re-queues every service when the system namespace changed (it names
-// their network), and has the scopes brought in line with the namespaces' labels.
+// their network), and a namespace's services when it has (or, as the old object of
+// an update, had) a traffic-distribution annotation, which they inherit; and it has
+// the scopes brought in line with the namespaces' labels.
 func (c *Cluster) namespaceEvent(w *watchSet, obj any) {
 	w.poke()
-	if n, ok := obj.(*corev1.Namespace); !ok || n.Name != c.opts.namespace {
+	n, ok := obj.(*corev1.Namespace)
+	if !ok {
+		return
+	}
+	if n.Name != c.opts.namespace {
+		if _, has := n.Annotations[network.AnnotationTrafficDistribution]; has {
+			svcs, _ := w.services.Services(n.Name).List(labels.Everything())
+			for _, s := range svcs {
+				c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Name})
+			}
+		}
 		return
 	}
 	svcs, _ := w.services.List(labels.Everything())
@@ -408,7 +422,8 @@ func (c *Cluster) namespaceEvent(w *watchSet, obj any) {
 	}
 }
 
-// trimNamespace keeps only what Horizon reads of a namespace: its name and labels.
+// trimNamespace keeps only what Horizon reads of a namespace: its name, labels and
+// traffic-distribution annotation.
 func trimNamespace(obj any) (any, error) {
 	n, ok := obj.(*corev1.Namespace)
 	if !ok {
@@ -419,5 +434,16 @@ func trimNamespace(obj any) (any, error) {
 		UID:             n.UID,
 		ResourceVersion: n.ResourceVersion,
 		Labels:          n.Labels,
+		Annotations:     distributionAnnotation(n.Annotations),
 	}}, nil
+}
+
+// distributionAnnotation returns the traffic-distribution annotation of m alone; nil
+// when m has none.
+func distributionAnnotation(m map[string]string) map[string]string {
+	v, ok := m[network.AnnotationTrafficDistribution]
+	if !ok {
+		return nil
+	}
+	return map[string]string{network.AnnotationTrafficDistribution: network.TruncateDistribution(v)}
 }

@@ -2,11 +2,13 @@ package eds
 
 import (
 	"fmt"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/network"
 )
 
@@ -82,12 +84,53 @@ func checkLabels(node *corev3.Node) error {
 	return nil
 }
 
-// admit checks that Horizon can serve v: every network it names is known. A
-// CLUSTER_ID that names no known cluster is dropped from v (the proxy is then on
-// the unnamed network, as it would be in a cluster with no network). kn is nil
-// before the first push: then only views that name no network or cluster are
-// served.
-func admit(v *View, kn *known) error {
+// Bounds on a proxy's locality and NODE_NAME, which split groups while a service has
+// a traffic distribution.
+const (
+	maxLocalityLen = 128
+	maxNodeNameLen = 253 // a DNS subdomain, as Kubernetes node names are
+)
+
+// checkPlace refuses a locality or NODE_NAME (and its CLUSTER_ID) that is too long
+// or holds a character that separates the parts of a view's key.
+func checkPlace(v *View) error {
+	for _, f := range [...]struct {
+		field, value string
+		max          int
+	}{
+		{"locality region", v.Locality.Region, maxLocalityLen},
+		{"locality zone", v.Locality.Zone, maxLocalityLen},
+		{"locality sub_zone", v.Locality.Subzone, maxLocalityLen},
+		{"metadata " + MetaNodeName, v.Node, maxNodeNameLen},
+		{"metadata " + MetaClusterID, v.NodeCluster, maxNodeNameLen},
+	} {
+		if len(f.value) > f.max {
+			return status.Errorf(codes.InvalidArgument, "node %s has %d bytes, more than %d", f.field, len(f.value), f.max)
+		}
+		if i := strings.IndexFunc(f.value, func(r rune) bool { return r == '/' || r == '~' || r < ' ' }); i >= 0 {
+			return status.Errorf(codes.InvalidArgument, "node %s %.64q holds %q, which is not allowed there", f.field, f.value, f.value[i])
+		}
+	}
+	return nil
+}
+
+// admit checks that Horizon can serve v: every network it names is known, and its
+// locality and node are within bounds (checkPlace). A CLUSTER_ID that names no
+// known cluster is dropped from v (the proxy is then on the unnamed network, as it
+// would be in a cluster with no network). The locality is dropped unless needLoc
+// (some service has a traffic distribution), the node unless needNode (some has
+// PreferSameNode). kn is nil before the first push: then only views that name no
+// network or cluster are served.
+func admit(v *View, kn *known, needLoc, needNode bool) error {
+	if err := checkPlace(v); err != nil {
+		return err
+	}
+	if !needLoc {
+		v.Locality = clusterregistry.Locality{}
+	}
+	if !needNode {
+		v.Node, v.NodeCluster = "", ""
+	}
 	if kn == nil {
 		if v.Network != "" || v.Cluster != "" || len(v.NetworkView) > 0 {
 			return status.Error(codes.Unavailable, "no configuration yet: networks not known; retry")

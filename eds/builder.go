@@ -95,6 +95,7 @@ type gatewayShare struct {
 // lbRow is one LbEndpoint to build: an endpoint sent as it is, or a gateway standing
 // for endpoints of another network.
 type lbRow struct {
+	prio   uint32 // EDS priority; 0 without a traffic distribution
 	loc    clusterregistry.Locality
 	addr   string
 	port   uint32
@@ -120,7 +121,34 @@ type lbRow struct {
 //
 // The mTLS endpoints of every result share one Metadata message: treat results as
 // immutable.
+//
+// It is BuildDistributed for a service without a traffic distribution: every
+// endpoint in priority 0.
 func BuildLoadAssignment(clusterName string, endpoints map[network.ClusterID][]clusterregistry.Endpoint, topo *Topology, v View) *endpointv3.ClusterLoadAssignment {
+	return BuildDistributed(clusterName, endpoints, topo, v, network.DistributionUnset)
+}
+
+// BuildDistributed is BuildLoadAssignment for a service with traffic distribution
+// d. With d set, each endpoint (or gateway) gets an EDS priority by its proximity
+// to the proxy (proximity), so that clients use the closest ones while any of them
+// is healthy and fail over to the next otherwise:
+//
+//   - PreferSameNode only: endpoints on the proxy's own node (View.Node, and
+//     View.NodeCluster when the proxy named its cluster);
+//   - endpoints on the proxy's network (or on no known network) in its region, zone
+//     and subzone; then in its region and zone; in its region; anywhere;
+//   - endpoints sent directly on another network (one without gateways), ranked
+//     by locality the same way;
+//   - other networks' gateways, ranked by their locality the same way.
+//
+// A level is dropped when nothing is in it, so priorities run from 0 without
+// gaps, as gRPC requires. A proxy that sent no locality matches no locality: its
+// network decides. Within a priority, localities and weights are as without d.
+// Routers get no priorities.
+func BuildDistributed(clusterName string, endpoints map[network.ClusterID][]clusterregistry.Endpoint, topo *Topology, v View, d network.TrafficDistribution) *endpointv3.ClusterLoadAssignment {
+	if v.Role == RoleRouter {
+		d = network.DistributionUnset
+	}
 	// Working slices start in buffers on the stack, which fit small services.
 	var shardBuf [8][]clusterregistry.Endpoint
 	shards, total := shardBuf[:0], 0
@@ -133,6 +161,7 @@ func BuildLoadAssignment(clusterName string, endpoints map[network.ClusterID][]c
 	type pick struct {
 		ep  *clusterregistry.Endpoint
 		gws []network.Gateway
+		n   network.NetworkID // the endpoint's network
 	}
 	var pickBuf [16]pick
 	picks := pickBuf[:]
@@ -169,7 +198,7 @@ func BuildLoadAssignment(clusterName string, endpoints map[network.ClusterID][]c
 				}
 			}
 			if len(gws) == 0 {
-				picks[nDirect] = pick{ep: ep}
+				picks[nDirect] = pick{ep: ep, n: n}
 				nDirect++
 				continue
 			}
@@ -177,7 +206,7 @@ func BuildLoadAssignment(clusterName string, endpoints map[network.ClusterID][]c
 				continue // cannot cross a passthrough gateway
 			}
 			nRemote++
-			picks[len(picks)-nRemote] = pick{ep, gws}
+			picks[len(picks)-nRemote] = pick{ep: ep, gws: gws, n: n}
 			if next := lcm(scale, uint64(len(gws))); next <= maxScale {
 				scale = next
 			}
@@ -213,9 +242,13 @@ func BuildLoadAssignment(clusterName string, endpoints map[network.ClusterID][]c
 	if n := nDirect + len(shares); n > len(rowBuf) {
 		rows = make([]lbRow, 0, n)
 	}
-	for _, d := range picks[:nDirect] {
-		ep := d.ep
-		rows = append(rows, lbRow{loc: ep.Locality, addr: ep.Address, port: ep.Port, weight: scale, mtls: ep.TLSMode == network.TLSModeIstio})
+	for _, p := range picks[:nDirect] {
+		ep := p.ep
+		row := lbRow{loc: ep.Locality, addr: ep.Address, port: ep.Port, weight: scale, mtls: ep.TLSMode == network.TLSModeIstio}
+		if d != network.DistributionUnset {
+			row.prio = proximity(v, d, ep, p.n == pn || p.n == "", false, &ep.Locality)
+		}
+		rows = append(rows, row)
 	}
 	for i := range shares {
 		s := &shares[i]
@@ -224,15 +257,83 @@ func BuildLoadAssignment(clusterName string, endpoints map[network.ClusterID][]c
 		} else if s.mixed {
 			s.locality = clusterregistry.Locality{}
 		}
-		rows = append(rows, lbRow{loc: s.locality, addr: s.gw.Address, port: s.gw.Port, weight: s.weight, mtls: true})
+		row := lbRow{loc: s.locality, addr: s.gw.Address, port: s.gw.Port, weight: s.weight, mtls: true}
+		if d != network.DistributionUnset {
+			row.prio = proximity(v, d, nil, false, true, &s.locality)
+		}
+		rows = append(rows, row)
 	}
 	slices.SortFunc(rows, compareRows)
+	if d != network.DistributionUnset && len(rows) > 0 {
+		compactPriorities(rows)
+	}
 	return assemble(clusterName, rows)
 }
 
-// compareRows orders by locality, address and port, then weight and mTLS so that
-// the order is total.
+// Proximity levels (proximity): the same node, then four per class of endpoint
+// (full locality match, region and zone, region, none) for the proxy's network,
+// other networks sent directly, and other networks' gateways.
+const (
+	levelSameNode   = 0
+	levelSameNet    = 1
+	levelOtherNet   = levelSameNet + 4
+	levelGateway    = levelOtherNet + 4
+	fullLocalityHit = 3
+)
+
+// proximity returns the level of an endpoint ep (nil for a gateway) in locality l
+// for a proxy with view v under distribution d; lower is closer. sameNet says the
+// endpoint is on the proxy's network (or on none known).
+func proximity(v View, d network.TrafficDistribution, ep *clusterregistry.Endpoint, sameNet, gateway bool, l *clusterregistry.Locality) uint32 {
+	if d == network.DistributionPreferSameNode && ep != nil && sameNet && v.Node != "" &&
+		ep.Node == v.Node && (v.NodeCluster == "" || network.ClusterID(v.NodeCluster) == ep.Cluster) {
+		return levelSameNode
+	}
+	base := uint32(levelOtherNet)
+	switch {
+	case gateway:
+		base = levelGateway
+	case sameNet:
+		base = levelSameNet
+	}
+	return base + uint32(fullLocalityHit-localityMatch(&v.Locality, l))
+}
+
+// localityMatch counts the levels of l that match the proxy's locality p, from the
+// region down, stopping at the first that differs: 0 to 3. A proxy without a
+// locality matches nothing.
+func localityMatch(p, l *clusterregistry.Locality) int {
+	switch {
+	case *p == (clusterregistry.Locality{}) || p.Region != l.Region:
+		return 0
+	case p.Zone != l.Zone:
+		return 1
+	case p.Subzone != l.Subzone:
+		return 2
+	}
+	return fullLocalityHit
+}
+
+// compactPriorities renumbers the levels of rows, sorted by level, to priorities
+// 0, 1, 2… without gaps.
+func compactPriorities(rows []lbRow) {
+	var next uint32
+	prev := rows[0].prio
+	for i := range rows {
+		if level := rows[i].prio; level != prev {
+			next++
+			prev = level
+		}
+		rows[i].prio = next
+	}
+}
+
+// compareRows orders by priority, locality, address and port, then weight and mTLS
+// so that the order is total.
 func compareRows(a, b lbRow) int {
+	if c := cmp.Compare(a.prio, b.prio); c != 0 {
+		return c
+	}
 	if c := compareLocality(&a.loc, &b.loc); c != 0 {
 		return c
 	}
@@ -265,7 +366,7 @@ func compareLocality(a, b *clusterregistry.Locality) int {
 }
 
 // assemble builds the ClusterLoadAssignment of sorted rows, one LocalityLbEndpoints
-// per run of rows in the same locality. The messages of all endpoints are allocated
+// per run of rows in the same priority and locality. The messages of all endpoints are allocated
 // together, and those of all localities, rather than eight per endpoint.
 func assemble(clusterName string, rows []lbRow) *endpointv3.ClusterLoadAssignment {
 	switch len(rows) {
@@ -275,14 +376,14 @@ func assemble(clusterName string, rows []lbRow) *endpointv3.ClusterLoadAssignmen
 		m := new(oneEndpointCLA)
 		r := &rows[0]
 		m.lbs[0] = m.ep.build(r.addr, r.port, r.weight, r.mtls)
-		m.lles[0] = m.loc.build(&r.loc, m.lbs[:], r.weight)
+		m.lles[0] = m.loc.build(&r.loc, m.lbs[:], r.weight, r.prio)
 		m.cla.ClusterName, m.cla.Endpoints = clusterName, m.lles[:]
 		return &m.cla
 	}
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: clusterName}
 	nloc := 1
 	for i := 1; i < len(rows); i++ {
-		if rows[i-1].loc != rows[i].loc {
+		if rows[i-1].loc != rows[i].loc || rows[i-1].prio != rows[i].prio {
 			nloc++
 		}
 	}
@@ -296,8 +397,8 @@ func assemble(clusterName string, rows []lbRow) *endpointv3.ClusterLoadAssignmen
 		r := &rows[i]
 		lbs[i] = eps[i].build(r.addr, r.port, r.weight, r.mtls)
 		weight += r.weight
-		if i+1 == len(rows) || r.loc != rows[i+1].loc {
-			cla.Endpoints[l] = locs[l].build(&r.loc, lbs[first:i+1:i+1], weight)
+		if i+1 == len(rows) || r.loc != rows[i+1].loc || r.prio != rows[i+1].prio {
+			cla.Endpoints[l] = locs[l].build(&r.loc, lbs[first:i+1:i+1], weight, r.prio)
 			first, weight = i+1, 0
 			l++
 		}
@@ -358,7 +459,8 @@ type localityMsgs struct {
 	weight   wrapperspb.UInt32Value
 }
 
-func (m *localityMsgs) build(l *clusterregistry.Locality, eps []*endpointv3.LbEndpoint, weight uint64) *endpointv3.LocalityLbEndpoints {
+func (m *localityMsgs) build(l *clusterregistry.Locality, eps []*endpointv3.LbEndpoint, weight uint64, prio uint32) *endpointv3.LocalityLbEndpoints {
+	m.lle.Priority = prio
 	m.locality.Region, m.locality.Zone, m.locality.SubZone = l.Region, l.Zone, l.Subzone
 	m.weight.Value = clampWeight(weight)
 	m.lle.Locality = &m.locality

@@ -88,7 +88,7 @@ func (s *Server) findGroup(node *corev3.Node, attach func(xdsserver.Group)) (*gr
 	v := ViewOf(node)
 	s.pushMu.Lock()
 	defer s.pushMu.Unlock()
-	if err := admit(&v, s.known); err != nil {
+	if err := admit(&v, s.known, s.distHosts > 0, s.nodeHosts > 0); err != nil {
 		reason := refusedUnknownNetwork
 		if s.known == nil {
 			reason = refusedNotReady
@@ -139,7 +139,7 @@ func (s *Server) fill(g *group, cached bool) {
 				if cached {
 					sh.clas[name] = s.build(g.view, host, p, name, shards)
 				} else {
-					sh.clas[name] = BuildLoadAssignment(name, endpointsOf(shards, p), s.topo, g.view)
+					sh.clas[name] = BuildDistributed(name, endpointsOf(shards, p), s.topo, g.view, hs.dist)
 				}
 			}
 		}

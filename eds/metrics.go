@@ -14,6 +14,7 @@ type metrics struct {
 	cacheMisses prometheus.Counter
 	groups      prometheus.Gauge       // proxy groups kept
 	refused     *prometheus.CounterVec // views refused, by reason (admit.go's refused* constants)
+	invalidDist prometheus.Counter     // services seen with an unrecognized traffic distribution
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -41,12 +42,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "horizon_xds_refused_views_total", Help: "Proxy requests refused for their view, by reason (unknown_network, labels, group_limit, not_ready).",
 		}, []string{"reason"}),
+		invalidDist: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "horizon_invalid_traffic_distribution_total", Help: "Services seen with a traffic distribution (spec.trafficDistribution or the networking.istio.io/traffic-distribution annotation) Horizon does not recognize, counted once per service and value; such a value counts as unset.",
+		}),
 	}
 	for _, r := range []string{refusedUnknownNetwork, refusedLabels, refusedGroupLimit, refusedNotReady} {
 		m.refused.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.pushes, m.debounce, m.build, m.cacheHits, m.cacheMisses, m.groups, m.refused)
+		reg.MustRegister(m.pushes, m.debounce, m.build, m.cacheHits, m.cacheMisses, m.groups, m.refused, m.invalidDist)
 	}
 	return m
 }

@@ -22,7 +22,11 @@ import (
 type hostState struct {
 	gen       uint64
 	namespace string
-	ports     []int32
+	// dist is the host's traffic distribution (distributionOf); invalid names an
+	// unrecognized one, reported when it changes.
+	dist    network.TrafficDistribution
+	invalid string
+	ports   []int32
 	// selecting are the host's Services with a selector, by cluster: the candidates
 	// for a router's gateway Service, whose ports its listeners bind (listenerPort).
 	selecting []*clusterregistry.Service
@@ -100,6 +104,7 @@ func (s *Server) pushGroups(changedAt time.Time) (topoChanged bool) {
 			pending[h] = true
 		}
 	}
+	needLoc, needNode := s.distHosts > 0, s.nodeHosts > 0
 	cdsChanged := false
 	var rebound []*clusterregistry.Service // of hosts whose selecting Services changed
 	for host := range pending {
@@ -123,6 +128,11 @@ func (s *Server) pushGroups(changedAt time.Time) (topoChanged bool) {
 				s.rebuildRouter(g, true)
 			}
 		}
+	}
+	if needLoc != (s.distHosts > 0) || needNode != (s.nodeHosts > 0) {
+		// Views start or stop naming the proxies' locality or node: move the
+		// streams to the groups of their new views.
+		topoChanged = true
 	}
 	s.version++
 	s.xds.ChangeStarted(changedAt)
@@ -225,6 +235,9 @@ func (s *Server) updateHost(host string) (cdsChanged bool, rebound []*clusterreg
 	ports := slices.Sorted(maps.Keys(portSet))
 	old := s.hosts[host]
 	s.hostGen++
+	if old != nil {
+		s.countDist(old.dist, -1)
+	}
 	if len(ports) == 0 {
 		delete(s.hosts, host)
 		selecting = nil
@@ -234,6 +247,12 @@ func (s *Server) updateHost(host string) (cdsChanged bool, rebound []*clusterreg
 			ns = sh.Service.Namespace
 		}
 		hs := &hostState{gen: s.hostGen, namespace: ns, ports: ports, selecting: selecting}
+		hs.dist, hs.invalid = distributionOf(shards, s.defaultDist)
+		s.countDist(hs.dist, 1)
+		if hs.invalid != "" && (old == nil || old.invalid != hs.invalid) {
+			s.metrics.invalidDist.Inc()
+			s.log.Warn("unrecognized traffic distribution, treated as unset", "host", host, "value", hs.invalid)
+		}
 		hs.peers = make([]PeerIdentities, len(ports))
 		for i, p := range ports {
 			hs.peers[i] = peerIdentitiesOf(s.opts.TrustDomain, ns, endpointsOf(shards, p))
@@ -271,6 +290,45 @@ func (s *Server) updateHost(host string) (cdsChanged bool, rebound []*clusterreg
 	return cdsChanged || old != nil && len(ports) == 0, rebound
 }
 
+// distributionOf returns the traffic distribution of a host from its shards: the
+// first set (Service.TrafficDistribution) in the order of cluster IDs, so that
+// clusters that disagree give one answer whichever pushed last; def when none is
+// set. It also returns the first unrecognized value, with its cluster.
+func distributionOf(shards map[network.ClusterID]*clusterregistry.Shard, def network.TrafficDistribution) (network.TrafficDistribution, string) {
+	d, invalid := network.DistributionUnset, ""
+	var best network.ClusterID
+	found := false
+	for id, sh := range shards {
+		if sh.Service.TrafficDistribution != network.DistributionUnset && (!found || id < best) {
+			d, best, found = sh.Service.TrafficDistribution, id, true
+		}
+	}
+	var bad network.ClusterID
+	for id, sh := range shards {
+		if sh.Service.InvalidTrafficDistribution != "" && (invalid == "" || id < bad) {
+			invalid, bad = sh.Service.InvalidTrafficDistribution, id
+		}
+	}
+	if invalid != "" {
+		invalid = "cluster " + string(bad) + ": " + invalid
+	}
+	if !found {
+		d = def
+	}
+	return d, invalid
+}
+
+// countDist counts a host with distribution d in or out (delta) of distHosts and
+// nodeHosts.
+func (s *Server) countDist(d network.TrafficDistribution, delta int) {
+	if d != network.DistributionUnset {
+		s.distHosts += delta
+	}
+	if d == network.DistributionPreferSameNode {
+		s.nodeHosts += delta
+	}
+}
+
 // buildShared builds hs's shared resources for host.
 func (s *Server) buildShared(host string, hs *hostState) {
 	for i, p := range hs.ports {
@@ -296,16 +354,24 @@ func (s *Server) claName(v View, host string, port int32) string {
 }
 
 // build returns the ClusterLoadAssignment for one group and service port, from the
-// cache when neither the host nor the topology changed since it was built.
+// cache when neither the host nor the topology changed since it was built. A host
+// without a traffic distribution is built once for views that differ only in
+// locality and node.
 func (s *Server) build(v View, host string, port int32, name string, shards map[network.ClusterID]*clusterregistry.Shard) *endpointv3.ClusterLoadAssignment {
+	hs := s.hosts[host]
+	if hs.dist == network.DistributionUnset {
+		v = v.withoutPlace()
+	} else if hs.dist != network.DistributionPreferSameNode {
+		v.Node, v.NodeCluster = "", ""
+	}
 	key := cacheKey{group: v.endpointsKey(), name: name}
-	gen := s.hosts[host].gen
+	gen := hs.gen
 	if b, ok := s.built.Get(key); ok && b.gen == gen && b.topo == s.topoGen {
 		s.metrics.cacheHits.Inc()
 		return b.cla
 	}
 	s.metrics.cacheMisses.Inc()
-	cla := BuildLoadAssignment(name, endpointsOf(shards, port), s.topo, v)
+	cla := BuildDistributed(name, endpointsOf(shards, port), s.topo, v, hs.dist)
 	s.built.Add(key, builtCLA{gen: gen, topo: s.topoGen, cla: cla})
 	return cla
 }

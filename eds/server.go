@@ -85,7 +85,12 @@ type Options struct {
 	// Limits bounds xDS streams over all connections and the rate of new streams
 	// and of each stream's requests; zero fields take xdsserver.DefaultLimits.
 	Limits xdsserver.Limits
-	Logger *slog.Logger
+	// TrafficDistribution is the mesh-wide default traffic distribution of services
+	// that set none (spec.trafficDistribution, or the traffic-distribution
+	// annotation on the Service or its Namespace, in any cluster): "" (none),
+	// PreferClose, PreferSameZone or PreferSameNode.
+	TrafficDistribution string
+	Logger              *slog.Logger
 }
 
 // Defaults of the gRPC bounds in Options.
@@ -113,6 +118,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Limits.NewStreamWait, "xds-new-stream-wait", d.NewStreamWait, "longest a new xDS stream waits for a token of --xds-new-stream-rate before it is refused")
 	fs.Float64Var(&o.Limits.RequestRate, "xds-request-rate", d.RequestRate, "requests per second one xDS stream may send once --xds-request-burst is spent, not counting ACKs and NACKs of the responses it is sent (which never wait); a faster stream is read no faster. Changes are pushed at most about 10 times a second (--debounce-after), each needing a request or two to change a subscription")
 	fs.IntVar(&o.Limits.RequestBurst, "xds-request-burst", d.RequestBurst, "requests one xDS stream may send at once before --xds-request-rate applies (ACKs and NACKs not counted)")
+	fs.StringVar(&o.TrafficDistribution, "traffic-distribution", "", "traffic distribution of services that set none in spec.trafficDistribution or the "+network.AnnotationTrafficDistribution+" annotation (on the Service or its Namespace, in any cluster): empty for none (every endpoint in one priority), PreferClose or PreferSameZone (EDS priorities by network, region, zone and subzone, other networks' gateways last), or PreferSameNode (the proxy's own node first, then as PreferSameZone)")
 	fs.IntVar(&o.MaxGroups, "xds-max-groups", DefaultMaxGroups, "most proxy groups (distinct role, network, network view and gateway labels) served at once; proxies of a new view past it are refused with RESOURCE_EXHAUSTED")
 }
 
@@ -155,6 +161,9 @@ func (o *Options) Validate() error {
 	if err := validTrustDomain(o.TrustDomain); err != nil {
 		errs = append(errs, fmt.Errorf("--trust-domain: %w", err))
 	}
+	if _, ok := network.ParseTrafficDistribution(o.TrafficDistribution); !ok {
+		errs = append(errs, fmt.Errorf("--traffic-distribution: must be empty, PreferClose, PreferSameZone or PreferSameNode, got %q", network.TruncateDistribution(o.TrafficDistribution)))
+	}
 	if o.CacheSize < 0 {
 		errs = append(errs, fmt.Errorf("eds: cache size must not be negative, got %d", o.CacheSize))
 	}
@@ -195,6 +204,12 @@ type Server struct {
 	grpc         struct{ listeners, routes, clusters []types.Resource } // the same for every proxyless group
 	version      uint64
 	pushCount    uint64
+	// distHosts and nodeHosts count the hosts with a traffic distribution, and with
+	// PreferSameNode: while there are none, views leave out the proxies' locality
+	// (node), so that it does not split groups (admit).
+	distHosts, nodeHosts int
+	// defaultDist is Options.TrafficDistribution, parsed.
+	defaultDist network.TrafficDistribution
 }
 
 // New returns a Server; Run starts its push loop, Register adds it to a gRPC server.
@@ -240,6 +255,7 @@ func New(opts Options) (*Server, error) {
 		hosts:        map[string]*hostState{},
 		idleTimeout:  groupIdleTimeout,
 	}
+	s.defaultDist, _ = network.ParseTrafficDistribution(opts.TrafficDistribution)
 	s.metrics = newMetrics(opts.Metrics)
 	s.xds, err = xdsserver.New(xdsserver.Options{
 		Groups: xdsserver.GroupsFunc(func(node *corev3.Node, attach func(xdsserver.Group)) (xdsserver.Group, error) {

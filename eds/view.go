@@ -7,6 +7,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
+	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/network"
 )
 
@@ -32,6 +33,8 @@ const (
 	MetaNetworkView = "REQUESTED_NETWORK_VIEW"
 	MetaLabels      = "LABELS"
 	MetaClusterID   = "CLUSTER_ID"
+	// MetaNodeName is the name of the Kubernetes node the proxy runs on.
+	MetaNodeName = "NODE_NAME"
 )
 
 // View is where a group of proxies sees the mesh from. Proxies with equal views get
@@ -50,6 +53,15 @@ type View struct {
 	// Labels are a router's pod labels (node metadata LABELS): they decide which
 	// Gateway resources select it. Empty for other roles.
 	Labels map[string]string
+	// Locality is the proxy's node locality and Node its NODE_NAME metadata: where
+	// it runs, which decides the priorities of services with a traffic distribution.
+	// The server keeps them in a view only while a service needs them (admit), so
+	// that they do not split groups otherwise.
+	Locality clusterregistry.Locality
+	Node     string
+	// NodeCluster is the proxy's CLUSTER_ID when it sent a NODE_NAME: node names
+	// are unique only within a cluster.
+	NodeCluster string
 }
 
 // endpointsKey identifies what the view's endpoints depend on: everything in Key
@@ -57,6 +69,12 @@ type View struct {
 func (v View) endpointsKey() string {
 	v.Labels = nil
 	return v.Key()
+}
+
+// withoutPlace returns v without the proxy's locality and node.
+func (v View) withoutPlace() View {
+	v.Locality, v.Node, v.NodeCluster = clusterregistry.Locality{}, "", ""
+	return v
 }
 
 // Key identifies the view: proxies with equal keys share one group.
@@ -68,6 +86,20 @@ func (v View) Key() string {
 	if v.Cluster != "" {
 		b.WriteString("~cluster:")
 		b.WriteString(string(v.Cluster))
+	}
+	if v.Locality != (clusterregistry.Locality{}) {
+		b.WriteString("~loc:")
+		b.WriteString(v.Locality.Region)
+		b.WriteByte('/')
+		b.WriteString(v.Locality.Zone)
+		b.WriteByte('/')
+		b.WriteString(v.Locality.Subzone)
+	}
+	if v.Node != "" {
+		b.WriteString("~node:")
+		b.WriteString(v.NodeCluster)
+		b.WriteByte('/')
+		b.WriteString(v.Node)
 	}
 	for i, n := range v.NetworkView {
 		if i == 0 {
@@ -91,7 +123,9 @@ func (v View) Key() string {
 
 // ViewOf reads a proxy's view from its node: role from the node ID (router~…) or
 // ROUTER_MODE, or GENERATOR=grpc; network from NETWORK, else cluster from CLUSTER_ID;
-// view from REQUESTED_NETWORK_VIEW (comma separated).
+// view from REQUESTED_NETWORK_VIEW (comma separated); locality from the node's
+// locality and node from NODE_NAME (a router's are not read: it serves its own
+// network's endpoints without priorities).
 func ViewOf(node *corev3.Node) View {
 	v := View{Role: RoleSidecar}
 	if node == nil {
@@ -108,6 +142,13 @@ func ViewOf(node *corev3.Node) View {
 	v.Network = network.NetworkID(str(MetaNetwork))
 	if v.Network == "" {
 		v.Cluster = network.ClusterID(str(MetaClusterID))
+	}
+	if v.Role != RoleRouter {
+		l := node.GetLocality()
+		v.Locality = clusterregistry.Locality{Region: l.GetRegion(), Zone: l.GetZone(), Subzone: l.GetSubZone()}
+		if v.Node = str(MetaNodeName); v.Node != "" {
+			v.NodeCluster = str(MetaClusterID)
+		}
 	}
 	if v.Role == RoleRouter {
 		for k, val := range md[MetaLabels].GetStructValue().GetFields() {

@@ -1,11 +1,15 @@
 package eds
 
 import (
+	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/network"
 )
 
@@ -57,6 +61,71 @@ func TestProxyNetwork(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := topo.ProxyNetwork(tc.v); got != tc.want {
 				t.Errorf("ProxyNetwork(%+v) = %q, want %q", tc.v, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestViewOfPlace(t *testing.T) {
+	md, err := structpb.NewStruct(map[string]any{"NETWORK": "network1", "CLUSTER_ID": "c1", "NODE_NAME": "node-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc := &corev3.Locality{Region: "us", Zone: "east-1a", SubZone: "s1"}
+	v := ViewOf(&corev3.Node{Id: "sidecar~10.0.0.1~sleep.sample~sample.svc.cluster.local", Metadata: md, Locality: loc})
+	want := View{Role: RoleSidecar, Network: "network1", Locality: clusterregistry.Locality{Region: "us", Zone: "east-1a", Subzone: "s1"}, Node: "node-a", NodeCluster: "c1"}
+	if v.Locality != want.Locality || v.Node != want.Node || v.NodeCluster != want.NodeCluster {
+		t.Errorf("ViewOf = %+v, want %+v", v, want)
+	}
+	if got, wantKey := v.Key(), "sidecar~network1~loc:us/east-1a/s1~node:c1/node-a"; got != wantKey {
+		t.Errorf("Key() = %q, want %q", got, wantKey)
+	}
+	// A router serves its own network's endpoints without priorities: its place is
+	// not read.
+	r := ViewOf(&corev3.Node{Id: "router~10.0.0.2~gw.istio-system~istio-system.svc.cluster.local", Metadata: md, Locality: loc})
+	if r.Locality != (clusterregistry.Locality{}) || r.Node != "" {
+		t.Errorf("router view %+v has a place", r)
+	}
+
+	kn := &known{networks: map[network.NetworkID]bool{"network1": true}, clusters: map[network.ClusterID]bool{"c1": true}}
+	for _, tc := range []struct {
+		name              string
+		needLoc, needNode bool
+		wantKey           string
+	}{
+		{"no service has a traffic distribution: one group per network as before", false, false, "sidecar~network1"},
+		{"some service has one: the locality splits groups", true, false, "sidecar~network1~loc:us/east-1a/s1"},
+		{"some service has PreferSameNode: the node too", true, true, "sidecar~network1~loc:us/east-1a/s1~node:c1/node-a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := v
+			if err := admit(&a, kn, tc.needLoc, tc.needNode); err != nil {
+				t.Fatal(err)
+			}
+			if a.Key() != tc.wantKey {
+				t.Errorf("admitted key %q, want %q", a.Key(), tc.wantKey)
+			}
+		})
+	}
+}
+
+func TestAdmitRefusesBadPlace(t *testing.T) {
+	kn := &known{networks: map[network.NetworkID]bool{}, clusters: map[network.ClusterID]bool{}}
+	for _, tc := range []struct {
+		name string
+		v    View
+		want string
+	}{
+		{"long zone", View{Locality: clusterregistry.Locality{Zone: strings.Repeat("z", maxLocalityLen+1)}}, "locality zone has 129 bytes"},
+		{"long node name", View{Node: strings.Repeat("n", maxNodeNameLen+1)}, "NODE_NAME has 254 bytes"},
+		{"separator in region", View{Locality: clusterregistry.Locality{Region: "us/east"}}, "locality region"},
+		{"separator in node", View{Node: "a~b"}, "NODE_NAME"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := tc.v
+			err := admit(&v, kn, true, true)
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("admit = %v, want InvalidArgument naming %q", err, tc.want)
 			}
 		})
 	}
