@@ -25,9 +25,9 @@
 
 const path = require('path');
 const readline = require('readline');
-const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-const grpcXds = require('@grpc/grpc-js-xds');
+
+// Loaded once the arguments are checked: @grpc/grpc-js-xds takes a while to load.
+let grpc;
 
 const MAX_CALLS = 10000; // per batch
 const MAX_TIMEOUT_MS = 60000;
@@ -70,6 +70,9 @@ function count(flag, s, max) {
 }
 
 function newClient(opts) {
+  grpc = require('@grpc/grpc-js');
+  const protoLoader = require('@grpc/proto-loader');
+  const grpcXds = require('@grpc/grpc-js-xds');
   grpcXds.register();
   const def = protoLoader.loadSync(path.join(__dirname, 'test.proto'), { keepCase: true, defaults: true });
   const TestService = grpc.loadPackageDefinition(def).grpc.testing.TestService;
