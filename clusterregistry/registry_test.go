@@ -113,7 +113,7 @@ func TestEndpointsFromRealCluster(t *testing.T) {
 		Address: "10.1.0.1", Port: 8080, Ready: true,
 		Locality:       clusterregistry.Locality{Region: "us-east", Zone: "us-east-1a", Subzone: "rack-7"},
 		TLSMode:        network.TLSModeIstio,
-		ServiceAccount: "hw", Cluster: "c1", Pod: "ep-sample/hw-v1",
+		ServiceAccount: "hw", Cluster: "c1", Pod: "ep-sample/hw-v1", Node: "node-a",
 	}
 	got := eps[0]
 	if got.Labels["version"] != "v1" || got.Labels["app"] != "helloworld" {
@@ -359,4 +359,79 @@ func TestRotationNeverDropsEndpoints(t *testing.T) {
 			t.Fatalf("old credentials not serving: %+v", st)
 		}
 	}
+}
+
+// TestTrafficDistributionFromRealCluster follows a Service's traffic distribution
+// through its field, its annotation and its Namespace's annotation as they change
+// on a real API server.
+func TestTrafficDistributionFromRealCluster(t *testing.T) {
+	ctx := t.Context()
+	cs := cluster.Client
+	const ns = "td-sample"
+	svc := kubetest.Service{Namespace: ns, Name: "web", Ports: []corev1.ServicePort{httpPort(80, 8080)}}
+	if err := kubetest.Deploy(ctx, cs, svc); err != nil {
+		t.Fatal(err)
+	}
+	r := newRegistry(t, 0)
+	r.SetCluster("c1", "test", cluster.Config)
+	waitSynced(t, r, "c1")
+	const host = "web.td-sample.svc.cluster.local"
+	want := func(d network.TrafficDistribution, invalid string) {
+		t.Helper()
+		kubetest.Eventually(t, 10*time.Second, func() error {
+			sh := r.Services(host)["c1"]
+			if sh == nil {
+				return fmt.Errorf("no shard of %s", host)
+			}
+			if got := sh.Service; got.TrafficDistribution != d || got.InvalidTrafficDistribution != invalid {
+				return fmt.Errorf("traffic distribution %q (invalid %q), want %q (invalid %q)", got.TrafficDistribution, got.InvalidTrafficDistribution, d, invalid)
+			}
+			return nil
+		})
+	}
+	annotateNamespace := func(value string) {
+		t.Helper()
+		n, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if value == "" {
+			delete(n.Annotations, network.AnnotationTrafficDistribution)
+		} else {
+			if n.Annotations == nil {
+				n.Annotations = map[string]string{}
+			}
+			n.Annotations[network.AnnotationTrafficDistribution] = value
+		}
+		if _, err := cs.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deploy := func() {
+		t.Helper()
+		if err := kubetest.Deploy(ctx, cs, svc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want(network.DistributionUnset, "")
+
+	annotateNamespace("PreferSameNode") // the namespace's annotation reaches its services
+	want(network.DistributionPreferSameNode, "")
+
+	svc.Annotations = map[string]string{network.AnnotationTrafficDistribution: "PreferClose"}
+	deploy()
+	want(network.DistributionPreferSameZone, "")
+
+	dist := "PreferSameNode"
+	svc.TrafficDistribution = &dist
+	deploy()
+	want(network.DistributionPreferSameNode, "")
+
+	dist = ""
+	svc.Annotations = map[string]string{network.AnnotationTrafficDistribution: "Nearest"}
+	deploy()
+	want(network.DistributionPreferSameNode, `Service annotation networking.istio.io/traffic-distribution "Nearest"`)
+
+	annotateNamespace("") // removing it reaches them too
+	want(network.DistributionUnset, `Service annotation networking.istio.io/traffic-distribution "Nearest"`)
 }

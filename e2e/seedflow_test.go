@@ -235,7 +235,7 @@ func TestSeedFlow(t *testing.T) {
 	}
 	t.Cleanup(gw.Stop)
 
-	sleep, err := dataplane.Dial(xds, "sidecar~10.10.0.89~sleep-1.sample~sample.svc.cluster.local", "", dataplane.Locality{}, helloHost+":5000", certs)
+	sleep, err := dataplane.Dial(xds, "sidecar~10.10.0.89~sleep-1.sample~sample.svc.cluster.local", "", helloHost+":5000", certs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +266,7 @@ func TestSeedFlow(t *testing.T) {
 
 	// Then the gateway goes away too: network2's client does not need it.
 	gw.Stop()
-	client2, err := dataplane.Dial(xds, "sidecar~10.20.0.89~sleep-1.sample~sample.svc.cluster.local", "network2", dataplane.Locality{}, helloHost+":5000", certs)
+	client2, err := dataplane.Dial(xds, "sidecar~10.20.0.89~sleep-1.sample~sample.svc.cluster.local", "network2", helloHost+":5000", certs)
 	if err != nil {
 		t.Fatal(err)
 	}

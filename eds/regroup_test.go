@@ -8,10 +8,12 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/e2e/xdstest"
 	"github.com/horizon-mesh/horizon/network"
@@ -131,4 +133,73 @@ func TestRegroupKeepsRefusedViews(t *testing.T) {
 	if ps := f.s.Proxies(); len(ps) != 1 || ps[0].Group != ViewOf(nd).Key() {
 		t.Fatalf("proxies %+v, want the one in its group", ps)
 	}
+}
+
+// TestProxyFollowsTrafficDistribution: a connected proxy's locality splits groups
+// only while some service has a traffic distribution. When host A gets one, the
+// proxy (in zone-a) moves to the group of its locality and is sent A's endpoints in
+// priorities, its zone first; when A loses it, the proxy goes back to the shared
+// group and one priority.
+func TestProxyFollowsTrafficDistribution(t *testing.T) {
+	f := newXDSFixture(t)
+	setA := func(d network.TrafficDistribution) {
+		sh := &clusterregistry.Shard{
+			Service: clusterregistry.Service{Host: hostA, Name: "a", Namespace: "ns", Cluster: "c1",
+				Ports: []clusterregistry.ServicePort{{Name: "http", Port: 80}}, TrafficDistribution: d},
+			Endpoints: map[int32][]clusterregistry.Endpoint{80: {
+				{Address: "10.0.0.1", Port: 8080, Ready: true, Cluster: "c1", Locality: clusterregistry.Locality{Region: "r", Zone: "zone-a"}},
+				{Address: "10.0.0.2", Port: 8080, Ready: true, Cluster: "c1", Locality: clusterregistry.Locality{Region: "r", Zone: "zone-b"}},
+			}},
+		}
+		f.src.setShard(hostA, "c1", sh)
+		f.s.HostChanged(hostA)
+		f.s.push(time.Now())
+	}
+	setA(network.DistributionUnset)
+
+	nd := xdstest.NodeWithMetadata("sidecar~10.9.0.1~p.ns~ns.svc.cluster.local", map[string]any{MetaNodeName: "node-1"})
+	nd.Locality = &corev3.Locality{Region: "r", Zone: "zone-a"}
+	st := sotwStreamFor(t, f)
+	var resp *discoverygrpc.DiscoveryResponse
+	request := func() {
+		t.Helper()
+		req := &discoverygrpc.DiscoveryRequest{Node: nd, TypeUrl: resourcev3.EndpointType, ResourceNames: []string{claA}}
+		if resp != nil {
+			req.VersionInfo, req.ResponseNonce = resp.GetVersionInfo(), resp.GetNonce()
+		}
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recv := func(want ...string) {
+		t.Helper()
+		r, clas := recvSotw(t, st)
+		resp = r
+		if got := xdstest.PrioritySummary(clas[claA]); !slices.Equal(got, want) {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+		request() // ACK
+	}
+	group := func(want string) {
+		t.Helper()
+		kubetest.Eventually(t, 10*time.Second, func() error {
+			for _, p := range f.s.Proxies() {
+				if p.Group != want {
+					return fmt.Errorf("proxy in group %q, want %q", p.Group, want)
+				}
+			}
+			return nil
+		})
+	}
+	request()
+	recv("p0 r/zone-a/(1): 10.0.0.1:8080*1", "p0 r/zone-b/(1): 10.0.0.2:8080*1")
+	group("sidecar~")
+
+	setA(network.DistributionPreferSameZone)
+	recv("p0 r/zone-a/(1): 10.0.0.1:8080*1", "p1 r/zone-b/(1): 10.0.0.2:8080*1")
+	group("sidecar~~loc:r/zone-a/") // no PreferSameNode: the node does not split groups
+
+	setA(network.DistributionUnset)
+	recv("p0 r/zone-a/(1): 10.0.0.1:8080*1", "p0 r/zone-b/(1): 10.0.0.2:8080*1")
+	group("sidecar~")
 }

@@ -13,6 +13,10 @@
 // Envoy. Everything runs in a private network namespace whose loopback holds the pod
 // and gateway addresses.
 //
+// Then helloworld is marked PreferClose and the demo shows failover: v1's server
+// stopped, calls go to v2 through network2's gateway; v1 marked not ready and
+// restarted, calls stay on v2; v1 ready, calls return to v1.
+//
 // KEEP=1 leaves everything running and prints how to look around.
 package main
 
@@ -150,13 +154,19 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pods := map[string]*dataplane.Pod{}
 	for _, p := range []struct{ name, version, addr string }{{"helloworld-v1-0", "v1", v1Addr}, {"helloworld-v2-0", "v2", v2Addr}} {
 		pod, err := dataplane.StartPod(p.name, p.version, p.addr+":5000", podCerts)
 		if err != nil {
 			return err
 		}
-		defer pod.Stop()
+		pods[p.version] = pod
 	}
+	defer func() {
+		for _, p := range pods {
+			p.Stop()
+		}
+	}()
 	gw, err := dataplane.StartGateway(filepath.Join(work, "gateway"), gwAddr+":443", map[string][]string{
 		"outbound_.5000_._." + host: {v2Addr + ":5000"},
 	})
@@ -231,8 +241,9 @@ func run(ctx context.Context) error {
 	}
 
 	step("calling helloworld 20 times from network1 (proxyless gRPC, grpc-go's xDS client, mTLS)")
-	client, err := dataplane.Dial("127.0.0.1:15010", "sidecar~192.0.2.30~sleep-0.sample~sample.svc.cluster.local", "network1",
-		dataplane.Locality{Region: "local", Zone: "zone-a"}, host+":5000", certs)
+	client, err := dataplane.DialNode("127.0.0.1:15010", dataplane.Node{
+		ID: "sidecar~192.0.2.30~sleep-0.sample~sample.svc.cluster.local", Network: "network1", Region: "local", Zone: "zone-a",
+	}, host+":5000", certs)
 	if err != nil {
 		return err
 	}
@@ -273,6 +284,9 @@ func run(ctx context.Context) error {
 	if counts["v1"] == 0 || counts["v2"] == 0 {
 		return errors.New("calls did not land on both versions")
 	}
+	if err := failover(ctx, c1, certs, podCerts, pods); err != nil {
+		return err
+	}
 
 	if keep {
 		fmt.Printf(`
@@ -290,6 +304,104 @@ the gateway):
 	}
 	step("done: calls landed on both versions; cleaning up")
 	return nil
+}
+
+// failover marks helloworld PreferClose and runs the failover scenario
+// (dataplane.Failover) from network1: v1 stopped, calls go to v2 through network2's
+// gateway; v1 not ready, then back; calls return to v1. Counts are printed.
+func failover(ctx context.Context, c1 *localmesh.Cluster, certs, podCerts *dataplane.Certs, pods map[string]*dataplane.Pod) error {
+	step("marking helloworld PreferClose (spec.trafficDistribution in cluster1): close endpoints first, network2's gateway as failover")
+	svcs := c1.Client.CoreV1().Services("sample")
+	svc, err := svcs.Get(ctx, "helloworld", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	preferClose := "PreferClose"
+	svc.Spec.TrafficDistribution = &preferClose
+	if _, err := svcs.Update(ctx, svc, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("set helloworld's traffic distribution: %w", err)
+	}
+	cla, err := waitPriorities(ctx, 2)
+	if err != nil {
+		return err
+	}
+	fmt.Println("    sidecar on network1, in zone-a:")
+	for _, l := range cla.GetEndpoints() {
+		for _, e := range l.GetLbEndpoints() {
+			sa := e.GetEndpoint().GetAddress().GetSocketAddress()
+			addr := fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue())
+			fmt.Printf("      priority %d  %-20s zone %-6s  %s\n", l.GetPriority(), addr, l.GetLocality().GetZone(), describe(addr))
+		}
+	}
+
+	step("failover from network1 (grpc-go's xDS client, zone-a): v1 stopped, v1 not ready, v1 back; 20 calls counted at each step")
+	client, err := dataplane.DialNode("127.0.0.1:15010", dataplane.Node{
+		ID: "sidecar~192.0.2.30~sleep-0.sample~sample.svc.cluster.local", Network: "network1", Region: "local", Zone: "zone-a",
+	}, host+":5000", certs)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	f := dataplane.Failover{
+		Call: func(ctx context.Context) (string, error) {
+			v, _, err := client.CallNow(ctx)
+			return v, err
+		},
+		Local: "v1", Remote: "v2",
+		StopLocal: func() error {
+			fmt.Println("    stopping helloworld-v1-0's server; its EndpointSlice still lists it as ready")
+			pods["v1"].Stop()
+			return nil
+		},
+		StartLocal: func() error {
+			fmt.Println("    starting helloworld-v1-0's server again (still not ready)")
+			p, err := dataplane.StartPod("helloworld-v1-0", "v1", v1Addr+":5000", podCerts)
+			if err == nil {
+				pods["v1"] = p
+			}
+			return err
+		},
+		SetLocalReady: func(ctx context.Context, ready bool) error {
+			fmt.Printf("    marking helloworld-v1-0 ready=%v\n", ready)
+			return playKubeletReady(ctx, c1, "v1", v1Addr, "node-1", ready)
+		},
+		Calls: 20,
+		Logf:  func(format string, args ...any) { fmt.Printf("    "+format+"\n", args...) },
+	}
+	if _, err := f.Run(ctx); err != nil {
+		return fmt.Errorf("failover: %w", err)
+	}
+	return nil
+}
+
+// waitPriorities waits until a sidecar on network1 is sent helloworld in n
+// priorities.
+func waitPriorities(ctx context.Context, n int) (*endpointv3.ClusterLoadAssignment, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cla, err := dataplane.FetchCLA(fctx, "127.0.0.1:15010", "sidecar~192.0.2.40~sleep-1.sample~sample.svc.cluster.local",
+			map[string]any{"NETWORK": "network1"}, claName)
+		cancel()
+		if err == nil {
+			top := -1
+			for _, l := range cla.GetEndpoints() {
+				top = max(top, int(l.GetPriority()))
+			}
+			if top+1 == n {
+				return cla, nil
+			}
+			err = fmt.Errorf("%d priorities, want %d", top+1, n)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("sidecar on network1: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // describe says what an address in the demo is.
@@ -341,12 +453,18 @@ func playKubelet(ctx context.Context, c *localmesh.Cluster, version, ip, node, z
 	if err := localmesh.CreateNode(ctx, c.Client, node, "local", zone, ""); err != nil {
 		return err
 	}
+	return playKubeletReady(ctx, c, version, ip, node, true)
+}
+
+// playKubeletReady sets the readiness of helloworld-<version>'s pod, as its
+// kubelet would after a readiness probe.
+func playKubeletReady(ctx context.Context, c *localmesh.Cluster, version, ip, node string, ready bool) error {
 	return localmesh.DeployPods(ctx, c.Client, localmesh.Service{
 		Namespace: "sample", Name: "helloworld",
 		Labels: map[string]string{"app": "helloworld"},
 		Ports:  []corev1.ServicePort{{Name: "http", Port: 5000, TargetPort: intstr.FromInt32(5000)}},
 		Backends: []localmesh.Backend{{
-			Pod: "helloworld-" + version + "-0", IP: ip, Node: node, Ready: true,
+			Pod: "helloworld-" + version + "-0", IP: ip, Node: node, Ready: ready,
 			Labels: map[string]string{"version": version, network.LabelTLSMode: network.TLSModeIstio},
 		}},
 	})

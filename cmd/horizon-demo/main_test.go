@@ -9,7 +9,8 @@ import (
 )
 
 // TestDemo builds horizon and the demo driver and runs the demo as `make demo` does:
-// it must exit 0 with calls landing on both versions and each network's view shown.
+// it must exit 0 with calls landing on both versions and each network's view shown,
+// then fail over to v2 and back to v1 with helloworld PreferClose.
 func TestDemo(t *testing.T) {
 	bin := t.TempDir()
 	build := exec.Command("go", "build", "-o", bin+string(filepath.Separator), "../horizon", ".")
@@ -33,6 +34,16 @@ func TestDemo(t *testing.T) {
 		"Hello version: v2, instance: helloworld-v2-0",
 		"outbound_.5000_._.helloworld.sample.svc.cluster.local 192.0.2.12:5000",
 		"done: calls landed on both versions",
+		// Failover with helloworld PreferClose: v1 first, the gateway next.
+		"priority 0  192.0.2.11:5000",
+		"priority 1  192.0.2.20:443",
+		"local: settled",
+		"then v1=20",
+		"local stopped: settled",
+		"local not ready: settled",
+		"local restarted, not ready: settled",
+		"then v2=20",
+		"local back: settled",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("demo output lacks %q", want)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -11,9 +13,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/horizon-mesh/horizon/cmd/localmesh/dataplane"
@@ -53,8 +53,8 @@ func TestDataPathNode(t *testing.T) {
 	ctx := t.Context()
 
 	// v1 by pod IP in zone-a, v2 through the gateway in zone-b: equal locality weights.
-	dp.waitEDS(t, fmt.Sprintf("region/zone-a/(1): %s:5000*1+mtls | region/zone-b/(1): %s:15443*1+mtls", v1Addr, gwAddr))
-	client := dp.nodeClient(t, "sleep", dp.bootstrap(t, clientLocality), helloSNI, false)
+	dp.waitEDS(t, fmt.Sprintf("p0 region/zone-a/(1): %s:5000*1+mtls | p0 region/zone-b/(1): %s:15443*1+mtls", v1Addr, gwAddr))
+	client := dp.nodeClient(t, "sleep", dp.bootstrap(t, clientRegion, clientZone), helloSNI, false)
 	first := time.Now()
 	b := waitVersions(t, client, 20*time.Second, func(v map[string]int) bool { return v["v1"] > 0 && v["v2"] > 0 })
 	t.Logf("Node client: both versions answered after %v (%d calls, %d failed)", time.Since(first).Round(time.Millisecond), b.Calls, b.Failed)
@@ -79,7 +79,7 @@ func TestDataPathNode(t *testing.T) {
 	// Without grpc.ssl_target_name_override the client sends the target's host as
 	// SNI, whatever the cluster's UpstreamTlsContext.sni says: the gateway has no
 	// route for it, and only v1 answers.
-	noSNI := dp.nodeClient(t, "nosni", dp.bootstrap(t, clientLocality), "", false)
+	noSNI := dp.nodeClient(t, "nosni", dp.bootstrap(t, clientRegion, clientZone), "", false)
 	waitVersions(t, noSNI, 20*time.Second, func(v map[string]int) bool { return v["v1"] > 0 })
 	b, err := noSNI.Calls(ctx, 20)
 	if err != nil {
@@ -105,7 +105,7 @@ func TestDataPathNode(t *testing.T) {
 	// A bootstrap whose node has no locality: the client refuses it, and every call
 	// fails with a resolver error that does not say why.
 	var boot map[string]any
-	if err := json.Unmarshal(dp.bootstrap(t, dataplane.Locality{}), &boot); err != nil {
+	if err := json.Unmarshal(dp.bootstrap(t, "", ""), &boot); err != nil {
 		t.Fatal(err)
 	}
 	delete(boot["node"].(map[string]any), "locality")
@@ -125,13 +125,15 @@ func TestDataPathNode(t *testing.T) {
 	t.Logf("Node client with no node locality in its bootstrap: the call failed with %q", b.Results[0].Error)
 }
 
-// TestDataPathNodeFailover runs issue 14's failover scenarios with Node's xDS
-// client: helloworld marked PreferClose keeps every call on v1 (zone-a, the client's
-// own) while v1 is healthy; when v1's server process dies with its EndpointSlice
-// untouched the client fails over on its own to priority 1, network2's gateway;
-// when v1 is marked not ready Horizon moves the gateway to priority 0; when v1 is
-// back calls return to it; and with the setting removed calls spread over both
-// versions by the EDS weights again.
+// TestDataPathNodeFailover runs the failover scenario (dataplane.Failover, as
+// TestFailover does with grpc-go) with Node's xDS client: helloworld marked
+// PreferClose keeps every call on v1 (zone-a, the client's own, priority 0) while v1
+// is healthy; when v1's server process dies with its EndpointSlice untouched the
+// client fails over on its own to priority 1, network2's gateway; when v1 is marked
+// not ready Horizon sends the gateway alone; when v1 is ready again calls return to
+// it; and with the setting removed calls spread over both versions by the EDS
+// weights again. Calls do not wait for a ready connection, so that a call the
+// client cannot place fails and is counted, as grpc-go's CallNow does.
 func TestDataPathNodeFailover(t *testing.T) {
 	var env []string
 	if !dataplane.InNetns() {
@@ -145,53 +147,70 @@ func TestDataPathNodeFailover(t *testing.T) {
 		return
 	}
 	dp := startDataPathNode(t)
+	ctx := t.Context()
 	v1EDS := fmt.Sprintf("region/zone-a/(1): %s:5000*1+mtls", v1Addr)
 	gwEDS := fmt.Sprintf("region/zone-b/(1): %s:15443*1+mtls", gwAddr)
-	dp.waitEDS(t, v1EDS+" | "+gwEDS)
+	dp.waitEDS(t, "p0 "+v1EDS+" | p0 "+gwEDS)
 
-	setTrafficDistribution(t, cluster1, "PreferClose")
-	dp.waitEDS(t, v1EDS+" | p1 "+gwEDS)
-	client := dp.nodeClient(t, "sleep", dp.bootstrap(t, clientLocality), helloSNI, false)
-	waitVersions(t, client, 20*time.Second, func(v map[string]int) bool { return v["v1"] > 0 })
-	allOn(t, client, "v1", 100)
-	t.Logf("PreferClose: 100 calls, all on v1 (priority 0, the client's zone)")
-
-	// v1's server process dies; Kubernetes has not noticed: the EndpointSlice still
-	// says ready, and Horizon still sends v1 in priority 0.
-	dp.pods["helloworld-v1-0"].Stop()
-	took, failed, calls := callUntil(t, client, "v2", 30*time.Second)
-	t.Logf("v1's process killed: calls moved to v2 through the gateway after %v (%d calls, %d failed)", took.Round(time.Millisecond), calls, failed)
-	allOn(t, client, "v2", 50)
-
-	// v1 marked not ready: Horizon sends the gateway alone, in priority 0.
-	dp.deploy(t, cluster1, "v1", false)
-	dp.waitEDS(t, gwEDS)
-	allOn(t, client, "v2", 50)
-	t.Logf("v1 not ready: the gateway alone in priority 0; 50 calls, all on v2")
-
-	// v1 back: its process, then its readiness.
-	dp.startPod(t, "helloworld-v1-0", "v1", v1Addr)
-	dp.deploy(t, cluster1, "v1", true)
-	dp.waitEDS(t, v1EDS+" | p1 "+gwEDS)
-	took, failed, calls = callUntil(t, client, "v1", 30*time.Second)
-	if failed > 0 {
-		t.Errorf("%d calls failed while v1 came back", failed)
+	dp.deploy(t, cluster1, "v1", true, "PreferClose")
+	dp.waitEDS(t, "p0 "+v1EDS+" | p1 "+gwEDS)
+	client := dp.nodeClient(t, "sleep", dp.bootstrap(t, clientRegion, clientZone), helloSNI, true)
+	f := dataplane.Failover{
+		Call: func(ctx context.Context) (string, error) {
+			b, err := client.Calls(ctx, 1)
+			if err != nil {
+				t.Fatal(err) // the client itself failed, not a call
+			}
+			if r := b.Results[0]; r.Error != "" {
+				return "", errors.New(r.Error)
+			}
+			return b.Results[0].Version, nil
+		},
+		Local: "v1", Remote: "v2",
+		StopLocal: func() error { dp.pods["helloworld-v1-0"].Stop(); return nil },
+		StartLocal: func() error {
+			dp.startPod(t, "helloworld-v1-0", "v1", v1Addr)
+			return nil
+		},
+		SetLocalReady: func(ctx context.Context, ready bool) error {
+			dp.deploy(t, cluster1, "v1", ready, "PreferClose")
+			return nil
+		},
+		Expect: func(ctx context.Context, step dataplane.FailoverStep) error {
+			switch step {
+			case dataplane.StepLocalNotReady, dataplane.StepLocalRestarted:
+				dp.waitEDS(t, "p0 "+gwEDS)
+			default: // v1 in priority 0, whether its server runs or not
+				dp.waitEDS(t, "p0 "+v1EDS+" | p1 "+gwEDS)
+			}
+			return nil
+		},
+		Logf: func(format string, args ...any) { t.Logf("Node client: "+format, args...) },
 	}
-	allOn(t, client, "v1", 100)
-	t.Logf("v1 back and ready: calls returned to v1 after %v (%d calls, %d failed); then 100 calls, all on v1", took.Round(time.Millisecond), calls, failed)
+	results, err := f.Run(ctx)
+	if err != nil {
+		t.Fatalf("%v; client log:\n%s", err, tail(client.Log(), 40))
+	}
+	for _, r := range results {
+		if r.Step == dataplane.StepLocalStopped {
+			t.Logf("failover by Node's client after v1's server stopped: first call on v2 %s after the stop, %d of %d calls failed meanwhile",
+				r.Settle.Round(time.Millisecond), r.Failed, r.Tries)
+		}
+		if r.Step == dataplane.StepLocalBack && r.Failed > 0 {
+			t.Errorf("%d calls failed while calls returned to v1", r.Failed)
+		}
+	}
 
 	// No traffic distribution: one priority, calls spread by the EDS weights.
-	setTrafficDistribution(t, cluster1, "")
-	dp.waitEDS(t, v1EDS+" | "+gwEDS)
+	dp.deploy(t, cluster1, "v1", true, "")
+	dp.waitEDS(t, "p0 "+v1EDS+" | p0 "+gwEDS)
 	deadline := time.Now().Add(20 * time.Second)
-	got := nodeShare(t, client, 100)
-	for math.Abs(got-0.5) > 0.1 {
+	for math.Abs(nodeShare(t, client, 100)-0.5) > 0.1 {
 		if time.Now().After(deadline) {
-			t.Fatalf("without a traffic distribution v2 answered %.2f of 100 calls, want about 0.5", got)
+			t.Fatal("without a traffic distribution, calls never split between v1 and v2")
 		}
-		got = nodeShare(t, client, 100)
 	}
-	got = nodeShare(t, client, 300)
+	got := nodeShare(t, client, 300)
 	if math.Abs(got-0.5) > 0.1 {
 		t.Fatalf("without a traffic distribution v2 answered %.2f of 300 calls; EDS weights say 0.50 (tolerance 0.1)", got)
 	}
@@ -200,57 +219,6 @@ func TestDataPathNodeFailover(t *testing.T) {
 		t.Errorf("node client exit: %v", err)
 	}
 	checkNoNACK(t, client)
-}
-
-// setTrafficDistribution sets (empty: clears) spec.trafficDistribution of helloworld
-// in cluster c.
-func setTrafficDistribution(t *testing.T, c *kubetest.Cluster, d string) {
-	t.Helper()
-	svcs := c.Client.CoreV1().Services("sample")
-	svc, err := svcs.Get(t.Context(), "helloworld", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Spec.TrafficDistribution = nil
-	if d != "" {
-		svc.Spec.TrafficDistribution = &d
-	}
-	if _, err := svcs.Update(t.Context(), svc, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// allOn makes n calls; every one must succeed on version.
-func allOn(t *testing.T, c *dataplane.NodeClient, version string, n int) {
-	t.Helper()
-	b, err := c.Calls(t.Context(), n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b.Failed > 0 || b.Versions[version] != n {
-		t.Fatalf("%d calls: versions %v, %d failed, want all on %s (first results: %+v)", n, b.Versions, b.Failed, version, b.Results[:min(5, len(b.Results))])
-	}
-}
-
-// callUntil calls one at a time until version answers and returns how long that
-// took, how many calls failed on the way and how many were made.
-func callUntil(t *testing.T, c *dataplane.NodeClient, version string, timeout time.Duration) (took time.Duration, failed, calls int) {
-	t.Helper()
-	start := time.Now()
-	for {
-		b, err := c.Calls(t.Context(), 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		calls++
-		failed += b.Failed
-		if b.Versions[version] == 1 {
-			return time.Since(start), failed, calls
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("no call reached %s in %v (%d calls, %d failed; last %+v); client log:\n%s", version, timeout, calls, failed, b.Results, tail(c.Log(), 40))
-		}
-	}
 }
 
 // dataPathNode is the data path of TestDataPathNode: v1 in cluster 1 on network1,
@@ -265,9 +233,8 @@ type dataPathNode struct {
 	pods     map[string]*dataplane.Pod // by name
 }
 
-// clientLocality is where the Node clients (and the observer) run: node-1's locality,
-// v1's.
-var clientLocality = dataplane.Locality{Region: "region", Zone: "zone-a"}
+// The Node clients (and the observer) run on node-1, in v1's region and zone.
+const clientRegion, clientZone = "region", "zone-a"
 
 // startPod starts (or restarts) pod name of version on ip:5000, presenting the
 // identity of its service account helloworld-<version>.
@@ -314,8 +281,8 @@ func startDataPathNode(t *testing.T) *dataPathNode {
 	if err := kubetest.CreateNode(ctx, cluster2.Client, "node-2", "region", "zone-b", ""); err != nil {
 		t.Fatal(err)
 	}
-	dp.deploy(t, cluster1, "v1", true)
-	dp.deploy(t, cluster2, "v2", true)
+	dp.deploy(t, cluster1, "v1", true, "")
+	dp.deploy(t, cluster2, "v2", true, "")
 	writeMeshNetworks(t, fmt.Sprintf(`
 networks:
   network1:
@@ -328,21 +295,22 @@ networks:
 	dp.xdsAddr, _, _ = startServe(t)
 	observer := xdstest.NodeWithMetadata("sidecar~192.0.2.31~observer.sample~sample.svc.cluster.local",
 		map[string]any{"NETWORK": "network1", "GENERATOR": "grpc"})
-	observer.Locality = &corev3.Locality{Region: clientLocality.Region, Zone: clientLocality.Zone}
+	observer.Locality = &corev3.Locality{Region: clientRegion, Zone: clientZone}
 	dp.observer = xdstest.Connect(t, dp.xdsAddr, observer, xdstest.Options{EDS: []string{helloCLA}})
 	return dp
 }
 
 // deploy writes helloworld's Service, pod and EndpointSlice for version's one pod
-// (v1 in cluster 1 on node-1, v2 in cluster 2 on node-2), ready or not.
-func (dp *dataPathNode) deploy(t *testing.T, c *kubetest.Cluster, version string, ready bool) {
+// (v1 in cluster 1 on node-1, v2 in cluster 2 on node-2), ready or not, and the
+// Service's spec.trafficDistribution dist (empty: none).
+func (dp *dataPathNode) deploy(t *testing.T, c *kubetest.Cluster, version string, ready bool, dist string) {
 	t.Helper()
 	node, ip := "node-1", v1Addr
 	if version == "v2" {
 		node, ip = "node-2", v2aAddr
 	}
 	s := kubetest.Service{
-		Namespace: "sample", Name: "helloworld",
+		Namespace: "sample", Name: "helloworld", TrafficDistribution: &dist,
 		Ports: []corev1.ServicePort{{Name: "grpc", Port: 5000, TargetPort: intstr.FromInt32(5000)}},
 		Backends: []kubetest.Backend{{
 			Pod: "helloworld-" + version + "-0", IP: ip, Node: node, Ready: ready, ServiceAccount: "helloworld-" + version,
@@ -354,10 +322,12 @@ func (dp *dataPathNode) deploy(t *testing.T, c *kubetest.Cluster, version string
 	}
 }
 
-// bootstrap is the Node client's bootstrap: sleep on network1 in loc.
-func (dp *dataPathNode) bootstrap(t *testing.T, loc dataplane.Locality) []byte {
+// bootstrap is the Node client's bootstrap: sleep on network1 in region and zone.
+func (dp *dataPathNode) bootstrap(t *testing.T, region, zone string) []byte {
 	t.Helper()
-	b, err := dataplane.Bootstrap(dp.xdsAddr, "sidecar~192.0.2.30~sleep.sample~sample.svc.cluster.local", "network1", loc, dp.certs)
+	b, err := dataplane.BootstrapNode(dp.xdsAddr, dataplane.Node{
+		ID: "sidecar~192.0.2.30~sleep.sample~sample.svc.cluster.local", Network: "network1", Region: region, Zone: zone,
+	}, dp.certs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,27 +351,15 @@ func (dp *dataPathNode) nodeClient(t *testing.T, name string, bootstrap []byte, 
 }
 
 // waitEDS waits until the observer, in the client's group, holds helloworld's
-// assignment with summary want (see priorities).
+// assignment with summary want (xdstest.PrioritySummary).
 func (dp *dataPathNode) waitEDS(t *testing.T, want string) {
 	t.Helper()
 	kubetest.Eventually(t, 15*time.Second, func() error {
-		if got := strings.Join(priorities(dp.observer.CLA(helloCLA)), " | "); got != want {
+		if got := strings.Join(xdstest.PrioritySummary(dp.observer.CLA(helloCLA)), " | "); got != want {
 			return fmt.Errorf("EDS %q, want %q", got, want)
 		}
 		return nil
 	})
-}
-
-// priorities is xdstest.Summary with "p<priority> " in front of every locality in a
-// priority other than 0.
-func priorities(cla *endpointv3.ClusterLoadAssignment) []string {
-	out := xdstest.Summary(cla)
-	for i, l := range cla.GetEndpoints() {
-		if p := l.GetPriority(); p != 0 {
-			out[i] = fmt.Sprintf("p%d %s", p, out[i])
-		}
-	}
-	return out
 }
 
 // waitVersions calls in batches of 10 until the versions answering so far satisfy

@@ -71,7 +71,7 @@ func TestPeerIdentity(t *testing.T) {
 	}
 	deploy("peer-0", "peer", v2aAddr)
 	xdsAddr, _, _ := startServe(t)
-	client, err := dataplane.Dial(xdsAddr, "sidecar~192.0.2.30~sleep.sample~sample.svc.cluster.local", "", dataplane.Locality{}, host+":5000", certs)
+	client, err := dataplane.Dial(xdsAddr, "sidecar~192.0.2.30~sleep.sample~sample.svc.cluster.local", "", host+":5000", certs)
 	if err != nil {
 		t.Fatal(err)
 	}

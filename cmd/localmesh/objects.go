@@ -31,6 +31,11 @@ type Service struct {
 	Namespace string
 	Name      string
 	Labels    map[string]string
+	// Annotations are set on the Service (others it has are kept).
+	Annotations map[string]string
+	// TrafficDistribution, if not nil, sets the Service's spec.trafficDistribution
+	// ("" clears it); nil leaves it as it is.
+	TrafficDistribution *string
 	// Ports of the service; each targets TargetPort with the same name.
 	Ports []corev1.ServicePort
 	// Backends become pods (with IP and readiness set through the status subresource)
@@ -145,12 +150,25 @@ func ensureService(ctx context.Context, cs kubernetes.Interface, s Service) erro
 	if err := EnsureNamespace(ctx, cs, s.Namespace, nil); err != nil {
 		return err
 	}
+	var dist *string
+	if s.TrafficDistribution != nil && *s.TrafficDistribution != "" {
+		dist = s.TrafficDistribution
+	}
 	svc := &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: s.Labels},
-		Spec:       corev1.ServiceSpec{Ports: s.Ports, Selector: map[string]string{"app": s.Name}},
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, Labels: s.Labels, Annotations: s.Annotations},
+		Spec:       corev1.ServiceSpec{Ports: s.Ports, Selector: map[string]string{"app": s.Name}, TrafficDistribution: dist},
 	}
 	if cur, err := cs.CoreV1().Services(s.Namespace).Get(ctx, s.Name, metav1.GetOptions{}); err == nil {
 		cur.Labels, cur.Spec.Ports = s.Labels, s.Ports
+		for k, v := range s.Annotations {
+			if cur.Annotations == nil {
+				cur.Annotations = map[string]string{}
+			}
+			cur.Annotations[k] = v
+		}
+		if s.TrafficDistribution != nil {
+			cur.Spec.TrafficDistribution = dist
+		}
 		if _, err := cs.CoreV1().Services(s.Namespace).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
 			return fmt.Errorf("update service %s/%s: %w", s.Namespace, s.Name, err)
 		}

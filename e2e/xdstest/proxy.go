@@ -295,6 +295,16 @@ func (p *Proxy) Responses() int {
 // Summary renders a ClusterLoadAssignment one line per locality:
 // "region/zone/subzone(weight): address:port*weight[+mtls] …".
 func Summary(cla *endpointv3.ClusterLoadAssignment) []string {
+	return summary(cla, false)
+}
+
+// PrioritySummary is Summary with each locality's EDS priority in front:
+// "p1 region/zone/subzone(weight): …".
+func PrioritySummary(cla *endpointv3.ClusterLoadAssignment) []string {
+	return summary(cla, true)
+}
+
+func summary(cla *endpointv3.ClusterLoadAssignment, priority bool) []string {
 	var out []string
 	for _, l := range cla.GetEndpoints() {
 		loc := l.GetLocality()
@@ -307,8 +317,12 @@ func Summary(cla *endpointv3.ClusterLoadAssignment) []string {
 			}
 			eps = append(eps, s)
 		}
-		out = append(out, fmt.Sprintf("%s/%s/%s(%d): %s", loc.GetRegion(), loc.GetZone(), loc.GetSubZone(),
-			l.GetLoadBalancingWeight().GetValue(), strings.Join(eps, " ")))
+		line := fmt.Sprintf("%s/%s/%s(%d): %s", loc.GetRegion(), loc.GetZone(), loc.GetSubZone(),
+			l.GetLoadBalancingWeight().GetValue(), strings.Join(eps, " "))
+		if priority {
+			line = fmt.Sprintf("p%d %s", l.GetPriority(), line)
+		}
+		out = append(out, line)
 	}
 	return out
 }

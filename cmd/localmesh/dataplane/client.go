@@ -21,28 +21,41 @@ type Client struct {
 	client testgrpc.TestServiceClient
 }
 
-// Locality is where a client runs: the region, zone and subzone of its Kubernetes
-// node, sent as its xDS node's locality.
-type Locality struct {
+// Bootstrap returns a proxyless client's xDS bootstrap for a client on network at xdsAddr,
+// whose certificate provider instance "default" reads certs' files. An empty network
+// leaves NETWORK out of the node metadata, as a sidecar of a cluster installed without
+// a network sends it.
+func Bootstrap(xdsAddr, nodeID, network string, certs *Certs) ([]byte, error) {
+	return BootstrapNode(xdsAddr, Node{ID: nodeID, Network: network}, certs)
+}
+
+// Node is the xDS node a client presents.
+type Node struct {
+	ID string
+	// Network is its NETWORK metadata; empty: none.
+	Network string
+	// Region, Zone and SubZone are its locality: its Kubernetes node's.
 	Region, Zone, SubZone string
 }
 
-// Bootstrap returns a proxyless client's xDS bootstrap for a client on network at
-// xdsAddr in locality loc, whose certificate provider instance "default" reads
-// certs' files. An empty network leaves NETWORK out of the node metadata, as a
-// sidecar of a cluster installed without a network sends it. The node always has a
-// locality (empty fields left out): Node's @grpc/grpc-js-xds refuses a bootstrap
-// whose node has none.
-func Bootstrap(xdsAddr, nodeID, network string, loc Locality, certs *Certs) ([]byte, error) {
+// BootstrapNode is Bootstrap for node. The node always has a locality, with the
+// fields that are set: Node's @grpc/grpc-js-xds refuses a bootstrap whose node has
+// none.
+func BootstrapNode(xdsAddr string, node Node, certs *Certs) ([]byte, error) {
 	metadata := map[string]any{"GENERATOR": "grpc"}
-	if network != "" {
-		metadata["NETWORK"] = network
+	if node.Network != "" {
+		metadata["NETWORK"] = node.Network
 	}
 	locality := map[string]string{}
-	for k, v := range map[string]string{"region": loc.Region, "zone": loc.Zone, "sub_zone": loc.SubZone} {
+	for k, v := range map[string]string{"region": node.Region, "zone": node.Zone, "sub_zone": node.SubZone} {
 		if v != "" {
 			locality[k] = v
 		}
+	}
+	n := map[string]any{
+		"id":       node.ID,
+		"locality": locality,
+		"metadata": metadata,
 	}
 	return json.Marshal(map[string]any{
 		"xds_servers": []any{map[string]any{
@@ -50,11 +63,7 @@ func Bootstrap(xdsAddr, nodeID, network string, loc Locality, certs *Certs) ([]b
 			"channel_creds":   []any{map[string]any{"type": "insecure"}},
 			"server_features": []string{"xds_v3"},
 		}},
-		"node": map[string]any{
-			"id":       nodeID,
-			"locality": locality,
-			"metadata": metadata,
-		},
+		"node": n,
 		"certificate_providers": map[string]any{
 			"default": map[string]any{
 				"plugin_name": "file_watcher",
@@ -70,9 +79,14 @@ func Bootstrap(xdsAddr, nodeID, network string, loc Locality, certs *Certs) ([]b
 }
 
 // Dial connects to xds:///target (host:port) through Horizon at xdsAddr, as a client
-// on network (empty: none named; see Bootstrap) in locality loc.
-func Dial(xdsAddr, nodeID, network string, loc Locality, target string, certs *Certs) (*Client, error) {
-	bootstrap, err := Bootstrap(xdsAddr, nodeID, network, loc, certs)
+// on network (empty: none named; see Bootstrap).
+func Dial(xdsAddr, nodeID, network, target string, certs *Certs) (*Client, error) {
+	return DialNode(xdsAddr, Node{ID: nodeID, Network: network}, target, certs)
+}
+
+// DialNode is Dial as node (BootstrapNode).
+func DialNode(xdsAddr string, node Node, target string, certs *Certs) (*Client, error) {
+	bootstrap, err := BootstrapNode(xdsAddr, node, certs)
 	if err != nil {
 		return nil, err
 	}
