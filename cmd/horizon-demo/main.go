@@ -325,7 +325,7 @@ func failover(ctx context.Context, c1 *localmesh.Cluster, certs, podCerts *datap
 	if err != nil {
 		return err
 	}
-	fmt.Println("    sidecar on network1, in zone-a:")
+	fmt.Println("    sidecar on network1:")
 	for _, l := range cla.GetEndpoints() {
 		for _, e := range l.GetLbEndpoints() {
 			sa := e.GetEndpoint().GetAddress().GetSocketAddress()
