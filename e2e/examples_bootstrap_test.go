@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
+	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/eds"
 )
@@ -31,8 +32,9 @@ func TestExamplesEnvoyBootstrap(t *testing.T) {
 		clusters []string // static clusters
 	}{
 		{
-			file:     "envoy-sidecar-bootstrap.yaml",
-			view:     eds.View{Role: eds.RoleSidecar, Network: "network1"},
+			file: "envoy-sidecar-bootstrap.yaml",
+			view: eds.View{Role: eds.RoleSidecar, Network: "network1",
+				Locality: clusterregistry.Locality{Region: "us-east1", Zone: "us-east1-b"}},
 			clusters: []string{"xds-grpc", "sds-grpc"},
 		},
 		{
