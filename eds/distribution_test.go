@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/network"
@@ -349,5 +351,35 @@ func TestDistributionOf(t *testing.T) {
 				t.Errorf("distributionOf = %q, %q; want %q, %q", got, invalid, tc.want, tc.wantInvalid)
 			}
 		})
+	}
+}
+
+// TestInvalidDistributionReportedOnce: an unrecognized value is counted (and
+// logged) when a host first has it or it changes, not at every push.
+func TestInvalidDistributionReportedOnce(t *testing.T) {
+	f := newXDSFixture(t)
+	set := func(invalid string) {
+		f.src.setShard(hostA, "c1", &clusterregistry.Shard{
+			Service: clusterregistry.Service{Host: hostA, Name: "a", Namespace: "ns", Cluster: "c1",
+				Ports: []clusterregistry.ServicePort{{Name: "http", Port: 80}}, InvalidTrafficDistribution: invalid},
+		})
+		f.s.HostChanged(hostA)
+		f.s.push(time.Now())
+	}
+	count := func() float64 {
+		var m dto.Metric
+		if err := f.s.metrics.invalidDist.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	set(`spec.trafficDistribution "Nearby"`)
+	set(`spec.trafficDistribution "Nearby"`)
+	if got := count(); got != 1 {
+		t.Fatalf("counted %v times, want once", got)
+	}
+	set(`spec.trafficDistribution "Closest"`)
+	if got := count(); got != 2 {
+		t.Fatalf("counted %v times after the value changed, want 2", got)
 	}
 }

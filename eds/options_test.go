@@ -7,8 +7,9 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// TestOptionsRefuseBadLimits: a negative xDS limit is refused with an error naming
-// its flag; the flags' defaults validate.
+// TestOptionsRefuseBadLimits: a negative xDS limit, or a traffic distribution
+// Horizon does not know, is refused with an error naming its flag; the flags'
+// defaults validate.
 func TestOptionsRefuseBadLimits(t *testing.T) {
 	for _, tc := range []struct {
 		flag, value string
@@ -19,6 +20,7 @@ func TestOptionsRefuseBadLimits(t *testing.T) {
 		{"--xds-new-stream-wait", "-1s"},
 		{"--xds-request-rate", "-2"},
 		{"--xds-request-burst", "-1"},
+		{"--traffic-distribution", "Nearby"},
 	} {
 		t.Run(tc.flag, func(t *testing.T) {
 			var o Options

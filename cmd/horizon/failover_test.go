@@ -38,6 +38,29 @@ func TestFailover(t *testing.T) {
 	if kubetest.RunInNetns(t, "failover_test.go", "GRPC_EXPERIMENTAL_XDS_SNI=true") {
 		return
 	}
+	runFailover(t, func(t *testing.T, xdsAddr string, node dataplane.Node, certs *dataplane.Certs) func(context.Context) (string, error) {
+		client, err := dataplane.DialNode(xdsAddr, node, helloHost+":5000", certs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.Close() })
+		return func(ctx context.Context) (string, error) {
+			v, _, err := client.CallNow(ctx)
+			return v, err
+		}
+	})
+}
+
+// failoverClient starts an xDS client of helloworld (xds:///helloworld.sample.svc.cluster.local:5000)
+// as node, through Horizon at xdsAddr, with mesh certificates certs (its bootstrap's
+// certificate provider "default"), and returns a function making one call that
+// returns the answering version. It runs in the test's network namespace.
+type failoverClient func(t *testing.T, xdsAddr string, node dataplane.Node, certs *dataplane.Certs) (call func(context.Context) (string, error))
+
+// runFailover is TestFailover's body for any xDS client: it sets up the clusters,
+// pods, gateway and Horizon, starts the client with newClient, and runs the
+// scenario. The caller runs it in a network namespace (kubetest.RunInNetns).
+func runFailover(t *testing.T, newClient failoverClient) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	certs, err := dataplane.NewCerts(dir, "sample", "sleep")
@@ -107,11 +130,7 @@ networks:
 		map[string]any{"NETWORK": "network1", "GENERATOR": "grpc"})
 	obsNode.Locality = &corev3.Locality{Region: node.Region, Zone: node.Zone}
 	observer := xdstest.Connect(t, xdsAddr, obsNode, xdstest.Options{EDS: []string{helloCLA}})
-	client, err := dataplane.DialNode(xdsAddr, node, helloHost+":5000", certs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
+	call := newClient(t, xdsAddr, node, certs)
 
 	local := fmt.Sprintf("p0 region/zone-a/(1): %s:5000*1+mtls", v1Addr)
 	remote := func(p int) string { return fmt.Sprintf("p%d region/zone-b/(1): %s:15443*1+mtls", p, gwAddr) }
@@ -135,10 +154,7 @@ networks:
 	}
 
 	f := dataplane.Failover{
-		Call: func(ctx context.Context) (string, error) {
-			v, _, err := client.CallNow(ctx)
-			return v, err
-		},
+		Call:  call,
 		Local: "v1", Remote: "v2",
 		StopLocal: func() error { v1.Stop(); return nil },
 		StartLocal: func() error {
@@ -164,7 +180,7 @@ networks:
 	}
 	for _, r := range results {
 		if r.Step == dataplane.StepLocalStopped {
-			t.Logf("failover by grpc-go after v1's server stopped: first call on v2 %s after the stop, %d of %d calls failed meanwhile",
+			t.Logf("failover by the client after v1's server stopped: first call on v2 %s after the stop, %d of %d calls failed meanwhile",
 				r.Settle.Round(time.Millisecond), r.Failed, r.Tries)
 		}
 	}
@@ -179,7 +195,7 @@ networks:
 	share := func(n int) float64 {
 		v2 := 0
 		for range n {
-			if v, _, err := client.Call(ctx); err != nil {
+			if v, err := call(ctx); err != nil {
 				t.Fatalf("call failed: %v", err)
 			} else if v == "v2" {
 				v2++

@@ -32,6 +32,7 @@ func TestBadFlagsAreUsageErrors(t *testing.T) {
 		{"stray argument", []string{"serve", "extra"}, "unexpected arguments"},
 		{"too many namespace watches", []string{"serve", "--discovery-max-namespace-watches=10001"}, "--discovery-max-namespace-watches: must be 0-10000, got 10001"},
 		{"bad debug access", []string{"serve", "--debug-access=anyone"}, `--debug-access: must be loopback-or-token, loopback or token, got "anyone"`},
+		{"bad traffic distribution", []string{"serve", "--traffic-distribution=Nearby"}, `--traffic-distribution: must be empty, PreferClose, PreferSameZone or PreferSameNode, got "Nearby"`},
 		{"bad debug audience", []string{"serve", "--debug-token-audience=a,b"}, "--debug-token-audience: must be one audience"},
 		{"status token and token file", []string{"status", "--token=x", "--token-file=/dev/null"}, "--token and --token-file: give one or the other"},
 		{"status empty token file", []string{"status", "--token-file=/dev/null"}, "--token-file: /dev/null holds no token"},
@@ -68,7 +69,7 @@ func TestHelp(t *testing.T) {
 	for _, flag := range []string{"--kubeconfig", "--context", "--cluster-id", "--namespace", "--mesh-networks", "--mesh-config", "--discovery-max-namespace-watches", "--domain-suffix",
 		"--xds-address", "--http-address", "--debounce-after", "--debounce-max", "--remote-cluster-timeout",
 		"--stale-cluster-grace", "--remote-qps", "--remote-burst", "--xds-tls-cert", "--xds-tls-key", "--xds-client-ca", "--xds-allow-plaintext-remote", "--trust-domain", "--pprof", "--default-passthrough", "--proxyless-mtls",
-		"--debug-access", "--debug-token-audience"} {
+		"--debug-access", "--debug-token-audience", "--traffic-distribution"} {
 		if !strings.Contains(out.String(), flag) {
 			t.Errorf("serve --help does not mention %s", flag)
 		}
