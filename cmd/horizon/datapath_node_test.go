@@ -125,15 +125,15 @@ func TestDataPathNode(t *testing.T) {
 	t.Logf("Node client with no node locality in its bootstrap: the call failed with %q", b.Results[0].Error)
 }
 
-// TestDataPathNodeFailover runs the failover scenario (dataplane.Failover, as
-// TestFailover does with grpc-go) with Node's xDS client: helloworld marked
-// PreferClose keeps every call on v1 (zone-a, the client's own, priority 0) while v1
-// is healthy; when v1's server process dies with its EndpointSlice untouched the
-// client fails over on its own to priority 1, network2's gateway; when v1 is marked
-// not ready Horizon sends the gateway alone; when v1 is ready again calls return to
-// it; and with the setting removed calls spread over both versions by the EDS
-// weights again. Calls do not wait for a ready connection, so that a call the
-// client cannot place fails and is counted, as grpc-go's CallNow does.
+// TestDataPathNodeFailover runs TestFailover's scenario (runFailover, on
+// dataplane.Failover) with Node's xDS client: helloworld marked PreferClose keeps
+// every call on v1 (zone-a, the client's own, priority 0) while v1 is healthy; when
+// v1's server dies with its EndpointSlice untouched the client fails over on its own
+// to priority 1, network2's gateway; when v1 is marked not ready Horizon sends the
+// gateway alone; when v1 is ready again calls return to it; without the setting
+// calls spread by the EDS weights again. Calls do not wait for a ready connection,
+// so that a call the client cannot place fails and is counted, as grpc-go's CallNow
+// does. The client must refuse nothing Horizon sends.
 func TestDataPathNodeFailover(t *testing.T) {
 	var env []string
 	if !dataplane.InNetns() {
@@ -143,21 +143,30 @@ func TestDataPathNodeFailover(t *testing.T) {
 		}
 		env = append(env, nodeModulesEnv+"="+modules)
 	}
-	if kubetest.RunInNetns(t, "datapath_node_test.go", env...) {
+	// The scenario logs from runFailover's file; a failure shows everything.
+	if kubetest.RunInNetns(t, "failover_test.go", env...) {
 		return
 	}
-	dp := startDataPathNode(t)
-	ctx := t.Context()
-	v1EDS := fmt.Sprintf("region/zone-a/(1): %s:5000*1+mtls", v1Addr)
-	gwEDS := fmt.Sprintf("region/zone-b/(1): %s:15443*1+mtls", gwAddr)
-	dp.waitEDS(t, "p0 "+v1EDS+" | p0 "+gwEDS)
-
-	dp.deploy(t, cluster1, "v1", true, "PreferClose")
-	dp.waitEDS(t, "p0 "+v1EDS+" | p1 "+gwEDS)
-	client := dp.nodeClient(t, "sleep", dp.bootstrap(t, clientRegion, clientZone), helloSNI, true)
-	f := dataplane.Failover{
-		Call: func(ctx context.Context) (string, error) {
-			b, err := client.Calls(ctx, 1)
+	runFailover(t, func(t *testing.T, xdsAddr string, node dataplane.Node, certs *dataplane.Certs) func(context.Context) (string, error) {
+		boot, err := dataplane.BootstrapNode(xdsAddr, node, certs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := dataplane.StartNodeClient(dataplane.NodeClientOptions{
+			Root: "../..", Modules: os.Getenv(nodeModulesEnv), Bootstrap: boot, Dir: filepath.Join(t.TempDir(), "node"),
+			Target: helloHost + ":5000", SNI: helloSNI, NoWaitForReady: true, Env: nodeTrace,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := c.Close(); err != nil {
+				t.Errorf("node client exit: %v", err)
+			}
+			checkNoNACK(t, c)
+		})
+		return func(ctx context.Context) (string, error) {
+			b, err := c.Calls(ctx, 1)
 			if err != nil {
 				t.Fatal(err) // the client itself failed, not a call
 			}
@@ -165,60 +174,8 @@ func TestDataPathNodeFailover(t *testing.T) {
 				return "", errors.New(r.Error)
 			}
 			return b.Results[0].Version, nil
-		},
-		Local: "v1", Remote: "v2",
-		StopLocal: func() error { dp.pods["helloworld-v1-0"].Stop(); return nil },
-		StartLocal: func() error {
-			dp.startPod(t, "helloworld-v1-0", "v1", v1Addr)
-			return nil
-		},
-		SetLocalReady: func(ctx context.Context, ready bool) error {
-			dp.deploy(t, cluster1, "v1", ready, "PreferClose")
-			return nil
-		},
-		Expect: func(ctx context.Context, step dataplane.FailoverStep) error {
-			switch step {
-			case dataplane.StepLocalNotReady, dataplane.StepLocalRestarted:
-				dp.waitEDS(t, "p0 "+gwEDS)
-			default: // v1 in priority 0, whether its server runs or not
-				dp.waitEDS(t, "p0 "+v1EDS+" | p1 "+gwEDS)
-			}
-			return nil
-		},
-		Logf: func(format string, args ...any) { t.Logf("Node client: "+format, args...) },
-	}
-	results, err := f.Run(ctx)
-	if err != nil {
-		t.Fatalf("%v; client log:\n%s", err, tail(client.Log(), 40))
-	}
-	for _, r := range results {
-		if r.Step == dataplane.StepLocalStopped {
-			t.Logf("failover by Node's client after v1's server stopped: first call on v2 %s after the stop, %d of %d calls failed meanwhile",
-				r.Settle.Round(time.Millisecond), r.Failed, r.Tries)
 		}
-		if r.Step == dataplane.StepLocalBack && r.Failed > 0 {
-			t.Errorf("%d calls failed while calls returned to v1", r.Failed)
-		}
-	}
-
-	// No traffic distribution: one priority, calls spread by the EDS weights.
-	dp.deploy(t, cluster1, "v1", true, "")
-	dp.waitEDS(t, "p0 "+v1EDS+" | p0 "+gwEDS)
-	deadline := time.Now().Add(20 * time.Second)
-	for math.Abs(nodeShare(t, client, 100)-0.5) > 0.1 {
-		if time.Now().After(deadline) {
-			t.Fatal("without a traffic distribution, calls never split between v1 and v2")
-		}
-	}
-	got := nodeShare(t, client, 300)
-	if math.Abs(got-0.5) > 0.1 {
-		t.Fatalf("without a traffic distribution v2 answered %.2f of 300 calls; EDS weights say 0.50 (tolerance 0.1)", got)
-	}
-	t.Logf("no traffic distribution: v2 answered %.0f%% of 300 calls (EDS weights 1:1, one priority)", got*100)
-	if err := client.Close(); err != nil {
-		t.Errorf("node client exit: %v", err)
-	}
-	checkNoNACK(t, client)
+	})
 }
 
 // dataPathNode is the data path of TestDataPathNode: v1 in cluster 1 on network1,
@@ -281,8 +238,8 @@ func startDataPathNode(t *testing.T) *dataPathNode {
 	if err := kubetest.CreateNode(ctx, cluster2.Client, "node-2", "region", "zone-b", ""); err != nil {
 		t.Fatal(err)
 	}
-	dp.deploy(t, cluster1, "v1", true, "")
-	dp.deploy(t, cluster2, "v2", true, "")
+	dp.deploy(t, cluster1, "v1", true)
+	dp.deploy(t, cluster2, "v2", true)
 	writeMeshNetworks(t, fmt.Sprintf(`
 networks:
   network1:
@@ -301,16 +258,15 @@ networks:
 }
 
 // deploy writes helloworld's Service, pod and EndpointSlice for version's one pod
-// (v1 in cluster 1 on node-1, v2 in cluster 2 on node-2), ready or not, and the
-// Service's spec.trafficDistribution dist (empty: none).
-func (dp *dataPathNode) deploy(t *testing.T, c *kubetest.Cluster, version string, ready bool, dist string) {
+// (v1 in cluster 1 on node-1, v2 in cluster 2 on node-2), ready or not.
+func (dp *dataPathNode) deploy(t *testing.T, c *kubetest.Cluster, version string, ready bool) {
 	t.Helper()
 	node, ip := "node-1", v1Addr
 	if version == "v2" {
 		node, ip = "node-2", v2aAddr
 	}
 	s := kubetest.Service{
-		Namespace: "sample", Name: "helloworld", TrafficDistribution: &dist,
+		Namespace: "sample", Name: "helloworld",
 		Ports: []corev1.ServicePort{{Name: "grpc", Port: 5000, TargetPort: intstr.FromInt32(5000)}},
 		Backends: []kubetest.Backend{{
 			Pod: "helloworld-" + version + "-0", IP: ip, Node: node, Ready: ready, ServiceAccount: "helloworld-" + version,
@@ -334,6 +290,10 @@ func (dp *dataPathNode) bootstrap(t *testing.T, region, zone string) []byte {
 	return b
 }
 
+// nodeTrace turns on the Node client's xDS traces, written to its log: checkNoNACK
+// reads them.
+var nodeTrace = []string{"GRPC_TRACE=xds_client,xds_resolver,cds_balancer,priority,xds_cluster_impl", "GRPC_VERBOSITY=DEBUG"}
+
 // nodeClient starts a Node client named name (its files in a directory of that
 // name), with its xDS traces in its log.
 func (dp *dataPathNode) nodeClient(t *testing.T, name string, bootstrap []byte, sni string, noWait bool) *dataplane.NodeClient {
@@ -341,7 +301,7 @@ func (dp *dataPathNode) nodeClient(t *testing.T, name string, bootstrap []byte, 
 	c, err := dataplane.StartNodeClient(dataplane.NodeClientOptions{
 		Root: "../..", Modules: dp.modules, Bootstrap: bootstrap, Dir: filepath.Join(dp.dir, "node-"+name),
 		Target: helloHost + ":5000", SNI: sni, NoWaitForReady: noWait,
-		Env: []string{"GRPC_TRACE=xds_client,xds_resolver,cds_balancer,priority,xds_cluster_impl", "GRPC_VERBOSITY=DEBUG"},
+		Env: nodeTrace,
 	})
 	if err != nil {
 		t.Fatal(err)
