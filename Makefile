@@ -24,8 +24,12 @@ build: ## Build horizon (and the demo driver) into bin/.
 	$(GO) build -o bin/ ./cmd/...
 
 .PHONY: deps
-deps: ## Install the Debian packages the tests and demo use (nginx + stream module, iproute2, util-linux) if missing.
+deps: ## Install the Debian packages the tests and demo use (nginx + stream module, iproute2, util-linux, Node.js) if missing.
 	@bash hack/deps.sh
+
+.PHONY: nodeclient
+nodeclient: deps ## Install the Node xDS client's npm packages (@grpc/grpc-js-xds, pinned) into the cache.
+	@bash hack/nodeclient.sh >/dev/null
 
 .PHONY: demo
 demo: deps testbin build ## Run the mission on two local clusters: remote secret, meshNetworks, per-network endpoints, calls landing on v1 and v2 (KEEP=1 leaves it running).
@@ -45,7 +49,7 @@ image: ## Build the OCI image of horizon into bin/horizon-image.oci (an OCI layo
 
 .PHONY: test
 # eds runs again without the build tags, for marshal's fallback encoder.
-test: deps testbin ## Run every test with the race detector, real API servers included.
+test: deps testbin nodeclient ## Run every test with the race detector, real API servers included.
 	$(GO) test -race -count=1 -timeout 20m $(GOTESTFLAGS) ./...
 	$(GO) test -race -count=1 -tags= $(GOTESTFLAGS) ./eds/
 

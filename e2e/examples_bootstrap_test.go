@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
+	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/eds"
 )
@@ -31,8 +32,9 @@ func TestExamplesEnvoyBootstrap(t *testing.T) {
 		clusters []string // static clusters
 	}{
 		{
-			file:     "envoy-sidecar-bootstrap.yaml",
-			view:     eds.View{Role: eds.RoleSidecar, Network: "network1"},
+			file: "envoy-sidecar-bootstrap.yaml",
+			view: eds.View{Role: eds.RoleSidecar, Network: "network1",
+				Locality: clusterregistry.Locality{Region: "us-east1", Zone: "us-east1-b"}},
 			clusters: []string{"xds-grpc", "sds-grpc"},
 		},
 		{
@@ -46,6 +48,11 @@ func TestExamplesEnvoyBootstrap(t *testing.T) {
 			b := loadBootstrap(t, tc.file)
 			if got := eds.ViewOf(b.GetNode()); !reflect.DeepEqual(got, tc.view) {
 				t.Errorf("Horizon sees the node as %+v, want %+v", got, tc.view)
+			}
+			// Horizon ranks endpoints by the proxy's locality for traffic
+			// distribution; a bootstrap without one is a proxy of nowhere.
+			if loc := b.GetNode().GetLocality(); loc.GetRegion() == "" || loc.GetZone() == "" {
+				t.Errorf("node locality = %v, want a region and a zone", loc)
 			}
 			if addr := b.GetAdmin().GetAddress().GetSocketAddress(); addr.GetAddress() != "127.0.0.1" || addr.GetPortValue() != 15000 {
 				t.Errorf("admin on %s:%d, want 127.0.0.1:15000", addr.GetAddress(), addr.GetPortValue())

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/eds"
 )
@@ -75,7 +76,17 @@ func TestExamplesReadme(t *testing.T) {
 	if err := protojson.Unmarshal(b.Node, node); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := eds.ViewOf(node), (eds.View{Role: eds.RoleGRPC, Network: "network1"}); !reflect.DeepEqual(got, want) {
+	// Node's @grpc/grpc-js-xds refuses a bootstrap whose node has no locality
+	// ("locality field missing in node element"), even an empty one.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b.Node, &fields); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fields["locality"]; !ok || node.GetLocality().GetRegion() == "" || node.GetLocality().GetZone() == "" {
+		t.Errorf("the proxyless bootstrap's node has locality %v, want a region and a zone: Node's xDS client refuses a node without locality", node.GetLocality())
+	}
+	if got, want := eds.ViewOf(node), (eds.View{Role: eds.RoleGRPC, Network: "network1",
+		Locality: clusterregistry.Locality{Region: "us-east1", Zone: "us-east1-b"}}); !reflect.DeepEqual(got, want) {
 		t.Errorf("Horizon sees the proxyless client as %+v, want %+v", got, want)
 	}
 	// grpc-go skips a provider whose plugin it does not know: the instance must be

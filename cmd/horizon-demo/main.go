@@ -241,7 +241,9 @@ func run(ctx context.Context) error {
 	}
 
 	step("calling helloworld 20 times from network1 (proxyless gRPC, grpc-go's xDS client, mTLS)")
-	client, err := dataplane.Dial("127.0.0.1:15010", "sidecar~192.0.2.30~sleep-0.sample~sample.svc.cluster.local", "network1", host+":5000", certs)
+	client, err := dataplane.DialNode("127.0.0.1:15010", dataplane.Node{
+		ID: "sidecar~192.0.2.30~sleep-0.sample~sample.svc.cluster.local", Network: "network1", Region: "local", Zone: "zone-a",
+	}, host+":5000", certs)
 	if err != nil {
 		return err
 	}

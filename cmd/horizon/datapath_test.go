@@ -110,7 +110,9 @@ networks:
 	// What a proxyless client on network1 is told, seen by an observer in its group.
 	observer := xdstest.Connect(t, xdsAddr, xdstest.NodeWithMetadata("sidecar~192.0.2.31~observer.sample~sample.svc.cluster.local",
 		map[string]any{"NETWORK": "network1", "GENERATOR": "grpc"}), xdstest.Options{EDS: []string{helloCLA}})
-	client, err := dataplane.Dial(xdsAddr, "sidecar~192.0.2.30~sleep.sample~sample.svc.cluster.local", "network1", helloHost+":5000", certs)
+	client, err := dataplane.DialNode(xdsAddr, dataplane.Node{
+		ID: "sidecar~192.0.2.30~sleep.sample~sample.svc.cluster.local", Network: "network1", Region: "region", Zone: "zone-a",
+	}, helloHost+":5000", certs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ type Client struct {
 	client testgrpc.TestServiceClient
 }
 
-// Bootstrap returns grpc-go's xDS bootstrap for a client on network at xdsAddr,
+// Bootstrap returns a proxyless client's xDS bootstrap for a client on network at xdsAddr,
 // whose certificate provider instance "default" reads certs' files. An empty network
 // leaves NETWORK out of the node metadata, as a sidecar of a cluster installed without
 // a network sends it.
@@ -34,22 +34,28 @@ type Node struct {
 	ID string
 	// Network is its NETWORK metadata; empty: none.
 	Network string
-	// Region, Zone and SubZone are its locality; all empty: none.
+	// Region, Zone and SubZone are its locality: its Kubernetes node's.
 	Region, Zone, SubZone string
 }
 
-// BootstrapNode is Bootstrap for node, with its locality when it has one.
+// BootstrapNode is Bootstrap for node. The node always has a locality, with the
+// fields that are set: Node's @grpc/grpc-js-xds refuses a bootstrap whose node has
+// none.
 func BootstrapNode(xdsAddr string, node Node, certs *Certs) ([]byte, error) {
 	metadata := map[string]any{"GENERATOR": "grpc"}
 	if node.Network != "" {
 		metadata["NETWORK"] = node.Network
 	}
+	locality := map[string]string{}
+	for k, v := range map[string]string{"region": node.Region, "zone": node.Zone, "sub_zone": node.SubZone} {
+		if v != "" {
+			locality[k] = v
+		}
+	}
 	n := map[string]any{
 		"id":       node.ID,
+		"locality": locality,
 		"metadata": metadata,
-	}
-	if node.Region != "" || node.Zone != "" || node.SubZone != "" {
-		n["locality"] = map[string]any{"region": node.Region, "zone": node.Zone, "sub_zone": node.SubZone}
 	}
 	return json.Marshal(map[string]any{
 		"xds_servers": []any{map[string]any{

@@ -9,7 +9,10 @@
 //   - mesh certificates: a CA and a workload identity (SPIFFE URI), on disk for
 //     grpc-go's file_watcher certificate provider;
 //   - clients: grpc-go's xDS client (proxyless gRPC) dialing xds:///host:port with
-//     xDS mTLS credentials, and FetchCLA, a one-shot ADS request;
+//     xDS mTLS credentials; a second one Horizon did not write, Node's
+//     @grpc/grpc-js-xds (NodeClient: a node process running nodeclient/client.js,
+//     whose npm packages InstallNodeClient installs); and FetchCLA, a one-shot ADS
+//     request;
 //   - an isolated network namespace whose loopback holds the pod and gateway IPs, so
 //     that EndpointSlices can name them (the API server refuses loopback addresses).
 //
@@ -17,6 +20,7 @@
 // product package, shipped in horizon-demo: it must not import package testing or
 // anything under e2e/.
 //
-// Client.Call may be called from concurrent goroutines; starting and stopping
-// (StartPod, StartGateway, Stop, Close) belong to the goroutine that owns the part.
+// Client.Call may be called from concurrent goroutines, NodeClient's methods from one
+// at a time; starting and stopping (StartPod, StartGateway, StartNodeClient, Stop,
+// Close) belong to the goroutine that owns the part.
 package dataplane
