@@ -2,6 +2,7 @@ package clusterregistry_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -151,9 +152,13 @@ func TestStaleClusterServedThenWithdrawnThenBack(t *testing.T) {
 	if got := addresses(r, host, 80, "remote"); !slices.Equal(got, []string{"10.5.0.1"}) {
 		t.Fatalf("stale cluster's endpoints not served during the grace: %v", got)
 	}
-	if statusCalls.Load() == calls {
-		t.Error("status watchers not told the cluster went stale")
-	}
+	// Watchers are told after the state is recorded (and readable), so wait for it.
+	kubetest.Eventually(t, 5*time.Second, func() error {
+		if statusCalls.Load() == calls {
+			return errors.New("status watchers not told the cluster went stale")
+		}
+		return nil
+	})
 	if !r.HasSynced() {
 		t.Fatal("registry not synced because a synced cluster went stale")
 	}
