@@ -180,9 +180,13 @@ func TestStaleClusterServedThenWithdrawnThenBack(t *testing.T) {
 	if st.State != clusterregistry.StateStale || !st.Withdrawn || st.Services != 0 || st.Endpoints != 0 {
 		t.Errorf("withdrawn status = %+v", st)
 	}
-	if changes.count(change) == seen {
-		t.Error("subscriber not told of the withdrawal")
-	}
+	// Subscribers are told after the shards change (and are readable): wait for it.
+	kubetest.Eventually(t, 5*time.Second, func() error {
+		if changes.count(change) == seen {
+			return errors.New("subscriber not told of the withdrawal")
+		}
+		return nil
+	})
 	if !r.HasSynced() {
 		t.Fatal("registry not synced because a synced cluster was withdrawn")
 	}
@@ -208,9 +212,13 @@ func TestStaleClusterServedThenWithdrawnThenBack(t *testing.T) {
 		return nil
 	})
 	t.Logf("new endpoint served %s after the server was back", time.Since(restarted).Round(time.Millisecond))
-	if changes.count(change) == seen {
-		t.Error("subscriber not told of the endpoints coming back")
-	}
+	// Subscribers are told after the shards change (and are readable): wait for it.
+	kubetest.Eventually(t, 5*time.Second, func() error {
+		if changes.count(change) == seen {
+			return errors.New("subscriber not told of the endpoints coming back")
+		}
+		return nil
+	})
 }
 
 // TestStaleClusterWithoutGraceKeepsEndpoints: with no grace, a stale cluster's last
