@@ -50,16 +50,7 @@ func TestDataPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	startPod := func(name, version, ip string) *dataplane.Pod {
-		podCerts, err := certs.Issue(filepath.Join(dir, name), "sample", "helloworld-"+version)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := dataplane.StartPod(name, version, ip+":5000", podCerts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(p.Stop)
-		return p
+		return startHelloPod(t, certs, dir, name, version, ip)
 	}
 	startPod("helloworld-v1-0", "v1", v1Addr)
 	v2a := startPod("helloworld-v2-0", "v2", v2aAddr)
@@ -207,4 +198,21 @@ networks:
 		}
 		return nil
 	})
+}
+
+// startHelloPod starts helloworld pod name of version at ip:5000 with a certificate
+// for ServiceAccount helloworld-<version> issued by certs under dir, stopped when
+// the test ends.
+func startHelloPod(t *testing.T, certs *dataplane.Certs, dir, name, version, ip string) *dataplane.Pod {
+	t.Helper()
+	podCerts, err := certs.Issue(filepath.Join(dir, name), "sample", "helloworld-"+version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := dataplane.StartPod(name, version, ip+":5000", podCerts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
 }

@@ -68,17 +68,7 @@ func runFailover(t *testing.T, newClient failoverClient) {
 		t.Fatal(err)
 	}
 	startPod := func(name, version, ip string) *dataplane.Pod {
-		t.Helper()
-		podCerts, err := certs.Issue(filepath.Join(dir, name), "sample", "helloworld-"+version)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := dataplane.StartPod(name, version, ip+":5000", podCerts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(p.Stop)
-		return p
+		return startHelloPod(t, certs, dir, name, version, ip)
 	}
 	v1 := startPod("helloworld-v1-0", "v1", v1Addr)
 	startPod("helloworld-v2-0", "v2", v2aAddr)
