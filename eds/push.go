@@ -76,11 +76,22 @@ func (s *Server) pushGroups(changedAt time.Time) (topoChanged bool) {
 	s.mu.Lock()
 	pending, full := s.pendingHosts, s.pendingFull
 	s.pendingHosts, s.pendingFull = map[string]bool{}, false
+	local := s.pendingLocal
 	s.mu.Unlock()
 
 	s.pushMu.Lock()
 	defer s.pushMu.Unlock()
 	start := time.Now()
+
+	if !local.Equal(s.clusterLocal) {
+		// Every assignment may change, and views start or stop naming the
+		// proxies' clusters (Home): rebuild all, bypassing the cache, and regroup.
+		wasEmpty := s.clusterLocal.Empty()
+		s.clusterLocal = local
+		s.topoGen++
+		full = true
+		topoChanged = topoChanged || wasEmpty != local.Empty()
+	}
 
 	// A cluster's network label decides the network of proxies that name only their
 	// cluster; it is read on every push (one lookup per cluster).
@@ -373,7 +384,7 @@ func (s *Server) build(v View, host string, port int32, name string, shards map[
 		return b.res
 	}
 	s.metrics.cacheMisses.Inc()
-	res := s.encodeCLA(BuildDistributed(name, endpointsOf(shards, port), s.topo, v, hs.dist))
+	res := s.encodeCLA(BuildDistributed(name, s.endpointsFor(v, host, shards, port), s.topo, v, hs.dist))
 	if res == nil {
 		s.built.Remove(key)
 		return nil
@@ -383,6 +394,20 @@ func (s *Server) build(v View, host string, port int32, name string, shards map[
 	}
 	s.built.Add(key, builtCLA{gen: gen, topo: s.topoGen, res: res})
 	return res
+}
+
+// endpointsFor is endpointsOf for a proxy with view v: of a cluster-local host
+// (SetClusterLocal), only the shard of the proxy's own cluster, v.Home; none if
+// that is not known. pushMu is held.
+func (s *Server) endpointsFor(v View, host string, shards map[network.ClusterID]*clusterregistry.Shard, port int32) map[network.ClusterID][]clusterregistry.Endpoint {
+	if s.clusterLocal.Matches(host) {
+		sh := shards[v.Home]
+		if v.Home == "" || sh == nil {
+			return nil
+		}
+		shards = map[network.ClusterID]*clusterregistry.Shard{v.Home: sh}
+	}
+	return endpointsOf(shards, port)
 }
 
 // endpointsOf picks one service port's endpoints out of each cluster's shard.
