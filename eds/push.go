@@ -56,18 +56,63 @@ type builtCLA struct {
 // proxy that names only its cluster, whose network became known or went — are
 // moved to their new view's group once the groups are pushed (Regroup).
 func (s *Server) push(changedAt time.Time) {
+	if s.applyClusterLocal() {
+		// Views start or stop naming the proxies' clusters (Home). Move the
+		// streams before anything is built: the groups they leave would build a
+		// cluster-local host for a view without a cluster — no endpoints — and send
+		// that to the proxies still in them.
+		s.regroup()
+	}
 	if s.pushGroups(changedAt) {
-		quiet := xdsserver.GroupsFunc(func(node *corev3.Node, attach func(xdsserver.Group)) (xdsserver.Group, error) {
-			g, _, err := s.findGroup(node, attach)
-			if err != nil {
-				return nil, err
-			}
-			return g, nil
-		})
-		if n := s.xds.Regroup(quiet); n > 0 {
-			s.log.Info("moved proxies to the group of their new view", "streams", n)
+		s.regroup()
+	}
+}
+
+// regroup moves every stream whose view changed to its new view's group.
+func (s *Server) regroup() {
+	quiet := xdsserver.GroupsFunc(func(node *corev3.Node, attach func(xdsserver.Group)) (xdsserver.Group, error) {
+		g, _, err := s.findGroup(node, attach)
+		if err != nil {
+			return nil, err
+		}
+		return g, nil
+	})
+	if n := s.xds.Regroup(quiet); n > 0 {
+		s.log.Info("moved proxies to the group of their new view", "streams", n)
+	}
+}
+
+// applyClusterLocal puts SetClusterLocal's hosts in force, for groups made from
+// now on and, through a full rebuild, for the next push. It reports whether views
+// start or stop naming the proxies' clusters.
+func (s *Server) applyClusterLocal() (regroup bool) {
+	s.mu.Lock()
+	local := s.pendingLocal
+	s.mu.Unlock()
+	s.pushMu.Lock()
+	if local.Equal(s.clusterLocal) {
+		s.pushMu.Unlock()
+		return false
+	}
+	wasEmpty := s.clusterLocal.Empty()
+	s.clusterLocal = local
+	s.topoGen++ // every assignment may change: bypass the built cache
+	regroup = wasEmpty != local.Empty()
+	if regroup {
+		// Every proxy's view changes; a kept group of the old views, built before
+		// the change, must not be found again by a proxy moving back to it. The
+		// dropped groups keep serving their streams until Regroup moves them.
+		for key, g := range s.groups {
+			delete(s.groups, key)
+			s.releaseShare(g.eds)
+			s.releaseRouterShare(g.router)
 		}
 	}
+	s.pushMu.Unlock()
+	s.mu.Lock()
+	s.pendingFull = true
+	s.mu.Unlock()
+	return regroup
 }
 
 // pushGroups is push without the regrouping; it reports whether the topology
@@ -76,22 +121,11 @@ func (s *Server) pushGroups(changedAt time.Time) (topoChanged bool) {
 	s.mu.Lock()
 	pending, full := s.pendingHosts, s.pendingFull
 	s.pendingHosts, s.pendingFull = map[string]bool{}, false
-	local := s.pendingLocal
 	s.mu.Unlock()
 
 	s.pushMu.Lock()
 	defer s.pushMu.Unlock()
 	start := time.Now()
-
-	if !local.Equal(s.clusterLocal) {
-		// Every assignment may change, and views start or stop naming the
-		// proxies' clusters (Home): rebuild all, bypassing the cache, and regroup.
-		wasEmpty := s.clusterLocal.Empty()
-		s.clusterLocal = local
-		s.topoGen++
-		full = true
-		topoChanged = topoChanged || wasEmpty != local.Empty()
-	}
 
 	// A cluster's network label decides the network of proxies that name only their
 	// cluster; it is read on every push (one lookup per cluster).
