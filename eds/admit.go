@@ -132,6 +132,7 @@ func admit(v *View, kn *known, needLoc, needNode bool) error {
 		v.Node, v.NodeCluster = "", ""
 	}
 	if kn == nil {
+		v.Home = ""
 		if v.Network != "" || v.Cluster != "" || len(v.NetworkView) > 0 {
 			return status.Error(codes.Unavailable, "no configuration yet: networks not known; retry")
 		}
@@ -147,6 +148,9 @@ func admit(v *View, kn *known, needLoc, needNode bool) error {
 	}
 	if v.Cluster != "" && !kn.clusters[v.Cluster] {
 		v.Cluster = ""
+	}
+	if v.Home != "" && !kn.clusters[v.Home] {
+		v.Home = "" // gets no endpoints of a cluster-local host
 	}
 	return nil
 }

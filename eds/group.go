@@ -87,6 +87,9 @@ func (s *Server) findGroup(node *corev3.Node, attach func(xdsserver.Group)) (*gr
 	v := ViewOf(node)
 	s.pushMu.Lock()
 	defer s.pushMu.Unlock()
+	if !s.clusterLocal.Empty() {
+		v.Home = homeOf(node)
+	}
 	if err := admit(&v, s.known, s.distHosts > 0, s.nodeHosts > 0); err != nil {
 		reason := refusedUnknownNetwork
 		if s.known == nil {
@@ -139,7 +142,7 @@ func (s *Server) fill(g *group, cached bool) {
 				if cached {
 					res = s.build(g.view, host, p, name, shards)
 				} else {
-					res = s.encodeCLA(BuildDistributed(name, endpointsOf(shards, p), s.topo, g.view, hs.dist))
+					res = s.encodeCLA(BuildDistributed(name, s.endpointsFor(g.view, host, shards, p), s.topo, g.view, hs.dist))
 				}
 				sh.set(name, res)
 			}

@@ -56,18 +56,63 @@ type builtCLA struct {
 // proxy that names only its cluster, whose network became known or went — are
 // moved to their new view's group once the groups are pushed (Regroup).
 func (s *Server) push(changedAt time.Time) {
+	if s.applyClusterLocal() {
+		// Views start or stop naming the proxies' clusters (Home). Move the
+		// streams before anything is built: the groups they leave would build a
+		// cluster-local host for a view without a cluster — no endpoints — and send
+		// that to the proxies still in them.
+		s.regroup()
+	}
 	if s.pushGroups(changedAt) {
-		quiet := xdsserver.GroupsFunc(func(node *corev3.Node, attach func(xdsserver.Group)) (xdsserver.Group, error) {
-			g, _, err := s.findGroup(node, attach)
-			if err != nil {
-				return nil, err
-			}
-			return g, nil
-		})
-		if n := s.xds.Regroup(quiet); n > 0 {
-			s.log.Info("moved proxies to the group of their new view", "streams", n)
+		s.regroup()
+	}
+}
+
+// regroup moves every stream whose view changed to its new view's group.
+func (s *Server) regroup() {
+	quiet := xdsserver.GroupsFunc(func(node *corev3.Node, attach func(xdsserver.Group)) (xdsserver.Group, error) {
+		g, _, err := s.findGroup(node, attach)
+		if err != nil {
+			return nil, err
+		}
+		return g, nil
+	})
+	if n := s.xds.Regroup(quiet); n > 0 {
+		s.log.Info("moved proxies to the group of their new view", "streams", n)
+	}
+}
+
+// applyClusterLocal puts SetClusterLocal's hosts in force, for groups made from
+// now on and, through a full rebuild, for the next push. It reports whether views
+// start or stop naming the proxies' clusters.
+func (s *Server) applyClusterLocal() (regroup bool) {
+	s.mu.Lock()
+	local := s.pendingLocal
+	s.mu.Unlock()
+	s.pushMu.Lock()
+	if local.Equal(s.clusterLocal) {
+		s.pushMu.Unlock()
+		return false
+	}
+	wasEmpty := s.clusterLocal.Empty()
+	s.clusterLocal = local
+	s.topoGen++ // every assignment may change: bypass the built cache
+	regroup = wasEmpty != local.Empty()
+	if regroup {
+		// Every proxy's view changes; a kept group of the old views, built before
+		// the change, must not be found again by a proxy moving back to it. The
+		// dropped groups keep serving their streams until Regroup moves them.
+		for key, g := range s.groups {
+			delete(s.groups, key)
+			s.releaseShare(g.eds)
+			s.releaseRouterShare(g.router)
 		}
 	}
+	s.pushMu.Unlock()
+	s.mu.Lock()
+	s.pendingFull = true
+	s.mu.Unlock()
+	return regroup
 }
 
 // pushGroups is push without the regrouping; it reports whether the topology
@@ -373,7 +418,7 @@ func (s *Server) build(v View, host string, port int32, name string, shards map[
 		return b.res
 	}
 	s.metrics.cacheMisses.Inc()
-	res := s.encodeCLA(BuildDistributed(name, endpointsOf(shards, port), s.topo, v, hs.dist))
+	res := s.encodeCLA(BuildDistributed(name, s.endpointsFor(v, host, shards, port), s.topo, v, hs.dist))
 	if res == nil {
 		s.built.Remove(key)
 		return nil
@@ -383,6 +428,20 @@ func (s *Server) build(v View, host string, port int32, name string, shards map[
 	}
 	s.built.Add(key, builtCLA{gen: gen, topo: s.topoGen, res: res})
 	return res
+}
+
+// endpointsFor is endpointsOf for a proxy with view v: of a cluster-local host
+// (SetClusterLocal), only the shard of the proxy's own cluster, v.Home; none if
+// that is not known. pushMu is held.
+func (s *Server) endpointsFor(v View, host string, shards map[network.ClusterID]*clusterregistry.Shard, port int32) map[network.ClusterID][]clusterregistry.Endpoint {
+	if s.clusterLocal.Matches(host) {
+		sh := shards[v.Home]
+		if v.Home == "" || sh == nil {
+			return nil
+		}
+		shards = map[network.ClusterID]*clusterregistry.Shard{v.Home: sh}
+	}
+	return endpointsOf(shards, port)
 }
 
 // endpointsOf picks one service port's endpoints out of each cluster's shard.

@@ -183,8 +183,12 @@ type Server struct {
 	now     func() time.Time // the debouncer's clock: time.Now, a fake in tests
 
 	mu           sync.Mutex
-	pendingHosts map[string]bool // guarded by mu
-	pendingFull  bool            // guarded by mu
+	pendingHosts map[string]bool            // guarded by mu
+	pendingFull  bool                       // guarded by mu
+	pendingLocal *network.ClusterLocalHosts // guarded by mu: SetClusterLocal's, for the next push
+	// clusterLocal is the cluster-local hosts in force (pendingLocal at the last
+	// push). Owned by the push goroutine (under pushMu).
+	clusterLocal *network.ClusterLocalHosts
 
 	// Owned by the push goroutine (and by ensureGroup, which holds pushMu).
 	pushMu       sync.Mutex
@@ -316,6 +320,18 @@ func (s *Server) HostChanged(host string) {
 // ConfigChanged schedules a push of everything: networks or gateways changed.
 func (s *Server) ConfigChanged() {
 	s.mu.Lock()
+	s.pendingFull = true
+	s.mu.Unlock()
+	s.kick()
+}
+
+// SetClusterLocal makes the hosts c matches cluster-local from the next push (nil:
+// none): a proxy gets only the endpoints of its own cluster (node metadata
+// CLUSTER_ID) of them, and none if that cluster is unknown, so that they are never
+// reached through another network's gateway either.
+func (s *Server) SetClusterLocal(c *network.ClusterLocalHosts) {
+	s.mu.Lock()
+	s.pendingLocal = c
 	s.pendingFull = true
 	s.mu.Unlock()
 	s.kick()

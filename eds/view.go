@@ -62,6 +62,11 @@ type View struct {
 	// NodeCluster is the proxy's CLUSTER_ID when it sent a NODE_NAME: node names
 	// are unique only within a cluster.
 	NodeCluster string
+	// Home is the proxy's CLUSTER_ID, whatever its NETWORK, while the mesh config
+	// makes some host cluster-local (Server.SetClusterLocal): those hosts' endpoints
+	// come from this cluster only. Empty otherwise, or when the cluster is unknown
+	// (admit), so that it does not split groups while nothing needs it.
+	Home network.ClusterID
 }
 
 // endpointsKey identifies what the view's endpoints depend on: everything in Key
@@ -86,6 +91,10 @@ func (v View) Key() string {
 	if v.Cluster != "" {
 		b.WriteString("~cluster:")
 		b.WriteString(string(v.Cluster))
+	}
+	if v.Home != "" {
+		b.WriteString("~home:")
+		b.WriteString(string(v.Home))
 	}
 	if v.Locality != (clusterregistry.Locality{}) {
 		b.WriteString("~loc:")
@@ -168,6 +177,11 @@ func ViewOf(node *corev3.Node) View {
 		v.NetworkView = slices.Compact(v.NetworkView)
 	}
 	return v
+}
+
+// homeOf is a proxy's CLUSTER_ID, its View.Home while some host is cluster-local.
+func homeOf(node *corev3.Node) network.ClusterID {
+	return network.ClusterID(node.GetMetadata().GetFields()[MetaClusterID].GetStringValue())
 }
 
 func (v View) sees(n network.NetworkID) bool {

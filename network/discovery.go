@@ -110,6 +110,8 @@ func CompileDiscoverySelectors(in []metav1.LabelSelector, path *field.Path) (*Di
 type MeshConfig struct {
 	// DiscoverySelectors scope the namespaces watched in every cluster.
 	DiscoverySelectors *DiscoverySelectors
+	// ClusterLocal is the hosts serviceSettings make cluster-local.
+	ClusterLocal *ClusterLocalHosts
 }
 
 // ParseMeshConfig parses Istio's MeshConfig YAML or JSON and validates what Horizon
@@ -141,7 +143,11 @@ func ParseMeshConfig(data []byte) (*MeshConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid mesh config: %w", err)
 	}
-	return &MeshConfig{DiscoverySelectors: sels}, nil
+	local, err := compileServiceSettings(mc.GetServiceSettings(), field.NewPath("serviceSettings"))
+	if err != nil {
+		return nil, fmt.Errorf("invalid mesh config: %w", err)
+	}
+	return &MeshConfig{DiscoverySelectors: sels, ClusterLocal: local}, nil
 }
 
 // ParseDiscoverySelectors parses the value of AnnotationDiscoverySelectors: a YAML or

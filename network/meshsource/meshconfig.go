@@ -135,7 +135,8 @@ func (s *MeshConfigSource) apply(data []byte) {
 	}
 	s.mu.Lock()
 	s.status.Rejected, s.status.RejectedAt = "", time.Time{}
-	if s.status.Generation > 0 && mc.DiscoverySelectors.Equal(s.current.DiscoverySelectors) {
+	if s.status.Generation > 0 && mc.DiscoverySelectors.Equal(s.current.DiscoverySelectors) &&
+		mc.ClusterLocal.Equal(s.current.ClusterLocal) {
 		s.mu.Unlock()
 		s.log.Debug("mesh config unchanged")
 		return
@@ -145,7 +146,8 @@ func (s *MeshConfigSource) apply(data []byte) {
 	s.status.LastApplied = time.Now()
 	gen := s.status.Generation
 	s.mu.Unlock()
-	s.log.Info("mesh config applied", "generation", gen, "discoverySelectors", mc.DiscoverySelectors.String())
+	s.log.Info("mesh config applied", "generation", gen, "discoverySelectors", mc.DiscoverySelectors.String(),
+		"clusterLocal", mc.ClusterLocal.String())
 	s.opts.OnChange(mc)
 }
 

@@ -175,3 +175,37 @@ func TestMeshConfigFromFile(t *testing.T) {
 	write(meshSelB)
 	h.waitSelectors(t, 2, "env=staging")
 }
+
+// TestMeshConfigClusterLocalFromFile: turning serviceSettings clusterLocal on and
+// off is a new generation delivered to OnChange; an invalid entry is rejected with
+// its field's path and the cluster-local hosts in force stay.
+func TestMeshConfigClusterLocalFromFile(t *testing.T) {
+	checkLeaks(t)
+	path := filepath.Join(t.TempDir(), "mesh")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const host = "helloworld.sample.svc.cluster.local"
+	write(meshSelB)
+	h := startMeshConfig(t, meshsource.MeshConfigOptions{File: path})
+	h.waitSelectors(t, 1, "env=staging")
+	isLocal := func(want bool) {
+		t.Helper()
+		if got := h.src.Current().ClusterLocal.Matches(host); got != want {
+			t.Errorf("%s cluster-local: %v, want %v", host, got, want)
+		}
+	}
+	isLocal(false)
+	write(meshSelB + "serviceSettings: [{settings: {clusterLocal: true}, hosts: [" + host + "]}]\n")
+	h.waitSelectors(t, 2, "env=staging")
+	isLocal(true)
+	write(meshSelB + "serviceSettings: [{settings: {clusterLocal: true}, hosts: ['foo.*.svc']}]\n")
+	h.waitRejected(t, "serviceSettings[0].hosts[0]", 2, "env=staging")
+	isLocal(true)
+	write(meshSelB)
+	h.waitSelectors(t, 3, "env=staging")
+	isLocal(false)
+}

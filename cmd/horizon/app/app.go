@@ -121,9 +121,15 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 	if h.mesh, err = meshsource.New(o.MeshNetworks); err != nil {
 		return err
 	}
-	// The mesh config's discoverySelectors scope what every cluster watches.
+	// The mesh config's discoverySelectors scope what every cluster watches; its
+	// cluster-local hosts what every proxy is sent.
 	o.MeshConfig.Client, o.MeshConfig.Logger = client, h.log
-	o.MeshConfig.OnChange = func(mc *network.MeshConfig) { h.registry.SetDiscoverySelectors(mc.DiscoverySelectors) }
+	o.MeshConfig.OnChange = func(mc *network.MeshConfig) {
+		h.registry.SetDiscoverySelectors(mc.DiscoverySelectors)
+		if h.xds != nil {
+			h.xds.SetClusterLocal(mc.ClusterLocal)
+		}
+	}
 	if h.meshCfg, err = meshsource.NewMeshConfig(o.MeshConfig); err != nil {
 		return err
 	}
@@ -138,6 +144,7 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 	if h.xds, err = eds.New(o.EDS); err != nil {
 		return err
 	}
+	h.xds.SetClusterLocal(h.meshCfg.Current().ClusterLocal) // nil before the first read
 	o.Secrets.Client, o.Secrets.Handler, o.Secrets.Logger = client, h.registry, h.log
 	if h.secrets, err = secrets.New(o.Secrets); err != nil {
 		return err
