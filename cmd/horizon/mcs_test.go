@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,8 +41,8 @@ const (
 //     are sent the gateway alone, network2's v2 by pod IP; v1 (not exported) never;
 //   - helloworld.sample.svc.cluster.local gives each proxy its own cluster's pods
 //     only: v1 to cluster 1's grpc-go client, v2 to cluster 2's, v3 to cluster 3's;
-//   - cluster 3, without the CRD, syncs and serves, and /debug/clusterz says why it
-//     exports nothing;
+//   - cluster 3, without the CRD, syncs and serves, /debug/clusterz says why it
+//     exports nothing, and horizon status marks it;
 //   - the ServiceExport deleted: v2 withdrawn from the clusterset host; exported in
 //     cluster 1 instead: v1 by pod IP (network1 has no gateway, so to network2's
 //     proxies too).
@@ -148,6 +150,20 @@ networks:
 		case c.ID != "cluster3" && st.Unavailable != "":
 			t.Errorf("cluster %s: serviceExports %+v, want watched", c.ID, st)
 		}
+	}
+
+	var out bytes.Buffer
+	if err := run(ctx, []string{"status", "--address", httpAddr}, &out, &out); err != nil {
+		t.Fatalf("horizon status: %v\n%s", err, out.String())
+	}
+	var marked []string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.Contains(line, "(MCS: exports nothing") {
+			marked = append(marked, strings.Fields(line)[0])
+		}
+	}
+	if !slices.Equal(marked, []string{"cluster3"}) {
+		t.Errorf("horizon status marks %v as exporting nothing, want [cluster3]:\n%s", marked, out.String())
 	}
 
 	// grpc-go dials the clusterset host and is answered by v2 every time.
