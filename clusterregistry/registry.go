@@ -67,7 +67,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "DNS domain suffix of service hosts")
 	fs.DurationVar(&o.SyncTimeout, "remote-cluster-timeout", 30*time.Second, "how long a cluster may take to sync before Horizon is ready without it")
 	fs.IntVar(&o.MaxNamespaceWatches, "discovery-max-namespace-watches", defaultMaxNamespaceWatches, "with discoverySelectors, the most namespaces of one cluster watched one by one "+
-		"(three watches each: Services, EndpointSlices, Pods); past it the cluster is watched cluster-wide and unselected namespaces are filtered out")
+		"(three watches each: Services, EndpointSlices, Pods; with --mcs a fourth, ServiceExports); past it the cluster is watched cluster-wide and unselected namespaces are filtered out")
 	fs.Float32Var(&o.ClusterQPS, "remote-qps", defaultClusterQPS, "requests per second each watched cluster's API client may send on average (remote clusters and the config cluster alike; 0: the default)")
 	fs.IntVar(&o.ClusterBurst, "remote-burst", defaultClusterBurst, "requests each watched cluster's API client may send at once above --remote-qps (0: the default)")
 	fs.DurationVar(&o.StaleGrace, "stale-cluster-grace", 5*time.Minute, "how long a synced cluster that stopped answering keeps serving its last known endpoints (0: until it answers again)")
