@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,6 +85,9 @@ func (o *Options) Validate() error {
 	var errs []error
 	if o.DomainSuffix == "" {
 		errs = append(errs, errors.New("--domain-suffix: must not be empty"))
+	}
+	if o.MCS && strings.EqualFold(strings.TrimSuffix(o.DomainSuffix, "."), ClustersetDomain) {
+		errs = append(errs, fmt.Errorf("--domain-suffix: must not be the clusterset domain %q with --mcs: a service's two hosts would be one", ClustersetDomain))
 	}
 	if o.Namespace == "" {
 		errs = append(errs, errors.New("--namespace: must not be empty"))
