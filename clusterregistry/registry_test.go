@@ -111,7 +111,7 @@ func TestEndpointsFromRealCluster(t *testing.T) {
 	}
 	want := clusterregistry.Endpoint{
 		Address: "10.1.0.1", Port: 8080, Ready: true,
-		Locality:       clusterregistry.Locality{Region: "us-east", Zone: "us-east-1a", Subzone: "rack-7"},
+		Locality:       &clusterregistry.Locality{Region: "us-east", Zone: "us-east-1a", Subzone: "rack-7"},
 		TLSMode:        network.TLSModeIstio,
 		ServiceAccount: "hw", Cluster: "c1", Pod: "ep-sample/hw-v1", Node: "node-a",
 	}

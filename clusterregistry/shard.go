@@ -30,6 +30,8 @@ type shardSource struct {
 	// nsDistribution is the networking.istio.io/traffic-distribution annotation of
 	// the service's namespace.
 	nsDistribution string
+	// intern shares the endpoints' localities.
+	intern *interner
 }
 
 // translate returns what src serves for svc under host; nil for an ExternalName
@@ -110,7 +112,7 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 					// re-queues this service through the slices' pod index.
 					continue
 				}
-				base.Pod = podKey.String()
+				base.Pod = pod.Key
 				base.Labels = pod.Labels
 				base.ServiceAccount = pod.ServiceAccount
 				base.TLSMode = pod.Labels[network.LabelTLSMode]
@@ -125,18 +127,20 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 				}
 			}
 			base.Node = nodeName
+			var loc Locality
 			if nodeName != "" {
 				if node, err := src.nodes.Get(nodeName); err == nil {
-					base.Locality = Locality{
+					loc = Locality{
 						Region:  node.Labels[corev1.LabelTopologyRegion],
 						Zone:    node.Labels[corev1.LabelTopologyZone],
 						Subzone: node.Labels[network.LabelSubzone],
 					}
 				}
 			}
-			if base.Locality.Zone == "" && ep.Zone != nil {
-				base.Locality.Zone = *ep.Zone
+			if loc.Zone == "" && ep.Zone != nil {
+				loc.Zone = *ep.Zone
 			}
+			base.Locality = src.intern.locality(loc)
 			for _, sp := range svc.Spec.Ports {
 				target, ok := slicePort(slice, sp)
 				if !ok {

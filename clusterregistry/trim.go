@@ -42,6 +42,7 @@ type interner struct {
 	strs, prev map[string]string            // guarded by mu
 	maps, pmap map[string]map[string]string // guarded by mu; keyed by labelKey
 	ptrs, pptr map[string]*string           // guarded by mu
+	locs, ploc map[Locality]*Locality       // guarded by mu
 }
 
 func newInterner(limit int) *interner {
@@ -53,6 +54,7 @@ func newInterner(limit int) *interner {
 		strs:  map[string]string{},
 		maps:  map[string]map[string]string{},
 		ptrs:  map[string]*string{},
+		locs:  map[Locality]*Locality{},
 	}
 }
 
@@ -60,18 +62,20 @@ func newInterner(limit int) *interner {
 func (in *interner) size() int {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return len(in.strs) + len(in.prev) + len(in.maps) + len(in.pmap) + len(in.ptrs) + len(in.pptr)
+	return len(in.strs) + len(in.prev) + len(in.maps) + len(in.pmap) + len(in.ptrs) + len(in.pptr) +
+		len(in.locs) + len(in.ploc)
 }
 
 // rotate starts a new generation if the current one is full; in.mu is held.
 func (in *interner) rotate() {
-	if len(in.strs)+len(in.maps)+len(in.ptrs) < in.limit {
+	if len(in.strs)+len(in.maps)+len(in.ptrs)+len(in.locs) < in.limit {
 		return
 	}
-	in.prev, in.pmap, in.pptr = in.strs, in.maps, in.ptrs
+	in.prev, in.pmap, in.pptr, in.ploc = in.strs, in.maps, in.ptrs, in.locs
 	in.strs = make(map[string]string, len(in.prev))
 	in.maps = make(map[string]map[string]string, len(in.pmap))
 	in.ptrs = make(map[string]*string, len(in.pptr))
+	in.locs = make(map[Locality]*Locality, len(in.ploc))
 }
 
 // str returns a string equal to s, shared with earlier calls.
@@ -85,6 +89,9 @@ func (in *interner) str(s string) string {
 }
 
 func (in *interner) strLocked(s string) string {
+	if s == "" {
+		return ""
+	}
 	if v, ok := in.strs[s]; ok {
 		return v
 	}
@@ -116,6 +123,27 @@ func (in *interner) ptr(p *string) *string {
 	}
 	in.rotate()
 	in.ptrs[*v] = v
+	return v
+}
+
+// locality returns a pointer to a Locality equal to l, shared with earlier calls;
+// nil for the zero Locality. The endpoints of one zone share one: a pointer is 40
+// bytes less per endpoint than the three strings.
+func (in *interner) locality(l Locality) *Locality {
+	if l == (Locality{}) {
+		return nil
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if v, ok := in.locs[l]; ok {
+		return v
+	}
+	v, ok := in.ploc[l]
+	if !ok {
+		v = &Locality{Region: in.strLocked(l.Region), Zone: in.strLocked(l.Zone), Subzone: in.strLocked(l.Subzone)}
+	}
+	in.rotate()
+	in.locs[*v] = v
 	return v
 }
 
@@ -292,7 +320,8 @@ func (t *trimmer) slice(obj any) (any, error) {
 // cachedPod is what a cluster's pod informer caches of a pod: a corev1.Pod takes over
 // 1 KB however little of it is set, several times what translate reads of it.
 type cachedPod struct {
-	Name, Namespace, ResourceVersion string
+	// Key is namespace/name; Name is the end of it. Served endpoints share Key.
+	Key, Name, Namespace, ResourceVersion string
 	// Labels are shared: do not modify.
 	Labels         map[string]string
 	NodeName       string
@@ -322,8 +351,10 @@ func (t *trimmer) pod(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
+	key := p.Namespace + "/" + p.Name
 	out := &cachedPod{
-		Name:            p.Name,
+		Key:             key,
+		Name:            key[len(p.Namespace)+1:],
 		Namespace:       t.in.str(p.Namespace),
 		ResourceVersion: p.ResourceVersion,
 		Labels:          t.in.labels(p.Labels),

@@ -140,7 +140,7 @@ func TestTrimKeepsOnlyWhatIsRead(t *testing.T) {
 				return p
 			}(),
 			want: &cachedPod{
-				Name: "web-1", Namespace: testNS, ResourceVersion: "7", Labels: map[string]string{"app": "web"},
+				Key: testNS + "/web-1", Name: "web-1", Namespace: testNS, ResourceVersion: "7", Labels: map[string]string{"app": "web"},
 				NodeName: "node-a", ServiceAccount: "sa", Deleting: true, Ready: corev1.ConditionFalse,
 			},
 		},
@@ -238,10 +238,12 @@ func TestInternerBounded(t *testing.T) {
 	in := newInterner(limit)
 	hot := in.str(string([]byte("zone-a")))
 	hotLabels := in.labels(map[string]string{"app": "web"})
+	hotLocality := in.locality(Locality{Region: "r", Zone: "zone-a"})
 	for i := range 50 * limit {
 		in.str(fmt.Sprintf("pod-%d", i))
 		in.labels(map[string]string{"pod-template-hash": fmt.Sprint(i)})
 		in.ptr(ptr.To(fmt.Sprintf("node-%d", i)))
+		in.locality(Locality{Region: "r", Zone: fmt.Sprintf("zone-%d", i)})
 		if n := in.size(); n > 2*limit {
 			t.Fatalf("after %d values the table holds %d entries, over 2×%d", i+1, n, limit)
 		}
@@ -252,6 +254,47 @@ func TestInternerBounded(t *testing.T) {
 			if got := in.labels(map[string]string{"app": "web"}); reflect.ValueOf(got).UnsafePointer() != reflect.ValueOf(hotLabels).UnsafePointer() {
 				t.Fatalf("labels in use lost their sharing after %d values", i+1)
 			}
+			if got := in.locality(Locality{Region: "r", Zone: "zone-a"}); got != hotLocality {
+				t.Fatalf("a locality in use lost its sharing after %d values", i+1)
+			}
+		}
+	}
+}
+
+// TestTranslateSharesLocalityAndPodKey checks that the endpoints of one locality
+// share one Locality, equal to what they were translated from, that an endpoint
+// without one has none, and that an endpoint's Pod is its cached pod's key.
+func TestTranslateSharesLocalityAndPodKey(t *testing.T) {
+	s := newStores()
+	s.trim = newTrimmer(newInterner(0))
+	objs := []any{node("node-a", "region-1", "zone-a"), node("node-b", "region-1", "zone-a"), node("node-c", "region-1", "zone-c")}
+	var eps []discoveryv1.Endpoint
+	for i, n := range []string{"node-a", "node-b", "node-c", ""} {
+		name := fmt.Sprintf("web-%d", i)
+		eps = append(eps, podEndpoint(fmt.Sprintf("10.0.0.%d", i+1), name, ""))
+		objs = append(objs, pod(name, n, map[string]string{"app": "web"}))
+	}
+	objs = append(objs, slice("web-x", "web", eps...))
+	shard := translateFrom(t, s, service("web"), "", objs...)
+	got := shard.Endpoints[80]
+	if len(got) != 4 {
+		t.Fatalf("endpoints = %+v, want 4", got)
+	}
+	for i, want := range []Locality{{Region: "region-1", Zone: "zone-a"}, {Region: "region-1", Zone: "zone-a"}, {Region: "region-1", Zone: "zone-c"}, {}} {
+		if l := got[i].GetLocality(); l != want {
+			t.Errorf("endpoint %d: locality %+v, want %+v", i, l, want)
+		}
+	}
+	if got[0].Locality != got[1].Locality {
+		t.Errorf("endpoints of one zone on two nodes hold two Localities")
+	}
+	if got[3].Locality != nil {
+		t.Errorf("endpoint without a node: locality %+v, want nil", *got[3].Locality)
+	}
+	for _, e := range got {
+		p := s.watchSet().pods.getPod(testNS, e.Pod[len(testNS)+1:])
+		if p == nil || e.Pod != testNS+"/"+p.Name || unsafe.StringData(e.Pod) != unsafe.StringData(p.Key) {
+			t.Errorf("endpoint %s: pod %q is not its cached pod's key", e.Address, e.Pod)
 		}
 	}
 }
