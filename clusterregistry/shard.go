@@ -80,32 +80,26 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 	// empty would leave up to half of each array unused.
 	capacity := 0
 	for _, obj := range objs {
-		if slice, ok := obj.(*discoveryv1.EndpointSlice); ok {
+		if slice, ok := obj.(*cachedSlice); ok {
 			capacity += len(slice.Endpoints)
 		}
 	}
 	for _, obj := range objs {
-		slice, ok := obj.(*discoveryv1.EndpointSlice)
+		slice, ok := obj.(*cachedSlice)
 		if !ok || slice.AddressType == discoveryv1.AddressTypeFQDN {
 			continue
 		}
 		for _, ep := range slice.Endpoints {
-			if len(ep.Addresses) == 0 {
+			if ep.Address == "" || ep.Terminating {
 				continue
 			}
 			base := Endpoint{
-				Ready:   ep.Conditions.Ready == nil || *ep.Conditions.Ready,
+				Ready:   ep.Ready,
 				Cluster: src.cluster,
 				Network: src.network,
 			}
-			if ep.Conditions.Terminating != nil && *ep.Conditions.Terminating {
-				continue
-			}
-			nodeName := ""
-			if ep.NodeName != nil {
-				nodeName = *ep.NodeName
-			}
-			if podKey, ok := endpointPod(slice, ep); ok {
+			nodeName := ep.NodeName
+			if podKey, ok := ep.pod(); ok {
 				pod := src.pods.getPod(podKey.Namespace, podKey.Name)
 				if pod == nil || pod.Deleting {
 					// Not seen yet, gone, or terminating: not served. Its arrival
@@ -137,8 +131,8 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 					}
 				}
 			}
-			if loc.Zone == "" && ep.Zone != nil {
-				loc.Zone = *ep.Zone
+			if loc.Zone == "" {
+				loc.Zone = ep.Zone
 			}
 			base.Locality = src.intern.locality(loc)
 			for _, sp := range svc.Spec.Ports {
@@ -147,7 +141,7 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 					continue
 				}
 				e := base
-				e.Address = ep.Addresses[0]
+				e.Address = ep.Address
 				e.Port = uint32(target)
 				eps := shard.Endpoints[sp.Port]
 				if eps == nil {
@@ -193,7 +187,7 @@ func commonPort(eps []Endpoint) int32 {
 }
 
 // slicePort finds the slice port serving service port sp: same name and protocol.
-func slicePort(slice *discoveryv1.EndpointSlice, sp corev1.ServicePort) (int32, bool) {
+func slicePort(slice *cachedSlice, sp corev1.ServicePort) (int32, bool) {
 	for _, p := range slice.Ports {
 		name, proto := "", corev1.ProtocolTCP
 		if p.Name != nil {

@@ -8,12 +8,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/horizon-mesh/horizon/network"
 )
 
 // Informer transforms: what a cluster's informers cache of Services, EndpointSlices,
-// Pods and Nodes is only what translate (shard.go) and the event handlers and
+// Pods and Nodes (slices and pods as types of their own) is only what translate (shard.go) and the event handlers and
 // indexers (watch.go) read, with the strings that repeat across objects (namespaces,
 // label keys and values, node names, zones, service accounts, port names) and whole
 // label maps shared through an intern table. A field these start to read must be
@@ -276,17 +277,59 @@ func istioAnnotations(m map[string]string) map[string]string {
 	return out
 }
 
-// slice keeps the service-name label, address type, ports, and per endpoint its
-// first address, Ready and Terminating conditions, node, zone and target
-// reference (kind, namespace, name).
+// cachedSlice is what a cluster's EndpointSlice informer caches of a slice: a
+// discoveryv1.Endpoint with its target reference takes over 200 bytes, twice what
+// translate reads of it.
+type cachedSlice struct {
+	Name, Namespace, ResourceVersion string
+	// Service is the kubernetes.io/service-name label; empty when the slice has none.
+	Service     string
+	AddressType discoveryv1.AddressType
+	// Ports are shared: do not modify.
+	Ports     []discoveryv1.EndpointPort
+	Endpoints []cachedEndpoint
+}
+
+// cachedEndpoint is what a cachedSlice keeps of one endpoint.
+type cachedEndpoint struct {
+	// Address is the endpoint's first address; empty when it has none.
+	Address string
+	// PodNamespace and PodName name the pod of the target reference when PodRef is
+	// set (its kind is Pod); PodNamespace is the slice's when the reference names
+	// none.
+	PodNamespace, PodName string
+	NodeName, Zone        string
+	PodRef                bool
+	// Ready is the Ready condition, true when unset (ready unless it says not);
+	// Terminating is the Terminating condition, false when unset.
+	Ready, Terminating bool
+}
+
+// GetObjectMeta gives the informer's key and index functions and the handlers the
+// slice's name, namespace and resource version.
+func (s *cachedSlice) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, ResourceVersion: s.ResourceVersion}
+}
+
+// pod returns the pod the endpoint's target reference names, if it names one.
+func (e *cachedEndpoint) pod() (types.NamespacedName, bool) {
+	return types.NamespacedName{Namespace: e.PodNamespace, Name: e.PodName}, e.PodRef
+}
+
+// slice turns an EndpointSlice into a cachedSlice: the service-name label, address
+// type, ports, and per endpoint its first address, Ready and Terminating
+// conditions, node, zone and the pod its target reference names.
 func (t *trimmer) slice(obj any) (any, error) {
 	s, ok := obj.(*discoveryv1.EndpointSlice)
 	if !ok {
 		return obj, nil
 	}
-	out := &discoveryv1.EndpointSlice{ObjectMeta: t.meta(&s.ObjectMeta), AddressType: s.AddressType}
-	if name, ok := s.Labels[discoveryv1.LabelServiceName]; ok {
-		out.Labels = t.in.labels(map[string]string{discoveryv1.LabelServiceName: name})
+	out := &cachedSlice{
+		Name:            s.Name,
+		Namespace:       t.in.str(s.Namespace),
+		ResourceVersion: s.ResourceVersion,
+		Service:         t.in.str(s.Labels[discoveryv1.LabelServiceName]),
+		AddressType:     discoveryv1.AddressType(t.in.str(string(s.AddressType))),
 	}
 	if len(s.Ports) > 0 {
 		out.Ports = make([]discoveryv1.EndpointPort, len(s.Ports))
@@ -295,21 +338,26 @@ func (t *trimmer) slice(obj any) (any, error) {
 		}
 	}
 	if len(s.Endpoints) > 0 {
-		out.Endpoints = make([]discoveryv1.Endpoint, len(s.Endpoints))
+		out.Endpoints = make([]cachedEndpoint, len(s.Endpoints))
 		for i, ep := range s.Endpoints {
-			e := discoveryv1.Endpoint{
-				Conditions: discoveryv1.EndpointConditions{
-					Ready:       t.bool(ep.Conditions.Ready),
-					Terminating: t.bool(ep.Conditions.Terminating),
-				},
-				NodeName: t.in.ptr(ep.NodeName),
-				Zone:     t.in.ptr(ep.Zone),
+			e := cachedEndpoint{
+				Ready:       ep.Conditions.Ready == nil || *ep.Conditions.Ready,
+				Terminating: ep.Conditions.Terminating != nil && *ep.Conditions.Terminating,
 			}
 			if len(ep.Addresses) > 0 {
-				e.Addresses = ep.Addresses[:1:1]
+				e.Address = ep.Addresses[0]
 			}
-			if r := ep.TargetRef; r != nil {
-				e.TargetRef = &corev1.ObjectReference{Kind: t.in.str(r.Kind), Namespace: t.in.str(r.Namespace), Name: r.Name}
+			if ep.NodeName != nil {
+				e.NodeName = t.in.str(*ep.NodeName)
+			}
+			if ep.Zone != nil {
+				e.Zone = t.in.str(*ep.Zone)
+			}
+			if r := ep.TargetRef; r != nil && r.Kind == "Pod" {
+				e.PodRef, e.PodNamespace, e.PodName = true, out.Namespace, r.Name
+				if r.Namespace != "" {
+					e.PodNamespace = t.in.str(r.Namespace)
+				}
 			}
 			out.Endpoints[i] = e
 		}

@@ -106,19 +106,13 @@ func TestTrimKeepsOnlyWhatIsRead(t *testing.T) {
 				ep.Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "zone-a"}}}
 				return s
 			}(),
-			want: &discoveryv1.EndpointSlice{
-				ObjectMeta: metav1.ObjectMeta{
-					Name: "web-x", Namespace: testNS, ResourceVersion: "7",
-					Labels: map[string]string{discoveryv1.LabelServiceName: "web"},
-				},
+			want: &cachedSlice{
+				Name: "web-x", Namespace: testNS, ResourceVersion: "7", Service: "web",
 				AddressType: discoveryv1.AddressTypeIPv4,
 				Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
-				Endpoints: []discoveryv1.Endpoint{{
-					Addresses:  []string{"10.0.0.1"},
-					Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Terminating: ptr.To(false)},
-					NodeName:   ptr.To("node-a"),
-					Zone:       ptr.To("zone-a"),
-					TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: testNS, Name: "web-1"},
+				Endpoints: []cachedEndpoint{{
+					Address: "10.0.0.1", PodRef: true, PodNamespace: testNS, PodName: "web-1",
+					NodeName: "node-a", Zone: "zone-a", Ready: true,
 				}},
 			},
 		},
@@ -223,11 +217,10 @@ func TestTrimSharesRepeatedValues(t *testing.T) {
 	}
 	s1, _ := trim.slice(slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", "node-a")))
 	s2, _ := trim.slice(slice("web-y", "web", podEndpoint("10.0.0.2", "web-2", "node-a")))
-	e1, e2 := s1.(*discoveryv1.EndpointSlice).Endpoints[0], s2.(*discoveryv1.EndpointSlice).Endpoints[0]
-	if e1.NodeName != e2.NodeName || e1.Conditions.Ready != e2.Conditions.Ready {
-		t.Errorf("slice endpoints do not share node name and Ready pointers")
-	}
-	sameString("node of a slice endpoint and a pod", *e1.NodeName, pods[0].NodeName)
+	e1, e2 := s1.(*cachedSlice).Endpoints[0], s2.(*cachedSlice).Endpoints[0]
+	sameString("node of two slice endpoints", e1.NodeName, e2.NodeName)
+	sameString("node of a slice endpoint and a pod", e1.NodeName, pods[0].NodeName)
+	sameString("pod namespace of a slice endpoint and a pod", e1.PodNamespace, pods[0].Namespace)
 }
 
 // TestInternerBounded checks that churning through distinct values keeps the table

@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -209,6 +208,8 @@ func resourceVersion(obj any) string {
 	switch o := obj.(type) {
 	case *cachedPod:
 		return o.ResourceVersion
+	case *cachedSlice:
+		return o.ResourceVersion
 	case metav1.Object:
 		return o.GetResourceVersion()
 	}
@@ -273,24 +274,20 @@ func (c *Cluster) watches() *watchSet {
 func sliceIndexers() cache.Indexers {
 	return cache.Indexers{
 		serviceIndex: func(obj any) ([]string, error) {
-			s, ok := obj.(*discoveryv1.EndpointSlice)
-			if !ok {
+			s, ok := obj.(*cachedSlice)
+			if !ok || s.Service == "" {
 				return nil, nil
 			}
-			name := s.Labels[discoveryv1.LabelServiceName]
-			if name == "" {
-				return nil, nil
-			}
-			return []string{s.Namespace + "/" + name}, nil
+			return []string{s.Namespace + "/" + s.Service}, nil
 		},
 		podIndex: func(obj any) ([]string, error) {
-			s, ok := obj.(*discoveryv1.EndpointSlice)
+			s, ok := obj.(*cachedSlice)
 			if !ok {
 				return nil, nil
 			}
 			var out []string
 			for _, ep := range s.Endpoints {
-				if key, ok := endpointPod(s, ep); ok {
+				if key, ok := ep.pod(); ok {
 					if g := podGroup(key.Namespace, key.Name); len(out) == 0 || out[len(out)-1] != g {
 						out = append(out, g)
 					}
@@ -299,14 +296,14 @@ func sliceIndexers() cache.Indexers {
 			return out, nil
 		},
 		nodeIndex: func(obj any) ([]string, error) {
-			s, ok := obj.(*discoveryv1.EndpointSlice)
+			s, ok := obj.(*cachedSlice)
 			if !ok {
 				return nil, nil
 			}
 			var out []string
 			for _, ep := range s.Endpoints {
-				if ep.NodeName != nil && *ep.NodeName != "" {
-					out = append(out, *ep.NodeName)
+				if ep.NodeName != "" {
+					out = append(out, ep.NodeName)
 				}
 			}
 			return out, nil
@@ -338,19 +335,6 @@ func podGroup(namespace, name string) string {
 	return namespace + "/" + name
 }
 
-// endpointPod returns the pod an endpoint of slice s references, if any.
-func endpointPod(s *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint) (types.NamespacedName, bool) {
-	ref := ep.TargetRef
-	if ref == nil || ref.Kind != "Pod" {
-		return types.NamespacedName{}, false
-	}
-	key := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
-	if key.Namespace == "" {
-		key.Namespace = s.Namespace
-	}
-	return key, true
-}
-
 // The event handlers of w's informers; obj is never a tombstone.
 
 func (c *Cluster) serviceEvent(_ *watchSet, obj any) {
@@ -360,8 +344,8 @@ func (c *Cluster) serviceEvent(_ *watchSet, obj any) {
 }
 
 func (c *Cluster) sliceEvent(_ *watchSet, obj any) {
-	if s, ok := obj.(*discoveryv1.EndpointSlice); ok && s.Labels[discoveryv1.LabelServiceName] != "" {
-		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]})
+	if s, ok := obj.(*cachedSlice); ok && s.Service != "" {
+		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Service})
 	}
 }
 
