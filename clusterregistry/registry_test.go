@@ -120,10 +120,10 @@ func TestEndpointsFromRealCluster(t *testing.T) {
 		t.Errorf("labels = %v", got.Labels)
 	}
 	got.Labels = nil
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("endpoint\n got %+v\nwant %+v", got, want)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("endpoint\n got %+v (locality %+v)\nwant %+v (locality %+v)", got, got.GetLocality(), want, want.GetLocality())
 	}
-	if b := eps[1]; b.Network != "net-pod" || b.Locality.Zone != "hinted-zone" || b.TLSMode != "" {
+	if b := eps[1]; b.Network != "net-pod" || b.GetLocality().Zone != "hinted-zone" || b.TLSMode != "" {
 		t.Errorf("second endpoint = %+v, want network net-pod, zone hint, no tlsMode", b)
 	}
 	if g := r.Endpoints(host, 7070)["c1"]; len(g) != 2 || g[0].Port != 17070 {
