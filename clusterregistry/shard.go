@@ -116,7 +116,7 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 				if pod.NodeName != "" {
 					nodeName = pod.NodeName
 				}
-				if pod.notReady() {
+				if pod.NotReady {
 					base.Ready = false
 				}
 			}

@@ -368,28 +368,36 @@ func (t *trimmer) slice(obj any) (any, error) {
 // cachedPod is what a cluster's pod informer caches of a pod: a corev1.Pod takes over
 // 1 KB however little of it is set, several times what translate reads of it.
 type cachedPod struct {
-	// Key is namespace/name; Name is the end of it. Served endpoints share Key.
-	Key, Name, Namespace, ResourceVersion string
+	// Key is namespace/name (neither holds a "/"); served endpoints share it, and
+	// namespace and name are read from it.
+	Key, ResourceVersion string
 	// Labels are shared: do not modify.
 	Labels         map[string]string
 	NodeName       string
 	ServiceAccount string
 	// Deleting: the pod has a deletion timestamp.
 	Deleting bool
-	// Ready is the status of the pod's Ready condition; empty when it has none.
-	Ready corev1.ConditionStatus
+	// NotReady: the pod has a Ready condition whose status is not True. A pod without
+	// one defers to the EndpointSlice.
+	NotReady bool
+}
+
+// namespace returns the pod's namespace.
+func (p *cachedPod) namespace() string {
+	ns, _, _ := strings.Cut(p.Key, "/")
+	return ns
+}
+
+// name returns the pod's name.
+func (p *cachedPod) name() string {
+	_, name, _ := strings.Cut(p.Key, "/")
+	return name
 }
 
 // GetObjectMeta gives the informer's key function and handlers the pod's name,
 // namespace and resource version.
 func (p *cachedPod) GetObjectMeta() metav1.Object {
-	return &metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, ResourceVersion: p.ResourceVersion}
-}
-
-// notReady reports whether the pod says it is not ready. A pod without a Ready
-// condition defers to the EndpointSlice.
-func (p *cachedPod) notReady() bool {
-	return p.Ready != "" && p.Ready != corev1.ConditionTrue
+	return &metav1.ObjectMeta{Name: p.name(), Namespace: p.namespace(), ResourceVersion: p.ResourceVersion}
 }
 
 // pod turns a Pod into a cachedPod: labels, node, service account, whether it is
@@ -399,11 +407,8 @@ func (t *trimmer) pod(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	key := p.Namespace + "/" + p.Name
 	out := &cachedPod{
-		Key:             key,
-		Name:            key[len(p.Namespace)+1:],
-		Namespace:       t.in.str(p.Namespace),
+		Key:             p.Namespace + "/" + p.Name,
 		ResourceVersion: p.ResourceVersion,
 		Labels:          t.in.labels(p.Labels),
 		NodeName:        t.in.str(p.Spec.NodeName),
@@ -412,7 +417,7 @@ func (t *trimmer) pod(obj any) (any, error) {
 	}
 	for _, cond := range p.Status.Conditions {
 		if cond.Type == corev1.PodReady {
-			out.Ready = corev1.ConditionStatus(t.in.str(string(cond.Status)))
+			out.NotReady = cond.Status != corev1.ConditionTrue
 		}
 	}
 	return out, nil

@@ -134,8 +134,8 @@ func TestTrimKeepsOnlyWhatIsRead(t *testing.T) {
 				return p
 			}(),
 			want: &cachedPod{
-				Key: testNS + "/web-1", Name: "web-1", Namespace: testNS, ResourceVersion: "7", Labels: map[string]string{"app": "web"},
-				NodeName: "node-a", ServiceAccount: "sa", Deleting: true, Ready: corev1.ConditionFalse,
+				Key: testNS + "/web-1", ResourceVersion: "7", Labels: map[string]string{"app": "web"},
+				NodeName: "node-a", ServiceAccount: "sa", Deleting: true, NotReady: true,
 			},
 		},
 		{
@@ -209,9 +209,8 @@ func TestTrimSharesRepeatedValues(t *testing.T) {
 	}
 	for _, p := range pods[1:] {
 		if reflect.ValueOf(p.Labels).UnsafePointer() != reflect.ValueOf(pods[0].Labels).UnsafePointer() {
-			t.Errorf("labels of %s not shared", p.Name)
+			t.Errorf("labels of %s not shared", p.Key)
 		}
-		sameString("namespace", p.Namespace, pods[0].Namespace)
 		sameString("node", p.NodeName, pods[0].NodeName)
 		sameString("service account", p.ServiceAccount, pods[0].ServiceAccount)
 	}
@@ -220,7 +219,7 @@ func TestTrimSharesRepeatedValues(t *testing.T) {
 	e1, e2 := s1.(*cachedSlice).Endpoints[0], s2.(*cachedSlice).Endpoints[0]
 	sameString("node of two slice endpoints", e1.NodeName, e2.NodeName)
 	sameString("node of a slice endpoint and a pod", e1.NodeName, pods[0].NodeName)
-	sameString("pod namespace of a slice endpoint and a pod", e1.PodNamespace, pods[0].Namespace)
+	sameString("pod namespace of two slice endpoints", e1.PodNamespace, e2.PodNamespace)
 }
 
 // TestInternerBounded checks that churning through distinct values keeps the table
@@ -286,7 +285,7 @@ func TestTranslateSharesLocalityAndPodKey(t *testing.T) {
 	}
 	for _, e := range got {
 		p := s.watchSet().pods.getPod(testNS, e.Pod[len(testNS)+1:])
-		if p == nil || e.Pod != testNS+"/"+p.Name || unsafe.StringData(e.Pod) != unsafe.StringData(p.Key) {
+		if p == nil || e.Pod != testNS+"/"+p.name() || unsafe.StringData(e.Pod) != unsafe.StringData(p.Key) {
 			t.Errorf("endpoint %s: pod %q is not its cached pod's key", e.Address, e.Pod)
 		}
 	}

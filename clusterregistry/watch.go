@@ -352,7 +352,7 @@ func (c *Cluster) sliceEvent(_ *watchSet, obj any) {
 // podEvent re-queues the services whose slices reference the pod.
 func (c *Cluster) podEvent(w *watchSet, obj any) {
 	if p, ok := obj.(*cachedPod); ok {
-		c.enqueueSlices(w, podIndex, podGroup(p.Namespace, p.Name))
+		c.enqueueSlices(w, podIndex, podGroup(p.namespace(), p.name()))
 	}
 }
 
@@ -368,7 +368,7 @@ func (c *Cluster) nodeEvent(w *watchSet, obj any) {
 	pods, _ := w.podCache.ByIndex(nodeIndex, n.Name)
 	for _, obj := range pods {
 		if p, ok := obj.(*cachedPod); ok {
-			c.enqueueSlices(w, podIndex, podGroup(p.Namespace, p.Name))
+			c.enqueueSlices(w, podIndex, podGroup(p.namespace(), p.name()))
 		}
 	}
 }
