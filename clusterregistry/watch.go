@@ -4,12 +4,17 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
+	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
@@ -121,32 +126,33 @@ func (c *Cluster) trimmer() *trimmer {
 // setupScope sets up the namespaced informers of s.
 func (c *Cluster) setupScope(w *watchSet, s *scope) error {
 	svc := s.factory.Core().V1().Services()
-	pod := s.factory.Core().V1().Pods()
-	slice := s.factory.Discovery().V1().EndpointSlices()
+	// Pods and slices are only looked up by key and by the indexes below, never
+	// listed by namespace: their informers go without the factory's namespace
+	// index, a set entry per object less.
+	pod := s.factory.InformerFor(&corev1.Pod{}, func(cs kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return coreinformers.NewPodInformer(cs, s.ns, resync, podIndexers())
+	})
+	slice := s.factory.InformerFor(&discoveryv1.EndpointSlice{}, func(cs kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return discoveryinformers.NewEndpointSliceInformer(cs, s.ns, resync, sliceIndexers())
+	})
 	s.services = svc.Lister()
-	s.slices = slice.Informer().GetIndexer()
-	s.podCache = pod.Informer().GetIndexer()
+	s.slices = slice.GetIndexer()
+	s.podCache = pod.GetIndexer()
 	s.pods = podStore{s.podCache}
 
 	trim := c.trimmer()
 	for _, t := range []struct {
 		inf cache.SharedIndexInformer
 		fn  cache.TransformFunc
-	}{{svc.Informer(), trim.service}, {slice.Informer(), trim.slice}, {pod.Informer(), trim.pod}} {
+	}{{svc.Informer(), trim.service}, {slice, trim.slice}, {pod, trim.pod}} {
 		if err := t.inf.SetTransform(t.fn); err != nil {
 			return err
 		}
 	}
-	if err := pod.Informer().AddIndexers(podIndexers()); err != nil {
-		return err
-	}
-	if err := slice.Informer().AddIndexers(sliceIndexers()); err != nil {
-		return err
-	}
 	return c.addHandlers(w, &s.handlersSynced, []informerHandler{
 		{svc.Informer(), c.serviceEvent, false},
-		{slice.Informer(), c.sliceEvent, true},
-		{pod.Informer(), c.podEvent, false},
+		{slice, c.sliceEvent, true},
+		{pod, c.podEvent, false},
 	})
 }
 
