@@ -20,7 +20,7 @@ import (
 // shardSource is what a service's shard is translated from: one cluster's caches.
 type shardSource struct {
 	cluster network.ClusterID
-	// slices holds EndpointSlices indexed by serviceIndex.
+	// slices holds EndpointSlices (*cachedSlice) indexed by serviceIndex.
 	slices indexReader
 	pods   podGetter
 	nodes  listersv1.NodeLister

@@ -60,7 +60,7 @@ type watchSet struct {
 	services listersv1.ServiceLister
 	pods     podGetter
 	podCache indexReader // the pods (*cachedPod), indexed by nodeIndex
-	slices   indexReader
+	slices   indexReader // the EndpointSlices (*cachedSlice), indexed by sliceIndexers
 
 	// reconcile holds one signal that the scopes should be brought in line with the
 	// selectors and the namespaces' labels.
