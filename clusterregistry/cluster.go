@@ -370,6 +370,7 @@ func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) 
 			nodes:          ws.nodes,
 			network:        nsNetwork,
 			nsDistribution: namespaceDistribution(ws.namespaces, key.Namespace),
+			intern:         c.trimmer().in,
 		}, host, svc)
 	}
 
