@@ -111,9 +111,12 @@ networks:
 		xdsAddr, _, _ := startServe(t)
 		p := observe(t, xdsAddr, "network1", "cluster1")
 		waitEDS(t, p, helloCLA, fmt.Sprintf("//(3): %s:5000*1+mtls %s:5000*1+mtls %s:15443*1+mtls", v3Addr, v1Addr, gwAddr))
-		if p.Cluster(helloCLA) == nil {
-			t.Fatalf("no cluster %s: clusters %v", helloCLA, p.Names(xdstest.TypeCluster))
-		}
+		kubetest.Eventually(t, 15*time.Second, func() error { // CDS may come after EDS
+			if p.Cluster(helloCLA) == nil {
+				return fmt.Errorf("no cluster %s: clusters %v", helloCLA, p.Names(xdstest.TypeCluster))
+			}
+			return nil
+		})
 		if cla, c := p.CLA(helloSetCLA), p.Cluster(helloSetCLA); cla != nil || c != nil {
 			t.Errorf("clusterset host served without --mcs: %v, %v", xdstest.Summary(cla), c)
 		}
