@@ -18,7 +18,8 @@ import (
 
 // Discovery scope: which namespaces of a cluster are listed and watched.
 //
-// A scope is the Services, EndpointSlices and Pods informers of one namespace, or of
+// A scope is the Services, EndpointSlices and Pods informers (and in MCS mode the
+// ServiceExports one, mcs.go) of one namespace, or of
 // every namespace (""). With no discovery selectors a cluster has the one cluster-wide
 // scope, as without the feature. With selectors it has one scope per selected
 // namespace (and the system namespace, always), started when a namespace becomes
@@ -105,6 +106,9 @@ type scope struct {
 	pods           podGetter
 	podCache       cache.Indexer
 	slices         cache.Indexer
+	// exports watches the scope's ServiceExports in MCS mode (mcs.go); nil
+	// otherwise.
+	exports *exportWatch
 }
 
 func (s *scope) hasSynced() bool {
@@ -119,6 +123,17 @@ func (s *scope) hasSynced() bool {
 func (s *scope) stop() {
 	s.cancel()
 	s.factory.Shutdown()
+	if s.exports != nil {
+		s.exports.factory.Shutdown()
+	}
+}
+
+// start starts the scope's informers.
+func (s *scope) start() {
+	s.factory.Start(s.ctx.Done())
+	if s.exports != nil {
+		s.exports.factory.Start(s.ctx.Done())
+	}
 }
 
 // emptyScope stands for a namespace no scope covers: it has nothing.
@@ -244,7 +259,7 @@ func (c *Cluster) reconcileScopes(w *watchSet, first bool) (alive, superseded bo
 	}
 
 	for _, s := range added {
-		s.factory.Start(s.ctx.Done())
+		s.start()
 	}
 	// Every wanted scope not synced yet, also those a superseded call started.
 	var synced []cache.InformerSynced
@@ -288,9 +303,14 @@ func (c *Cluster) reconcileScopes(w *watchSet, first bool) (alive, superseded bo
 	w.scopesMu.Unlock()
 	for _, s := range removed {
 		svcs, _ := s.services.List(labels.Everything())
+		exports := s.exportKeys()
 		s.stop()
 		for _, svc := range svcs {
 			c.queue.Add(types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name})
+		}
+		// ServiceExports without a Service, which no Service key above covers.
+		for _, k := range exports {
+			c.queue.Add(k)
 		}
 	}
 	if len(added) > 0 || len(removed) > 0 {

@@ -149,11 +149,17 @@ func (c *Cluster) setupScope(w *watchSet, s *scope) error {
 			return err
 		}
 	}
-	return c.addHandlers(w, &s.handlersSynced, []informerHandler{
+	if err := c.addHandlers(w, &s.handlersSynced, []informerHandler{
 		{svc.Informer(), c.serviceEvent, false},
 		{slice, c.sliceEvent, true},
 		{pod, c.podEvent, false},
-	})
+	}); err != nil {
+		return err
+	}
+	if c.opts.mcs {
+		return c.setupExports(s)
+	}
+	return nil
 }
 
 type informerHandler struct {

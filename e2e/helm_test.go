@@ -330,6 +330,7 @@ func everyOptionValues(t *testing.T) map[string]any {
 		"logLevel":     "debug",
 		"domainSuffix": "corp.local",
 		"trustDomain":  "corp.example",
+		"mcs":          true,
 		"extraArgs":    []string{"--remote-cluster-timeout", "45s"},
 		"xds": map[string]any{
 			"port": 15012,
@@ -531,6 +532,7 @@ func TestHelmChartApply(t *testing.T) {
 	reviews := []grant{
 		{groupResource{"authentication.k8s.io", "tokenreviews"}, []string{"create"}},
 		{groupResource{"authorization.k8s.io", "subjectaccessreviews"}, []string{"create"}},
+		serviceExports,
 	}
 
 	t.Run("defaults", func(t *testing.T) {
@@ -591,6 +593,7 @@ func TestHelmChartApply(t *testing.T) {
 			{"--http-address", opts.HTTPAddress, ":9090"},
 			{"--domain-suffix", opts.Registry.DomainSuffix, "corp.local"},
 			{"--trust-domain", opts.TrustDomain, "corp.example"},
+			{"--mcs", fmt.Sprint(opts.Registry.MCS), "true"},
 			{"--remote-cluster-timeout", opts.Registry.SyncTimeout.String(), "45s"},
 			{"--xds-client-ca set", fmt.Sprint(opts.TLS.ClientCAFile != ""), "true"},
 			{"--xds-allow-plaintext-remote", fmt.Sprint(opts.XDSAllowPlaintextRemote), "false"},
@@ -659,8 +662,8 @@ func TestHelmChartApply(t *testing.T) {
 				as.mustBeForbidden(t, "list", gr, ns)
 			}
 		}
-		as.mustHaveExactly(t, systemNamespace, endpointSources, read)
-		as.mustHaveExactly(t, "default", endpointSources, read)
+		as.mustHaveExactly(t, systemNamespace, endpointSources, read, serviceExports)
+		as.mustHaveExactly(t, "default", endpointSources, read, serviceExports)
 		checkCreateRemoteSecretKeeps(t)
 	})
 }
