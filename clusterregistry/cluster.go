@@ -58,6 +58,9 @@ type clusterOptions struct {
 	// mcs: watch ServiceExports and serve exported services under their clusterset
 	// hosts too (mcs.go).
 	mcs bool
+	// syncSlots holds a token for each cluster of the registry listing for its
+	// initial sync (initialSync); nil: no bound.
+	syncSlots chan struct{}
 	// qps and burst rate-limit the cluster's client unless its config sets QPS.
 	qps   float32
 	burst int
@@ -131,12 +134,16 @@ type Cluster struct {
 	// name; exportsErr says why they cannot be listed. Guarded by mu.
 	exports    map[types.NamespacedName]Export
 	exportsErr string
-	started    time.Time         // guarded by mu
-	syncedAt   time.Time         // guarded by mu
-	timedOut   bool              // guarded by mu
-	lastErr    string            // guarded by mu
-	lastErrAt  time.Time         // guarded by mu
-	nsNetwork  network.NetworkID // guarded by mu
+	started    time.Time // guarded by mu
+	// listStarted is when the cluster got its turn to list (started when the turns
+	// are not bounded); waiting says it is waiting for one. Guarded by mu.
+	listStarted time.Time
+	waiting     bool
+	syncedAt    time.Time         // guarded by mu
+	timedOut    bool              // guarded by mu
+	lastErr     string            // guarded by mu
+	lastErrAt   time.Time         // guarded by mu
+	nsNetwork   network.NetworkID // guarded by mu
 	// selectors say which namespaces are watched; guarded by mu.
 	selectors *network.DiscoverySelectors
 	// selectorsOverride: the selectors are the cluster's own; guarded by mu.
@@ -230,22 +237,20 @@ func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *r
 	return c, nil
 }
 
-// start runs the informers, the worker and the health check until stop.
+// start runs the informers, the worker and the health check until stop. The
+// informers start once the cluster has a turn to list (initialSync).
 func (c *Cluster) start() {
 	ctx := c.ctx
 	c.mu.Lock()
 	c.started = time.Now()
+	c.listStarted = c.started
+	c.waiting = c.opts.syncSlots != nil
 	ws := c.ws
 	c.mu.Unlock()
-	ws.start(c)
 	c.wg.Add(3)
 	go func() {
 		defer c.wg.Done()
-		select {
-		case <-ws.synced:
-			c.queue.Add(syncMarker)
-		case <-ctx.Done():
-		}
+		c.initialSync(ctx, ws)
 	}()
 	go func() {
 		defer c.wg.Done()
@@ -256,24 +261,56 @@ func (c *Cluster) start() {
 		defer c.wg.Done()
 		c.watchHealth(ctx)
 	}()
+}
+
+// initialSync waits for a turn to list (a slot of opts.syncSlots), starts ws's
+// informers and queues the sync marker once they have synced. The turn is given back
+// once the cluster has synced or its sync timed out, so that a cluster hanging in its
+// list holds it no longer than the sync timeout; the sync timeout counts from the
+// turn, as waiting for one is not the cluster's fault.
+func (c *Cluster) initialSync(ctx context.Context, ws *watchSet) {
+	release := func() {}
+	if slots := c.opts.syncSlots; slots != nil {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		release = sync.OnceFunc(func() { <-slots })
+		c.mu.Lock()
+		c.waiting = false
+		c.listStarted = time.Now()
+		c.mu.Unlock()
+		c.log.Debug("cluster's turn to list")
+	}
+	defer release()
+	ws.start(c)
+	var timeout <-chan time.Time
 	if t := c.opts.syncTimeout; t > 0 {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			timer := time.NewTimer(t)
-			defer timer.Stop()
-			select {
-			case <-ctx.Done():
-			case <-c.synced:
-			case <-timer.C:
-				c.mu.Lock()
-				c.timedOut = true
-				lastErr := c.lastErr
-				c.mu.Unlock()
-				c.log.Warn("cluster did not sync in time; serving the others and retrying", "timeout", t, "lastError", lastErr)
-				c.opts.sink.changed()
-			}
-		}()
+		timer := time.NewTimer(t)
+		defer timer.Stop()
+		timeout = timer.C
+	}
+	wsSynced := ws.synced
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.synced:
+			return
+		case <-wsSynced:
+			c.queue.Add(syncMarker)
+			wsSynced = nil
+		case <-timeout:
+			timeout = nil
+			release()
+			c.mu.Lock()
+			c.timedOut = true
+			lastErr := c.lastErr
+			c.mu.Unlock()
+			c.log.Warn("cluster did not sync in time; serving the others and retrying", "timeout", c.opts.syncTimeout, "lastError", lastErr)
+			c.opts.sink.changed()
+		}
 	}
 }
 
@@ -358,7 +395,7 @@ func (c *Cluster) processNext() bool {
 func (c *Cluster) finishSync() {
 	c.mu.Lock()
 	c.syncedAt = time.Now()
-	took := c.syncedAt.Sub(c.started)
+	took := c.syncedAt.Sub(c.listStarted)
 	services := len(c.shards)
 	c.mu.Unlock()
 	close(c.synced)

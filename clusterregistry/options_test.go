@@ -23,7 +23,8 @@ func TestOptionsFlagsAndValidation(t *testing.T) {
 			check: func(t *testing.T, o clusterregistry.Options) {
 				if o.StaleGrace != 5*time.Minute || o.SyncTimeout != 30*time.Second || o.DomainSuffix != "cluster.local" ||
 					o.ClusterQPS != 50 || o.ClusterBurst != 100 ||
-					o.ProbeInterval != 5*time.Second || o.ProbeTimeout != 5*time.Second || o.ProbeFailures != 3 {
+					o.ProbeInterval != 5*time.Second || o.ProbeTimeout != 5*time.Second || o.ProbeFailures != 3 ||
+					o.InitialSyncParallelism != 2 {
 					t.Errorf("defaults = %+v", o)
 				}
 			},
@@ -76,6 +77,18 @@ func TestOptionsFlagsAndValidation(t *testing.T) {
 		{name: "negative probe timeout", args: []string{"--remote-probe-timeout=-1s"}, wantErr: "--remote-probe-timeout: must be 0-1m"},
 		{name: "probe timeout too long", args: []string{"--remote-probe-timeout=2m"}, wantErr: "--remote-probe-timeout: must be 0-1m"},
 		{name: "negative probe failures", args: []string{"--remote-probe-failures=-1"}, wantErr: "--remote-probe-failures: must be 0-100"},
+		{
+			name: "initial sync parallelism set",
+			args: []string{"--remote-initial-sync-parallelism=5"},
+			check: func(t *testing.T, o clusterregistry.Options) {
+				if o.InitialSyncParallelism != 5 {
+					t.Errorf("InitialSyncParallelism = %d", o.InitialSyncParallelism)
+				}
+			},
+		},
+		{name: "initial sync parallelism unbounded", args: []string{"--remote-initial-sync-parallelism=0"}},
+		{name: "negative initial sync parallelism", args: []string{"--remote-initial-sync-parallelism=-1"}, wantErr: "--remote-initial-sync-parallelism: must be 0-1000"},
+		{name: "initial sync parallelism too high", args: []string{"--remote-initial-sync-parallelism=1001"}, wantErr: "--remote-initial-sync-parallelism: must be 0-1000"},
 		{name: "too many probe failures", args: []string{"--remote-probe-failures=101"}, wantErr: "--remote-probe-failures: must be 0-100"},
 	}
 	for _, tt := range tests {

@@ -29,6 +29,13 @@ type Options struct {
 	// SyncTimeout is how long a cluster may take to sync before readiness stops
 	// waiting for it. Zero means wait forever.
 	SyncTimeout time.Duration
+	// InitialSyncParallelism bounds how many clusters do their initial list at once:
+	// each list of a cluster's Services, EndpointSlices, Pods and Nodes is decoded in
+	// one piece, so clusters listing together make the startup's memory peak. A
+	// cluster waiting for its turn is pending (ClusterStatus.Waiting); its sync
+	// timeout counts from its turn, and it holds the turn until it has synced or its
+	// sync timed out. Zero means no bound: every cluster lists at once.
+	InitialSyncParallelism int
 	// StaleGrace is how long a synced cluster that stopped answering keeps serving its
 	// last known endpoints before they are withdrawn. Zero means keep them until it
 	// answers again or is removed.
@@ -67,6 +74,8 @@ type Options struct {
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "DNS domain suffix of service hosts")
 	fs.DurationVar(&o.SyncTimeout, "remote-cluster-timeout", 30*time.Second, "how long a cluster may take to sync before Horizon is ready without it")
+	fs.IntVar(&o.InitialSyncParallelism, "remote-initial-sync-parallelism", defaultInitialSyncParallelism, "clusters that do their initial list at once; the others wait their turn, shown pending, "+
+		"and a cluster hanging in its list gives its turn up after --remote-cluster-timeout (0: every cluster at once, the highest memory peak at startup)")
 	fs.IntVar(&o.MaxNamespaceWatches, "discovery-max-namespace-watches", defaultMaxNamespaceWatches, "with discoverySelectors, the most namespaces of one cluster watched one by one "+
 		"(three watches each: Services, EndpointSlices, Pods; with --mcs a fourth, ServiceExports); past it the cluster is watched cluster-wide and unselected namespaces are filtered out")
 	fs.Float32Var(&o.ClusterQPS, "remote-qps", defaultClusterQPS, "requests per second each watched cluster's API client may send on average (remote clusters and the config cluster alike; 0: the default)")
@@ -94,6 +103,9 @@ func (o *Options) Validate() error {
 	}
 	if o.SyncTimeout < 0 {
 		errs = append(errs, fmt.Errorf("--remote-cluster-timeout: must not be negative, got %s", o.SyncTimeout))
+	}
+	if o.InitialSyncParallelism < 0 || o.InitialSyncParallelism > maxInitialSyncParallelism {
+		errs = append(errs, fmt.Errorf("--remote-initial-sync-parallelism: must be 0-%d (0: no bound), got %d", maxInitialSyncParallelism, o.InitialSyncParallelism))
 	}
 	if o.StaleGrace < 0 {
 		errs = append(errs, fmt.Errorf("--stale-cluster-grace: must not be negative, got %s", o.StaleGrace))
@@ -127,6 +139,14 @@ const (
 	defaultClusterBurst = 100
 )
 
+// defaultInitialSyncParallelism is the flag's default: a cluster's initial lists
+// decoded at a time per core of a small control-plane pod. maxInitialSyncParallelism
+// bounds the flag.
+const (
+	defaultInitialSyncParallelism = 2
+	maxInitialSyncParallelism     = 1000
+)
+
 // entry is one cluster ID: the cluster that serves, and a replacement syncing to take
 // its place after a credential change.
 type entry struct {
@@ -155,6 +175,9 @@ type Registry struct {
 	meshSelectors *network.DiscoverySelectors
 	overrides     map[network.ClusterID]*network.DiscoverySelectors
 	wg            sync.WaitGroup // swap goroutines
+	// syncSlots holds a token per cluster doing its initial list; nil when
+	// Options.InitialSyncParallelism is zero.
+	syncSlots chan struct{}
 }
 
 // New returns an empty Registry.
@@ -183,7 +206,12 @@ func New(opts Options) (*Registry, error) {
 	if opts.ClusterBurst == 0 {
 		opts.ClusterBurst = defaultClusterBurst
 	}
+	var slots chan struct{}
+	if opts.InitialSyncParallelism > 0 {
+		slots = make(chan struct{}, opts.InitialSyncParallelism)
+	}
 	return &Registry{
+		syncSlots: slots,
 		opts:      opts,
 		log:       opts.Logger.With("component", "clusterregistry"),
 		clusters:  map[network.ClusterID]*entry{},
@@ -459,6 +487,7 @@ func (r *Registry) clusterOptions(id network.ClusterID) clusterOptions {
 		maxScopes:     r.opts.MaxNamespaceWatches,
 		namespace:     r.opts.Namespace,
 		syncTimeout:   r.opts.SyncTimeout,
+		syncSlots:     r.syncSlots,
 		staleGrace:    r.opts.StaleGrace,
 		probeInterval: r.opts.ProbeInterval,
 		probeTimeout:  r.opts.ProbeTimeout,

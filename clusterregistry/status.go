@@ -22,6 +22,7 @@ func (c *Cluster) status() ClusterStatus {
 		Services:       len(c.shards) - c.clustersetShards,
 		Endpoints:      c.endpointCnt,
 		Started:        c.started,
+		Waiting:        c.waiting,
 		SyncedAt:       c.syncedAt,
 		LastError:      c.lastErr,
 		LastErrorAt:    c.lastErrAt,
@@ -40,10 +41,10 @@ func (c *Cluster) status() ClusterStatus {
 	switch {
 	case c.stale:
 		st.State = StateStale
-		st.SyncDuration = c.syncedAt.Sub(c.started)
+		st.SyncDuration = c.syncedAt.Sub(c.listStarted)
 	case synced:
 		st.State = StateSynced
-		st.SyncDuration = c.syncedAt.Sub(c.started)
+		st.SyncDuration = c.syncedAt.Sub(c.listStarted)
 	case c.timedOut:
 		st.State = StateTimedOut
 	case c.lastErr != "":

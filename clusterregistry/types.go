@@ -111,7 +111,8 @@ type Change struct {
 type SyncState string
 
 const (
-	// StatePending: informers started, not yet synced, no error seen.
+	// StatePending: not yet synced, no error seen: waiting for its turn to list
+	// (ClusterStatus.Waiting), or listing.
 	StatePending SyncState = "pending"
 	// StateSynced: informers synced and the initial backlog processed.
 	StateSynced SyncState = "synced"
@@ -138,7 +139,11 @@ type ClusterStatus struct {
 	// Endpoints counts ready endpoints over all services and ports.
 	Endpoints int       `json:"endpoints"`
 	Started   time.Time `json:"started"`
-	// SyncedAt is when the initial sync finished; zero before.
+	// Waiting is set while the cluster waits for its turn to list (the registry's
+	// InitialSyncParallelism); its State is then pending.
+	Waiting bool `json:"waiting,omitempty"`
+	// SyncedAt is when the initial sync finished; zero before. SyncDuration is the
+	// sync's length, from the cluster's turn to list.
 	SyncedAt     time.Time     `json:"syncedAt,omitempty"`
 	SyncDuration time.Duration `json:"syncDuration,omitempty"`
 	LastError    string        `json:"lastError,omitempty"`

@@ -363,7 +363,9 @@ func parseMetrics(b []byte) map[string]float64 {
 
 // memSample is Horizon's memory at one moment.
 type memSample struct {
-	RSS    uint64 // VmRSS, bytes
+	RSS uint64 // VmRSS, bytes
+	// HWM is VmHWM: the peak RSS since Horizon started, read with RSS.
+	HWM    uint64
 	Heap   uint64 // go_memstats_heap_alloc_bytes right after forced GCs
 	Stacks uint64 // go_memstats_stack_inuse_bytes
 	// FreeHeld is heap the runtime has freed but not yet returned to the OS
@@ -386,11 +388,17 @@ func (h *horizonProc) memory(ctx context.Context) (memSample, error) {
 	if err != nil {
 		return memSample{}, err
 	}
+	hwm, err := h.status("VmHWM:")
+	if err != nil {
+		return memSample{}, err
+	}
 	m, err := h.metrics(ctx)
 	if err != nil {
 		return memSample{}, err
 	}
-	return memSample{RSS: rss, Heap: uint64(m["go_memstats_heap_alloc_bytes"]),
+	// The kernel batches RSS counters per thread: a peak read just after RSS can
+	// trail it.
+	return memSample{RSS: rss, HWM: max(hwm, rss), Heap: uint64(m["go_memstats_heap_alloc_bytes"]),
 		Stacks: uint64(m["go_memstats_stack_inuse_bytes"]), Goroutines: int(m["go_goroutines"]),
 		FreeHeld: uint64(max(m["go_memstats_heap_idle_bytes"]-m["go_memstats_heap_released_bytes"], 0))}, nil
 }

@@ -291,6 +291,7 @@ func (r *report) write(w io.Writer) {
 	}
 	p("  no proxies      heap %s (target < %.0f MB; %s)  RSS %s", mib(r.MemBefore.Heap), float64(targetStartupHeap)/1e6,
 		verdict(r.MemBefore.Heap > 0 && r.MemBefore.Heap < targetStartupHeap), mib(r.MemBefore.RSS))
+	p("                  peak RSS so far (VmHWM) %s; freed heap not yet returned to the OS %s", mib(r.MemBefore.HWM), mib(r.MemBefore.FreeHeld))
 	p("")
 	p("Serving the fleet (from opening the streams until a proxy holds every watched endpoint):")
 	p("  served          %d of %d proxies", r.Served, c.Proxies)
@@ -416,6 +417,7 @@ func (r *report) appendMarkdown(path string) error {
 	p("| horizon start → ready / serving every endpoint | %s / %s | |", secs(r.ReadyTime), secs(r.ReadyToServed))
 	p("| last cluster synced → ready / serving every endpoint | %s / %s | < %s |", secs(r.SyncToReady), secs(r.SyncToServed), secs(targetSyncToReady))
 	p("| Go heap / RSS with no proxies | %s / %s | heap < %.0f MB |", mib(r.MemBefore.Heap), mib(r.MemBefore.RSS), float64(targetStartupHeap)/1e6)
+	p("| peak RSS (VmHWM) before proxies | %s | |", mib(r.MemBefore.HWM))
 	p("| proxies served | %d / %d | all |", r.Served, c.Proxies)
 	p("| per-proxy time to all endpoints, p50 | %s | |", secs(r.ServeTimes.P50))
 	p("| all proxies served | %s | < %s |", secs(r.ServeTimes.Max), secs(targetServed(c.Proxies)))

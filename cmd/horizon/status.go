@@ -242,6 +242,9 @@ func printStatus(out io.Writer, rep statusReport) {
 	now := time.Now()
 	for _, c := range rep.Clusters {
 		state := string(c.State)
+		if c.Waiting {
+			state += " (waiting for its turn to list)"
+		}
 		if c.Withdrawn {
 			state += " (endpoints withdrawn)"
 		} else if c.Stale {

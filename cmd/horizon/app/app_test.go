@@ -111,6 +111,13 @@ func runOnce(t *testing.T) {
 	go func() { done <- h.Run(ctx) }()
 
 	kubetest.Eventually(t, 20*time.Second, h.Ready)
+	// Once ready, the heap freed by the initial lists goes back to the OS.
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		if n := strings.Count(logs.String(), "startup memory returned to the OS"); n != 1 {
+			return fmt.Errorf("startup memory returned %d times, want once", n)
+		}
+		return nil
+	})
 	if cs := h.Registry().Clusters(); len(cs) != 1 || cs[0].ID != "config" || cs[0].State != clusterregistry.StateSynced {
 		t.Errorf("clusters = %+v, want the config cluster, synced", cs)
 	}
