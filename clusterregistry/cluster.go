@@ -13,6 +13,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/client-go/util/workqueue"
@@ -54,6 +55,9 @@ type clusterOptions struct {
 	maxScopes int
 	// host names a service's host.
 	host func(types.NamespacedName) string
+	// mcs: watch ServiceExports and serve exported services under their clusterset
+	// hosts too (mcs.go).
+	mcs bool
 	// qps and burst rate-limit the cluster's client unless its config sets QPS.
 	qps   float32
 	burst int
@@ -73,6 +77,8 @@ type clusterOptions struct {
 type clusterSink interface {
 	// notify says that what c serves for hosts changed.
 	notify(c *Cluster, hosts []string)
+	// exportsChanged says that c's export of key changed (MCS mode).
+	exportsChanged(c *Cluster, key types.NamespacedName)
 	// changed says that c's state changed: synced, timed out, failed, stale,
 	// withdrawn or back.
 	changed()
@@ -94,6 +100,8 @@ type Cluster struct {
 	httpClient *http.Client
 	dialer     *closingDialer
 	client     kubernetes.Interface
+	// meta reads ServiceExports' metadata in MCS mode.
+	meta metadata.Interface
 	// probeClient shares client's connections without its rate limit (stale.go).
 	probeClient kubernetes.Interface
 	queue       workqueue.TypedRateLimitingInterface[types.NamespacedName]
@@ -116,6 +124,13 @@ type Cluster struct {
 	staleSince time.Time         // guarded by mu
 	withdrawn  bool              // guarded by mu; shards hidden
 	shards     map[string]*Shard // host → shard; guarded by mu
+	// clustersetShards counts the shards of clusterset hosts among shards (MCS
+	// mode); guarded by mu.
+	clustersetShards int
+	// exports are the cluster's ServiceExports in MCS mode, by the service they
+	// name; exportsErr says why they cannot be listed. Guarded by mu.
+	exports    map[types.NamespacedName]Export
+	exportsErr string
 	started    time.Time         // guarded by mu
 	syncedAt   time.Time         // guarded by mu
 	timedOut   bool              // guarded by mu
@@ -170,6 +185,10 @@ func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *r
 	if err != nil {
 		return nil, fmt.Errorf("build client for cluster %q: %w", id, err)
 	}
+	meta, err := metadata.NewForConfigAndClient(cfg, hc)
+	if err != nil {
+		return nil, fmt.Errorf("build metadata client for cluster %q: %w", id, err)
+	}
 	pcfg := rest.CopyConfig(cfg)
 	pcfg.RateLimiter = flowcontrol.NewFakeAlwaysRateLimiter()
 	probeClient, err := kubernetes.NewForConfigAndClient(pcfg, hc)
@@ -189,6 +208,7 @@ func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *r
 		httpClient:  hc,
 		dialer:      dialer,
 		client:      client,
+		meta:        meta,
 		probeClient: probeClient,
 		suspect:     suspect,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
@@ -196,6 +216,7 @@ func newCluster(opts clusterOptions, id network.ClusterID, source string, cfg *r
 			workqueue.TypedRateLimitingQueueConfig[types.NamespacedName]{Name: "cluster-" + string(id)}),
 		synced:    make(chan struct{}),
 		shards:    map[string]*Shard{},
+		exports:   map[types.NamespacedName]Export{},
 		selectors: opts.selectors,
 
 		selectorsOverride: opts.override,
@@ -348,15 +369,19 @@ func (c *Cluster) finishSync() {
 // rebuild recomputes the shard of one service and tells the sink if what the cluster
 // serves changed.
 func (c *Cluster) rebuild(key types.NamespacedName) {
-	if host, served := c.update(c.watches(), key); served {
-		c.opts.sink.notify(c, []string{host})
+	if hosts, exportChanged := c.update(c.watches(), key); len(hosts) > 0 || exportChanged {
+		c.opts.sink.notify(c, hosts)
+		if exportChanged {
+			c.opts.sink.exportsChanged(c, key)
+		}
 	}
 }
 
-// update recomputes the shard of one service from ws. It returns the service's host
-// and whether the change is served (it changed, and the cluster's shards are not
-// withdrawn).
-func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) {
+// update recomputes the shard of one service from ws, and in MCS mode its
+// clusterset shard and export. It returns the hosts whose served shard changed
+// (none while the cluster's shards are withdrawn) and whether the export changed
+// while served.
+func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (hosts []string, exportChanged bool) {
 	host := c.opts.host(key)
 	nsNetwork := namespaceNetwork(ws.namespaces, c.opts.namespace)
 	var shard *Shard
@@ -373,11 +398,19 @@ func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) 
 		}, host, svc)
 	}
 
+	var csHost string
+	var csShard *Shard
+	var export *Export
+	if c.opts.mcs {
+		csHost = ClustersetHost(key.Namespace, key.Name)
+		csShard, export = clustersetOf(c.id, ws, key, shard)
+	}
+
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.nsNetwork = nsNetwork
 	old := c.shards[host]
-	changed := !reflect.DeepEqual(old, shard)
-	if changed {
+	if !reflect.DeepEqual(old, shard) {
 		if old != nil {
 			c.endpointCnt -= countReady(old)
 		}
@@ -387,8 +420,57 @@ func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (string, bool) 
 			c.shards[host] = shard
 			c.endpointCnt += countReady(shard)
 		}
+		hosts = append(hosts, host)
 	}
-	served := changed && !c.withdrawn
-	c.mu.Unlock()
-	return host, served
+	if csHost != "" {
+		if old := c.shards[csHost]; !reflect.DeepEqual(old, csShard) {
+			switch {
+			case csShard == nil:
+				delete(c.shards, csHost)
+				c.clustersetShards--
+			case old == nil:
+				c.shards[csHost] = csShard
+				c.clustersetShards++
+			default:
+				c.shards[csHost] = csShard
+			}
+			hosts = append(hosts, csHost)
+		}
+		old, had := c.exports[key]
+		switch {
+		case export == nil && had:
+			delete(c.exports, key)
+			exportChanged = true
+		case export != nil && (!had || !reflect.DeepEqual(old, *export)):
+			c.exports[key] = *export
+			exportChanged = true
+		}
+	}
+	if c.withdrawn {
+		return nil, false
+	}
+	return hosts, exportChanged
+}
+
+// clustersetOf returns, in MCS mode, the clusterset shard of service key given its
+// shard (nil: the cluster has no such Service in a selected namespace) and the
+// cluster's export of it: both nil when ws holds no ServiceExport of key, and no
+// shard without a Service.
+func clustersetOf(id network.ClusterID, ws *watchSet, key types.NamespacedName, shard *Shard) (*Shard, *Export) {
+	m, ok := ws.exportOf(key)
+	if !ok || !ws.selects(key.Namespace) {
+		return nil, nil
+	}
+	ex := &Export{Cluster: id, Namespace: key.Namespace, Name: key.Name, Created: m.CreationTimestamp.Time}
+	if shard == nil {
+		return nil, ex
+	}
+	ex.HasService = true
+	ex.Ports = make([]ServicePort, len(shard.Service.Ports))
+	for i, p := range shard.Service.Ports {
+		ex.Ports[i] = ServicePort{Name: p.Name, Port: p.Port, Protocol: p.Protocol}
+	}
+	cs := *shard
+	cs.Service.Host = ClustersetHost(key.Namespace, key.Name)
+	return &cs, ex
 }

@@ -1,10 +1,12 @@
 package clusterregistry
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -50,6 +52,11 @@ type Options struct {
 	// err) before a synced cluster is stale; 3 when zero. A failed list or watch
 	// followed by one failed probe makes it stale at once.
 	ProbeFailures int
+	// MCS turns on Multi-Cluster Services mode (mcs.go): every cluster's
+	// ServiceExports are watched, and an exported Service is also served under its
+	// clusterset host, <name>.<namespace>.svc.clusterset.local, from every cluster
+	// that exports it.
+	MCS bool
 	// Logger receives the registry's log lines; slog.Default() when nil.
 	Logger *slog.Logger
 }
@@ -66,6 +73,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.StaleGrace, "stale-cluster-grace", 5*time.Minute, "how long a synced cluster that stopped answering keeps serving its last known endpoints (0: until it answers again)")
 	fs.DurationVar(&o.ProbeInterval, "remote-probe-interval", defaultProbeInterval, "how often each synced cluster's API server is probed (a cheap GET of the system namespace): while it answers, to notice that it hangs; while stale, to notice that it is back")
 	fs.DurationVar(&o.ProbeTimeout, "remote-probe-timeout", defaultProbeTimeout, "how long one probe of a cluster's API server may take before it counts as failed")
+	fs.BoolVar(&o.MCS, "mcs", false, "Multi-Cluster Services mode (KEP-1645): watch ServiceExports (multicluster.x-k8s.io) in every cluster; "+
+		"an exported Service is served as <name>.<namespace>.svc.clusterset.local with the endpoints of every cluster that exports it, "+
+		"and <name>.<namespace>.svc.<domain-suffix> with the proxy's own cluster's endpoints only")
 	fs.IntVar(&o.ProbeFailures, "remote-probe-failures", defaultProbeFailures, "periodic probes in a row that must fail before a cluster is shown stale; a hung server is stale after about interval + failures × max(interval, timeout)")
 }
 
@@ -132,8 +142,10 @@ type Registry struct {
 	mu       sync.RWMutex
 	clusters map[network.ClusterID]*entry // guarded by mu
 	subs     []func(Change)               // guarded by mu
-	watchers []func()                     // guarded by mu; told of status changes
-	closed   bool                         // guarded by mu
+	// exportSubs learn of changed exports (OnExportsChange); guarded by mu.
+	exportSubs []func(types.NamespacedName)
+	watchers   []func() // guarded by mu; told of status changes
+	closed     bool     // guarded by mu
 	// meshSelectors are the mesh config's discovery selectors; overrides the remote
 	// Secrets' replacements of them, by cluster. Guarded by mu.
 	meshSelectors *network.DiscoverySelectors
@@ -448,6 +460,7 @@ func (r *Registry) clusterOptions(id network.ClusterID) clusterOptions {
 		probeTimeout:  r.opts.ProbeTimeout,
 		probeFailures: r.opts.ProbeFailures,
 		host:          r.host,
+		mcs:           r.opts.MCS,
 		trim:          r.trim,
 		qps:           r.opts.ClusterQPS,
 		burst:         r.opts.ClusterBurst,
@@ -479,6 +492,30 @@ func (r *Registry) notify(c *Cluster, hosts []string) {
 			fn(Change{Host: h, Cluster: c.id})
 		}
 	}
+	r.notifyExports(clustersetKeys(hosts))
+}
+
+// exportsChanged tells export subscribers that c's export of key changed, if c is
+// the cluster that serves its ID.
+func (r *Registry) exportsChanged(c *Cluster, key types.NamespacedName) {
+	r.mu.RLock()
+	e := r.clusters[c.id]
+	active := e != nil && e.active == c
+	r.mu.RUnlock()
+	if active {
+		r.notifyExports([]types.NamespacedName{key})
+	}
+}
+
+// clustersetKeys returns the services of the clusterset hosts among hosts.
+func clustersetKeys(hosts []string) []types.NamespacedName {
+	var out []types.NamespacedName
+	for _, h := range hosts {
+		if k, ok := clustersetKey(h); ok {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // notifyAll tells subscribers of every host whose shard differs between old and cur
@@ -510,6 +547,15 @@ func (r *Registry) notifyAll(old, cur *Cluster) {
 			fn(Change{Host: h, Cluster: id})
 		}
 	}
+	// Every export either had: subscribers compare for themselves.
+	keys := old.exportKeys()
+	if cur != nil {
+		keys = append(keys, cur.exportKeys()...)
+	}
+	slices.SortFunc(keys, func(a, b types.NamespacedName) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	r.notifyExports(slices.Compact(keys))
 	r.changed()
 }
 

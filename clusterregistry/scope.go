@@ -105,6 +105,9 @@ type scope struct {
 	pods           podGetter
 	podCache       cache.Indexer
 	slices         cache.Indexer
+	// exports watches the scope's ServiceExports in MCS mode (mcs.go); nil
+	// otherwise.
+	exports *exportWatch
 }
 
 func (s *scope) hasSynced() bool {
@@ -119,6 +122,17 @@ func (s *scope) hasSynced() bool {
 func (s *scope) stop() {
 	s.cancel()
 	s.factory.Shutdown()
+	if s.exports != nil {
+		s.exports.factory.Shutdown()
+	}
+}
+
+// start starts the scope's informers.
+func (s *scope) start() {
+	s.factory.Start(s.ctx.Done())
+	if s.exports != nil {
+		s.exports.factory.Start(s.ctx.Done())
+	}
 }
 
 // emptyScope stands for a namespace no scope covers: it has nothing.
@@ -244,7 +258,7 @@ func (c *Cluster) reconcileScopes(w *watchSet, first bool) (alive, superseded bo
 	}
 
 	for _, s := range added {
-		s.factory.Start(s.ctx.Done())
+		s.start()
 	}
 	// Every wanted scope not synced yet, also those a superseded call started.
 	var synced []cache.InformerSynced

@@ -266,15 +266,25 @@ func (c *Cluster) finishRelist() {
 	for _, s := range c.shards {
 		keys[types.NamespacedName{Namespace: s.Service.Namespace, Name: s.Service.Name}] = true
 	}
+	for k := range c.exports {
+		keys[k] = true
+	}
 	c.mu.Unlock()
 
-	// Every service the cluster has now, and every one it had: gone ones are dropped.
+	// Every service (and export) the cluster has now, and every one it had: gone
+	// ones are dropped.
 	svcs, _ := h.ws.services.List(labels.Everything())
 	for _, s := range svcs {
 		keys[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = true
 	}
+	for _, k := range h.ws.exportKeys() {
+		keys[k] = true
+	}
+	var exportsChanged []types.NamespacedName
 	for k := range keys {
-		c.update(h.ws, k)
+		if _, changed := c.update(h.ws, k); changed {
+			exportsChanged = append(exportsChanged, k)
+		}
 	}
 
 	c.mu.Lock()
@@ -295,6 +305,9 @@ func (c *Cluster) finishRelist() {
 	}
 	c.log.Info("cluster reachable again", "staleFor", staleFor.Round(time.Millisecond), "services", len(after), "changedServices", len(changed))
 	c.opts.sink.notify(c, changed)
+	for _, k := range exportsChanged {
+		c.opts.sink.exportsChanged(c, k)
+	}
 	c.opts.sink.changed()
 	old.stop()
 	close(h.done)

@@ -8,26 +8,29 @@ import "github.com/horizon-mesh/horizon/network"
 func (c *Cluster) status() ClusterStatus {
 	synced := c.hasSynced()
 	var scope ScopeStatus
-	nss, svcs, slices, pods := c.watches().scopeCounts()
+	ws := c.watches()
+	exports := c.exportStatus(ws)
+	nss, svcs, slices, pods := ws.scopeCounts()
 	scope.NamespaceWatches = max(nss, 0)
 	scope.CachedServices, scope.CachedEndpointSlices, scope.CachedPods = svcs, slices, pods
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	st := ClusterStatus{
-		ID:          c.id,
-		Source:      c.source,
-		Server:      c.server,
-		Services:    len(c.shards),
-		Endpoints:   c.endpointCnt,
-		Started:     c.started,
-		SyncedAt:    c.syncedAt,
-		LastError:   c.lastErr,
-		LastErrorAt: c.lastErrAt,
-		Network:     c.nsNetwork,
-		Stale:       c.stale,
-		StaleSince:  c.staleSince,
-		Withdrawn:   c.withdrawn,
-		Scope:       scope,
+		ID:             c.id,
+		Source:         c.source,
+		Server:         c.server,
+		Services:       len(c.shards) - c.clustersetShards,
+		Endpoints:      c.endpointCnt,
+		Started:        c.started,
+		SyncedAt:       c.syncedAt,
+		LastError:      c.lastErr,
+		LastErrorAt:    c.lastErrAt,
+		Network:        c.nsNetwork,
+		Stale:          c.stale,
+		StaleSince:     c.staleSince,
+		Withdrawn:      c.withdrawn,
+		Scope:          scope,
+		ServiceExports: exports,
 	}
 	st.Scope.Selectors = c.selectors.String()
 	st.Scope.Override = c.selectorsOverride

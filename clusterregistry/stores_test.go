@@ -124,9 +124,10 @@ func newTestCluster(t *testing.T, ws *watchSet) *Cluster {
 		log: log,
 		queue: workqueue.NewTypedRateLimitingQueue(
 			workqueue.DefaultTypedControllerRateLimiter[types.NamespacedName]()),
-		ws:     ws,
-		synced: make(chan struct{}),
-		shards: map[string]*Shard{},
+		ws:      ws,
+		synced:  make(chan struct{}),
+		shards:  map[string]*Shard{},
+		exports: map[types.NamespacedName]Export{},
 	}
 	t.Cleanup(c.queue.ShutDown)
 	return c
@@ -144,6 +145,8 @@ func (s *recordingSink) notify(_ *Cluster, hosts []string) {
 	defer s.mu.Unlock()
 	s.notified = append(s.notified, hosts...)
 }
+
+func (*recordingSink) exportsChanged(*Cluster, types.NamespacedName) {}
 
 func (s *recordingSink) changed() {
 	s.mu.Lock()

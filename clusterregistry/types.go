@@ -146,6 +146,9 @@ type ClusterStatus struct {
 	// Scope describes the cluster's discovery selectors ("*": every namespace) and
 	// what its caches hold under them.
 	Scope ScopeStatus `json:"scope"`
+	// ServiceExports says how the cluster's ServiceExports are watched, in MCS mode
+	// (Options.MCS); nil otherwise.
+	ServiceExports *ExportStatus `json:"serviceExports,omitempty"`
 	// APIRequests counts the requests Horizon sent the cluster's API server since the
 	// cluster was added, by verb and outcome (credential rotations included); only on
 	// the top-level status.

@@ -144,11 +144,17 @@ func (c *Cluster) setupScope(w *watchSet, s *scope) error {
 	if err := slice.Informer().AddIndexers(sliceIndexers()); err != nil {
 		return err
 	}
-	return c.addHandlers(w, &s.handlersSynced, []informerHandler{
+	if err := c.addHandlers(w, &s.handlersSynced, []informerHandler{
 		{svc.Informer(), c.serviceEvent, false},
 		{slice.Informer(), c.sliceEvent, true},
 		{pod.Informer(), c.podEvent, false},
-	})
+	}); err != nil {
+		return err
+	}
+	if c.opts.mcs {
+		return c.setupExports(s)
+	}
+	return nil
 }
 
 type informerHandler struct {

@@ -58,6 +58,7 @@ func TestExamplesRBAC(t *testing.T) {
 		reviews := []grant{
 			{groupResource{"authentication.k8s.io", "tokenreviews"}, []string{"create"}},
 			{groupResource{"authorization.k8s.io", "subjectaccessreviews"}, []string{"create"}},
+			serviceExports,
 		}
 		as.mustHaveExactly(t, systemNamespace, inSystem, read, reviews...)
 		as.mustHaveExactly(t, "default", clusterWide, read, reviews...)
@@ -79,8 +80,8 @@ func TestExamplesRBAC(t *testing.T) {
 			}
 		}
 		as.mustBeForbidden(t, "list", groupResource{"networking.istio.io", "gateways"}, "")
-		as.mustHaveExactly(t, systemNamespace, endpointSources, read)
-		as.mustHaveExactly(t, "default", endpointSources, read)
+		as.mustHaveExactly(t, systemNamespace, endpointSources, read, serviceExports)
+		as.mustHaveExactly(t, "default", endpointSources, read, serviceExports)
 	})
 }
 
@@ -274,6 +275,10 @@ type grant struct {
 	gr    groupResource
 	verbs []string
 }
+
+// serviceExports is what Horizon and the reader may do with ServiceExports: read
+// them in MCS mode.
+var serviceExports = grant{groupResource{"multicluster.x-k8s.io", "serviceexports"}, []string{"list", "watch"}}
 
 // mustHaveExactly asks the API server for every permission the identity has in ns
 // and wants exactly verbs on exactly resources, and the grants more, besides asking

@@ -531,6 +531,7 @@ func TestHelmChartApply(t *testing.T) {
 	reviews := []grant{
 		{groupResource{"authentication.k8s.io", "tokenreviews"}, []string{"create"}},
 		{groupResource{"authorization.k8s.io", "subjectaccessreviews"}, []string{"create"}},
+		serviceExports,
 	}
 
 	t.Run("defaults", func(t *testing.T) {
@@ -659,8 +660,8 @@ func TestHelmChartApply(t *testing.T) {
 				as.mustBeForbidden(t, "list", gr, ns)
 			}
 		}
-		as.mustHaveExactly(t, systemNamespace, endpointSources, read)
-		as.mustHaveExactly(t, "default", endpointSources, read)
+		as.mustHaveExactly(t, systemNamespace, endpointSources, read, serviceExports)
+		as.mustHaveExactly(t, "default", endpointSources, read, serviceExports)
 		checkCreateRemoteSecretKeeps(t)
 	})
 }
