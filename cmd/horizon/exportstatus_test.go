@@ -45,8 +45,14 @@ func conflictSetup(t *testing.T, ns string, port2 int32) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = c.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 		conflictExport(t, c, ns)
+		// No namespace controller runs here: delete what other tests would see.
+		exports := exportClient(t, c, ns)
+		t.Cleanup(func() {
+			_ = exports.Delete(context.Background(), "hello", metav1.DeleteOptions{})
+			_ = c.Client.CoreV1().Services(ns).Delete(context.Background(), "hello", metav1.DeleteOptions{})
+			_ = c.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+		})
 		if i == 0 {
 			// creationTimestamp has whole seconds: make cluster2's export the newer
 			// one by the clock and not only by the tie-break on cluster IDs.
