@@ -1,6 +1,7 @@
 package network
 
 import (
+	"maps"
 	"slices"
 	"strings"
 
@@ -46,6 +47,22 @@ func (c *ClusterLocalHosts) Matches(host string) bool {
 		}
 	}
 	return false
+}
+
+// WithSuffix returns c with every host under suffix (a DNS name; "svc.cluster.local"
+// makes every <name>.<namespace>.svc.cluster.local host) cluster-local as well. c is
+// not changed.
+func (c *ClusterLocalHosts) WithSuffix(suffix string) *ClusterLocalHosts {
+	out := &ClusterLocalHosts{exact: map[string]bool{}}
+	if c != nil {
+		out.all = c.all
+		maps.Copy(out.exact, c.exact)
+		out.suffixes = slices.Clone(c.suffixes)
+	}
+	out.suffixes = append(out.suffixes, "."+strings.ToLower(strings.Trim(suffix, ".")))
+	slices.Sort(out.suffixes)
+	out.suffixes = slices.Compact(out.suffixes)
+	return out
 }
 
 // Equal reports whether c and o make the same hosts cluster-local as written.

@@ -73,3 +73,41 @@ func TestClusterLocalHostsEqual(t *testing.T) {
 		t.Errorf("Equal: %s %s %s", a, b, c)
 	}
 }
+
+// TestClusterLocalHostsWithSuffix: MCS mode makes every host under the domain
+// suffix cluster-local, on top of the mesh config's, and not the clusterset hosts.
+func TestClusterLocalHostsWithSuffix(t *testing.T) {
+	mc, err := network.ParseMeshConfig([]byte("serviceSettings: [{settings: {clusterLocal: true}, hosts: [a.ns.example.com]}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		in   *network.ClusterLocalHosts
+		want map[string]bool
+	}{
+		{name: "no mesh config", in: nil, want: map[string]bool{
+			"helloworld.sample.svc.cluster.local": true, "HelloWorld.Sample.svc.Cluster.Local": true,
+			"helloworld.sample.svc.clusterset.local": false, "a.ns.example.com": false, "svc.cluster.local": false,
+		}},
+		{name: "with the mesh config's", in: mc.ClusterLocal, want: map[string]bool{
+			"helloworld.sample.svc.cluster.local": true, "a.ns.example.com": true,
+			"helloworld.sample.svc.clusterset.local": false,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.in.WithSuffix("svc.cluster.local")
+			for host, want := range tc.want {
+				if got.Matches(host) != want {
+					t.Errorf("%s Matches(%q) = %v, want %v", got, host, !want, want)
+				}
+			}
+			if !got.Equal(tc.in.WithSuffix("svc.cluster.local")) || got.Equal(tc.in) {
+				t.Errorf("Equal: %s vs %s", got, tc.in)
+			}
+		})
+	}
+	if mc.ClusterLocal.Matches("helloworld.sample.svc.cluster.local") {
+		t.Error("WithSuffix changed its receiver")
+	}
+}

@@ -252,6 +252,9 @@ func printStatus(out io.Writer, rep statusReport) {
 		if c.Rotation != nil {
 			state += " (rotating: " + string(c.Rotation.State) + ")"
 		}
+		if e := c.ServiceExports; e != nil && e.Unavailable != "" {
+			state += " (MCS: exports nothing, see /debug/clusterz)"
+		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.Source, c.Server, state, c.Services, c.Endpoints, scope(c.Scope),
 			apiRequests(c.APIRequests), credentialLeft(creds[string(c.ID)], now), ago(c.SyncedAt), dash(c.LastError))
 	}

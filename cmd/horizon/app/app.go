@@ -131,7 +131,7 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 	o.MeshConfig.OnChange = func(mc *network.MeshConfig) {
 		h.registry.SetDiscoverySelectors(mc.DiscoverySelectors)
 		if h.xds != nil {
-			h.xds.SetClusterLocal(mc.ClusterLocal)
+			h.xds.SetClusterLocal(h.clusterLocal(mc))
 		}
 	}
 	if h.meshCfg, err = meshsource.NewMeshConfig(o.MeshConfig); err != nil {
@@ -152,7 +152,7 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 	if h.xds, err = eds.New(o.EDS); err != nil {
 		return err
 	}
-	h.xds.SetClusterLocal(h.meshCfg.Current().ClusterLocal) // nil before the first read
+	h.xds.SetClusterLocal(h.clusterLocal(h.meshCfg.Current())) // none from the mesh config before the first read
 	o.Secrets.Client, o.Secrets.Handler, o.Secrets.Logger = client, h.registry, h.log
 	if h.secrets, err = secrets.New(o.Secrets); err != nil {
 		return err
@@ -176,6 +176,21 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 	}
 	h.http = &http.Server{Handler: h.httpMux(metrics, debug, o.Pprof), ReadHeaderTimeout: 10 * time.Second}
 	return nil
+}
+
+// clusterLocal returns the hosts proxies get only their own cluster's endpoints of:
+// the mesh config's serviceSettings clusterLocal hosts and, in MCS mode, every
+// <name>.<namespace>.svc.<domain-suffix> host, as Istio's MCS mode has it (the
+// services that span clusters are served as <name>.<namespace>.svc.clusterset.local).
+func (h *Horizon) clusterLocal(mc *network.MeshConfig) *network.ClusterLocalHosts {
+	var local *network.ClusterLocalHosts
+	if mc != nil {
+		local = mc.ClusterLocal
+	}
+	if h.opts.Registry.MCS {
+		local = local.WithSuffix("svc." + h.opts.Registry.DomainSuffix)
+	}
+	return local
 }
 
 // listen opens the xDS and HTTP listeners and builds the gRPC server, whose

@@ -34,6 +34,8 @@ type Node struct {
 	ID string
 	// Network is its NETWORK metadata; empty: none.
 	Network string
+	// Cluster is its CLUSTER_ID metadata; empty: none.
+	Cluster string
 	// Region, Zone and SubZone are its locality: its Kubernetes node's.
 	Region, Zone, SubZone string
 }
@@ -45,6 +47,9 @@ func BootstrapNode(xdsAddr string, node Node, certs *Certs) ([]byte, error) {
 	metadata := map[string]any{"GENERATOR": "grpc"}
 	if node.Network != "" {
 		metadata["NETWORK"] = node.Network
+	}
+	if node.Cluster != "" {
+		metadata["CLUSTER_ID"] = node.Cluster
 	}
 	locality := map[string]string{}
 	for k, v := range map[string]string{"region": node.Region, "zone": node.Zone, "sub_zone": node.SubZone} {
