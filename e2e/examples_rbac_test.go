@@ -83,6 +83,26 @@ func TestExamplesRBAC(t *testing.T) {
 		as.mustHaveExactly(t, systemNamespace, endpointSources, read, serviceExports)
 		as.mustHaveExactly(t, "default", endpointSources, read, serviceExports)
 	})
+	// The opt-in rule for --mcs-export-status adds patch on serviceexports/status
+	// to each identity, and nothing else.
+	exportStatus := grant{groupResource{"multicluster.x-k8s.io", "serviceexports/status"}, []string{"patch"}}
+	t.Run("export status in the config cluster", func(t *testing.T) {
+		applyExample(t, config, "gateway-crd.yaml")
+		applyExample(t, config, "horizon.yaml")
+		applyExample(t, config, "mcs-export-status-rbac.yaml")
+		as := impersonate(t, config, systemNamespace, horizonSA)
+		clusterWide := append(slices.Clone(endpointSources), groupResource{"networking.istio.io", "gateways"})
+		as.mustHaveExactly(t, "default", clusterWide, read,
+			grant{groupResource{"authentication.k8s.io", "tokenreviews"}, []string{"create"}},
+			grant{groupResource{"authorization.k8s.io", "subjectaccessreviews"}, []string{"create"}},
+			serviceExports, exportStatus)
+	})
+	t.Run("export status in the remote cluster", func(t *testing.T) {
+		applyExample(t, remote, "remote-reader.yaml")
+		applyExample(t, remote, "mcs-export-status-rbac.yaml")
+		as := impersonate(t, remote, systemNamespace, readerSA)
+		as.mustHaveExactly(t, "default", endpointSources, read, serviceExports, exportStatus)
+	})
 }
 
 // TestExamplesRemoteReaderMatchesCreateRemoteSecret runs `horizon create-remote-secret`
