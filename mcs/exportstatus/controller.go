@@ -99,10 +99,19 @@ type exportKey struct {
 	types.NamespacedName
 }
 
-// written is the condition last written to an export, and when its status last
-// changed.
+// desired is the condition an export should have; created tells a recreated export
+// from the one written before.
+type desired struct {
+	cond    mcs.Condition
+	created time.Time
+}
+
+func (d desired) same(o desired) bool { return d.cond == o.cond && d.created.Equal(o.created) }
+
+// written is the condition last written to an export (of that creation time), and
+// when its status last changed.
 type written struct {
-	cond       mcs.Condition
+	desired
 	transition time.Time
 }
 
@@ -117,7 +126,7 @@ type Controller struct {
 
 	mu                     sync.Mutex
 	services               map[types.NamespacedName]mcs.Resolution // guarded by mu; with conflicts or not
-	desired                map[exportKey]mcs.Condition             // guarded by mu
+	desired                map[exportKey]desired                   // guarded by mu
 	written                map[exportKey]written                   // guarded by mu
 	writesOK, writesFailed uint64                                  // guarded by mu
 	lastErr                string                                  // guarded by mu
@@ -160,7 +169,7 @@ func New(opts Options) (*Controller, error) {
 			workqueue.NewTypedItemExponentialFailureRateLimiter[exportKey](time.Second, 5*time.Minute),
 			workqueue.TypedRateLimitingQueueConfig[exportKey]{Name: "mcs-export-status"}),
 		services: map[types.NamespacedName]mcs.Resolution{},
-		desired:  map[exportKey]mcs.Condition{},
+		desired:  map[exportKey]desired{},
 		written:  map[exportKey]written{},
 	}, nil
 }
@@ -240,11 +249,11 @@ func (c *Controller) resolve(svc types.NamespacedName) {
 			}
 		}
 	}
-	for _, cl := range res.Order {
-		k := exportKey{cl, svc}
-		cond := res.ConditionFor(cl)
-		c.desired[k] = cond
-		if w, ok := c.written[k]; !ok || w.cond != cond {
+	for _, e := range exports {
+		k := exportKey{e.Cluster, svc}
+		d := desired{cond: res.ConditionFor(e.Cluster), created: e.Created}
+		c.desired[k] = d
+		if w, ok := c.written[k]; !ok || !w.same(d) {
 			writes = append(writes, k)
 		}
 	}
@@ -280,18 +289,18 @@ func (c *Controller) writeNext(ctx context.Context) bool {
 // retried after a per-export backoff.
 func (c *Controller) write(ctx context.Context, k exportKey) {
 	c.mu.Lock()
-	cond, ok := c.desired[k]
+	want, ok := c.desired[k]
 	prev, was := c.written[k]
 	c.mu.Unlock()
-	if !ok || (was && prev.cond == cond) {
+	if !ok || (was && prev.same(want)) {
 		c.writeQ.Forget(k)
 		return
 	}
 	transition := c.opts.Now().UTC().Truncate(time.Second)
-	if was && prev.cond.Conflict == cond.Conflict {
+	if was && prev.created.Equal(want.created) && prev.cond.Conflict == want.cond.Conflict {
 		transition = prev.transition
 	}
-	body, err := applyBody(k.NamespacedName, cond, transition)
+	body, err := applyBody(k.NamespacedName, want.cond, transition)
 	if err != nil { // cannot happen: the body is plain data
 		c.log.Error("ServiceExport status not encoded", "cluster", k.Cluster, "namespace", k.Namespace, "service", k.Name, "error", err)
 		return
@@ -303,8 +312,8 @@ func (c *Controller) write(ctx context.Context, k exportKey) {
 	case err == nil:
 		c.writesOK++
 		if cur, ok := c.desired[k]; ok {
-			c.written[k] = written{cond: cond, transition: transition}
-			if cur != cond {
+			c.written[k] = written{desired: want, transition: transition}
+			if !cur.same(want) {
 				c.writeQ.Add(k) // changed while it was written
 			}
 		}

@@ -278,3 +278,26 @@ func TestOptionsValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestRecreatedExportWrittenAgain: an export deleted and created again between two
+// resolutions has no status any more; the same condition is written to it again.
+func TestRecreatedExportWrittenAgain(t *testing.T) {
+	src := &fakeSource{exports: map[types.NamespacedName][]mcs.Export{}}
+	p := &fakePatcher{failing: map[network.ClusterID]error{}}
+	src.set(hw, mcs.Export{Cluster: "cluster1", Created: t0, Ports: []mcs.Port{port("http", 5000)}})
+	c := start(t, true, src, p)
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		if n := len(p.snapshot()); n != 1 {
+			return fmt.Errorf("%d writes, want 1", n)
+		}
+		return nil
+	})
+	src.set(hw, mcs.Export{Cluster: "cluster1", Created: t0.Add(time.Hour), Ports: []mcs.Port{port("http", 5000)}})
+	c.Changed(hw)
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		if n := len(p.snapshot()); n != 2 {
+			return fmt.Errorf("%d writes, want the recreated export written again", n)
+		}
+		return nil
+	})
+}
