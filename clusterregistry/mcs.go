@@ -297,13 +297,20 @@ func (w *watchSet) exportOf(key types.NamespacedName) (*metav1.PartialObjectMeta
 func (w *watchSet) exportKeys() []types.NamespacedName {
 	var out []types.NamespacedName
 	for _, s := range w.allScopes() {
-		if s.exports == nil {
-			continue
-		}
-		for _, k := range s.exports.store.ListKeys() {
-			if ns, name, err := cache.SplitMetaNamespaceKey(k); err == nil {
-				out = append(out, types.NamespacedName{Namespace: ns, Name: name})
-			}
+		out = append(out, s.exportKeys()...)
+	}
+	return out
+}
+
+// exportKeys returns the services of the ServiceExports s's cache holds.
+func (s *scope) exportKeys() []types.NamespacedName {
+	if s.exports == nil {
+		return nil
+	}
+	var out []types.NamespacedName
+	for _, k := range s.exports.store.ListKeys() {
+		if ns, name, err := cache.SplitMetaNamespaceKey(k); err == nil {
+			out = append(out, types.NamespacedName{Namespace: ns, Name: name})
 		}
 	}
 	return out

@@ -235,6 +235,23 @@ func TestMCSExports(t *testing.T) {
 		t.Errorf("Exports = %+v, want c2's alone", got)
 	}
 
+	// Discovery selectors that leave the namespace out withdraw its exports, with a
+	// Service or without.
+	mc, err := network.ParseMeshConfig([]byte("discoverySelectors: [{matchLabels: {mcs: selected}}]"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetDiscoverySelectors(mc.DiscoverySelectors)
+	kubetest.Eventually(t, 20*time.Second, func() error {
+		if got := r.Services(setHost); len(got) != 0 {
+			return fmt.Errorf("%s shards %v in an unselected namespace", setHost, got)
+		}
+		if got := r.ExportedServices(); len(got) != 0 {
+			return fmt.Errorf("exports %v in an unselected namespace", got)
+		}
+		return nil
+	})
+
 	// MCS mode off: the same clusters give no clusterset host, and no export status.
 	off := newMCSRegistry(t, false)
 	off.SetCluster("c2", "test", noCRD.Config)

@@ -302,9 +302,14 @@ func (c *Cluster) reconcileScopes(w *watchSet, first bool) (alive, superseded bo
 	w.scopesMu.Unlock()
 	for _, s := range removed {
 		svcs, _ := s.services.List(labels.Everything())
+		exports := s.exportKeys()
 		s.stop()
 		for _, svc := range svcs {
 			c.queue.Add(types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name})
+		}
+		// ServiceExports without a Service, which no Service key above covers.
+		for _, k := range exports {
+			c.queue.Add(k)
 		}
 	}
 	if len(added) > 0 || len(removed) > 0 {
