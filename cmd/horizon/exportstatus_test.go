@@ -283,4 +283,24 @@ func TestMCSExportConflictNoStatusWrites(t *testing.T) {
 	if v := metricValue(t, httpAddr, `horizon_mcs_export_status_writes_total{outcome="ok"}`); v != 0 {
 		t.Errorf("status writes = %v without --mcs-export-status, want 0", v)
 	}
+
+	// cluster2's Service made headless, on the agreed port: a type conflict only.
+	svcs := cluster2.Client.CoreV1().Services(ns)
+	if err := svcs.Delete(t.Context(), "hello", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	headless := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "hello", Namespace: ns},
+		Spec: corev1.ServiceSpec{ClusterIP: corev1.ClusterIPNone, Selector: map[string]string{"app": "hello"},
+			Ports: []corev1.ServicePort{{Name: "http", Port: 5000, TargetPort: intstr.FromInt32(8080)}}}}
+	if _, err := svcs.Create(t.Context(), headless, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubetest.Eventually(t, 20*time.Second, func() error {
+		port := metricValue(t, httpAddr, `horizon_mcs_export_conflicts{reason="PortConflict"}`)
+		typ := metricValue(t, httpAddr, `horizon_mcs_export_conflicts{reason="TypeConflict"}`)
+		if port != 0 || typ != 1 {
+			return fmt.Errorf("export conflicts: PortConflict %v, TypeConflict %v; want 0 and 1", port, typ)
+		}
+		return nil
+	})
 }

@@ -26,15 +26,23 @@ type exportSource struct{ reg *clusterregistry.Registry }
 
 func (s exportSource) ServiceExports(svc types.NamespacedName) []mcs.Export {
 	var out []mcs.Export
+	var shards map[network.ClusterID]*clusterregistry.Shard // read when needed
 	for _, e := range s.reg.Exports(svc.Namespace, svc.Name) {
 		if !e.HasService {
 			continue
+		}
+		if shards == nil {
+			shards = s.reg.Services(clusterregistry.ClustersetHost(svc.Namespace, svc.Name))
 		}
 		ports := make([]mcs.Port, len(e.Ports))
 		for i, p := range e.Ports {
 			ports[i] = mcs.Port{Name: p.Name, Port: p.Port, Protocol: p.Protocol}
 		}
-		out = append(out, mcs.Export{Cluster: e.Cluster, Created: e.Created, Ports: ports})
+		headless := false
+		if sh := shards[e.Cluster]; sh != nil {
+			headless = sh.Service.Headless
+		}
+		out = append(out, mcs.Export{Cluster: e.Cluster, Created: e.Created, Ports: ports, Headless: headless})
 	}
 	return out
 }
