@@ -2,11 +2,14 @@ package clusterregistry_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,6 +35,8 @@ const (
 )
 
 var populateOnce sync.Once
+
+var heapProfile = flag.String("heapprofile", "", "BenchmarkRegistrySync10kPods writes a heap profile to this file while the synced registry is live (-memprofile is written after it is closed)")
 
 // populate writes 1,000 services with 10 ready pods each (10,000 pods, with IPs and
 // Ready conditions set through the status subresource) and one EndpointSlice per
@@ -161,12 +166,28 @@ func BenchmarkRegistrySync10kPods(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		heap += after.HeapAlloc - before.HeapAlloc
+		if *heapProfile != "" {
+			writeHeapProfile(b, *heapProfile)
+		}
 		r.Close()
 	}
 	n := uint64(b.N)
 	b.ReportMetric(float64(totalSync.Milliseconds())/float64(b.N), "sync-ms")
 	b.ReportMetric(float64(heap/n)/(1<<20), "heap-MiB")
 	b.ReportMetric(float64(heap/n)/float64(benchServices*benchPods), "heap-B/pod")
+}
+
+// writeHeapProfile writes the heap profile as of the last garbage collection to path.
+func writeHeapProfile(b *testing.B, path string) {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // countingTransport counts the requests made and the response bytes read through it.

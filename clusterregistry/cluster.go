@@ -395,6 +395,7 @@ func (c *Cluster) update(ws *watchSet, key types.NamespacedName) (hosts []string
 			nodes:          ws.nodes,
 			network:        nsNetwork,
 			nsDistribution: namespaceDistribution(ws.namespaces, key.Namespace),
+			intern:         c.trimmer().in,
 		}, host, svc)
 	}
 

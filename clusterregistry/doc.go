@@ -22,7 +22,10 @@
 // cluster.go a Cluster's lifecycle and worker; watch.go its informers, indexes and
 // event handlers; scope.go which namespaces it watches; shard.go the translation of a Service and a cluster's caches into
 // a Shard, a pure function; stale.go what happens when a synced cluster stops
-// answering; status.go what a Cluster reports. A Cluster is given its settings and a
+// answering; status.go what a Cluster reports; mcs.go Multi-Cluster Services mode
+// (Options.MCS): ServiceExports, the clusterset hosts of exported services, and
+// Exports / OnExportsChange, which give each cluster's export of a service to
+// whoever resolves export conflicts. A Cluster is given its settings and a
 // narrow sink (notify, changed) by the registry, not the registry itself.
 //
 // A cluster that synced and then stops answering (its list or watch calls fail, and a

@@ -10,10 +10,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 	mcscrd "sigs.k8s.io/mcs-api/config/crd"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
@@ -264,5 +267,63 @@ func TestMCSExports(t *testing.T) {
 	}
 	if st := clusterStatus(off, "c2"); st.ServiceExports != nil || len(off.Exports(ns, "helloworld")) != 0 {
 		t.Errorf("MCS off: export status %+v, exports %v", st.ServiceExports, off.Exports(ns, "helloworld"))
+	}
+}
+
+// TestMCSExportsForbidden: a cluster whose credentials may not list ServiceExports
+// syncs, serves its cluster.local hosts, exports nothing and says why.
+func TestMCSExportsForbidden(t *testing.T) {
+	ctx := t.Context()
+	cs := cluster.Client
+	installMCSCRDs(t, cluster)
+	const (
+		ns   = "mcs-forbidden"
+		user = "mcs-no-exports"
+	)
+	svc := kubetest.Service{
+		Namespace: ns, Name: "web",
+		Ports:    []corev1.ServicePort{httpPort(80, 8080)},
+		Backends: []kubetest.Backend{{Pod: "web-1", IP: "10.8.0.1", Ready: true}},
+	}
+	if err := kubetest.Deploy(ctx, cs, svc); err != nil {
+		t.Fatal(err)
+	}
+	exportService(t, cluster, ns, "web")
+	// What Horizon read before MCS mode: no ServiceExports.
+	read := []string{"get", "list", "watch"}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: user}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"services", "pods", "nodes", "namespaces"}, Verbs: read},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: read},
+	}}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: user},
+	}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(cluster.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user}
+
+	r := newMCSRegistry(t, true)
+	r.SetCluster("c1", "test", cfg)
+	waitSynced(t, r, "c1")
+	if got := addresses(r, "web."+ns+".svc.cluster.local", 80, "c1"); !slices.Equal(got, []string{"10.8.0.1"}) {
+		t.Errorf("cluster.local endpoints %v, want [10.8.0.1]", got)
+	}
+	kubetest.Eventually(t, 20*time.Second, func() error {
+		if st := clusterStatus(r, "c1").ServiceExports; st == nil || !strings.Contains(st.Unavailable, "may not list ServiceExports") {
+			return fmt.Errorf("ServiceExports status %+v, want the refusal reported", st)
+		}
+		return nil
+	})
+	if got := r.Services("web." + ns + ".svc.clusterset.local"); len(got) != 0 {
+		t.Errorf("clusterset host served without access to ServiceExports: %v", got)
+	}
+	if st := clusterStatus(r, "c1"); st.LastError != "" {
+		t.Errorf("the refusal is reported as the cluster's error: %q", st.LastError)
 	}
 }

@@ -38,6 +38,18 @@ func TestOptionsFlagsAndValidation(t *testing.T) {
 			},
 		},
 		{name: "stale grace zero keeps endpoints", args: []string{"--stale-cluster-grace=0"}},
+		{
+			name: "MCS mode on",
+			args: []string{"--mcs"},
+			check: func(t *testing.T, o clusterregistry.Options) {
+				if !o.MCS {
+					t.Error("MCS off")
+				}
+			},
+		},
+		{name: "MCS mode with the clusterset domain as suffix", args: []string{"--mcs", "--domain-suffix=ClusterSet.local."},
+			wantErr: `--domain-suffix: must not be the clusterset domain "clusterset.local" with --mcs`},
+		{name: "clusterset domain as suffix without MCS", args: []string{"--domain-suffix=clusterset.local"}},
 		{name: "negative stale grace", args: []string{"--stale-cluster-grace=-1s"}, wantErr: "--stale-cluster-grace: must not be negative"},
 		{
 			name: "client rate limit set",

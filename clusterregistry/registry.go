@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -67,7 +68,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DomainSuffix, "domain-suffix", "cluster.local", "DNS domain suffix of service hosts")
 	fs.DurationVar(&o.SyncTimeout, "remote-cluster-timeout", 30*time.Second, "how long a cluster may take to sync before Horizon is ready without it")
 	fs.IntVar(&o.MaxNamespaceWatches, "discovery-max-namespace-watches", defaultMaxNamespaceWatches, "with discoverySelectors, the most namespaces of one cluster watched one by one "+
-		"(three watches each: Services, EndpointSlices, Pods); past it the cluster is watched cluster-wide and unselected namespaces are filtered out")
+		"(three watches each: Services, EndpointSlices, Pods; with --mcs a fourth, ServiceExports); past it the cluster is watched cluster-wide and unselected namespaces are filtered out")
 	fs.Float32Var(&o.ClusterQPS, "remote-qps", defaultClusterQPS, "requests per second each watched cluster's API client may send on average (remote clusters and the config cluster alike; 0: the default)")
 	fs.IntVar(&o.ClusterBurst, "remote-burst", defaultClusterBurst, "requests each watched cluster's API client may send at once above --remote-qps (0: the default)")
 	fs.DurationVar(&o.StaleGrace, "stale-cluster-grace", 5*time.Minute, "how long a synced cluster that stopped answering keeps serving its last known endpoints (0: until it answers again)")
@@ -84,6 +85,9 @@ func (o *Options) Validate() error {
 	var errs []error
 	if o.DomainSuffix == "" {
 		errs = append(errs, errors.New("--domain-suffix: must not be empty"))
+	}
+	if o.MCS && strings.EqualFold(strings.TrimSuffix(o.DomainSuffix, "."), ClustersetDomain) {
+		errs = append(errs, fmt.Errorf("--domain-suffix: must not be the clusterset domain %q with --mcs: a service's two hosts would be one", ClustersetDomain))
 	}
 	if o.Namespace == "" {
 		errs = append(errs, errors.New("--namespace: must not be empty"))

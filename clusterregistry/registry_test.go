@@ -111,7 +111,7 @@ func TestEndpointsFromRealCluster(t *testing.T) {
 	}
 	want := clusterregistry.Endpoint{
 		Address: "10.1.0.1", Port: 8080, Ready: true,
-		Locality:       clusterregistry.Locality{Region: "us-east", Zone: "us-east-1a", Subzone: "rack-7"},
+		Locality:       &clusterregistry.Locality{Region: "us-east", Zone: "us-east-1a", Subzone: "rack-7"},
 		TLSMode:        network.TLSModeIstio,
 		ServiceAccount: "hw", Cluster: "c1", Pod: "ep-sample/hw-v1", Node: "node-a",
 	}
@@ -120,10 +120,10 @@ func TestEndpointsFromRealCluster(t *testing.T) {
 		t.Errorf("labels = %v", got.Labels)
 	}
 	got.Labels = nil
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("endpoint\n got %+v\nwant %+v", got, want)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("endpoint\n got %+v (locality %+v)\nwant %+v (locality %+v)", got, got.GetLocality(), want, want.GetLocality())
 	}
-	if b := eps[1]; b.Network != "net-pod" || b.Locality.Zone != "hinted-zone" || b.TLSMode != "" {
+	if b := eps[1]; b.Network != "net-pod" || b.GetLocality().Zone != "hinted-zone" || b.TLSMode != "" {
 		t.Errorf("second endpoint = %+v, want network net-pod, zone hint, no tlsMode", b)
 	}
 	if g := r.Endpoints(host, 7070)["c1"]; len(g) != 2 || g[0].Port != 17070 {

@@ -18,7 +18,8 @@ import (
 
 // Discovery scope: which namespaces of a cluster are listed and watched.
 //
-// A scope is the Services, EndpointSlices and Pods informers of one namespace, or of
+// A scope is the Services, EndpointSlices and Pods informers (and in MCS mode the
+// ServiceExports one, mcs.go) of one namespace, or of
 // every namespace (""). With no discovery selectors a cluster has the one cluster-wide
 // scope, as without the feature. With selectors it has one scope per selected
 // namespace (and the system namespace, always), started when a namespace becomes

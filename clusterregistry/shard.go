@@ -20,7 +20,7 @@ import (
 // shardSource is what a service's shard is translated from: one cluster's caches.
 type shardSource struct {
 	cluster network.ClusterID
-	// slices holds EndpointSlices indexed by serviceIndex.
+	// slices holds EndpointSlices (*cachedSlice) indexed by serviceIndex.
 	slices indexReader
 	pods   podGetter
 	nodes  listersv1.NodeLister
@@ -30,6 +30,8 @@ type shardSource struct {
 	// nsDistribution is the networking.istio.io/traffic-distribution annotation of
 	// the service's namespace.
 	nsDistribution string
+	// intern shares the endpoints' localities.
+	intern *interner
 }
 
 // translate returns what src serves for svc under host; nil for an ExternalName
@@ -79,39 +81,33 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 	// empty would leave up to half of each array unused.
 	capacity := 0
 	for _, obj := range objs {
-		if slice, ok := obj.(*discoveryv1.EndpointSlice); ok {
+		if slice, ok := obj.(*cachedSlice); ok {
 			capacity += len(slice.Endpoints)
 		}
 	}
 	for _, obj := range objs {
-		slice, ok := obj.(*discoveryv1.EndpointSlice)
+		slice, ok := obj.(*cachedSlice)
 		if !ok || slice.AddressType == discoveryv1.AddressTypeFQDN {
 			continue
 		}
 		for _, ep := range slice.Endpoints {
-			if len(ep.Addresses) == 0 {
+			if ep.Address == "" || ep.Terminating {
 				continue
 			}
 			base := Endpoint{
-				Ready:   ep.Conditions.Ready == nil || *ep.Conditions.Ready,
+				Ready:   ep.Ready,
 				Cluster: src.cluster,
 				Network: src.network,
 			}
-			if ep.Conditions.Terminating != nil && *ep.Conditions.Terminating {
-				continue
-			}
-			nodeName := ""
-			if ep.NodeName != nil {
-				nodeName = *ep.NodeName
-			}
-			if podKey, ok := endpointPod(slice, ep); ok {
+			nodeName := ep.NodeName
+			if podKey, ok := ep.pod(); ok {
 				pod := src.pods.getPod(podKey.Namespace, podKey.Name)
 				if pod == nil || pod.Deleting {
 					// Not seen yet, gone, or terminating: not served. Its arrival
 					// re-queues this service through the slices' pod index.
 					continue
 				}
-				base.Pod = podKey.String()
+				base.Pod = pod.Key
 				base.Labels = pod.Labels
 				base.ServiceAccount = pod.ServiceAccount
 				base.TLSMode = pod.Labels[network.LabelTLSMode]
@@ -121,30 +117,32 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 				if pod.NodeName != "" {
 					nodeName = pod.NodeName
 				}
-				if pod.notReady() {
+				if pod.NotReady {
 					base.Ready = false
 				}
 			}
 			base.Node = nodeName
+			var loc Locality
 			if nodeName != "" {
 				if node, err := src.nodes.Get(nodeName); err == nil {
-					base.Locality = Locality{
+					loc = Locality{
 						Region:  node.Labels[corev1.LabelTopologyRegion],
 						Zone:    node.Labels[corev1.LabelTopologyZone],
 						Subzone: node.Labels[network.LabelSubzone],
 					}
 				}
 			}
-			if base.Locality.Zone == "" && ep.Zone != nil {
-				base.Locality.Zone = *ep.Zone
+			if loc.Zone == "" {
+				loc.Zone = ep.Zone
 			}
+			base.Locality = src.intern.locality(loc)
 			for _, sp := range svc.Spec.Ports {
 				target, ok := slicePort(slice, sp)
 				if !ok {
 					continue
 				}
 				e := base
-				e.Address = ep.Addresses[0]
+				e.Address = ep.Address
 				e.Port = uint32(target)
 				eps := shard.Endpoints[sp.Port]
 				if eps == nil {
@@ -190,7 +188,7 @@ func commonPort(eps []Endpoint) int32 {
 }
 
 // slicePort finds the slice port serving service port sp: same name and protocol.
-func slicePort(slice *discoveryv1.EndpointSlice, sp corev1.ServicePort) (int32, bool) {
+func slicePort(slice *cachedSlice, sp corev1.ServicePort) (int32, bool) {
 	for _, p := range slice.Ports {
 		name, proto := "", corev1.ProtocolTCP
 		if p.Name != nil {

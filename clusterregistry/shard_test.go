@@ -45,6 +45,7 @@ func translateFrom(t *testing.T, s *stores, svc *corev1.Service, nsNetwork netwo
 		pods:    ws.pods,
 		nodes:   ws.nodes,
 		network: nsNetwork,
+		intern:  newInterner(0),
 	}, testHost, svc)
 }
 
@@ -256,19 +257,19 @@ func TestTranslateEndpoints(t *testing.T) {
 			},
 			want: map[int32][]Endpoint{80: {
 				with(served("10.0.0.1", 8080, "web-1", v1), func(e *Endpoint) {
-					e.Locality = Locality{Region: "region-1", Zone: "zone-a"}
+					e.Locality = &Locality{Region: "region-1", Zone: "zone-a"}
 					e.Node = "node-a"
 				}),
 				with(served("10.0.0.2", 8080, "web-2", v1), func(e *Endpoint) {
-					e.Locality = Locality{Region: "region-1", Zone: "hinted"}
+					e.Locality = &Locality{Region: "region-1", Zone: "hinted"}
 					e.Node = "node-b"
 				}),
 				with(served("10.0.0.3", 8080, "web-3", v1), func(e *Endpoint) {
-					e.Locality = Locality{Zone: "hinted"}
+					e.Locality = &Locality{Zone: "hinted"}
 					e.Node = "node-unknown"
 				}),
 				with(served("10.0.0.4", 8080, "web-4", v1), func(e *Endpoint) {
-					e.Locality = Locality{Region: "region-2", Zone: "zone-c", Subzone: "rack-7"}
+					e.Locality = &Locality{Region: "region-2", Zone: "zone-c", Subzone: "rack-7"}
 					e.Node = "node-c"
 				}),
 			}},

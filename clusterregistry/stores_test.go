@@ -57,13 +57,11 @@ func (s *stores) add(t *testing.T, objs ...any) {
 				transform = s.trim.service
 			}
 		case *discoveryv1.EndpointSlice:
-			store = s.slices
-			if s.trim != nil {
-				transform = s.trim.slice
-			}
+			// The slice informer's cache only ever holds slices as cachedSlice.
+			store, transform = s.slices, trimmerOf(s.trim).slice
 		case *corev1.Pod:
 			// The pod informer's cache only ever holds pods as cachedPod.
-			store, transform = s.pods, cachedPodOf(t, s.trim)
+			store, transform = s.pods, trimmerOf(s.trim).pod
 		case *corev1.Node:
 			store = s.nodes
 			if s.trim != nil {
@@ -86,24 +84,32 @@ func (s *stores) add(t *testing.T, objs ...any) {
 	}
 }
 
-// cachedPodOf returns the pod transform of trim, or of a trimmer of its own if trim is
-// nil.
-func cachedPodOf(t *testing.T, trim *trimmer) cache.TransformFunc {
-	t.Helper()
+// trimmerOf returns trim, or a trimmer of its own if trim is nil.
+func trimmerOf(trim *trimmer) *trimmer {
 	if trim == nil {
-		trim = newTrimmer(newInterner(0))
+		return newTrimmer(newInterner(0))
 	}
-	return trim.pod
+	return trim
 }
 
 // cached returns p as the pod informer caches it.
 func cached(t *testing.T, p *corev1.Pod) *cachedPod {
 	t.Helper()
-	out, err := cachedPodOf(t, nil)(p)
+	out, err := trimmerOf(nil).pod(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out.(*cachedPod)
+}
+
+// cachedSliceOf returns s as the slice informer caches it.
+func cachedSliceOf(t *testing.T, s *discoveryv1.EndpointSlice) *cachedSlice {
+	t.Helper()
+	out, err := trimmerOf(nil).slice(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.(*cachedSlice)
 }
 
 // newTestCluster returns a cluster whose worker reads ws and whose steps the test

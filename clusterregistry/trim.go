@@ -8,12 +8,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/horizon-mesh/horizon/network"
 )
 
 // Informer transforms: what a cluster's informers cache of Services, EndpointSlices,
-// Pods and Nodes is only what translate (shard.go) and the event handlers and
+// Pods and Nodes (slices and pods as types of their own) is only what translate (shard.go) and the event handlers and
 // indexers (watch.go) read, with the strings that repeat across objects (namespaces,
 // label keys and values, node names, zones, service accounts, port names) and whole
 // label maps shared through an intern table. A field these start to read must be
@@ -42,6 +43,7 @@ type interner struct {
 	strs, prev map[string]string            // guarded by mu
 	maps, pmap map[string]map[string]string // guarded by mu; keyed by labelKey
 	ptrs, pptr map[string]*string           // guarded by mu
+	locs, ploc map[Locality]*Locality       // guarded by mu
 }
 
 func newInterner(limit int) *interner {
@@ -53,6 +55,7 @@ func newInterner(limit int) *interner {
 		strs:  map[string]string{},
 		maps:  map[string]map[string]string{},
 		ptrs:  map[string]*string{},
+		locs:  map[Locality]*Locality{},
 	}
 }
 
@@ -60,18 +63,20 @@ func newInterner(limit int) *interner {
 func (in *interner) size() int {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return len(in.strs) + len(in.prev) + len(in.maps) + len(in.pmap) + len(in.ptrs) + len(in.pptr)
+	return len(in.strs) + len(in.prev) + len(in.maps) + len(in.pmap) + len(in.ptrs) + len(in.pptr) +
+		len(in.locs) + len(in.ploc)
 }
 
 // rotate starts a new generation if the current one is full; in.mu is held.
 func (in *interner) rotate() {
-	if len(in.strs)+len(in.maps)+len(in.ptrs) < in.limit {
+	if len(in.strs)+len(in.maps)+len(in.ptrs)+len(in.locs) < in.limit {
 		return
 	}
-	in.prev, in.pmap, in.pptr = in.strs, in.maps, in.ptrs
+	in.prev, in.pmap, in.pptr, in.ploc = in.strs, in.maps, in.ptrs, in.locs
 	in.strs = make(map[string]string, len(in.prev))
 	in.maps = make(map[string]map[string]string, len(in.pmap))
 	in.ptrs = make(map[string]*string, len(in.pptr))
+	in.locs = make(map[Locality]*Locality, len(in.ploc))
 }
 
 // str returns a string equal to s, shared with earlier calls.
@@ -85,6 +90,9 @@ func (in *interner) str(s string) string {
 }
 
 func (in *interner) strLocked(s string) string {
+	if s == "" {
+		return ""
+	}
 	if v, ok := in.strs[s]; ok {
 		return v
 	}
@@ -116,6 +124,27 @@ func (in *interner) ptr(p *string) *string {
 	}
 	in.rotate()
 	in.ptrs[*v] = v
+	return v
+}
+
+// locality returns a pointer to a Locality equal to l, shared with earlier calls;
+// nil for the zero Locality. The endpoints of one zone share one: a pointer is 40
+// bytes less per endpoint than the three strings.
+func (in *interner) locality(l Locality) *Locality {
+	if l == (Locality{}) {
+		return nil
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if v, ok := in.locs[l]; ok {
+		return v
+	}
+	v, ok := in.ploc[l]
+	if !ok {
+		v = &Locality{Region: in.strLocked(l.Region), Zone: in.strLocked(l.Zone), Subzone: in.strLocked(l.Subzone)}
+	}
+	in.rotate()
+	in.locs[*v] = v
 	return v
 }
 
@@ -251,17 +280,59 @@ func istioAnnotations(m map[string]string) map[string]string {
 	return out
 }
 
-// slice keeps the service-name label, address type, ports, and per endpoint its
-// first address, Ready and Terminating conditions, node, zone and target
-// reference (kind, namespace, name).
+// cachedSlice is what a cluster's EndpointSlice informer caches of a slice: a
+// discoveryv1.Endpoint with its target reference takes over 200 bytes, twice what
+// translate reads of it.
+type cachedSlice struct {
+	Name, Namespace, ResourceVersion string
+	// Service is the kubernetes.io/service-name label; empty when the slice has none.
+	Service     string
+	AddressType discoveryv1.AddressType
+	// Ports are shared: do not modify.
+	Ports     []discoveryv1.EndpointPort
+	Endpoints []cachedEndpoint
+}
+
+// cachedEndpoint is what a cachedSlice keeps of one endpoint.
+type cachedEndpoint struct {
+	// Address is the endpoint's first address; empty when it has none.
+	Address string
+	// PodNamespace and PodName name the pod of the target reference when PodRef is
+	// set (its kind is Pod); PodNamespace is the slice's when the reference names
+	// none.
+	PodNamespace, PodName string
+	NodeName, Zone        string
+	PodRef                bool
+	// Ready is the Ready condition, true when unset (ready unless it says not);
+	// Terminating is the Terminating condition, false when unset.
+	Ready, Terminating bool
+}
+
+// GetObjectMeta gives the informer's key and index functions and the handlers the
+// slice's name, namespace and resource version.
+func (s *cachedSlice) GetObjectMeta() metav1.Object {
+	return &metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, ResourceVersion: s.ResourceVersion}
+}
+
+// pod returns the pod the endpoint's target reference names, if it names one.
+func (e *cachedEndpoint) pod() (types.NamespacedName, bool) {
+	return types.NamespacedName{Namespace: e.PodNamespace, Name: e.PodName}, e.PodRef
+}
+
+// slice turns an EndpointSlice into a cachedSlice: the service-name label, address
+// type, ports, and per endpoint its first address, Ready and Terminating
+// conditions, node, zone and the pod its target reference names.
 func (t *trimmer) slice(obj any) (any, error) {
 	s, ok := obj.(*discoveryv1.EndpointSlice)
 	if !ok {
 		return obj, nil
 	}
-	out := &discoveryv1.EndpointSlice{ObjectMeta: t.meta(&s.ObjectMeta), AddressType: s.AddressType}
-	if name, ok := s.Labels[discoveryv1.LabelServiceName]; ok {
-		out.Labels = t.in.labels(map[string]string{discoveryv1.LabelServiceName: name})
+	out := &cachedSlice{
+		Name:            s.Name,
+		Namespace:       t.in.str(s.Namespace),
+		ResourceVersion: s.ResourceVersion,
+		Service:         t.in.str(s.Labels[discoveryv1.LabelServiceName]),
+		AddressType:     discoveryv1.AddressType(t.in.str(string(s.AddressType))),
 	}
 	if len(s.Ports) > 0 {
 		out.Ports = make([]discoveryv1.EndpointPort, len(s.Ports))
@@ -270,21 +341,26 @@ func (t *trimmer) slice(obj any) (any, error) {
 		}
 	}
 	if len(s.Endpoints) > 0 {
-		out.Endpoints = make([]discoveryv1.Endpoint, len(s.Endpoints))
+		out.Endpoints = make([]cachedEndpoint, len(s.Endpoints))
 		for i, ep := range s.Endpoints {
-			e := discoveryv1.Endpoint{
-				Conditions: discoveryv1.EndpointConditions{
-					Ready:       t.bool(ep.Conditions.Ready),
-					Terminating: t.bool(ep.Conditions.Terminating),
-				},
-				NodeName: t.in.ptr(ep.NodeName),
-				Zone:     t.in.ptr(ep.Zone),
+			e := cachedEndpoint{
+				Ready:       ep.Conditions.Ready == nil || *ep.Conditions.Ready,
+				Terminating: ep.Conditions.Terminating != nil && *ep.Conditions.Terminating,
 			}
 			if len(ep.Addresses) > 0 {
-				e.Addresses = ep.Addresses[:1:1]
+				e.Address = ep.Addresses[0]
 			}
-			if r := ep.TargetRef; r != nil {
-				e.TargetRef = &corev1.ObjectReference{Kind: t.in.str(r.Kind), Namespace: t.in.str(r.Namespace), Name: r.Name}
+			if ep.NodeName != nil {
+				e.NodeName = t.in.str(*ep.NodeName)
+			}
+			if ep.Zone != nil {
+				e.Zone = t.in.str(*ep.Zone)
+			}
+			if r := ep.TargetRef; r != nil && r.Kind == "Pod" {
+				e.PodRef, e.PodNamespace, e.PodName = true, out.Namespace, r.Name
+				if r.Namespace != "" {
+					e.PodNamespace = t.in.str(r.Namespace)
+				}
 			}
 			out.Endpoints[i] = e
 		}
@@ -295,27 +371,36 @@ func (t *trimmer) slice(obj any) (any, error) {
 // cachedPod is what a cluster's pod informer caches of a pod: a corev1.Pod takes over
 // 1 KB however little of it is set, several times what translate reads of it.
 type cachedPod struct {
-	Name, Namespace, ResourceVersion string
+	// Key is namespace/name (neither holds a "/"); served endpoints share it, and
+	// namespace and name are read from it.
+	Key, ResourceVersion string
 	// Labels are shared: do not modify.
 	Labels         map[string]string
 	NodeName       string
 	ServiceAccount string
 	// Deleting: the pod has a deletion timestamp.
 	Deleting bool
-	// Ready is the status of the pod's Ready condition; empty when it has none.
-	Ready corev1.ConditionStatus
+	// NotReady: the pod has a Ready condition whose status is not True. A pod without
+	// one defers to the EndpointSlice.
+	NotReady bool
+}
+
+// namespace returns the pod's namespace.
+func (p *cachedPod) namespace() string {
+	ns, _, _ := strings.Cut(p.Key, "/")
+	return ns
+}
+
+// name returns the pod's name.
+func (p *cachedPod) name() string {
+	_, name, _ := strings.Cut(p.Key, "/")
+	return name
 }
 
 // GetObjectMeta gives the informer's key function and handlers the pod's name,
 // namespace and resource version.
 func (p *cachedPod) GetObjectMeta() metav1.Object {
-	return &metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, ResourceVersion: p.ResourceVersion}
-}
-
-// notReady reports whether the pod says it is not ready. A pod without a Ready
-// condition defers to the EndpointSlice.
-func (p *cachedPod) notReady() bool {
-	return p.Ready != "" && p.Ready != corev1.ConditionTrue
+	return &metav1.ObjectMeta{Name: p.name(), Namespace: p.namespace(), ResourceVersion: p.ResourceVersion}
 }
 
 // pod turns a Pod into a cachedPod: labels, node, service account, whether it is
@@ -326,8 +411,7 @@ func (t *trimmer) pod(obj any) (any, error) {
 		return obj, nil
 	}
 	out := &cachedPod{
-		Name:            p.Name,
-		Namespace:       t.in.str(p.Namespace),
+		Key:             p.Namespace + "/" + p.Name,
 		ResourceVersion: p.ResourceVersion,
 		Labels:          t.in.labels(p.Labels),
 		NodeName:        t.in.str(p.Spec.NodeName),
@@ -336,7 +420,7 @@ func (t *trimmer) pod(obj any) (any, error) {
 	}
 	for _, cond := range p.Status.Conditions {
 		if cond.Type == corev1.PodReady {
-			out.Ready = corev1.ConditionStatus(t.in.str(string(cond.Status)))
+			out.NotReady = cond.Status != corev1.ConditionTrue
 		}
 	}
 	return out, nil

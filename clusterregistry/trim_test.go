@@ -114,19 +114,13 @@ func TestTrimKeepsOnlyWhatIsRead(t *testing.T) {
 				ep.Hints = &discoveryv1.EndpointHints{ForZones: []discoveryv1.ForZone{{Name: "zone-a"}}}
 				return s
 			}(),
-			want: &discoveryv1.EndpointSlice{
-				ObjectMeta: metav1.ObjectMeta{
-					Name: "web-x", Namespace: testNS, ResourceVersion: "7",
-					Labels: map[string]string{discoveryv1.LabelServiceName: "web"},
-				},
+			want: &cachedSlice{
+				Name: "web-x", Namespace: testNS, ResourceVersion: "7", Service: "web",
 				AddressType: discoveryv1.AddressTypeIPv4,
 				Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
-				Endpoints: []discoveryv1.Endpoint{{
-					Addresses:  []string{"10.0.0.1"},
-					Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true), Terminating: ptr.To(false)},
-					NodeName:   ptr.To("node-a"),
-					Zone:       ptr.To("zone-a"),
-					TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: testNS, Name: "web-1"},
+				Endpoints: []cachedEndpoint{{
+					Address: "10.0.0.1", PodRef: true, PodNamespace: testNS, PodName: "web-1",
+					NodeName: "node-a", Zone: "zone-a", Ready: true,
 				}},
 			},
 		},
@@ -148,8 +142,8 @@ func TestTrimKeepsOnlyWhatIsRead(t *testing.T) {
 				return p
 			}(),
 			want: &cachedPod{
-				Name: "web-1", Namespace: testNS, ResourceVersion: "7", Labels: map[string]string{"app": "web"},
-				NodeName: "node-a", ServiceAccount: "sa", Deleting: true, Ready: corev1.ConditionFalse,
+				Key: testNS + "/web-1", ResourceVersion: "7", Labels: map[string]string{"app": "web"},
+				NodeName: "node-a", ServiceAccount: "sa", Deleting: true, NotReady: true,
 			},
 		},
 		{
@@ -223,19 +217,17 @@ func TestTrimSharesRepeatedValues(t *testing.T) {
 	}
 	for _, p := range pods[1:] {
 		if reflect.ValueOf(p.Labels).UnsafePointer() != reflect.ValueOf(pods[0].Labels).UnsafePointer() {
-			t.Errorf("labels of %s not shared", p.Name)
+			t.Errorf("labels of %s not shared", p.Key)
 		}
-		sameString("namespace", p.Namespace, pods[0].Namespace)
 		sameString("node", p.NodeName, pods[0].NodeName)
 		sameString("service account", p.ServiceAccount, pods[0].ServiceAccount)
 	}
 	s1, _ := trim.slice(slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", "node-a")))
 	s2, _ := trim.slice(slice("web-y", "web", podEndpoint("10.0.0.2", "web-2", "node-a")))
-	e1, e2 := s1.(*discoveryv1.EndpointSlice).Endpoints[0], s2.(*discoveryv1.EndpointSlice).Endpoints[0]
-	if e1.NodeName != e2.NodeName || e1.Conditions.Ready != e2.Conditions.Ready {
-		t.Errorf("slice endpoints do not share node name and Ready pointers")
-	}
-	sameString("node of a slice endpoint and a pod", *e1.NodeName, pods[0].NodeName)
+	e1, e2 := s1.(*cachedSlice).Endpoints[0], s2.(*cachedSlice).Endpoints[0]
+	sameString("node of two slice endpoints", e1.NodeName, e2.NodeName)
+	sameString("node of a slice endpoint and a pod", e1.NodeName, pods[0].NodeName)
+	sameString("pod namespace of two slice endpoints", e1.PodNamespace, e2.PodNamespace)
 }
 
 // TestInternerBounded checks that churning through distinct values keeps the table
@@ -246,10 +238,12 @@ func TestInternerBounded(t *testing.T) {
 	in := newInterner(limit)
 	hot := in.str(string([]byte("zone-a")))
 	hotLabels := in.labels(map[string]string{"app": "web"})
+	hotLocality := in.locality(Locality{Region: "r", Zone: "zone-a"})
 	for i := range 50 * limit {
 		in.str(fmt.Sprintf("pod-%d", i))
 		in.labels(map[string]string{"pod-template-hash": fmt.Sprint(i)})
 		in.ptr(ptr.To(fmt.Sprintf("node-%d", i)))
+		in.locality(Locality{Region: "r", Zone: fmt.Sprintf("zone-%d", i)})
 		if n := in.size(); n > 2*limit {
 			t.Fatalf("after %d values the table holds %d entries, over 2×%d", i+1, n, limit)
 		}
@@ -260,6 +254,47 @@ func TestInternerBounded(t *testing.T) {
 			if got := in.labels(map[string]string{"app": "web"}); reflect.ValueOf(got).UnsafePointer() != reflect.ValueOf(hotLabels).UnsafePointer() {
 				t.Fatalf("labels in use lost their sharing after %d values", i+1)
 			}
+			if got := in.locality(Locality{Region: "r", Zone: "zone-a"}); got != hotLocality {
+				t.Fatalf("a locality in use lost its sharing after %d values", i+1)
+			}
+		}
+	}
+}
+
+// TestTranslateSharesLocalityAndPodKey checks that the endpoints of one locality
+// share one Locality, equal to what they were translated from, that an endpoint
+// without one has none, and that an endpoint's Pod is its cached pod's key.
+func TestTranslateSharesLocalityAndPodKey(t *testing.T) {
+	s := newStores()
+	s.trim = newTrimmer(newInterner(0))
+	objs := []any{node("node-a", "region-1", "zone-a"), node("node-b", "region-1", "zone-a"), node("node-c", "region-1", "zone-c")}
+	var eps []discoveryv1.Endpoint
+	for i, n := range []string{"node-a", "node-b", "node-c", ""} {
+		name := fmt.Sprintf("web-%d", i)
+		eps = append(eps, podEndpoint(fmt.Sprintf("10.0.0.%d", i+1), name, ""))
+		objs = append(objs, pod(name, n, map[string]string{"app": "web"}))
+	}
+	objs = append(objs, slice("web-x", "web", eps...))
+	shard := translateFrom(t, s, service("web"), "", objs...)
+	got := shard.Endpoints[80]
+	if len(got) != 4 {
+		t.Fatalf("endpoints = %+v, want 4", got)
+	}
+	for i, want := range []Locality{{Region: "region-1", Zone: "zone-a"}, {Region: "region-1", Zone: "zone-a"}, {Region: "region-1", Zone: "zone-c"}, {}} {
+		if l := got[i].GetLocality(); l != want {
+			t.Errorf("endpoint %d: locality %+v, want %+v", i, l, want)
+		}
+	}
+	if got[0].Locality != got[1].Locality {
+		t.Errorf("endpoints of one zone on two nodes hold two Localities")
+	}
+	if got[3].Locality != nil {
+		t.Errorf("endpoint without a node: locality %+v, want nil", *got[3].Locality)
+	}
+	for _, e := range got {
+		p := s.watchSet().pods.getPod(testNS, e.Pod[len(testNS)+1:])
+		if p == nil || e.Pod != testNS+"/"+p.name() || unsafe.StringData(e.Pod) != unsafe.StringData(p.Key) {
+			t.Errorf("endpoint %s: pod %q is not its cached pod's key", e.Address, e.Pod)
 		}
 	}
 }

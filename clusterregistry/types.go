@@ -20,8 +20,9 @@ type Endpoint struct {
 	Port  uint32 `json:"port"`
 	Ready bool   `json:"ready"`
 	// Locality comes from the node's labels, with the EndpointSlice zone hint as
-	// fallback for the zone.
-	Locality Locality `json:"locality"`
+	// fallback for the zone; nil when none of them is known. Shared by the endpoints
+	// of one locality: do not modify. GetLocality reads it.
+	Locality *Locality `json:"locality,omitempty"`
 	// Labels are the pod's labels (nil for an endpoint without a pod). Shared: do not
 	// modify.
 	Labels map[string]string `json:"labels,omitempty"`
@@ -32,11 +33,19 @@ type Endpoint struct {
 	TLSMode        string            `json:"tlsMode,omitempty"`
 	ServiceAccount string            `json:"serviceAccount,omitempty"`
 	Cluster        network.ClusterID `json:"cluster"`
-	// Pod is namespace/name of the backing pod, if any.
+	// Pod is namespace/name of the backing pod, if any (shared with the pod cache).
 	Pod string `json:"pod,omitempty"`
 	// Node is the name of the node the endpoint runs on (the pod's, else the
 	// EndpointSlice's); empty when unknown.
 	Node string `json:"node,omitempty"`
+}
+
+// GetLocality returns the endpoint's locality, the zero Locality when it has none.
+func (e *Endpoint) GetLocality() Locality {
+	if e.Locality == nil {
+		return Locality{}
+	}
+	return *e.Locality
 }
 
 // ServicePort is one port of a Service.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -11,6 +12,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
+	"k8s.io/client-go/kubernetes"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
@@ -56,7 +60,7 @@ type watchSet struct {
 	services listersv1.ServiceLister
 	pods     podGetter
 	podCache indexReader // the pods (*cachedPod), indexed by nodeIndex
-	slices   indexReader
+	slices   indexReader // the EndpointSlices (*cachedSlice), indexed by sliceIndexers
 
 	// reconcile holds one signal that the scopes should be brought in line with the
 	// selectors and the namespaces' labels.
@@ -122,32 +126,33 @@ func (c *Cluster) trimmer() *trimmer {
 // setupScope sets up the namespaced informers of s.
 func (c *Cluster) setupScope(w *watchSet, s *scope) error {
 	svc := s.factory.Core().V1().Services()
-	pod := s.factory.Core().V1().Pods()
-	slice := s.factory.Discovery().V1().EndpointSlices()
+	// Pods and slices are only looked up by key and by the indexes below, never
+	// listed by namespace: their informers go without the factory's namespace
+	// index, a set entry per object less.
+	pod := s.factory.InformerFor(&corev1.Pod{}, func(cs kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return coreinformers.NewPodInformer(cs, s.ns, resync, podIndexers())
+	})
+	slice := s.factory.InformerFor(&discoveryv1.EndpointSlice{}, func(cs kubernetes.Interface, resync time.Duration) cache.SharedIndexInformer {
+		return discoveryinformers.NewEndpointSliceInformer(cs, s.ns, resync, sliceIndexers())
+	})
 	s.services = svc.Lister()
-	s.slices = slice.Informer().GetIndexer()
-	s.podCache = pod.Informer().GetIndexer()
+	s.slices = slice.GetIndexer()
+	s.podCache = pod.GetIndexer()
 	s.pods = podStore{s.podCache}
 
 	trim := c.trimmer()
 	for _, t := range []struct {
 		inf cache.SharedIndexInformer
 		fn  cache.TransformFunc
-	}{{svc.Informer(), trim.service}, {slice.Informer(), trim.slice}, {pod.Informer(), trim.pod}} {
+	}{{svc.Informer(), trim.service}, {slice, trim.slice}, {pod, trim.pod}} {
 		if err := t.inf.SetTransform(t.fn); err != nil {
 			return err
 		}
 	}
-	if err := pod.Informer().AddIndexers(podIndexers()); err != nil {
-		return err
-	}
-	if err := slice.Informer().AddIndexers(sliceIndexers()); err != nil {
-		return err
-	}
 	if err := c.addHandlers(w, &s.handlersSynced, []informerHandler{
 		{svc.Informer(), c.serviceEvent, false},
-		{slice.Informer(), c.sliceEvent, true},
-		{pod.Informer(), c.podEvent, false},
+		{slice, c.sliceEvent, true},
+		{pod, c.podEvent, false},
 	}); err != nil {
 		return err
 	}
@@ -215,6 +220,8 @@ func resourceVersion(obj any) string {
 	switch o := obj.(type) {
 	case *cachedPod:
 		return o.ResourceVersion
+	case *cachedSlice:
+		return o.ResourceVersion
 	case metav1.Object:
 		return o.GetResourceVersion()
 	}
@@ -279,24 +286,20 @@ func (c *Cluster) watches() *watchSet {
 func sliceIndexers() cache.Indexers {
 	return cache.Indexers{
 		serviceIndex: func(obj any) ([]string, error) {
-			s, ok := obj.(*discoveryv1.EndpointSlice)
-			if !ok {
+			s, ok := obj.(*cachedSlice)
+			if !ok || s.Service == "" {
 				return nil, nil
 			}
-			name := s.Labels[discoveryv1.LabelServiceName]
-			if name == "" {
-				return nil, nil
-			}
-			return []string{s.Namespace + "/" + name}, nil
+			return []string{s.Namespace + "/" + s.Service}, nil
 		},
 		podIndex: func(obj any) ([]string, error) {
-			s, ok := obj.(*discoveryv1.EndpointSlice)
+			s, ok := obj.(*cachedSlice)
 			if !ok {
 				return nil, nil
 			}
 			var out []string
 			for _, ep := range s.Endpoints {
-				if key, ok := endpointPod(s, ep); ok {
+				if key, ok := ep.pod(); ok {
 					if g := podGroup(key.Namespace, key.Name); len(out) == 0 || out[len(out)-1] != g {
 						out = append(out, g)
 					}
@@ -305,14 +308,14 @@ func sliceIndexers() cache.Indexers {
 			return out, nil
 		},
 		nodeIndex: func(obj any) ([]string, error) {
-			s, ok := obj.(*discoveryv1.EndpointSlice)
+			s, ok := obj.(*cachedSlice)
 			if !ok {
 				return nil, nil
 			}
 			var out []string
 			for _, ep := range s.Endpoints {
-				if ep.NodeName != nil && *ep.NodeName != "" {
-					out = append(out, *ep.NodeName)
+				if ep.NodeName != "" {
+					out = append(out, ep.NodeName)
 				}
 			}
 			return out, nil
@@ -344,19 +347,6 @@ func podGroup(namespace, name string) string {
 	return namespace + "/" + name
 }
 
-// endpointPod returns the pod an endpoint of slice s references, if any.
-func endpointPod(s *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint) (types.NamespacedName, bool) {
-	ref := ep.TargetRef
-	if ref == nil || ref.Kind != "Pod" {
-		return types.NamespacedName{}, false
-	}
-	key := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
-	if key.Namespace == "" {
-		key.Namespace = s.Namespace
-	}
-	return key, true
-}
-
 // The event handlers of w's informers; obj is never a tombstone.
 
 func (c *Cluster) serviceEvent(_ *watchSet, obj any) {
@@ -366,15 +356,15 @@ func (c *Cluster) serviceEvent(_ *watchSet, obj any) {
 }
 
 func (c *Cluster) sliceEvent(_ *watchSet, obj any) {
-	if s, ok := obj.(*discoveryv1.EndpointSlice); ok && s.Labels[discoveryv1.LabelServiceName] != "" {
-		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]})
+	if s, ok := obj.(*cachedSlice); ok && s.Service != "" {
+		c.queue.Add(types.NamespacedName{Namespace: s.Namespace, Name: s.Service})
 	}
 }
 
 // podEvent re-queues the services whose slices reference the pod.
 func (c *Cluster) podEvent(w *watchSet, obj any) {
 	if p, ok := obj.(*cachedPod); ok {
-		c.enqueueSlices(w, podIndex, podGroup(p.Namespace, p.Name))
+		c.enqueueSlices(w, podIndex, podGroup(p.namespace(), p.name()))
 	}
 }
 
@@ -390,7 +380,7 @@ func (c *Cluster) nodeEvent(w *watchSet, obj any) {
 	pods, _ := w.podCache.ByIndex(nodeIndex, n.Name)
 	for _, obj := range pods {
 		if p, ok := obj.(*cachedPod); ok {
-			c.enqueueSlices(w, podIndex, podGroup(p.Namespace, p.Name))
+			c.enqueueSlices(w, podIndex, podGroup(p.namespace(), p.name()))
 		}
 	}
 }

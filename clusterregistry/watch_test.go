@@ -70,14 +70,14 @@ func TestEventsQueueTheirServices(t *testing.T) {
 			name: "a slice moved to another service queues both",
 			event: func(c *Cluster, ws *watchSet) {
 				eventHandler(func(obj any) { c.sliceEvent(ws, obj) }, true).OnUpdate(
-					slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", "")), moved)
+					cachedSliceOf(t, slice("web-x", "web", podEndpoint("10.0.0.1", "web-1", ""))), cachedSliceOf(t, moved))
 			},
 			want: []string{"sample/canary", "sample/web"},
 		},
 		{
 			name: "a resync that changed nothing queues nothing",
 			event: func(c *Cluster, ws *watchSet) {
-				s := slice("web-x", "web")
+				s := cachedSliceOf(t, slice("web-x", "web"))
 				eventHandler(func(obj any) { c.sliceEvent(ws, obj) }, true).OnUpdate(s, s)
 			},
 		},

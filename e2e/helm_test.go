@@ -330,6 +330,7 @@ func everyOptionValues(t *testing.T) map[string]any {
 		"logLevel":     "debug",
 		"domainSuffix": "corp.local",
 		"trustDomain":  "corp.example",
+		"mcs":          true,
 		"extraArgs":    []string{"--remote-cluster-timeout", "45s"},
 		"xds": map[string]any{
 			"port": 15012,
@@ -592,6 +593,7 @@ func TestHelmChartApply(t *testing.T) {
 			{"--http-address", opts.HTTPAddress, ":9090"},
 			{"--domain-suffix", opts.Registry.DomainSuffix, "corp.local"},
 			{"--trust-domain", opts.TrustDomain, "corp.example"},
+			{"--mcs", fmt.Sprint(opts.Registry.MCS), "true"},
 			{"--remote-cluster-timeout", opts.Registry.SyncTimeout.String(), "45s"},
 			{"--xds-client-ca set", fmt.Sprint(opts.TLS.ClientCAFile != ""), "true"},
 			{"--xds-allow-plaintext-remote", fmt.Sprint(opts.XDSAllowPlaintextRemote), "false"},

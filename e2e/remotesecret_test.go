@@ -46,8 +46,8 @@ func TestRemoteSecretBringsInClusterEndpoints(t *testing.T) {
 
 	h.waitSynced(t, "cluster2")
 	ep := h.registry.Endpoints(host, 5000)["cluster2"][0]
-	if ep.Locality != (clusterregistry.Locality{Region: "eu-west", Zone: "eu-west-2b"}) {
-		t.Errorf("locality = %+v", ep.Locality)
+	if ep.GetLocality() != (clusterregistry.Locality{Region: "eu-west", Zone: "eu-west-2b"}) {
+		t.Errorf("locality = %+v", ep.GetLocality())
 	}
 	if ep.Labels["version"] != "v2" || ep.TLSMode != network.TLSModeIstio || ep.Cluster != "cluster2" {
 		t.Errorf("endpoint = %+v", ep)

@@ -85,14 +85,17 @@ func checkLabels(node *corev3.Node) error {
 }
 
 // Bounds on a proxy's locality and NODE_NAME, which split groups while a service has
-// a traffic distribution.
+// a traffic distribution, and on its CLUSTER_ID, which does while a host is
+// cluster-local.
 const (
 	maxLocalityLen = 128
 	maxNodeNameLen = 253 // a DNS subdomain, as Kubernetes node names are
 )
 
-// checkPlace refuses a locality or NODE_NAME (and its CLUSTER_ID) that is too long
-// or holds a character that separates the parts of a view's key.
+// checkPlace refuses a locality, NODE_NAME or CLUSTER_ID (Home) that is too long or
+// holds a character that separates the parts of a view's key. They split groups
+// whatever their value — a cluster need not be in meshNetworks or labelled with a
+// network to be a proxy's home — so --xds-max-groups bounds how many there are.
 func checkPlace(v *View) error {
 	for _, f := range [...]struct {
 		field, value string
@@ -103,6 +106,7 @@ func checkPlace(v *View) error {
 		{"locality sub_zone", v.Locality.Subzone, maxLocalityLen},
 		{"metadata " + MetaNodeName, v.Node, maxNodeNameLen},
 		{"metadata " + MetaClusterID, v.NodeCluster, maxNodeNameLen},
+		{"metadata " + MetaClusterID, string(v.Home), maxNodeNameLen},
 	} {
 		if len(f.value) > f.max {
 			return status.Errorf(codes.InvalidArgument, "node %s has %d bytes, more than %d", f.field, len(f.value), f.max)
@@ -132,7 +136,6 @@ func admit(v *View, kn *known, needLoc, needNode bool) error {
 		v.Node, v.NodeCluster = "", ""
 	}
 	if kn == nil {
-		v.Home = ""
 		if v.Network != "" || v.Cluster != "" || len(v.NetworkView) > 0 {
 			return status.Error(codes.Unavailable, "no configuration yet: networks not known; retry")
 		}
@@ -148,9 +151,6 @@ func admit(v *View, kn *known, needLoc, needNode bool) error {
 	}
 	if v.Cluster != "" && !kn.clusters[v.Cluster] {
 		v.Cluster = ""
-	}
-	if v.Home != "" && !kn.clusters[v.Home] {
-		v.Home = "" // gets no endpoints of a cluster-local host
 	}
 	return nil
 }

@@ -49,7 +49,7 @@ networks:
 					eps[cluster] = append(eps[cluster], clusterregistry.Endpoint{
 						Address: fmt.Sprintf("10.%d.%d.%d", e%4+1, e/250, e%250+1), Port: 8080, Ready: true,
 						Cluster: cluster, TLSMode: network.TLSModeIstio,
-						Locality: clusterregistry.Locality{Region: "region", Zone: fmt.Sprintf("zone%d", e%3)},
+						Locality: &clusterregistry.Locality{Region: "region", Zone: fmt.Sprintf("zone%d", e%3)},
 					})
 				}
 				svcs[s] = svc{name: ClusterName(fmt.Sprintf("svc%d.ns.svc.cluster.local", s), 80), eps: eps}
@@ -110,7 +110,7 @@ func BenchmarkBuiltEndpointsHeap(b *testing.B) {
 						sh.Endpoints[8080] = append(sh.Endpoints[8080], clusterregistry.Endpoint{
 							Address: fmt.Sprintf("10.%d.%d.%d", c, s/25, s%25*10+e), Port: 8080, Ready: true,
 							Cluster: id, TLSMode: network.TLSModeIstio,
-							Locality: clusterregistry.Locality{Region: "region", Zone: fmt.Sprintf("zone%d", c)},
+							Locality: &clusterregistry.Locality{Region: "region", Zone: fmt.Sprintf("zone%d", c)},
 						})
 					}
 					shards[id] = sh

@@ -227,11 +227,11 @@ func BuildDistributed(clusterName string, endpoints map[network.ClusterID][]clus
 			if !ok {
 				i = len(shares)
 				index[k] = i
-				shares = append(shares, gatewayShare{gw: gw, locality: r.ep.Locality})
+				shares = append(shares, gatewayShare{gw: gw, locality: r.ep.GetLocality()})
 			}
 			s := &shares[i]
 			s.weight += w
-			if s.locality != r.ep.Locality {
+			if s.locality != r.ep.GetLocality() {
 				s.mixed = true
 			}
 		}
@@ -244,9 +244,9 @@ func BuildDistributed(clusterName string, endpoints map[network.ClusterID][]clus
 	}
 	for _, p := range picks[:nDirect] {
 		ep := p.ep
-		row := lbRow{loc: ep.Locality, addr: ep.Address, port: ep.Port, weight: scale, mtls: ep.TLSMode == network.TLSModeIstio}
+		row := lbRow{loc: ep.GetLocality(), addr: ep.Address, port: ep.Port, weight: scale, mtls: ep.TLSMode == network.TLSModeIstio}
 		if d != network.DistributionUnset {
-			row.prio = proximity(v, d, ep, p.n == pn || p.n == "", false, &ep.Locality)
+			row.prio = proximity(v, d, ep, p.n == pn || p.n == "", false, &row.loc)
 		}
 		rows = append(rows, row)
 	}

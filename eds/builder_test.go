@@ -61,7 +61,8 @@ func ep(cluster, addr string, mtls bool, loc ...string) clusterregistry.Endpoint
 		e.TLSMode = network.TLSModeIstio
 	}
 	if len(loc) > 0 {
-		e.Locality = parseLocality(loc[0])
+		l := parseLocality(loc[0])
+		e.Locality = &l
 	}
 	return e
 }

@@ -147,8 +147,8 @@ func TestProxyFollowsTrafficDistribution(t *testing.T) {
 			Service: clusterregistry.Service{Host: hostA, Name: "a", Namespace: "ns", Cluster: "c1",
 				Ports: []clusterregistry.ServicePort{{Name: "http", Port: 80}}, TrafficDistribution: d},
 			Endpoints: map[int32][]clusterregistry.Endpoint{80: {
-				{Address: "10.0.0.1", Port: 8080, Ready: true, Cluster: "c1", Locality: clusterregistry.Locality{Region: "r", Zone: "zone-a"}},
-				{Address: "10.0.0.2", Port: 8080, Ready: true, Cluster: "c1", Locality: clusterregistry.Locality{Region: "r", Zone: "zone-b"}},
+				{Address: "10.0.0.1", Port: 8080, Ready: true, Cluster: "c1", Locality: &clusterregistry.Locality{Region: "r", Zone: "zone-a"}},
+				{Address: "10.0.0.2", Port: 8080, Ready: true, Cluster: "c1", Locality: &clusterregistry.Locality{Region: "r", Zone: "zone-b"}},
 			}},
 		}
 		f.src.setShard(hostA, "c1", sh)

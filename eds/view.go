@@ -64,8 +64,8 @@ type View struct {
 	NodeCluster string
 	// Home is the proxy's CLUSTER_ID, whatever its NETWORK, while the mesh config
 	// makes some host cluster-local (Server.SetClusterLocal): those hosts' endpoints
-	// come from this cluster only. Empty otherwise, or when the cluster is unknown
-	// (admit), so that it does not split groups while nothing needs it.
+	// come from this cluster only (none if no cluster of that ID serves them). Empty
+	// otherwise, so that it does not split groups while nothing needs it.
 	Home network.ClusterID
 }
 

@@ -120,6 +120,8 @@ func TestAdmitRefusesBadPlace(t *testing.T) {
 		{"long node name", View{Node: strings.Repeat("n", maxNodeNameLen+1)}, "NODE_NAME has 254 bytes"},
 		{"separator in region", View{Locality: clusterregistry.Locality{Region: "us/east"}}, "locality region"},
 		{"separator in node", View{Node: "a~b"}, "NODE_NAME"},
+		{"long home cluster", View{Home: network.ClusterID(strings.Repeat("c", maxNodeNameLen+1))}, "CLUSTER_ID has 254 bytes"},
+		{"separator in home cluster", View{Home: "k1~x"}, "CLUSTER_ID"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := tc.v

@@ -72,7 +72,7 @@ func TestHelp(t *testing.T) {
 	for _, flag := range []string{"--kubeconfig", "--context", "--cluster-id", "--namespace", "--mesh-networks", "--mesh-config", "--discovery-max-namespace-watches", "--domain-suffix",
 		"--xds-address", "--http-address", "--debounce-after", "--debounce-max", "--remote-cluster-timeout",
 		"--stale-cluster-grace", "--remote-qps", "--remote-burst", "--xds-tls-cert", "--xds-tls-key", "--xds-client-ca", "--xds-allow-plaintext-remote", "--trust-domain", "--pprof", "--default-passthrough", "--proxyless-mtls",
-		"--debug-access", "--debug-token-audience", "--traffic-distribution"} {
+		"--debug-access", "--debug-token-audience", "--traffic-distribution", "--mcs"} {
 		if !strings.Contains(out.String(), flag) {
 			t.Errorf("serve --help does not mention %s", flag)
 		}

@@ -38,7 +38,8 @@ const (
 //   - grpc-go's xDS client on network1 dials
 //     xds:///helloworld.sample.svc.clusterset.local:5000 and every call is answered
 //     by v2, through network2's gateway with the clusterset SNI; network1's proxies
-//     are sent the gateway alone, network2's v2 by pod IP; v1 (not exported) never;
+//     are sent the gateway alone, network2's proxies and gateway v2 by pod IP; v1
+//     (not exported) never;
 //   - helloworld.sample.svc.cluster.local gives each proxy its own cluster's pods
 //     only: v1 to cluster 1's grpc-go client, v2 to cluster 2's, v3 to cluster 3's;
 //   - cluster 3, without the CRD, syncs and serves, /debug/clusterz says why it
@@ -128,6 +129,13 @@ networks:
 	waitEDS(t, net1, helloSetCLA, viaGateway)
 	waitEDS(t, net3, helloSetCLA, viaGateway)
 	waitEDS(t, net2, helloSetCLA, fmt.Sprintf("//(1): %s:5000*1+mtls", v2aAddr))
+	// network2's gateway is sent v2 under the clusterset SNI, to forward network1's
+	// calls to.
+	router := xdstest.Connect(t, xdsAddr, xdstest.NodeWithMetadata(
+		"router~192.0.2.20~eastwest-7c9b.istio-system~istio-system.svc.cluster.local",
+		map[string]any{"NETWORK": "network2", "CLUSTER_ID": "cluster2"},
+	), xdstest.Options{EDS: []string{"outbound_.5000_._." + helloSetHost}})
+	waitEDS(t, router, "outbound_.5000_._."+helloSetHost, fmt.Sprintf("//(1): %s:5000*1+mtls", v2aAddr))
 	// The cluster.local host: each proxy's own cluster's pod, even cluster 3's.
 	waitEDS(t, net1, helloCLA, fmt.Sprintf("//(1): %s:5000*1+mtls", v1Addr))
 	waitEDS(t, net2, helloCLA, fmt.Sprintf("//(1): %s:5000*1+mtls", v2aAddr))
