@@ -63,6 +63,7 @@ func translate(src shardSource, host string, svc *corev1.Service) *Shard {
 			Selector:    svc.Spec.Selector,
 			Annotations: svc.Annotations,
 			ExternalIPs: append([]string(nil), svc.Spec.ExternalIPs...),
+			Headless:    svc.Spec.ClusterIP == corev1.ClusterIPNone,
 		},
 		Endpoints: map[int32][]Endpoint{},
 	}

@@ -228,7 +228,7 @@ func (t *trimmer) meta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 }
 
 // service keeps what translate and the gateway discovery read of a Service: labels,
-// the Istio annotations (keys in an istio.io domain), type, selector, ports,
+// the Istio annotations (keys in an istio.io domain), type, headlessness, selector, ports,
 // traffic distribution, external IPs and load balancer ingress addresses.
 func (t *trimmer) service(obj any) (any, error) {
 	s, ok := obj.(*corev1.Service)
@@ -239,6 +239,9 @@ func (t *trimmer) service(obj any) (any, error) {
 	out.Labels = t.in.labels(s.Labels)
 	out.Annotations = t.in.labels(istioAnnotations(s.Annotations))
 	out.Spec.Type = s.Spec.Type
+	if s.Spec.ClusterIP == corev1.ClusterIPNone {
+		out.Spec.ClusterIP = corev1.ClusterIPNone // headless; any other address is not read
+	}
 	out.Spec.Selector = t.in.labels(s.Spec.Selector)
 	out.Spec.ExternalIPs = s.Spec.ExternalIPs
 	out.Spec.TrafficDistribution = t.in.ptr(s.Spec.TrafficDistribution)

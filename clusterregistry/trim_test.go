@@ -37,6 +37,14 @@ func TestTrimKeepsOnlyWhatIsRead(t *testing.T) {
 		want any
 	}{
 		{
+			name: "headless service",
+			fn:   trim.service,
+			in: &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: testNS, ResourceVersion: "7"},
+				Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: corev1.ClusterIPNone, ClusterIPs: []string{corev1.ClusterIPNone}}},
+			want: &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: testNS, ResourceVersion: "7"},
+				Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: corev1.ClusterIPNone}},
+		},
+		{
 			name: "service",
 			fn:   trim.service,
 			in: func() *corev1.Service {

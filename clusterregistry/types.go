@@ -79,6 +79,9 @@ type Service struct {
 	// modify.
 	Annotations map[string]string `json:"annotations,omitempty"`
 	Ports       []ServicePort     `json:"ports"`
+	// Headless is set when the Service has no cluster IP (spec.clusterIP None); in
+	// MCS mode, exports that disagree on it conflict.
+	Headless bool `json:"headless,omitempty"`
 	// ExternalIPs and LoadBalancer (ingress IPs or hostnames) are where a gateway
 	// Service is reachable from outside its cluster.
 	ExternalIPs  []string `json:"externalIPs,omitempty"`

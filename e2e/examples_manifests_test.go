@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
+	mcscrd "sigs.k8s.io/mcs-api/config/crd"
 
 	"github.com/horizon-mesh/horizon/cmd/horizon/app"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
@@ -86,6 +87,10 @@ func TestExamplesApply(t *testing.T) {
 	})
 
 	for _, a := range exampleManifests {
+		if a.file == "helloworld-export.yaml" {
+			// The walkthrough installs the mcs-api CRDs of this version first.
+			applyManifest(t, exampleCluster(a.cluster), "the mcs-api ServiceExport CRD", mcscrd.ServiceExportCRD)
+		}
 		objs := applyExample(t, exampleCluster(a.cluster), a.file)
 		// The walkthrough applies files without -n: every namespaced object must say
 		// where it goes.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"testing"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -82,6 +84,48 @@ func TestExamplesRBAC(t *testing.T) {
 		as.mustBeForbidden(t, "list", groupResource{"networking.istio.io", "gateways"}, "")
 		as.mustHaveExactly(t, systemNamespace, endpointSources, read, serviceExports)
 		as.mustHaveExactly(t, "default", endpointSources, read, serviceExports)
+	})
+	// The opt-in rule for --mcs-export-status adds patch on serviceexports/status
+	// to each identity, and nothing else.
+	exportStatus := grant{groupResource{"multicluster.x-k8s.io", "serviceexports/status"}, []string{"patch"}}
+	t.Run("export status in the config cluster", func(t *testing.T) {
+		applyExample(t, config, "gateway-crd.yaml")
+		applyExample(t, config, "horizon.yaml")
+		applyExample(t, config, "mcs-export-status-rbac.yaml")
+		as := impersonate(t, config, systemNamespace, horizonSA)
+		as.waitExportStatus(t)
+		clusterWide := append(slices.Clone(endpointSources), groupResource{"networking.istio.io", "gateways"})
+		as.mustHaveExactly(t, "default", clusterWide, read,
+			grant{groupResource{"authentication.k8s.io", "tokenreviews"}, []string{"create"}},
+			grant{groupResource{"authorization.k8s.io", "subjectaccessreviews"}, []string{"create"}},
+			serviceExports, exportStatus)
+	})
+	t.Run("export status in the remote cluster", func(t *testing.T) {
+		applyExample(t, remote, "remote-reader.yaml")
+		applyExample(t, remote, "mcs-export-status-rbac.yaml")
+		as := impersonate(t, remote, systemNamespace, readerSA)
+		as.waitExportStatus(t)
+		as.mustHaveExactly(t, "default", endpointSources, read, serviceExports, exportStatus)
+	})
+}
+
+// waitExportStatus waits until the API server's authorizer, whose view of RBAC
+// objects follows them asynchronously, lets id patch serviceexports/status.
+func (id *identity) waitExportStatus(t *testing.T) {
+	t.Helper()
+	kubetest.Eventually(t, 10*time.Second, func() error {
+		r, err := id.cs.AuthorizationV1().SelfSubjectAccessReviews().Create(t.Context(), &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: "default", Verb: "patch", Group: "multicluster.x-k8s.io", Resource: "serviceexports", Subresource: "status",
+			}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		if !r.Status.Allowed {
+			return fmt.Errorf("%s may not patch serviceexports/status yet", id.name)
+		}
+		return nil
 	})
 }
 

@@ -9,17 +9,21 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc/credentials/tls/certprovider"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/encoding/protojson"
+	appsv1 "k8s.io/api/apps/v1"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
+	"github.com/horizon-mesh/horizon/cmd/horizon/app"
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
 	"github.com/horizon-mesh/horizon/eds"
 )
@@ -122,4 +126,46 @@ func (nopClientConn) ReportError(error)                {}
 func (nopClientConn) NewAddress([]resolver.Address)    {}
 func (nopClientConn) ParseServiceConfig(string) *serviceconfig.ParseResult {
 	return &serviceconfig.ParseResult{Err: errors.New("no service config expected")}
+}
+
+// TestExamplesReadmeServeArgs: the flags examples/README.md adds to Horizon's
+// Deployment (kubectl patch … deployment horizon, JSON patches appending args), with
+// those horizon.yaml gives it, are flags of horizon serve that validate together.
+func TestExamplesReadmeServeArgs(t *testing.T) {
+	readme := string(readExample(t, "README.md"))
+	var added []string
+	for _, m := range regexp.MustCompile(`deployment horizon --type json \\\n\s+-p '(\[[^']*\])'`).FindAllStringSubmatch(readme, -1) {
+		var ops []struct {
+			Op    string `json:"op"`
+			Path  string `json:"path"`
+			Value string `json:"value"`
+		}
+		if err := json.Unmarshal([]byte(m[1]), &ops); err != nil {
+			t.Fatalf("examples/README.md: JSON patch %s: %v", m[1], err)
+		}
+		for _, op := range ops {
+			if op.Op != "add" || op.Path != "/spec/template/spec/containers/0/args/-" {
+				t.Errorf("examples/README.md: JSON patch %s: want ops appending to the container's args", m[1])
+			}
+			added = append(added, op.Value)
+		}
+	}
+	if !slices.Contains(added, "--mcs") || !slices.Contains(added, "--mcs-export-status") {
+		t.Fatalf("examples/README.md adds %q to Horizon's args, want --mcs and --mcs-export-status", added)
+	}
+	var dep appsv1.Deployment
+	exampleObjects(t, "horizon.yaml").get(t, "Deployment/"+systemNamespace+"/horizon", &dep)
+	args := append(slices.Clone(dep.Spec.Template.Spec.Containers[0].Args), added...)
+	opts := app.NewOptions()
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	opts.AddFlags(fs)
+	if err := fs.Parse(args[1:]); err != nil {
+		t.Fatalf("horizon.yaml's args with examples/README.md's %q: %v", added, err)
+	}
+	if err := opts.Validate(); err != nil {
+		t.Fatalf("horizon.yaml's args with examples/README.md's %q: %v", added, err)
+	}
+	if !opts.Registry.MCS || !opts.ExportStatus.Write {
+		t.Errorf("with %q, MCS mode %v and status writes %v, want both on", args, opts.Registry.MCS, opts.ExportStatus.Write)
+	}
 }

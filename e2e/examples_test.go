@@ -69,6 +69,13 @@ var exampleManifests = []exampleApply{
 	{"config", "cross-network-gateway.yaml"},
 	{"remote", "remote-reader.yaml"},
 	{"remote", "helloworld-v2.yaml"},
+	// Multi-Cluster Services: the export in both clusters (after the mcs-api CRDs,
+	// which TestExamplesApply installs from the mcs-api module), and the opt-in
+	// status-writing rule.
+	{"config", "helloworld-export.yaml"},
+	{"remote", "helloworld-export.yaml"},
+	{"config", "mcs-export-status-rbac.yaml"},
+	{"remote", "mcs-export-status-rbac.yaml"},
 }
 
 // exampleBootstraps are the Envoy bootstrap files in examples/.

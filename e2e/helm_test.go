@@ -866,3 +866,34 @@ func checkReadmeHelmInstall(t *testing.T, words []string, valuesPath, digest str
 	}
 	checkChartArgs(t, r, &dep)
 }
+
+// TestHelmChartsExportStatus: the charts' opt-in export-status values render the
+// rule of examples/mcs-export-status-rbac.yaml (patch on serviceexports/status,
+// nothing else) bound to Horizon's and the reader's service accounts, and nothing
+// of it by default.
+func TestHelmChartsExportStatus(t *testing.T) {
+	var want rbacv1.ClusterRole
+	exampleObjects(t, "mcs-export-status-rbac.yaml").get(t, "ClusterRole//horizon-export-status", &want)
+	for _, tc := range []struct {
+		chart, role, binding, sa string
+		on                       map[string]any
+	}{
+		{horizonChart, "horizon-mcs-export-status", "horizon-mcs-export-status", "horizon", map[string]any{"rbac": map[string]any{"mcsExportStatus": true}}},
+		{readerChart, "horizon-reader-mcs-export-status", "horizon-reader-mcs-export-status-" + systemNamespace, readerSA, map[string]any{"mcsExportStatus": true}},
+	} {
+		if r := parseRendered(t, renderChart(t, tc.chart, "horizon", nil)); r["ClusterRole//"+tc.role] != nil {
+			t.Errorf("%s renders ClusterRole %s by default; it is opt-in", tc.chart, tc.role)
+		}
+		r := parseRendered(t, renderChart(t, tc.chart, "horizon", tc.on))
+		var role rbacv1.ClusterRole
+		r.get(t, "ClusterRole//"+tc.role, &role)
+		if !reflect.DeepEqual(role.Rules, want.Rules) {
+			t.Errorf("%s: ClusterRole %s rules %s, want those of examples/mcs-export-status-rbac.yaml %s", tc.chart, tc.role, toJSON(role.Rules), toJSON(want.Rules))
+		}
+		var b rbacv1.ClusterRoleBinding
+		r.get(t, "ClusterRoleBinding//"+tc.binding, &b)
+		if b.RoleRef.Name != tc.role || len(b.Subjects) != 1 || b.Subjects[0].Name != tc.sa || b.Subjects[0].Namespace != systemNamespace {
+			t.Errorf("%s: ClusterRoleBinding %s = %s, want %s bound to %s/%s", tc.chart, tc.binding, toJSON(b), tc.role, systemNamespace, tc.sa)
+		}
+	}
+}

@@ -52,6 +52,8 @@ func TestPackageDirections(t *testing.T) {
 		"clusterregistry":       {mod + "secrets", mod + "eds", "github.com/envoyproxy/"},
 		"eds":                   {mod + "secrets", mod + "network/meshsource", mod + "network/gatewaysource"},
 		"eds/xdsserver":         {mod + "secrets", mod + "clusterregistry", mod + "network", mod + "eds"},
+		// The Multi-Cluster Services rules are pure functions over network's IDs.
+		"mcs": {mod + "secrets", mod + "clusterregistry", mod + "eds", mod + "network/", mod + "mcs/", "github.com/envoyproxy/", "k8s.io/client-go"},
 	}
 
 	// The assembly is Horizon itself: the local-cluster runner is not part of it. The

@@ -131,10 +131,11 @@ func TestStatusRemoteDebugAccess(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s from a non-loopback address without a token: %s", path, resp.Status)
 		}
-		// Each successful run of horizon status reads three endpoints: one run
-		// through loopback, two with the operator's token.
+		// Each successful run of horizon status reads four endpoints (clusterz,
+		// networkz, syncz, mcsz): one run through loopback, two with the operator's
+		// token.
 		if path == "/metrics" {
-			for _, want := range []string{`horizon_debug_requests_total{outcome="allowed"} 6`, `horizon_debug_requests_total{outcome="loopback"} 3`} {
+			for _, want := range []string{`horizon_debug_requests_total{outcome="allowed"} 8`, `horizon_debug_requests_total{outcome="loopback"} 4`} {
 				if !strings.Contains(string(body), want) {
 					t.Errorf("/metrics lacks %s", want)
 				}

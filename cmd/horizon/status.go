@@ -29,6 +29,8 @@ type statusReport struct {
 	Secrets  []secrets.KeyStatus             `json:"secrets"`
 	Networks app.NetworkzResponse            `json:"networks"`
 	Proxies  []eds.ProxyStatus               `json:"proxies"`
+	// MCS is /debug/mcsz: the ServiceExport conflicts, in MCS mode.
+	MCS app.MCSzResponse `json:"mcs"`
 }
 
 // errClustersInError makes `horizon status` exit non-zero for scripts.
@@ -59,7 +61,7 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	for _, g := range []struct {
 		path string
 		into any
-	}{{"/debug/clusterz", &clusterz}, {"/debug/networkz", &rep.Networks}, {"/debug/syncz", &rep.Proxies}} {
+	}{{"/debug/clusterz", &clusterz}, {"/debug/networkz", &rep.Networks}, {"/debug/syncz", &rep.Proxies}, {"/debug/mcsz", &rep.MCS}} {
 		if err := getJSON(ctx, "http://"+*address+g.path, token, g.into); err != nil {
 			return err
 		}
@@ -335,6 +337,39 @@ func printStatus(out io.Writer, rep statusReport) {
 	}
 	for _, p := range rep.Networks.GatewayProblems {
 		fmt.Fprintf(out, "Gateway resource ignored: %s\n", p)
+	}
+	printExportConflicts(out, rep.MCS)
+}
+
+// printExportConflicts lists, in MCS mode, the exports whose values lose to an
+// older export's, and how the ServiceExport status writes fare.
+func printExportConflicts(out io.Writer, m app.MCSzResponse) {
+	if !m.Enabled {
+		return
+	}
+	fmt.Fprintf(out, "\nMCS: %d exported services, %d with conflicting exports\n", m.ExportedServices, m.Conflicted)
+	if len(m.Services) > 0 {
+		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "SERVICE\tCLUSTER\tREASON\tPROPERTY\tVALUE\tUSED (FROM)")
+		for _, s := range m.Services {
+			for _, c := range s.Conflicts {
+				fmt.Fprintf(w, "%s/%s\t%s\t%s\t%s\t%s\t%s (%s)\n", s.Namespace, s.Name, c.Cluster, c.Reason, c.Property, c.Value, c.WinnerValue, c.Winner)
+			}
+			if more := s.Total - len(s.Conflicts); more > 0 {
+				fmt.Fprintf(w, "%s/%s\t…\t%d more\t\t\t\n", s.Namespace, s.Name, more)
+			}
+		}
+		w.Flush()
+		if more := m.Conflicted - len(m.Services); more > 0 {
+			fmt.Fprintf(out, "… and %d more services with conflicts (see /debug/mcsz)\n", more)
+		}
+	}
+	if m.Writing {
+		fmt.Fprintf(out, "ServiceExport status writes: %d ok, %d failed", m.WritesOK, m.WritesFailed)
+		if m.LastError != "" {
+			fmt.Fprintf(out, "; last failure (%s): %s", ago(m.LastErrorAt), m.LastError)
+		}
+		fmt.Fprintln(out)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/cmd/horizon/app/debugauth"
 	"github.com/horizon-mesh/horizon/eds"
+	"github.com/horizon-mesh/horizon/mcs/exportstatus"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
 	"github.com/horizon-mesh/horizon/network/meshsource"
@@ -49,6 +50,9 @@ type Horizon struct {
 	resolver *network.Resolver
 	xds      *eds.Server
 	identity *identityBinder // nil without a client CA
+	// exports resolves ServiceExport conflicts and writes their conditions; nil
+	// outside MCS mode.
+	exports *exportstatus.Controller
 
 	xdsLis, httpLis net.Listener
 	grpc            *grpc.Server
@@ -140,6 +144,10 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 	}
 	metrics := newMetricsRegistry()
 	o.EDS.Source, o.EDS.Networks, o.EDS.Lookup = h.registry, h.mesh.Current, h.resolver.Lookup
+	if o.Registry.MCS {
+		// A clusterset service's ports are those its exports' conflict resolution says.
+		o.EDS.Source = clustersetSource{h.registry}
+	}
 	o.EDS.Gateways, o.EDS.Metrics, o.EDS.Logger = passthroughServers{h.gateways}, metrics, h.log
 	o.EDS.TrustDomain = o.TrustDomain // the identities the mTLS clusters accept
 	if h.xds, err = eds.New(o.EDS); err != nil {
@@ -151,6 +159,14 @@ func (h *Horizon) build(client kubernetes.Interface, dyn dynamic.Interface, disc
 		return err
 	}
 	metrics.MustRegister(newStatusCollector(h))
+	if o.Registry.MCS {
+		o.ExportStatus.Source, o.ExportStatus.Patch, o.ExportStatus.Logger = exportSource{h.registry}, h.registry.ApplyServiceExportStatus, h.log
+		if h.exports, err = exportstatus.New(o.ExportStatus); err != nil {
+			return err
+		}
+		h.registry.OnExportsChange(h.exports.Changed)
+		metrics.MustRegister(newExportCollector(h.exports))
+	}
 	if o.TLS.ClientCAFile != "" {
 		h.identity = newIdentityBinder(o.TrustDomain, metrics, h.log)
 	}
@@ -248,6 +264,9 @@ func (h *Horizon) Run(ctx context.Context) error {
 		wg.Go(func() { run(ctx) })
 	}
 	wg.Go(func() { h.returnStartupMemory(ctx) })
+	if h.exports != nil {
+		wg.Go(func() { h.exports.Run(ctx) })
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- h.grpc.Serve(h.xdsLis) }()
 	go func() { errc <- h.http.Serve(h.httpLis) }()
@@ -373,6 +392,10 @@ func (h *Horizon) MeshNetworks() *meshsource.Source { return h.mesh }
 
 // MeshConfig returns the mesh config source.
 func (h *Horizon) MeshConfig() *meshsource.MeshConfigSource { return h.meshCfg }
+
+// Exports is the ServiceExport conflict resolver and status writer; nil outside MCS
+// mode.
+func (h *Horizon) Exports() *exportstatus.Controller { return h.exports }
 
 // Gateways is the source of the Gateway resources' AUTO_PASSTHROUGH servers.
 func (h *Horizon) Gateways() *gatewaysource.Source { return h.gateways }

@@ -131,6 +131,7 @@ func (h *Horizon) httpMux(reg *prometheus.Registry, debug *debugauth.Filter, wit
 		}
 		writeJSON(w, resp)
 	})
+	mux.HandleFunc("/debug/mcsz", h.handleMCSz)
 	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, h.xds.Proxies())
 	})

@@ -12,6 +12,7 @@ import (
 	"github.com/horizon-mesh/horizon/clusterregistry"
 	"github.com/horizon-mesh/horizon/cmd/horizon/app/debugauth"
 	"github.com/horizon-mesh/horizon/eds"
+	"github.com/horizon-mesh/horizon/mcs/exportstatus"
 	"github.com/horizon-mesh/horizon/network"
 	"github.com/horizon-mesh/horizon/network/gatewaysource"
 	"github.com/horizon-mesh/horizon/network/meshsource"
@@ -63,6 +64,9 @@ type Options struct {
 	Resolver network.ResolverOptions
 	// TLS configures the xDS server's TLS; plaintext by default.
 	TLS TLSOptions
+	// ExportStatus says whether and how fast ServiceExport Conflict conditions are
+	// written, in MCS mode (Registry.MCS).
+	ExportStatus exportstatus.Options
 }
 
 // NewOptions returns the options with the defaults of `horizon serve`'s flags.
@@ -93,6 +97,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	o.Resolver.AddFlags(fs)
 	o.TLS.AddFlags(fs)
 	o.Debug.AddFlags(fs)
+	o.ExportStatus.AddFlags(fs)
 }
 
 // Validate checks the values that come from flags; New also checks the wiring.
@@ -110,7 +115,11 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--trust-domain: %w", err))
 	}
 	reg := o.withNamespace().Registry
-	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate(), o.Resolver.Validate(), o.Debug.Validate())
+	errs = append(errs, o.Secrets.Validate(), reg.Validate(), o.EDS.Validate(), o.TLS.Validate(), o.Resolver.Validate(), o.Debug.Validate(),
+		o.ExportStatus.Validate())
+	if o.ExportStatus.Write && !reg.MCS {
+		errs = append(errs, errors.New("--mcs-export-status: needs --mcs (ServiceExports are watched only in MCS mode)"))
+	}
 	return errors.Join(errs...)
 }
 
