@@ -53,7 +53,7 @@ func TestPackageDirections(t *testing.T) {
 		"eds":                   {mod + "secrets", mod + "network/meshsource", mod + "network/gatewaysource"},
 		"eds/xdsserver":         {mod + "secrets", mod + "clusterregistry", mod + "network", mod + "eds"},
 		// The Multi-Cluster Services rules are pure functions over network's IDs.
-		"mcs": {mod + "secrets", mod + "clusterregistry", mod + "eds", mod + "network/", mod + "mcs/", "github.com/envoyproxy/", "k8s.io/client-go"},
+		"network/mcs": {mod + "secrets", mod + "clusterregistry", mod + "eds", mod + "network/meshsource", mod + "network/gatewaysource", "github.com/envoyproxy/", "k8s.io/client-go"},
 	}
 
 	// The assembly is Horizon itself: the local-cluster runner is not part of it. The

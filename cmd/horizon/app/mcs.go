@@ -7,9 +7,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
-	"github.com/horizon-mesh/horizon/mcs"
-	"github.com/horizon-mesh/horizon/mcs/exportstatus"
+	"github.com/horizon-mesh/horizon/clusterregistry/exportstatus"
 	"github.com/horizon-mesh/horizon/network"
+	"github.com/horizon-mesh/horizon/network/mcs"
 )
 
 // MCSzResponse is /debug/mcsz: in MCS mode (--mcs), the exported services whose

@@ -5,8 +5,8 @@ import (
 	"testing"
 
 	"github.com/horizon-mesh/horizon/clusterregistry"
-	"github.com/horizon-mesh/horizon/mcs"
 	"github.com/horizon-mesh/horizon/network"
+	"github.com/horizon-mesh/horizon/network/mcs"
 )
 
 func TestResolveShards(t *testing.T) {

@@ -15,8 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/horizon-mesh/horizon/e2e/kubetest"
-	"github.com/horizon-mesh/horizon/mcs"
 	"github.com/horizon-mesh/horizon/network"
+	"github.com/horizon-mesh/horizon/network/mcs"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -17,8 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 
-	"github.com/horizon-mesh/horizon/mcs"
 	"github.com/horizon-mesh/horizon/network"
+	"github.com/horizon-mesh/horizon/network/mcs"
 )
 
 // APIVersion is the ServiceExport version the conditions are written in; every
