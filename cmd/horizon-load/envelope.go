@@ -58,7 +58,7 @@ const (
 // proto.Unmarshal keeps as unknown); a malformed encoding or a string that is not
 // UTF-8 is an error, as with proto.Unmarshal.
 func parseResponse(b []byte, r *sotwResponse) error {
-	*r = sotwResponse{size: len(b)}
+	*r = sotwResponse{size: len(b), resources: make([]rawAny, 0, countResources(b))}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -98,6 +98,27 @@ func parseResponse(b []byte, r *sotwResponse) error {
 	return nil
 }
 
+// countResources is how many resources the DiscoveryResponse encoded in b holds, or
+// a guess if b is malformed (parseResponse then says how).
+func countResources(b []byte) int {
+	count := 0
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			break
+		}
+		b = b[n:]
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			break
+		}
+		b = b[n:]
+		if num == respResources && typ == protowire.BytesType {
+			count++
+		}
+	}
+	return count
+}
+
 func parseAny(b []byte) (rawAny, error) {
 	var a rawAny
 	for len(b) > 0 {
@@ -122,9 +143,16 @@ func parseAny(b []byte) (rawAny, error) {
 			a.value = v
 			continue
 		}
-		var err error
-		if a.typeURL, err = utf8String(v, "Any.type_url"); err != nil {
-			return a, err
+		switch string(v) { // the types served: no copy
+		case typeCLA:
+			a.typeURL = typeCLA
+		case typeCluster:
+			a.typeURL = typeCluster
+		default:
+			var err error
+			if a.typeURL, err = utf8String(v, "Any.type_url"); err != nil {
+				return a, err
+			}
 		}
 	}
 	return a, nil
