@@ -229,9 +229,13 @@ func newFleet(addrs []string, specs []proxySpec, perConn int, t *truth) (*fleet,
 			// Static flow-control windows of Envoy's default size (256 MiB): Envoy does
 			// not PING to estimate the bandwidth-delay product, as gRPC's dynamic windows
 			// would after most responses (each PING costs Horizon a read and a write).
+			// The write buffer (requests are small) goes back to a shared pool after
+			// each write rather than staying with the connection: the tool's own
+			// memory, not what Horizon sees.
 			conn, err := grpc.NewClient("passthrough:///"+addr,
 				grpc.WithTransportCredentials(insecure.NewCredentials()),
 				grpc.WithInitialWindowSize(envoyWindow), grpc.WithInitialConnWindowSize(envoyWindow),
+				grpc.WithSharedWriteBuffer(true),
 				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
 			if err != nil {
 				f.conns = append(f.conns, conns)
