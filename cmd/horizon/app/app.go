@@ -184,11 +184,8 @@ func (h *Horizon) listen() error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Most proxies hold one connection each and are idle between pushes: return
 		// a connection's write buffer to a shared pool after each flush instead of
-		// keeping 32 KiB per connection. Pooled, the buffer can hold a whole
-		// first response (CDS of a hundred clusters is about 64 KiB) at no cost per
-		// connection: it goes out in one write instead of one per 32 KiB.
+		// keeping 32 KiB per connection.
 		grpc.SharedWriteBuffer(true),
-		grpc.WriteBufferSize(xdsWriteBuffer),
 	}
 	if h.identity != nil {
 		// Chained first: a call from a client with no usable identity goes no further.
@@ -199,10 +196,6 @@ func (h *Horizon) listen() error {
 	h.xds.Register(h.grpc)
 	return nil
 }
-
-// xdsWriteBuffer is what the gRPC server gathers before a write to a proxy's
-// connection; with SharedWriteBuffer the buffer is the pool's between writes.
-const xdsWriteBuffer = 128 << 10
 
 // Run adds the config cluster to the registry, starts every component and serves xDS
 // and HTTP until ctx is done or a server fails. Then it shuts down gracefully: open
