@@ -17,7 +17,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/horizon-mesh/horizon/eds"
@@ -230,9 +229,13 @@ func newFleet(addrs []string, specs []proxySpec, perConn int, t *truth) (*fleet,
 			// Static flow-control windows of Envoy's default size (256 MiB): Envoy does
 			// not PING to estimate the bandwidth-delay product, as gRPC's dynamic windows
 			// would after most responses (each PING costs Horizon a read and a write).
+			// The write buffer (requests are small) goes back to a shared pool after
+			// each write rather than staying with the connection: the tool's own
+			// memory, not what Horizon sees.
 			conn, err := grpc.NewClient("passthrough:///"+addr,
 				grpc.WithTransportCredentials(insecure.NewCredentials()),
 				grpc.WithInitialWindowSize(envoyWindow), grpc.WithInitialConnWindowSize(envoyWindow),
+				grpc.WithSharedWriteBuffer(true),
 				grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
 			if err != nil {
 				f.conns = append(f.conns, conns)
@@ -318,17 +321,16 @@ func (p *proxy) run(ctx context.Context, conns []*grpc.ClientConn) {
 
 // stream runs one ADS stream until it fails; progressed says a response arrived.
 func (p *proxy) stream(ctx context.Context, conn *grpc.ClientConn) (progressed bool, err error) {
-	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if p.spec.delta {
-		return p.deltaStream(ctx, client)
+		return p.deltaStream(ctx, discoveryv3.NewAggregatedDiscoveryServiceClient(conn))
 	}
-	return p.sotwStream(ctx, client)
+	return p.sotwStream(ctx, conn)
 }
 
-func (p *proxy) sotwStream(ctx context.Context, client discoveryv3.AggregatedDiscoveryServiceClient) (bool, error) {
-	s, err := client.StreamAggregatedResources(ctx)
+func (p *proxy) sotwStream(ctx context.Context, conn *grpc.ClientConn) (bool, error) {
+	s, err := openSotw(ctx, conn)
 	if err != nil {
 		return false, err
 	}
@@ -341,32 +343,33 @@ func (p *proxy) sotwStream(ctx context.Context, client discoveryv3.AggregatedDis
 		return false, err
 	}
 	ackedByType, progressed := map[string]string{}, false
+	var resp sotwResponse
 	for {
-		resp, err := s.Recv()
-		if err != nil {
+		if err := s.Recv(&resp); err != nil {
 			return progressed, err
 		}
 		progressed = true
 		now := time.Now()
-		p.received(resp)
-		req := &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+		p.received(resp.size)
+		req := &discoveryv3.DiscoveryRequest{TypeUrl: resp.typeURL, ResponseNonce: resp.nonce}
 		var bad error
-		switch resp.GetTypeUrl() {
+		switch resp.typeURL {
 		case typeCLA:
 			req.ResourceNames = p.spec.names
-			bad = p.apply(resp.GetResources(), nil, nil, now)
+			bad = p.apply(resp.resources, nil, nil, now)
 		case typeCluster:
 			p.mu.Lock()
 			p.cds++
 			p.mu.Unlock()
 		}
 		if bad != nil {
-			req.VersionInfo = ackedByType[resp.GetTypeUrl()]
+			req.VersionInfo = ackedByType[resp.typeURL]
 			req.ErrorDetail = status.New(codes.InvalidArgument, bad.Error()).Proto()
 		} else {
-			ackedByType[resp.GetTypeUrl()] = resp.GetVersionInfo()
-			req.VersionInfo = resp.GetVersionInfo()
+			ackedByType[resp.typeURL] = resp.version
+			req.VersionInfo = resp.version
 		}
+		resp.release() // nothing of it is kept
 		if err := s.Send(req); err != nil {
 			return progressed, err
 		}
@@ -397,13 +400,14 @@ func (p *proxy) deltaStream(ctx context.Context, client discoveryv3.AggregatedDi
 		}
 		progressed = true
 		now := time.Now()
-		p.received(resp)
+		p.received(proto.Size(resp))
 		req := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
 		if resp.GetTypeUrl() == typeCLA {
-			res := make([]*anypb.Any, len(resp.GetResources()))
+			res := make([]rawAny, len(resp.GetResources()))
 			versions := make([]string, len(resp.GetResources()))
 			for i, r := range resp.GetResources() {
-				res[i], versions[i] = r.GetResource(), r.GetVersion()
+				res[i] = rawAny{typeURL: r.GetResource().GetTypeUrl(), value: r.GetResource().GetValue()}
+				versions[i] = r.GetVersion()
 			}
 			if len(initial) > 0 && firstCLA {
 				p.mu.Lock()
@@ -421,13 +425,12 @@ func (p *proxy) deltaStream(ctx context.Context, client discoveryv3.AggregatedDi
 	}
 }
 
-// received counts a response's bytes: its serialized size, as gRPC carries it
+// received counts a response's bytes, n: its serialized size, as gRPC carries it
 // (without gRPC's 5-byte message header and HTTP/2 framing), and notes the first
 // response on the stream.
-func (p *proxy) received(m proto.Message) {
-	n := int64(proto.Size(m))
+func (p *proxy) received(n int) {
 	p.mu.Lock()
-	p.bytes += n
+	p.bytes += int64(n)
 	if p.firstAt.IsZero() {
 		p.firstAt = time.Now()
 	}
@@ -453,18 +456,18 @@ type decoder struct {
 
 const decoderEntries = 50_000
 
-func (d *decoder) decode(a *anypb.Any) decoded {
-	if a.GetTypeUrl() != typeCLA {
-		return decoded{err: fmt.Errorf("resource of type %q in an EDS response", a.GetTypeUrl())}
+func (d *decoder) decode(a rawAny) decoded {
+	if a.typeURL != typeCLA {
+		return decoded{err: fmt.Errorf("resource of type %q in an EDS response", a.typeURL)}
 	}
 	d.mu.Lock()
-	r, ok := d.seen[string(a.GetValue())]
+	r, ok := d.seen[string(a.value)]
 	d.mu.Unlock()
 	if ok {
 		return r
 	}
 	cla := &endpointv3.ClusterLoadAssignment{}
-	if err := a.UnmarshalTo(cla); err != nil {
+	if err := proto.Unmarshal(a.value, cla); err != nil {
 		r.err = fmt.Errorf("decode ClusterLoadAssignment: %w", err)
 	} else if err := cla.ValidateAll(); err != nil {
 		r.err = fmt.Errorf("ClusterLoadAssignment %s: %w", cla.GetClusterName(), err)
@@ -475,7 +478,7 @@ func (d *decoder) decode(a *anypb.Any) decoded {
 	if len(d.seen) >= decoderEntries {
 		clear(d.seen)
 	}
-	d.seen[string(a.GetValue())] = r
+	d.seen[string(a.value)] = r
 	d.mu.Unlock()
 	return r
 }
@@ -483,7 +486,7 @@ func (d *decoder) decode(a *anypb.Any) decoded {
 // apply decodes and validates a response's ClusterLoadAssignments, records what they
 // hold and when, and checks the proxy against the truth. An invalid resource makes
 // the whole response rejected (NACKed), as Envoy does.
-func (p *proxy) apply(res []*anypb.Any, versions []string, removed []string, now time.Time) error {
+func (p *proxy) apply(res []rawAny, versions []string, removed []string, now time.Time) error {
 	clas := make([]decoded, len(res))
 	var errs []error
 	for i, a := range res {
@@ -535,7 +538,7 @@ func (p *proxy) apply(res []*anypb.Any, versions []string, removed []string, now
 		if got, ok := p.got[ch.name]; ok && got == ch.want[p.spec.network] {
 			for i, cla := range clas {
 				if cla.name == ch.name {
-					ch.record(p.spec.index, p.spec.delta, len(res[i].GetValue()), now)
+					ch.record(p.spec.index, p.spec.delta, len(res[i].value), now)
 					break
 				}
 			}

@@ -5,7 +5,9 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync"
 
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -15,22 +17,30 @@ import (
 // puts the encoding in a response, nothing else: a group holds thousands.
 type Resource struct {
 	typeURL, name, version string
-	b                      []byte
-	// prefixes[:sotw] puts the encoding in a state-of-the-world response,
-	// prefixes[sotw:] in a delta one, without copying it (wire.go).
-	prefixes []byte
-	sotw     int
+	// sotw is the resource as a state-of-the-world response carries it (one
+	// entry of its resources: an Any holding the encoding), in one buffer that
+	// every response hands to gRPC as it is; b, the encoding, is its tail.
+	sotw mem.Buffer
+	b    []byte
+	// delta puts b in a delta response, without copying it (wire.go).
+	delta []byte
 }
 
 // NewResource returns the resource of type typeURL named name, at version, whose
-// encoding is b. The Resource owns b from then on: nothing may change it. It keeps
-// only the encoding, not the message: a group's resources cost their bytes (the
-// messages of a thousand ClusterLoadAssignments are several times their size);
-// Message decodes them again for the rare reader that wants them.
+// encoding is b. It keeps only the encoding, not the message: a group's resources
+// cost their bytes (the messages of a thousand ClusterLoadAssignments are several
+// times their size); Message decodes them again for the rare reader that wants
+// them. b is copied once, behind what puts it in a state-of-the-world response, in
+// one allocation with what puts it in a delta one.
 func NewResource(typeURL, name, version string, b []byte) *Resource {
-	r := &Resource{typeURL: typeURL, name: name, version: version, b: b}
-	r.prefixes, r.sotw = wirePrefixes(typeURL, name, version, len(b))
-	return r
+	prefixes, sotw := wirePrefixes(typeURL, name, version, len(b))
+	entry := sotw + len(b)
+	all := make([]byte, entry+len(prefixes)-sotw)
+	copy(all, prefixes[:sotw])
+	copy(all[sotw:], b)
+	copy(all[entry:], prefixes[sotw:])
+	return &Resource{typeURL: typeURL, name: name, version: version,
+		sotw: mem.SliceBuffer(all[:entry:entry]), b: all[sotw:entry:entry], delta: all[entry:]}
 }
 
 // Name is the resource's name.
@@ -46,11 +56,6 @@ func (r *Resource) Bytes() []byte { return r.b }
 // the shared encoding, which callers must not change.
 func (r *Resource) Any() *anypb.Any { return &anypb.Any{TypeUrl: r.typeURL, Value: r.b} }
 
-// sotwPrefix and deltaPrefix put the encoding in a state-of-the-world and in a
-// delta response.
-func (r *Resource) sotwPrefix() []byte  { return r.prefixes[:r.sotw:r.sotw] }
-func (r *Resource) deltaPrefix() []byte { return r.prefixes[r.sotw:] }
-
 // Message decodes the resource (for config dumps and tests): a new message each
 // call, which the caller owns.
 func (r *Resource) Message() (proto.Message, error) { return r.Any().UnmarshalNew() }
@@ -61,6 +66,29 @@ type Resources struct {
 	version string
 	byName  map[string]*Resource
 	names   []string // sorted
+
+	// all is every resource as a state-of-the-world response carries them, in
+	// names order, in one buffer: a subscription to the whole type (CDS, LDS) is
+	// sent it. Built by the first such response; every stream of the group shares it.
+	allOnce sync.Once
+	all     mem.Buffer
+}
+
+// sotwAll returns every resource, in names order, as the resources of a state of
+// the world response.
+func (rs *Resources) sotwAll() mem.Buffer {
+	rs.allOnce.Do(func() {
+		n := 0
+		for _, name := range rs.names {
+			n += rs.byName[name].sotw.Len()
+		}
+		b := make([]byte, 0, n)
+		for _, name := range rs.names {
+			b = append(b, rs.byName[name].sotw.ReadOnlyData()...)
+		}
+		rs.all = mem.SliceBuffer(b)
+	})
+	return rs.all
 }
 
 // NewResources returns the resources in byName (keyed by their names), which it owns

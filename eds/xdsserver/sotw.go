@@ -138,6 +138,7 @@ func (st *stream) sotwResponse(sb *sub, rs *Resources, d *typeDiff, out *outgoin
 		for _, n := range rs.names {
 			out.res = append(out.res, rs.byName[n])
 		}
+		out.all = rs
 		sb.held, sb.owed = rs, nil
 		return true
 	}

@@ -11,8 +11,9 @@ import (
 // Responses without encoding. A resource is encoded once, when it is built,
 // before it reaches a snapshot; with the codec below, a response is handed
 // to gRPC's transport as a list of byte slices — a few header bytes of its own,
-// then each resource's shared bytes — instead of being encoded, copied, into a
-// buffer of its own for every proxy. Serving a fleet then allocates next to nothing
+// then each resource's shared bytes (state of the world: one buffer per resource,
+// already inside its Any; a response with the whole type: one buffer for all) —
+// instead of being encoded, copied, into a buffer of its own for every proxy. Serving a fleet then allocates next to nothing
 // per response, which keeps the heap's peak, and so the process's memory, low.
 
 // Field numbers of the messages assembled here (envoy/service/discovery/v3).
@@ -27,8 +28,8 @@ const (
 )
 
 // wirePrefixes returns what puts a resource's encoding, of n bytes, in a state of
-// the world response (prefixes[:sotw]) and in a delta response (prefixes[sotw:])
-// without copying it, in one allocation.
+// the world response (prefixes[:sotw]) and in a delta response (prefixes[sotw:]),
+// in one allocation.
 func wirePrefixes(typeURL, name, version string, n int) (prefixes []byte, sotw int) {
 	// Any{type_url, value} up to value's bytes.
 	anyHeadLen := 1 + protowire.SizeBytes(len(typeURL)) + 1 + protowire.SizeVarint(uint64(n))
@@ -67,7 +68,9 @@ type outgoing struct {
 	delta               bool
 	typ, version, nonce string
 	res                 []*Resource
-	removed             []string // delta only
+	// all: res is every resource of all, in its order (state of the world).
+	all     *Resources
+	removed []string // delta only
 }
 
 // sotw is the response as a message, for a server without the codec.
@@ -111,14 +114,21 @@ func (o *outgoing) wire() *wireResponse {
 		head = protowire.AppendTag(head, deltaRemoved, protowire.BytesType)
 		head = protowire.AppendString(head, n)
 	}
-	bufs := make(mem.BufferSlice, 0, 1+2*len(o.res))
+	switch {
+	case o.delta:
+		bufs := make(mem.BufferSlice, 0, 1+2*len(o.res))
+		bufs = append(bufs, mem.SliceBuffer(head))
+		for _, r := range o.res {
+			bufs = append(bufs, mem.SliceBuffer(r.delta), mem.SliceBuffer(r.b))
+		}
+		return &wireResponse{bufs: bufs}
+	case o.all != nil && len(o.res) > 0:
+		return &wireResponse{bufs: mem.BufferSlice{mem.SliceBuffer(head), o.all.sotwAll()}}
+	}
+	bufs := make(mem.BufferSlice, 0, 1+len(o.res))
 	bufs = append(bufs, mem.SliceBuffer(head))
 	for _, r := range o.res {
-		prefix := r.sotwPrefix()
-		if o.delta {
-			prefix = r.deltaPrefix()
-		}
-		bufs = append(bufs, mem.SliceBuffer(prefix), mem.SliceBuffer(r.b))
+		bufs = append(bufs, r.sotw)
 	}
 	return &wireResponse{bufs: bufs}
 }

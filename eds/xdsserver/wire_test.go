@@ -1,6 +1,7 @@
 package xdsserver
 
 import (
+	"bytes"
 	"testing"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -24,24 +25,39 @@ func TestWireResponsesDecode(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := NewResource(resourcev3.EndpointType, cla.GetClusterName(), "v"+string(rune('a'+i)), b)
-		if len(r.prefixes) != cap(r.prefixes) {
-			t.Errorf("%s: prefixes of %d bytes in %d allocated, want them sized exactly", host, len(r.prefixes), cap(r.prefixes))
+		if !bytes.Equal(r.Bytes(), b) || cap(r.b) != len(r.b) {
+			t.Errorf("%s: encoding %d bytes (%d capacity), want the %d given and no room to grow", host, len(r.b), cap(r.b), len(b))
 		}
 		res = append(res, r)
 	}
 	for _, n := range []int{0, 1, len(res)} {
-		for _, delta := range []bool{false, true} {
+		for _, shape := range []string{"sotw", "delta", "sotw whole type"} {
+			delta := shape == "delta"
 			o := &outgoing{delta: delta, typ: resourcev3.EndpointType, version: "7x", nonce: "42", res: res[:n]}
+			if shape == "sotw whole type" {
+				byName := map[string]*Resource{}
+				for _, r := range res[:n] {
+					byName[r.name] = r
+				}
+				o.all = NewResources(byName)
+				o.res = nil
+				for _, name := range o.all.Names() {
+					o.res = append(o.res, o.all.Get(name))
+				}
+				if bufs := o.wire().bufs; n > 0 && len(bufs) != 2 {
+					t.Errorf("%d resources, whole type: %d buffers, want the header and one for every resource", n, len(bufs))
+				}
+			}
 			var want, got proto.Message = o.sotw(), &discoverygrpc.DiscoveryResponse{}
 			if delta {
 				o.removed = []string{"gone-1", "gone-2"}
 				want, got = o.deltaMsg(), &discoverygrpc.DeltaDiscoveryResponse{}
 			}
 			if err := proto.Unmarshal(o.wire().bufs.Materialize(), got); err != nil {
-				t.Fatalf("%d resources, delta %v: %v", n, delta, err)
+				t.Fatalf("%d resources, %s: %v", n, shape, err)
 			}
 			if !proto.Equal(got, want) {
-				t.Errorf("%d resources, delta %v: wire form decodes to\n%v\nwant\n%v", n, delta, got, want)
+				t.Errorf("%d resources, %s: wire form decodes to\n%v\nwant\n%v", n, shape, got, want)
 			}
 		}
 	}
