@@ -87,11 +87,7 @@ func TestExamplesApply(t *testing.T) {
 	})
 
 	for _, a := range exampleManifests {
-		if a.file == "helloworld-export.yaml" {
-			// The walkthrough installs the mcs-api CRDs of this version first.
-			applyManifest(t, exampleCluster(a.cluster), "the mcs-api ServiceExport CRD", mcscrd.ServiceExportCRD)
-		}
-		objs := applyExample(t, exampleCluster(a.cluster), a.file)
+		objs := applyExampleStep(t, a)
 		// The walkthrough applies files without -n: every namespaced object must say
 		// where it goes.
 		mapper := restMapper(t, exampleCluster(a.cluster).Config)
@@ -296,4 +292,15 @@ func TestExamplesMeshNetworks(t *testing.T) {
 	if want := []string{"network2 cluster2 " + network2Gateway + ":443"}; !slices.Equal(got, want) {
 		t.Errorf("gateways = %q, want %q", got, want)
 	}
+}
+
+// applyExampleStep applies one of exampleManifests as the walkthrough does: the
+// mcs-api ServiceExport CRD of the version Horizon is built with first, before the
+// export.
+func applyExampleStep(t *testing.T, a exampleApply) []*unstructured.Unstructured {
+	t.Helper()
+	if a.file == "helloworld-export.yaml" {
+		applyManifest(t, exampleCluster(a.cluster), "the mcs-api ServiceExport CRD", mcscrd.ServiceExportCRD)
+	}
+	return applyExample(t, exampleCluster(a.cluster), a.file)
 }

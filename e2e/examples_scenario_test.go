@@ -40,7 +40,7 @@ import (
 func TestExamplesReferenceScenario(t *testing.T) {
 	ctx := t.Context()
 	for _, a := range exampleManifests {
-		applyExample(t, exampleCluster(a.cluster), a.file)
+		applyExampleStep(t, a)
 	}
 	playHelloworld(t, config, "v1", v1PodIP)
 	playHelloworld(t, remote, "v2", v2PodIP)

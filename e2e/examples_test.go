@@ -70,7 +70,7 @@ var exampleManifests = []exampleApply{
 	{"remote", "remote-reader.yaml"},
 	{"remote", "helloworld-v2.yaml"},
 	// Multi-Cluster Services: the export in both clusters (after the mcs-api CRDs,
-	// which TestExamplesApply installs from the mcs-api module), and the opt-in
+	// which applyExampleStep installs from the mcs-api module), and the opt-in
 	// status-writing rule.
 	{"config", "helloworld-export.yaml"},
 	{"remote", "helloworld-export.yaml"},

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -169,7 +170,41 @@ func (p *process) freeze() error {
 		return fmt.Errorf("freeze: process exited: %v", p.err)
 	default:
 	}
-	return p.cmd.Process.Signal(syscall.SIGSTOP)
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	// The signal is delivered asynchronously: until every thread has stopped, a
+	// request may still be answered.
+	deadline := time.Now().Add(5 * time.Second)
+	for !stopped(p.cmd.Process.Pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("freeze: process %d not stopped after 5s", p.cmd.Process.Pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+// stopped reports whether every thread of process pid is stopped by a signal, as
+// /proc shows it (state T).
+func stopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			return false
+		}
+		// The state follows the command name, which is in parentheses and may hold
+		// spaces: it is the first field after the last ')'.
+		i := strings.LastIndexByte(string(stat), ')')
+		if i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
 
 // thaw continues a frozen process with SIGCONT; thawing a running or exited process
