@@ -33,6 +33,9 @@ type statusReport struct {
 	MCS app.MCSzResponse `json:"mcs"`
 }
 
+// errNotServed is getJSON's error for a path the server does not have (404).
+var errNotServed = errors.New("not served")
+
 // errClustersInError makes `horizon status` exit non-zero for scripts.
 var errClustersInError = errors.New("clusters in error")
 
@@ -59,10 +62,14 @@ func statusCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	var rep statusReport
 	var clusterz app.ClusterzResponse
 	for _, g := range []struct {
-		path string
-		into any
-	}{{"/debug/clusterz", &clusterz}, {"/debug/networkz", &rep.Networks}, {"/debug/syncz", &rep.Proxies}, {"/debug/mcsz", &rep.MCS}} {
+		path     string
+		into     any
+		optional bool // a horizon serve older than this command may not have it
+	}{{"/debug/clusterz", &clusterz, false}, {"/debug/networkz", &rep.Networks, false}, {"/debug/syncz", &rep.Proxies, false}, {"/debug/mcsz", &rep.MCS, true}} {
 		if err := getJSON(ctx, "http://"+*address+g.path, token, g.into); err != nil {
+			if g.optional && errors.Is(err, errNotServed) {
+				continue
+			}
 			return err
 		}
 	}
@@ -151,7 +158,11 @@ func getJSON(ctx context.Context, url, token string, into any) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
+		err := fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
+		if resp.StatusCode == http.StatusNotFound {
+			err = fmt.Errorf("%w: %w", errNotServed, err)
+		}
+		return err
 	}
 	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
 		return fmt.Errorf("decode %s: %w", url, err)
